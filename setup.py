@@ -1,0 +1,88 @@
+"""Build and install maskrcnn_benchmark with its compiled extension ``maskrcnn_benchmark._C``.
+
+The CPU kernels in ``csrc/cpu`` are always built. The CUDA kernels in ``csrc/cuda`` are built
+as well when torch is a CUDA build and a CUDA toolkit (nvcc) is found, or when FORCE_CUDA=1;
+FORCE_CUDA=0 builds the CPU kernels only.
+"""
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join("csrc")
+
+
+def _cuda_home():
+    """The toolkit root whose ``lib64`` holds cudart, or None."""
+    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if candidate and os.path.isfile(os.path.join(candidate, "bin", "nvcc")):
+            return candidate
+    return None
+
+
+def _want_cuda():
+    forced = os.environ.get("FORCE_CUDA")
+    if forced is not None:
+        return forced == "1"
+    return torch.version.cuda is not None and _cuda_home() is not None
+
+
+def _nvidia_wheel_includes():
+    """Headers (cusparse, cublas, ...) that ATen/cuda/CUDAContext.h needs, shipped by torch's nvidia wheels."""
+    try:
+        import nvidia  # noqa: F401 -- namespace package installed with CUDA builds of torch
+    except ImportError:
+        return []
+    found = []
+    for root in nvidia.__path__:
+        found += sorted(glob.glob(os.path.join(root, "cu*", "include")))
+        found += sorted(glob.glob(os.path.join(root, "*", "include")))
+    return [path for path in dict.fromkeys(found) if os.path.isdir(path)]
+
+
+def get_extensions():
+    sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")) + glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
+    cxx_flags = ["-O3", "-fopenmp"]
+    define_macros = []
+    extra_link_args = ["-fopenmp"]
+    extension = CppExtension
+    extra_compile_args = {"cxx": cxx_flags}
+    include_dirs = [os.path.abspath(CSRC)]
+    if _want_cuda():
+        cuda_home = _cuda_home()
+        if cuda_home:
+            os.environ.setdefault("CUDA_HOME", cuda_home)
+        # With no GPU to detect, torch would compile for every architecture it knows: name a few.
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+        extension = CUDAExtension
+        sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
+        define_macros += [("WITH_CUDA", None)]
+        extra_compile_args["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
+        include_dirs += _nvidia_wheel_includes()
+    return [
+        extension(
+            "maskrcnn_benchmark._C",
+            sources,
+            include_dirs=include_dirs,
+            define_macros=define_macros,
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        )
+    ]
+
+
+setup(
+    name="maskrcnn_benchmark",
+    version="0.1.0",
+    description="Mask R-CNN with adversarial box and mask discriminators (Le et al.), on current PyTorch",
+    packages=find_packages(exclude=("configs", "tests", "tools")),
+    python_requires=">=3.9",
+    ext_modules=get_extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)},
+)
