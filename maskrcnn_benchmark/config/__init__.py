@@ -1,0 +1,174 @@
+"""The global default configuration `cfg` and the checked merge of YAML files and command-line options.
+
+    from maskrcnn_benchmark.config import cfg
+    cfg = cfg.clone()
+    cfg.merge_from_file("configs/demo/nuclei_R_18_FPN.yaml")
+    cfg.merge_from_list(["SOLVER.MAX_ITER", 100])
+
+`cfg` is a `CheckedCfgNode`: besides yacs' own checks, a key that does not exist raises `UnknownConfigKeyError`
+naming the key, the file (or "command-line options") and the closest known key. Two conveniences keep old
+maskrcnn-benchmark YAML files loading unchanged: a scalar given for a list/tuple key becomes a 1-tuple
+(`MIN_SIZE_TRAIN: 800`), an int given for a float key becomes a float, and the legacy
+MODEL.BACKBONE.OUT_CHANNELS is copied into MODEL.RESNETS.BACKBONE_OUT_CHANNELS.
+"""
+import difflib
+import os
+
+from yacs.config import CfgNode
+
+from .defaults import _C
+
+__all__ = ["cfg", "CheckedCfgNode", "UnknownConfigKeyError", "load_config"]
+
+# Old key -> current key; the old key stays in the defaults (so old files load) and its value is forwarded.
+_LEGACY_ALIASES = {"MODEL.BACKBONE.OUT_CHANNELS": "MODEL.RESNETS.BACKBONE_OUT_CHANNELS"}
+
+
+class UnknownConfigKeyError(KeyError):
+    """A YAML file or an option names a key that is not in config/defaults.py."""
+
+    def __str__(self):
+        # KeyError's default str() shows the repr of the message (quotes and escaped newlines).
+        return str(self.args[0])
+
+
+def _all_keys(node, prefix=""):
+    """Dotted names of every leaf and sub-node of `node`."""
+    keys = []
+    for name, value in node.items():
+        full = prefix + name
+        keys.append(full)
+        if isinstance(value, CfgNode):
+            keys.extend(_all_keys(value, full + "."))
+    return keys
+
+
+def _unknown_key_error(full_key, source, root):
+    known = _all_keys(root)
+    close = difflib.get_close_matches(full_key, known, n=1, cutoff=0.5)
+    if not close:
+        # A typo in the leaf name under the wrong section still deserves a hint: compare leaf names alone.
+        leaf = full_key.split(".")[-1]
+        by_leaf = {k.split(".")[-1]: k for k in known}
+        leaf_close = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
+        close = [by_leaf[leaf_close[0]]] if leaf_close else []
+    hint = "Did you mean '{}'?".format(close[0]) if close else "See maskrcnn_benchmark/config/defaults.py for all keys."
+    return UnknownConfigKeyError(
+        "Unknown config key '{}' in {}. {}".format(full_key, source, hint)
+    )
+
+
+def _coerce(value, default, full_key):
+    """Lenient type fixes that yacs refuses but old maskrcnn-benchmark files rely on."""
+    if isinstance(default, (tuple, list)) and not isinstance(value, (tuple, list)):
+        return type(default)([value])
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _check_tree(loaded, defaults, source, root, prefix=""):
+    """Raise on unknown keys of `loaded` (a CfgNode read from `source`) and coerce its values in place."""
+    for name in list(loaded.keys()):
+        full_key = prefix + name
+        if name not in defaults:
+            if root.key_is_deprecated(full_key) or root.key_is_renamed(full_key):
+                continue  # yacs reports these itself
+            raise _unknown_key_error(full_key, source, root)
+        default = defaults[name]
+        value = loaded[name]
+        if isinstance(default, CfgNode):
+            if not isinstance(value, dict):
+                raise ValueError(
+                    "Config key '{}' in {} is a section of keys, got the value {!r}".format(full_key, source, value)
+                )
+            _check_tree(value, default, source, root, full_key + ".")
+        else:
+            loaded[name] = _coerce(value, default, full_key)
+
+
+def _get(node, full_key):
+    for part in full_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(node, full_key, value):
+    parts = full_key.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+class CheckedCfgNode(CfgNode):
+    """yacs CfgNode whose merges name unknown keys, their source and the closest known key."""
+
+    def merge_from_file(self, cfg_filename):
+        """Merge a YAML file; unknown keys raise UnknownConfigKeyError naming the key and the file."""
+        if not os.path.isfile(cfg_filename):
+            raise FileNotFoundError("Config file not found: '{}'".format(cfg_filename))
+        with open(cfg_filename, "r") as f:
+            loaded = self.load_cfg(f)
+        self._merge_checked(loaded, "config file '{}'".format(cfg_filename))
+
+    def merge_from_other_cfg(self, cfg_other):
+        """Merge another CfgNode (or dict); unknown keys raise UnknownConfigKeyError."""
+        other = cfg_other if isinstance(cfg_other, CfgNode) else CfgNode(cfg_other)
+        self._merge_checked(other.clone(), "the merged config")
+
+    def merge_from_list(self, cfg_list):
+        """Merge ["KEY.PATH", value, ...] pairs (e.g. command-line opts); unknown keys name the key and the hint."""
+        if len(cfg_list) % 2 != 0:
+            raise ValueError(
+                "Config options must come in KEY VALUE pairs, got an odd number of items: {}".format(list(cfg_list))
+            )
+        source = "command-line options"
+        coerced = []
+        for full_key, raw in zip(cfg_list[0::2], cfg_list[1::2]):
+            if self.key_is_deprecated(full_key) or self.key_is_renamed(full_key):
+                coerced.extend([full_key, raw])
+                continue
+            default = _get(self, full_key)
+            if default is None or isinstance(default, CfgNode):
+                if isinstance(default, CfgNode):
+                    raise ValueError("Config key '{}' in {} is a section, give one of its keys".format(full_key, source))
+                raise _unknown_key_error(full_key, source, self)
+            value = _coerce(self._decode_cfg_value(raw), default, full_key)
+            coerced.extend([full_key, value])
+        super().merge_from_list(coerced)
+        for old, new in _LEGACY_ALIASES.items():
+            if old in cfg_list[0::2]:
+                self._forward_alias(old, new)
+
+    def _merge_checked(self, loaded, source):
+        _check_tree(loaded, self, source, self)
+        super().merge_from_other_cfg(loaded)
+        for old, new in _LEGACY_ALIASES.items():
+            if _get(loaded, old) is not None:
+                self._forward_alias(old, new)
+
+    def _forward_alias(self, old, new):
+        value = _get(self, old)
+        if value:  # 0 / False means "not set" for the legacy keys
+            _set(self, new, value)
+
+
+def load_config(config_file=None, opts=(), base=None):
+    """Return a fresh config: `base` (default: the package defaults) + YAML `config_file` + `opts` pairs.
+
+    Args:
+        config_file (str or None): path of a maskrcnn-benchmark style YAML file.
+        opts (sequence): ["KEY.PATH", value, ...] overrides applied after the file.
+        base (CfgNode or None): config to start from; it is cloned, never modified.
+    """
+    config = (base if base is not None else cfg).clone()
+    if config_file:
+        config.merge_from_file(config_file)
+    if opts:
+        config.merge_from_list(list(opts))
+    return config
+
+
+cfg = CheckedCfgNode(_C)

@@ -1,0 +1,141 @@
+"""Where datasets and pretrained weights live: DatasetCatalog (name -> dataset factory + args) and ModelCatalog.
+
+To add datasets without editing this file either
+  * set DATASETS.CUSTOM to ("NAME:ANN_FILE:IMG_DIR", ...) in your YAML or on the command line, or
+  * copy this file, add entries, and point PATHS_CATALOG at the copy (maskrcnn-benchmark behaviour).
+The data root is the repository's datasets/ folder; set MASKRCNN_DATA_DIR to use another one.
+"""
+import os
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_custom_dataset(spec):
+    """Parse one DATASETS.CUSTOM entry "NAME:ANN_FILE:IMG_DIR" into (name, abs ann_file, abs img_dir).
+
+    The first ':' ends NAME and the last ':' starts IMG_DIR, so ANN_FILE may itself contain ':'.
+    Relative paths are resolved against the current working directory.
+    """
+    if not isinstance(spec, str) or spec.count(":") < 2:
+        raise ValueError(
+            "DATASETS.CUSTOM entry {!r} must be a string 'NAME:ANN_FILE:IMG_DIR', e.g. "
+            "'cells_train:data/cells/train.json:data/cells/images'".format(spec)
+        )
+    name, rest = spec.split(":", 1)
+    ann_file, img_dir = rest.rsplit(":", 1)
+    if not name or not ann_file or not img_dir:
+        raise ValueError("DATASETS.CUSTOM entry {!r} has an empty NAME, ANN_FILE or IMG_DIR".format(spec))
+    return name, os.path.abspath(ann_file), os.path.abspath(img_dir)
+
+
+class DatasetCatalog(object):
+    """Dataset names -> {"factory": class name in data.datasets, "args": constructor kwargs}."""
+
+    DATA_DIR = os.environ.get("MASKRCNN_DATA_DIR", os.path.join(_REPO_ROOT, "datasets"))
+    DATASETS = {
+        "coco_2017_train": {"img_dir": "coco/train2017", "ann_file": "coco/annotations/instances_train2017.json"},
+        "coco_2017_val": {"img_dir": "coco/val2017", "ann_file": "coco/annotations/instances_val2017.json"},
+        "coco_2014_train": {"img_dir": "coco/train2014", "ann_file": "coco/annotations/instances_train2014.json"},
+        "coco_2014_val": {"img_dir": "coco/val2014", "ann_file": "coco/annotations/instances_val2014.json"},
+        "coco_2014_minival": {
+            "img_dir": "coco/val2014",
+            "ann_file": "coco/annotations/instances_minival2014.json",
+        },
+        "coco_2014_valminusminival": {
+            "img_dir": "coco/val2014",
+            "ann_file": "coco/annotations/instances_valminusminival2014.json",
+        },
+        "keypoints_coco_2014_train": {
+            "img_dir": "coco/train2014",
+            "ann_file": "coco/annotations/person_keypoints_train2014.json",
+        },
+        "keypoints_coco_2014_val": {
+            "img_dir": "coco/val2014",
+            "ann_file": "coco/annotations/person_keypoints_val2014.json",
+        },
+        "keypoints_coco_2014_minival": {
+            "img_dir": "coco/val2014",
+            "ann_file": "coco/annotations/person_keypoints_minival2014.json",
+        },
+        "keypoints_coco_2014_valminusminival": {
+            "img_dir": "coco/val2014",
+            "ann_file": "coco/annotations/person_keypoints_valminusminival2014.json",
+        },
+        "cityscapes_fine_instanceonly_seg_train_cocostyle": {
+            "img_dir": "cityscapes/images",
+            "ann_file": "cityscapes/annotations/instancesonly_filtered_gtFine_train.json",
+        },
+        "cityscapes_fine_instanceonly_seg_val_cocostyle": {
+            "img_dir": "cityscapes/images",
+            "ann_file": "cityscapes/annotations/instancesonly_filtered_gtFine_val.json",
+        },
+        # Embedded datasets: written on first use by the "generator" (module in data.datasets, split), no download.
+        "synthetic_train": {"img_dir": "synthetic/train", "ann_file": "synthetic/train.json", "generator": "synthetic"},
+        "synthetic_val": {"img_dir": "synthetic/val", "ann_file": "synthetic/val.json", "generator": "synthetic"},
+        "nuclei_dsb2018_train": {"img_dir": "nuclei/train", "ann_file": "nuclei/train.json", "generator": "nuclei"},
+        "nuclei_dsb2018_val": {"img_dir": "nuclei/val", "ann_file": "nuclei/val.json", "generator": "nuclei"},
+    }
+
+    @staticmethod
+    def get(name):
+        """Return {"factory": "COCODataset", "args": {"root", "ann_file"}} for a catalog name.
+
+        Embedded datasets are generated under DATA_DIR the first time they are asked for.
+        """
+        if name not in DatasetCatalog.DATASETS:
+            raise KeyError(
+                "Dataset '{}' is not in the catalog {}. Known datasets: {}. To use your own COCO-format data, add "
+                "'{}:ANN_FILE:IMG_DIR' to DATASETS.CUSTOM or point PATHS_CATALOG to your own catalog file.".format(
+                    name, __file__, ", ".join(sorted(DatasetCatalog.DATASETS)), name
+                )
+            )
+        attrs = DatasetCatalog.DATASETS[name]
+        data_dir = DatasetCatalog.DATA_DIR
+        generator = attrs.get("generator")
+        if generator is not None:
+            # Imported here: the data package imports the config package, not the other way round.
+            import importlib
+
+            module = importlib.import_module("maskrcnn_benchmark.data.datasets." + generator)
+            module.ensure_dataset(os.path.join(data_dir, os.path.dirname(attrs["ann_file"])))
+        args = dict(
+            root=os.path.join(data_dir, attrs["img_dir"]),
+            ann_file=os.path.join(data_dir, attrs["ann_file"]),
+        )
+        return dict(factory="COCODataset", args=args)
+
+
+class ModelCatalog(object):
+    """Names used in MODEL.WEIGHT "catalog://NAME" -> download URL."""
+
+    S3_C2_DETECTRON_URL = "https://dl.fbaipublicfiles.com/detectron"
+    C2_IMAGENET_MODELS = {
+        "MSRA/R-50": "ImageNetPretrained/MSRA/R-50.pkl",
+        "MSRA/R-50-GN": "ImageNetPretrained/47261647/R-50-GN.pkl",
+        "MSRA/R-101": "ImageNetPretrained/MSRA/R-101.pkl",
+        "MSRA/R-101-GN": "ImageNetPretrained/47592356/R-101-GN.pkl",
+        "FAIR/20171220/X-101-32x8d": "ImageNetPretrained/20171220/X-101-32x8d.pkl",
+    }
+    # torchvision's ImageNet ResNets (RGB 0-1 inputs: use INPUT.TO_BGR255 False with torchvision's mean/std)
+    TORCHVISION_MODELS = {
+        "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+        "resnet34": "https://download.pytorch.org/models/resnet34-b627a593.pth",
+        "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+        "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+        "resnet152": "https://download.pytorch.org/models/resnet152-394f9c45.pth",
+    }
+
+    @staticmethod
+    def get(name):
+        """URL of a catalog model: "ImageNetPretrained/MSRA/R-50" or "torchvision/resnet18"."""
+        if name.startswith("ImageNetPretrained/"):
+            key = name[len("ImageNetPretrained/"):]
+            if key in ModelCatalog.C2_IMAGENET_MODELS:
+                return "/".join([ModelCatalog.S3_C2_DETECTRON_URL, ModelCatalog.C2_IMAGENET_MODELS[key]])
+        if name.startswith("torchvision/"):
+            key = name[len("torchvision/"):]
+            if key in ModelCatalog.TORCHVISION_MODELS:
+                return ModelCatalog.TORCHVISION_MODELS[key]
+        known = ["ImageNetPretrained/" + k for k in ModelCatalog.C2_IMAGENET_MODELS]
+        known += ["torchvision/" + k for k in ModelCatalog.TORCHVISION_MODELS]
+        raise KeyError("Model '{}' is not in the ModelCatalog. Known models: {}".format(name, ", ".join(known)))
