@@ -1,0 +1,234 @@
+"""Saving and restoring training state (model, optimizer, scheduler, discriminators) in one file."""
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+from maskrcnn_benchmark.utils.model_serialization import load_state_dict
+from maskrcnn_benchmark.utils.model_zoo import cache_url
+from maskrcnn_benchmark.utils.torchvision_model_loading import (
+    convert_torchvision_resnet_state_dict,
+    is_torchvision_resnet_state_dict,
+)
+
+LAST_CHECKPOINT_FILE = "last_checkpoint"
+
+
+def _atomic_write(path, write_fn):
+    """Call ``write_fn(tmp_path)`` then rename to ``path``, so ``path`` is either the old or the new file.
+
+    A crash (or exception) inside write_fn leaves any previous ``path`` untouched and removes the partial file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        write_fn(tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def load_checkpoint_file(path):
+    """``torch.load`` a checkpoint safely onto the CPU.
+
+    ``weights_only=True`` lets the unpickler build tensors, containers and numbers only, so a file that
+    embeds code (a pickled callable or class) is refused instead of executed.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        RuntimeError: the file is truncated/corrupt, or contains objects other than tensors and plain
+            containers; the message names the file and the reason.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError("Checkpoint file '{}' does not exist".format(path))
+    try:
+        return torch.load(path, map_location=torch.device("cpu"), weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(
+            "Refusing to load checkpoint '{}': it contains objects other than tensors and plain containers, "
+            "which could run code when unpickled (torch.load weights_only=True rejected it: {}). Re-save it "
+            "from a trusted source as a plain state dict.".format(path, str(e).splitlines()[0] if str(e) else e)
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        size = os.path.getsize(path)
+        raise RuntimeError(
+            "Cannot read checkpoint '{}' ({} bytes): the file is truncated or corrupt ({}: {}). Delete it and "
+            "resume from an earlier checkpoint or re-download it.".format(path, size, type(e).__name__, e)
+        ) from e
+
+
+class Checkpointer:
+    """Save and restore the model together with optimizer, scheduler and any ``extra`` stateful objects.
+
+    Args:
+        model: the nn.Module (possibly wrapped in DistributedDataParallel).
+        optimizer, scheduler: optional; restored when present in the file.
+        save_dir: folder for checkpoints and the ``last_checkpoint`` pointer file.
+        save_to_disk: only the main process should write (defaults to True when save_dir is set).
+        logger: defaults to this module's logger.
+        extra: dict name -> object with ``state_dict()``/``load_state_dict()`` (e.g. the GAN's discriminators,
+            their optimizer and scheduler) saved in the SAME file under those names.
+    """
+
+    def __init__(self, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None,
+                 extra=None):
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.save_dir = save_dir
+        self.save_to_disk = bool(save_dir) if save_to_disk is None else save_to_disk
+        self.logger = logger or logging.getLogger(__name__)
+        self.extra = dict(extra or {})
+        reserved = {"model", "optimizer", "scheduler"}
+        clash = reserved.intersection(self.extra)
+        if clash:
+            raise ValueError("Checkpointer extra names {} clash with the reserved entries {}; rename them".format(
+                sorted(clash), sorted(reserved)))
+
+    def _bare_model(self):
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    def save(self, name, **kwargs):
+        """Write ``save_dir/name.pth`` holding every state dict plus ``kwargs`` (e.g. iteration=...).
+
+        The file is written under a temporary name and renamed when complete; only then is
+        ``last_checkpoint`` (itself written atomically) pointed at it, so a crash at any moment leaves a
+        loadable previous checkpoint that ``last_checkpoint`` names.
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return None
+        os.makedirs(self.save_dir, exist_ok=True)
+        data = {"model": self._bare_model().state_dict()}
+        if self.optimizer is not None:
+            data["optimizer"] = self.optimizer.state_dict()
+        if self.scheduler is not None:
+            data["scheduler"] = self.scheduler.state_dict()
+        for key, obj in self.extra.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+
+        save_file = os.path.join(self.save_dir, "{}.pth".format(name))
+        self.logger.info("Saving checkpoint to %s", save_file)
+        _atomic_write(save_file, lambda tmp: torch.save(data, tmp))
+        self.tag_last_checkpoint(save_file)
+        return save_file
+
+    def load(self, f=None, use_latest=True):
+        """Restore from ``f``, or from the file ``last_checkpoint`` names when it exists and use_latest is True.
+
+        Returns:
+            dict of the remaining entries of the file (e.g. {"iteration": 1000}); empty when nothing was
+            loaded (no file given and no checkpoint yet: training starts from scratch).
+        """
+        if use_latest and self.has_checkpoint():
+            f = self.get_checkpoint_file()
+        if not f:
+            self.logger.info("No checkpoint found. Initializing model from scratch")
+            return {}
+        self.logger.info("Loading checkpoint from %s", f)
+        checkpoint = self._load_file(f)
+        self._load_model(checkpoint)
+        if "optimizer" in checkpoint and self.optimizer is not None:
+            self.logger.info("Loading optimizer from %s", f)
+            self.optimizer.load_state_dict(checkpoint.pop("optimizer"))
+        if "scheduler" in checkpoint and self.scheduler is not None:
+            self.logger.info("Loading scheduler from %s", f)
+            self.scheduler.load_state_dict(checkpoint.pop("scheduler"))
+        for key, obj in self.extra.items():
+            if key in checkpoint:
+                self.logger.info("Loading %s from %s", key, f)
+                obj.load_state_dict(checkpoint.pop(key))
+            else:
+                self.logger.warning("Checkpoint %s has no '%s' entry; it keeps its current state", f, key)
+        # Whatever is left is the caller's (iteration, plus state of objects this checkpointer doesn't own).
+        checkpoint.pop("optimizer", None)
+        checkpoint.pop("scheduler", None)
+        return checkpoint
+
+    def has_checkpoint(self):
+        """True when ``save_dir/last_checkpoint`` exists."""
+        return bool(self.save_dir) and os.path.exists(os.path.join(self.save_dir, LAST_CHECKPOINT_FILE))
+
+    def get_checkpoint_file(self):
+        """Path stored in ``last_checkpoint`` ("" if unreadable); relative names resolve against save_dir."""
+        save_file = os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
+        try:
+            with open(save_file, "r") as f:
+                last_saved = f.read().strip()
+        except IOError:
+            return ""
+        if last_saved and not os.path.isabs(last_saved):
+            last_saved = os.path.join(self.save_dir, last_saved)
+        return last_saved
+
+    def tag_last_checkpoint(self, last_filename):
+        """Atomically point ``last_checkpoint`` at ``last_filename`` (stored relative to save_dir so the
+        output folder can be moved)."""
+        save_file = os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
+        relative = os.path.relpath(os.path.abspath(last_filename), os.path.abspath(self.save_dir))
+
+        def write(tmp):
+            with open(tmp, "w") as f:
+                f.write(relative)
+                f.flush()
+                os.fsync(f.fileno())
+
+        _atomic_write(save_file, write)
+
+    def _load_file(self, f):
+        return load_checkpoint_file(f)
+
+    def _load_model(self, checkpoint):
+        if "model" not in checkpoint:
+            raise KeyError("Checkpoint has no 'model' entry (found: {}); it is not a maskrcnn_benchmark "
+                           "checkpoint".format(sorted(checkpoint.keys())))
+        load_state_dict(self._bare_model(), checkpoint.pop("model"), logger=self.logger)
+
+
+class DetectronCheckpointer(Checkpointer):
+    """Checkpointer that also understands MODEL.WEIGHT's other forms.
+
+    ``f`` may be ``catalog://<name>`` (resolved by ``config.paths_catalog.ModelCatalog``), an http(s):// or
+    file:// URL (downloaded once into the torch.hub cache), a torchvision ResNet ``.pth`` (renamed to our
+    backbone names), or a maskrcnn_benchmark checkpoint ``{"model": state_dict, ...}``.
+    """
+
+    def __init__(self, cfg, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None,
+                 extra=None):
+        super().__init__(model, optimizer, scheduler, save_dir, save_to_disk, logger, extra)
+        self.cfg = cfg.clone()
+
+    def _load_file(self, f):
+        if f.startswith("catalog://"):
+            from maskrcnn_benchmark.config import paths_catalog
+
+            catalog_f = paths_catalog.ModelCatalog.get(f[len("catalog://"):])
+            self.logger.info("%s points to %s", f, catalog_f)
+            f = catalog_f
+        if "://" in f:
+            cached_f = cache_url(f)
+            self.logger.info("url %s cached in %s", f, cached_f)
+            f = cached_f
+        if f.endswith(".pkl"):
+            raise RuntimeError(
+                "'{}' is a Detectron (Caffe2) pickle. Such files can only be read by unpickling arbitrary objects, "
+                "which this package refuses for safety; use a torchvision ResNet .pth (e.g. "
+                "https://download.pytorch.org/models/resnet50-0676ba61.pth) or a maskrcnn_benchmark .pth".format(f))
+        loaded = super()._load_file(f)
+        if not isinstance(loaded, dict):
+            raise RuntimeError("Checkpoint '{}' holds a {}, expected a dict".format(f, type(loaded).__name__))
+        if "model" in loaded:
+            return loaded
+        if "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
+            loaded = loaded["state_dict"]
+        if is_torchvision_resnet_state_dict(loaded):
+            self.logger.info("%s is a torchvision ResNet state dict; mapping it onto backbone names", f)
+            return {"model": convert_torchvision_resnet_state_dict(loaded, logger=self.logger)}
+        # A bare state dict of our own model (e.g. model.state_dict() saved by hand).
+        return {"model": loaded}

@@ -1,0 +1,73 @@
+"""Helpers for multi-process (torch.distributed) training and testing.
+
+Every function also works without an initialised process group, where it behaves as a world of one
+process, so single-process code needs no special cases.
+"""
+import torch
+import torch.distributed as dist
+
+
+def _is_distributed():
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_world_size():
+    """Number of processes in the default group (1 when not distributed)."""
+    return dist.get_world_size() if _is_distributed() else 1
+
+
+def get_rank():
+    """Rank of this process in the default group (0 when not distributed)."""
+    return dist.get_rank() if _is_distributed() else 0
+
+
+def is_main_process():
+    """True on the process that logs, writes checkpoints and evaluates."""
+    return get_rank() == 0
+
+
+def synchronize():
+    """Barrier across all processes; a no-op for a single process."""
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def all_gather(data):
+    """Gather any picklable object from every process.
+
+    Args:
+        data: a picklable object (e.g. a dict image_id -> BoxList).
+    Returns:
+        list with one entry per rank, in rank order (``[data]`` for a single process).
+    """
+    world_size = get_world_size()
+    if world_size == 1:
+        return [data]
+    # all_gather_object pickles through the backend (gloo on CPU, nccl on GPU); it handles the
+    # unequal byte sizes that hand-rolled tensor padding used to deal with.
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, data)
+    return gathered
+
+
+def reduce_dict(input_dict, average=True):
+    """Reduce a dict of scalar tensors across processes so rank 0 can log the global value.
+
+    Args:
+        input_dict: dict name -> 0-dim Tensor, same keys on every process.
+        average: average (True) or sum (False) the values.
+    Returns:
+        dict with the same keys; on rank 0 it holds the reduced values (other ranks hold partial sums,
+        as with ``torch.distributed.reduce``).
+    """
+    world_size = get_world_size()
+    if world_size < 2:
+        return input_dict
+    with torch.no_grad():
+        # Sort keys so every process stacks the values in the same order.
+        names = sorted(input_dict.keys())
+        values = torch.stack([input_dict[name].detach().float() for name in names], dim=0)
+        dist.reduce(values, dst=0)
+        if dist.get_rank() == 0 and average:
+            values /= world_size
+        return {name: value for name, value in zip(names, values)}

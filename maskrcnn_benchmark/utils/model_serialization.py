@@ -1,0 +1,91 @@
+"""Load a state dict whose key names only partly match the model's (different prefixes, wrappers)."""
+import logging
+from collections import OrderedDict
+
+import torch
+
+
+def _suffix_matches(model_key, loaded_key):
+    # Match whole dotted components only, so "conv1.weight" never matches "xconv1.weight".
+    return model_key == loaded_key or model_key.endswith("." + loaded_key)
+
+
+def align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=None):
+    """Copy into ``model_state_dict`` the loaded tensors whose key is a dotted suffix of a model key.
+
+    A loaded checkpoint may name parameters with a shorter path than the model (e.g. a bare ResNet's
+    ``layer1.0.conv1.weight`` against our ``backbone.body.layer1.0.conv1.weight``, or the same body used by a
+    C4 box head). For every model key the longest loaded key that is a suffix of it wins, as in
+    maskrcnn-benchmark. Tensors whose shape differs from the model's are not copied and are reported.
+
+    Args:
+        model_state_dict: the model's ``state_dict()``, updated in place.
+        loaded_state_dict: dict name -> Tensor from the checkpoint.
+    Returns:
+        dict with lists "loaded" (model keys filled), "missing" (model keys left as they were),
+        "mismatched" ((model key, loaded key, model shape, loaded shape) tuples) and "unused" (loaded keys
+        no model key matched).
+    """
+    logger = logger or logging.getLogger(__name__)
+    model_keys = sorted(model_state_dict.keys())
+    loaded_keys = sorted(loaded_state_dict.keys())
+    loaded, missing, mismatched = [], [], []
+    used = set()
+    max_model_len = max([len(k) for k in model_keys], default=1)
+    max_loaded_len = max([len(k) for k in loaded_keys], default=1)
+    log_format = "{: <{}} loaded from {: <{}} of shape {}"
+    for model_key in model_keys:
+        candidates = [k for k in loaded_keys if _suffix_matches(model_key, k)]
+        if not candidates:
+            missing.append(model_key)
+            continue
+        loaded_key = max(candidates, key=len)
+        used.add(loaded_key)
+        source = loaded_state_dict[loaded_key]
+        target = model_state_dict[model_key]
+        if tuple(source.shape) != tuple(target.shape):
+            mismatched.append((model_key, loaded_key, tuple(target.shape), tuple(source.shape)))
+            continue
+        model_state_dict[model_key] = source.to(dtype=target.dtype)
+        loaded.append(model_key)
+        logger.debug(log_format.format(model_key, max_model_len, loaded_key, max_loaded_len, tuple(source.shape)))
+    unused = [k for k in loaded_keys if k not in used]
+
+    logger.info("Loaded %d of %d model tensors from the checkpoint", len(loaded), len(model_keys))
+    if missing:
+        logger.info("Not in the checkpoint (kept their initial values): %s", ", ".join(missing))
+    if mismatched:
+        logger.warning(
+            "Shape mismatch, NOT loaded (e.g. a different number of classes; these keep their initial values):\n%s",
+            "\n".join("  {} {} <- checkpoint {} {}".format(m, ms, l, ls) for m, l, ms, ls in mismatched))
+    if unused:
+        logger.info("Checkpoint entries not used by the model: %s", ", ".join(unused))
+    return {"loaded": loaded, "missing": missing, "mismatched": mismatched, "unused": unused}
+
+
+def strip_prefix_if_present(state_dict, prefix):
+    """Return a copy of ``state_dict`` without ``prefix`` on its keys if every key has it (e.g. "module.")."""
+    keys = sorted(state_dict.keys())
+    if not keys or not all(key.startswith(prefix) for key in keys):
+        return state_dict
+    stripped = OrderedDict()
+    for key, value in state_dict.items():
+        stripped[key[len(prefix):]] = value
+    return stripped
+
+
+def load_state_dict(model, loaded_state_dict, logger=None):
+    """Load ``loaded_state_dict`` into ``model`` by suffix matching; returns the report of
+    :func:`align_and_update_state_dicts`.
+
+    The "module." prefix that DistributedDataParallel adds is removed first, so checkpoints written
+    from a wrapped model load into a bare one.
+    """
+    if not isinstance(loaded_state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in loaded_state_dict.values()):
+        raise TypeError("load_state_dict expects a dict name -> Tensor; got {}".format(type(loaded_state_dict).__name__))
+    model_state_dict = model.state_dict()
+    loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
+    report = align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=logger)
+    # model_state_dict still holds every key (unmatched ones keep the model's values), so strict loading holds.
+    model.load_state_dict(model_state_dict)
+    return report
