@@ -3,9 +3,7 @@
 Conv initialisation follows maskrcnn-benchmark (kaiming-uniform with a=1, zero bias) so that
 models trained here and there start from the same distribution.
 """
-import torch
 from torch import nn
-from torch.nn import functional as F
 
 
 def get_group_gn(dim, dim_per_gp=-1, num_groups=32):

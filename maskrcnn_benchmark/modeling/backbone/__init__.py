@@ -1,0 +1,3 @@
+from .backbone import build_backbone  # noqa: F401
+from . import fpn as fpn_module  # noqa: F401
+from . import resnet  # noqa: F401
