@@ -1,0 +1,99 @@
+"""Box discriminator D_b: tells RoI features pooled at ground-truth boxes from those pooled at predicted boxes."""
+from torch import nn
+
+# LeakyReLU slope and DCGAN's N(0, 0.02) initialisation: the usual choice for GAN discriminators, and the
+# authors' discriminators use the same slope.
+LEAKY_SLOPE = 0.2
+INIT_STD = 0.02
+
+
+def conv_plan(resolution, num_convs):
+    """Kernel, stride and padding of each conv of an encoder that brings ``resolution`` down to 1x1.
+
+    The first ``num_convs - 1`` convs halve the resolution (kernel 4 on even sizes, kernel 3 on odd sizes,
+    stride 2, padding 1, so 28 -> 14 -> 7 -> 4 -> 2); the last conv has a kernel as large as what is left,
+    so it sees the whole RoI and returns 1x1.
+
+    Arguments:
+        resolution (int): input height = width.
+        num_convs (int): number of conv layers (>= 1).
+    Returns:
+        list[tuple[int, int, int]]: (kernel, stride, padding) per conv, and the output sizes list[int].
+    """
+    if num_convs < 1:
+        raise ValueError("a discriminator needs at least one conv layer, got num_convs={}".format(num_convs))
+    if resolution < 1:
+        raise ValueError("discriminator input resolution must be >= 1, got {}".format(resolution))
+    plan, sizes, size = [], [], resolution
+    for _ in range(num_convs - 1):
+        kernel = 4 if size % 2 == 0 else 3
+        plan.append((kernel, 2, 1))
+        size = (size + 2 - kernel) // 2 + 1
+        sizes.append(size)
+    plan.append((size, 1, 0))
+    sizes.append(1)
+    return plan, sizes
+
+
+def init_discriminator_weights(module):
+    """DCGAN initialisation: conv weights N(0, 0.02), BatchNorm scale 1 and shift 0, conv biases 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=INIT_STD)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class BoxDiscriminator(nn.Module):
+    """D_b of the paper: a conv encoder from a K x C x R x R RoI feature map to one real/fake logit per RoI.
+
+    ``num_convs - 1`` blocks of conv -> BatchNorm -> LeakyReLU halve the resolution (28 -> 14 -> 7 -> 4 -> 2
+    for five convs) while the width doubles from ``channels`` (capped at 8x); the last conv covers what is
+    left and outputs the score. That last conv has no BatchNorm / LeakyReLU: BatchNorm would force the batch
+    of scores to zero mean, i.e. make D_b call half of every batch fake whatever it sees.
+    The logit is returned (no sigmoid): the losses apply logsigmoid, which is stable.
+    """
+
+    def __init__(self, in_channels, channels=64, num_convs=5, resolution=28):
+        """
+        Arguments:
+            in_channels (int): channels of the pooled RoI features (the FPN's 256).
+            channels (int): width of the first conv; doubles with each further block up to 8 * channels.
+            num_convs (int): conv layers including the scoring one (the paper studies 3, 4, 5).
+            resolution (int): side of the square RoI features (28).
+        """
+        super(BoxDiscriminator, self).__init__()
+        plan, _ = conv_plan(resolution, num_convs)
+        layers, width_in = [], in_channels
+        for index, (kernel, stride, padding) in enumerate(plan[:-1]):
+            width_out = channels * 2 ** min(index, 3)
+            layers += [
+                # no conv bias: the BatchNorm shift right after makes it redundant
+                nn.Conv2d(width_in, width_out, kernel, stride, padding, bias=False),
+                nn.BatchNorm2d(width_out),
+                nn.LeakyReLU(LEAKY_SLOPE),
+            ]
+            width_in = width_out
+        kernel, stride, padding = plan[-1]
+        layers.append(nn.Conv2d(width_in, 1, kernel, stride, padding))
+        self.layers = nn.Sequential(*layers)
+        self.resolution = resolution
+        init_discriminator_weights(self)
+
+    def forward(self, x):
+        """
+        Arguments:
+            x (Tensor[K, in_channels, R, R]): RoI features (K may be 0).
+        Returns:
+            Tensor[K]: real/fake logits (sigmoid gives the probability that the box is a ground-truth box).
+        """
+        if x.dim() != 4 or x.shape[-2:] != (self.resolution, self.resolution):
+            raise ValueError(
+                "BoxDiscriminator expects RoI features K x C x {0} x {0}, got {1}".format(
+                    self.resolution, tuple(x.shape)
+                )
+            )
+        return self.layers(x).reshape(x.shape[0])

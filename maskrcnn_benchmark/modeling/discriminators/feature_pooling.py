@@ -1,0 +1,107 @@
+"""RoI features for the discriminators: FPN maps pooled at boxes given as a K x 5 tensor.
+
+Two ways to read the FPN levels (MODEL.GAN.FEATURE_FUSION):
+  "max":   pool every level at every RoI and keep the element-wise maximum (the authors' code), so each RoI
+           sees the strongest response at any scale and the choice of level never switches abruptly when a
+           predicted box grows or shrinks;
+  "level": the standard FPN assignment (one level per RoI by its size), through ``modeling.poolers.Pooler``.
+Two pooling ops (POOLER_TYPE): "PrRoIPool" (Precise RoI Pooling, differentiable w.r.t. the box coordinates,
+which the box discriminator needs for L_adv^Gb to reach the box regression) and "ROIAlign" (no gradient
+w.r.t. the coordinates).
+"""
+import torch
+from torch import nn
+from torchvision.ops import roi_align
+
+POOLER_TYPES = ("ROIAlign", "PrRoIPool")
+FUSIONS = ("max", "level")
+
+
+def _pool_one_level(features, rois, resolution, scale, pooler_type, sampling_ratio):
+    if pooler_type == "PrRoIPool":
+        # imported here: the op may live in a compiled extension that is built after this module is imported
+        from maskrcnn_benchmark.layers.prroi_pool import prroi_pool2d
+
+        return prroi_pool2d(features, rois, resolution, resolution, scale)
+    return roi_align(features, rois, (resolution, resolution), scale, sampling_ratio, aligned=False)
+
+
+class RoIFeaturePooler(nn.Module):
+    """Pools FPN features at RoIs for a discriminator; has no parameters.
+
+    The pooler scales are derived from the strides the detector reports with its features, so nothing has
+    to be configured twice.
+    """
+
+    def __init__(self, resolution=28, pooler_type="PrRoIPool", fusion="max", sampling_ratio=2):
+        """
+        Arguments:
+            resolution (int): side of the pooled square, cells.
+            pooler_type (str): "PrRoIPool" or "ROIAlign".
+            fusion (str): "max" (all levels, element-wise max) or "level" (FPN level assignment).
+            sampling_ratio (int): ROIAlign samples per cell side (0 = adaptive); unused by PrRoIPool, which
+                integrates exactly.
+        """
+        super(RoIFeaturePooler, self).__init__()
+        if pooler_type not in POOLER_TYPES:
+            raise ValueError(
+                "unknown discriminator pooler type {!r} (MODEL.GAN.BOX_DISC / MASK_DISC.POOLER_TYPE); "
+                "use one of {}".format(pooler_type, POOLER_TYPES)
+            )
+        if fusion not in FUSIONS:
+            raise ValueError(
+                "unknown MODEL.GAN.FEATURE_FUSION {!r}; use one of {}".format(fusion, FUSIONS)
+            )
+        self.resolution = resolution
+        self.pooler_type = pooler_type
+        self.fusion = fusion
+        self.sampling_ratio = sampling_ratio
+
+    def forward(self, features, feature_strides, rois):
+        """
+        Arguments:
+            features (list[Tensor[N, C, H_l, W_l]]): the FPN maps, finest first.
+            feature_strides (list[int]): stride of each map in image pixels (scale = 1 / stride).
+            rois (Tensor[K, 5]): (batch_index, x0, y0, x1, y1) in image pixels; K may be 0.
+        Returns:
+            Tensor[K, C, resolution, resolution]
+        """
+        if len(features) != len(feature_strides):
+            raise ValueError(
+                "got {} feature maps but {} feature strides".format(len(features), len(feature_strides))
+            )
+        if rois.dim() != 2 or rois.shape[1] != 5:
+            raise ValueError("rois must be K x 5 (batch_index, x0, y0, x1, y1), got {}".format(tuple(rois.shape)))
+        scales = [1.0 / stride for stride in feature_strides]
+        if self.fusion == "level" and len(features) > 1:
+            return self._pool_assigned_level(features, scales, rois)
+        pooled = None
+        for level_features, scale in zip(features, scales):
+            level = _pool_one_level(
+                level_features, rois, self.resolution, scale, self.pooler_type, self.sampling_ratio
+            )
+            pooled = level if pooled is None else torch.max(pooled, level)
+        return pooled
+
+    def _pool_assigned_level(self, features, scales, rois):
+        # modeling.poolers.Pooler takes one BoxList per image: group the RoIs by image (stable, so the order
+        # within an image is kept), pool, then put the results back into the input order.
+        from maskrcnn_benchmark.modeling.poolers import Pooler
+        from maskrcnn_benchmark.structures.bounding_box import BoxList
+
+        pooler = Pooler(
+            output_size=(self.resolution, self.resolution),
+            scales=tuple(scales),
+            sampling_ratio=self.sampling_ratio,
+            pooler_type=self.pooler_type,
+        )
+        batch_index = rois[:, 0].long()
+        order = torch.sort(batch_index, stable=True).indices
+        height, width = features[0].shape[-2:]
+        image_size = (int(width / scales[0]), int(height / scales[0]))
+        boxes = [
+            BoxList(rois[order][batch_index[order] == image, 1:], image_size, mode="xyxy")
+            for image in range(features[0].shape[0])
+        ]
+        pooled = pooler(features, boxes)
+        return pooled[torch.argsort(order)]
