@@ -85,13 +85,15 @@ def build_discriminators(cfg, in_channels):
         AdversarialDiscriminators
     """
     gan = cfg.MODEL.GAN
+    # ROIAlign in the discriminators samples like the mask head's pooler (PrRoIPool ignores it)
+    sampling_ratio = cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO
     box_disc = box_pooler = mask_disc = mask_pooler = None
     if gan.BOX_DISC.ENABLED:
         box_disc = BoxDiscriminator(
             in_channels, gan.BOX_DISC.CHANNELS, gan.BOX_DISC.NUM_CONVS, gan.BOX_DISC.POOLER_RESOLUTION
         )
         box_pooler = RoIFeaturePooler(
-            gan.BOX_DISC.POOLER_RESOLUTION, gan.BOX_DISC.POOLER_TYPE, gan.FEATURE_FUSION, gan.POOLER_SAMPLING_RATIO
+            gan.BOX_DISC.POOLER_RESOLUTION, gan.BOX_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio
         )
     if gan.MASK_DISC.ENABLED:
         mask_resolution = cfg.MODEL.ROI_MASK_HEAD.RESOLUTION
@@ -104,6 +106,6 @@ def build_discriminators(cfg, in_channels):
             )
         mask_disc = MaskDiscriminator(in_channels, gan.MASK_DISC.CHANNELS, gan.MASK_DISC.NUM_CONVS, mask_resolution)
         mask_pooler = RoIFeaturePooler(
-            mask_resolution, gan.MASK_DISC.POOLER_TYPE, gan.FEATURE_FUSION, gan.POOLER_SAMPLING_RATIO
+            mask_resolution, gan.MASK_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio
         )
     return AdversarialDiscriminators(box_disc, mask_disc, box_pooler, mask_pooler, gan.DETACH_FEATURES)

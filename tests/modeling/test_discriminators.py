@@ -1,0 +1,153 @@
+"""Box / mask discriminators, the RoI feature pooling that feeds them, and their builder."""
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import roi_align
+
+from maskrcnn_benchmark.modeling.discriminators import (
+    BoxDiscriminator,
+    MaskDiscriminator,
+    RoIFeaturePooler,
+    build_discriminators,
+)
+from maskrcnn_benchmark.modeling.discriminators.box_discriminator import conv_plan
+from maskrcnn_benchmark.modeling.discriminators.loss import box_adv_generator_loss
+
+
+@pytest.mark.parametrize("num_convs", [3, 4, 5])
+@pytest.mark.parametrize("num_rois", [0, 3])
+def test_discriminators_run_on_fpn_roi_features(num_convs, num_rois):
+    torch.manual_seed(0)
+    x = torch.randn(num_rois, 256, 28, 28)
+    box_disc = BoxDiscriminator(256, channels=8, num_convs=num_convs)
+    mask_disc = MaskDiscriminator(256, channels=8, num_convs=num_convs)
+    assert box_disc(x).shape == (num_rois,)
+    embedding = mask_disc(x)
+    assert embedding.shape == (num_rois, mask_disc.embedding_size)
+    convs = [m for m in box_disc.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == num_convs
+    # every mask conv is followed by BatchNorm: its embedding is the concatenation of num_convs layer outputs
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in mask_disc.modules()) == num_convs
+
+
+@pytest.mark.parametrize("resolution", [7, 14, 28, 56])
+@pytest.mark.parametrize("num_convs", [1, 3, 5])
+def test_conv_plan_ends_at_one_by_one(resolution, num_convs):
+    plan, sizes = conv_plan(resolution, num_convs)
+    size = resolution
+    for kernel, stride, padding in plan:
+        size = (size + 2 * padding - kernel) // stride + 1
+    assert size == 1 and sizes[-1] == 1 and len(plan) == num_convs
+
+
+def test_discriminator_rejects_wrong_roi_size_naming_it():
+    with pytest.raises(ValueError, match=r"K x C x 28 x 28, got \(2, 256, 14, 14\)"):
+        BoxDiscriminator(256, channels=8)(torch.zeros(2, 256, 14, 14))
+    with pytest.raises(ValueError, match="num_convs=0"):
+        MaskDiscriminator(256, num_convs=0)
+
+
+def test_max_fusion_is_elementwise_max_over_levels():
+    torch.manual_seed(0)
+    features = [torch.randn(2, 4, 32, 32), torch.randn(2, 4, 16, 16)]
+    rois = torch.tensor([[0, 2.0, 3.0, 20.0, 30.0], [1, 10.0, 0.0, 60.0, 40.0]])
+    pooled = RoIFeaturePooler(7, "ROIAlign", "max", sampling_ratio=2)(features, [2, 4], rois)
+    expected = torch.max(
+        roi_align(features[0], rois, (7, 7), 0.5, 2), roi_align(features[1], rois, (7, 7), 0.25, 2)
+    )
+    assert torch.allclose(pooled, expected)
+
+
+def test_level_fusion_follows_fpn_assignment_and_keeps_roi_order():
+    pytest.importorskip("maskrcnn_benchmark.modeling.poolers")
+    torch.manual_seed(0)
+    strides = [4, 8, 16, 32]
+    features = [torch.randn(2, 3, 256 // s, 256 // s) for s in strides]
+    # image 1 first, then image 0: the output must follow this order, not the per-image grouping
+    small = [4.0, 4.0, 36.0, 36.0]  # 33 px -> level 2 (stride 4)
+    large = [0.0, 0.0, 255.0, 255.0]  # 256 px -> level 4 (stride 16)
+    rois = torch.tensor([[1.0] + large, [0.0] + small, [1.0] + small])
+    pooled = RoIFeaturePooler(7, "ROIAlign", "level", sampling_ratio=2)(features, strides, rois)
+    assert torch.allclose(pooled[0], roi_align(features[2], rois[:1], (7, 7), 1 / 16, 2)[0], atol=1e-6)
+    assert torch.allclose(pooled[1], roi_align(features[0], rois[1:2], (7, 7), 1 / 4, 2)[0], atol=1e-6)
+    assert torch.allclose(pooled[2], roi_align(features[0], rois[2:3], (7, 7), 1 / 4, 2)[0], atol=1e-6)
+
+
+def test_pooler_rejects_unknown_names_naming_the_key():
+    with pytest.raises(ValueError, match=r"'RoIPool'.*POOLER_TYPE"):
+        RoIFeaturePooler(28, "RoIPool")
+    with pytest.raises(ValueError, match=r"FEATURE_FUSION 'mean'"):
+        RoIFeaturePooler(28, "PrRoIPool", "mean")
+
+
+def _box_adv_grad_on_regression(pooler_type):
+    """Stand-in generator: a Linear regresses box coordinates; L_adv^Gb alone is backpropagated."""
+    torch.manual_seed(0)
+    features = [torch.randn(1, 256, 32, 32), torch.randn(1, 256, 16, 16)]
+    regression = nn.Linear(4, 4)
+    proposals = torch.tensor([[4.0, 4.0, 40.0, 48.0], [20.0, 10.0, 90.0, 70.0]])
+    boxes = proposals + regression(proposals / 100.0)
+    rois = torch.cat([torch.zeros(2, 1), boxes], dim=1)
+    pooled = RoIFeaturePooler(28, pooler_type, "max")(features, [4, 8], rois)
+    disc = BoxDiscriminator(256, channels=8, num_convs=3)
+    box_adv_generator_loss(disc(pooled)).backward()
+    return regression.weight.grad
+
+
+def test_box_adversarial_loss_reaches_box_regression_through_prroipool():
+    grad = _box_adv_grad_on_regression("PrRoIPool")
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_box_adversarial_loss_does_not_reach_box_regression_through_roialign():
+    # ROIAlign has no gradient w.r.t. the box coordinates: why the box discriminator uses PrRoIPool
+    grad = _box_adv_grad_on_regression("ROIAlign")
+    assert grad is None or grad.abs().sum() == 0
+
+
+def _gan_cfg():
+    from maskrcnn_benchmark.config import cfg
+
+    c = cfg.clone()
+    c.MODEL.GAN.ENABLED = True
+    c.MODEL.ROI_MASK_HEAD.RESOLUTION = 28  # as in the FPN configs (the default 14 is the C4 head's)
+    c.MODEL.GAN.BOX_DISC.CHANNELS = 8
+    c.MODEL.GAN.MASK_DISC.CHANNELS = 8
+    return c
+
+
+def test_builder_follows_config():
+    c = _gan_cfg()
+    c.MODEL.GAN.BOX_DISC.NUM_CONVS = 3
+    c.MODEL.GAN.MASK_DISC.ENABLED = False
+    discs = build_discriminators(c, 256)
+    assert discs.mask_disc is None and discs.box_pooler.pooler_type == c.MODEL.GAN.BOX_DISC.POOLER_TYPE
+    assert sum(isinstance(m, nn.Conv2d) for m in discs.box_disc.modules()) == 3
+    c.MODEL.GAN.BOX_DISC.ENABLED = False
+    with pytest.raises(ValueError, match="BOX_DISC.ENABLED"):
+        build_discriminators(c, 256)
+
+
+def test_builder_rejects_mask_resolution_mismatch():
+    c = _gan_cfg()
+    c.MODEL.GAN.MASK_DISC.POOLER_RESOLUTION = 14
+    with pytest.raises(ValueError, match="MODEL.GAN.MASK_DISC.POOLER_RESOLUTION"):
+        build_discriminators(c, 256)
+
+
+def test_pool_inputs_multiplies_masks_with_features_and_detaches_features():
+    c = _gan_cfg()
+    c.MODEL.GAN.BOX_DISC.POOLER_TYPE = "ROIAlign"
+    discs = build_discriminators(c, 4)
+    features = [torch.randn(1, 4, 32, 32, requires_grad=True)]
+    rois = torch.tensor([[0, 2.0, 2.0, 20.0, 24.0]])
+    logits = torch.randn(1, 28, 28, requires_grad=True)
+    targets = (torch.rand(1, 28, 28) > 0.5).float()
+    adv_inputs = {"features": features, "feature_strides": [4], "box_rois_pred": rois, "box_rois_gt": rois,
+                  "mask_logits": logits, "mask_targets": targets, "mask_rois": rois}
+    inputs = discs.pool_inputs(adv_inputs)
+    roi_features = roi_align(features[0], rois, (28, 28), 0.25, c.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO)
+    assert torch.allclose(inputs["mask_real"], targets[:, None] * roi_features)
+    assert torch.allclose(inputs["mask_fake"], logits.sigmoid()[:, None] * roi_features)
+    inputs["mask_fake"].sum().backward()
+    assert features[0].grad is None and logits.grad.abs().sum() > 0
