@@ -1,0 +1,134 @@
+"""Multi-level RoI feature pooling (RoIAlign or Precise RoI Pooling) with FPN level assignment."""
+import math
+
+import torch
+from torch import nn
+
+from maskrcnn_benchmark.modeling.utils import cat
+
+
+class LevelMapper(object):
+    """Assign each box to an FPN level by its size (Eq. (1) of the FPN paper).
+
+    level = floor(canonical_level + log2(sqrt(area) / canonical_scale + eps)), clamped to
+    [k_min, k_max]; area uses the +1 pixel convention (BoxList.area()).
+    """
+
+    def __init__(self, k_min, k_max, canonical_scale=224, canonical_level=4, eps=1e-6):
+        self.k_min = k_min
+        self.k_max = k_max
+        self.s0 = canonical_scale
+        self.lvl0 = canonical_level
+        self.eps = eps
+
+    def __call__(self, boxlists):
+        """list[BoxList] -> int64 Tensor[K] of level indices relative to k_min (0 = finest map)."""
+        s = torch.sqrt(cat([boxlist.area() for boxlist in boxlists]))
+        target_lvls = torch.floor(self.lvl0 + torch.log2(s / self.s0 + self.eps))
+        target_lvls = torch.clamp(target_lvls, min=self.k_min, max=self.k_max)
+        return target_lvls.to(torch.int64) - self.k_min
+
+
+def _make_level_pooler(pooler_type, output_size, scale, sampling_ratio):
+    if pooler_type == "ROIAlign":
+        from maskrcnn_benchmark.layers import ROIAlign
+
+        return ROIAlign(output_size, spatial_scale=scale, sampling_ratio=sampling_ratio)
+    if pooler_type == "PrRoIPool":
+        from maskrcnn_benchmark.layers import PrRoIPool2D
+
+        # Precise RoI pooling integrates the bilinear surface exactly: no sampling ratio.
+        return PrRoIPool2D(output_size[0], output_size[1], scale)
+    raise ValueError("pooler_type '{}' is unknown; use 'ROIAlign' or 'PrRoIPool' (…POOLER_TYPE)".format(pooler_type))
+
+
+class Pooler(nn.Module):
+    """Pool a fixed-size feature for every box from the feature map matching its size.
+
+    Args:
+        output_size: (oh, ow) of each pooled feature.
+        scales: 1/stride of each feature map passed to forward, finest first (e.g. (1/4, ..., 1/32));
+            the FPN levels used by the LevelMapper are derived from them (level = -log2(scale)).
+        sampling_ratio: RoIAlign samples per bin side (0 = adaptive); unused by PrRoIPool.
+        pooler_type: "ROIAlign" (torchvision roi_align, aligned=False, as maskrcnn-benchmark) or
+            "PrRoIPool" (Precise RoI Pooling, differentiable w.r.t. the box coordinates).
+    forward(x, boxes): x list[Tensor[N, C, H_l, W_l]] (at least len(scales) maps; extra maps are
+    ignored), boxes list[BoxList] of length N in image coordinates -> Tensor[K, C, oh, ow], K the
+    total number of boxes, in the order of the concatenated boxes.
+    """
+
+    def __init__(self, output_size, scales, sampling_ratio, pooler_type="ROIAlign"):
+        super().__init__()
+        if isinstance(output_size, int):
+            output_size = (output_size, output_size)
+        self.output_size = tuple(output_size)
+        self.scales = tuple(scales)
+        self.pooler_type = pooler_type
+        self.poolers = nn.ModuleList(
+            _make_level_pooler(pooler_type, self.output_size, scale, sampling_ratio) for scale in scales
+        )
+        lvl_min = -math.log2(scales[0])
+        lvl_max = -math.log2(scales[-1])
+        if abs(lvl_min - round(lvl_min)) > 1e-3 or abs(lvl_max - round(lvl_max)) > 1e-3:
+            raise ValueError("pooler scales {} must be powers of 1/2 (1/stride)".format(tuple(scales)))
+        self.map_levels = LevelMapper(int(round(lvl_min)), int(round(lvl_max)))
+
+    @staticmethod
+    def convert_to_roi_format(boxes):
+        """list[BoxList] -> Tensor[K, 5] rows (batch_index, x0, y0, x1, y1)."""
+        concat_boxes = cat([b.bbox for b in boxes], dim=0)
+        ids = torch.repeat_interleave(
+            torch.arange(len(boxes), device=concat_boxes.device, dtype=concat_boxes.dtype),
+            torch.tensor([len(b) for b in boxes], device=concat_boxes.device),
+        )
+        return torch.cat([ids[:, None], concat_boxes], dim=1)
+
+    def forward(self, x, boxes):
+        rois = self.convert_to_roi_format(boxes)
+        if rois.dtype != x[0].dtype:
+            rois = rois.to(x[0].dtype)
+        if len(self.poolers) == 1:
+            return self.poolers[0](x[0], rois)
+        levels = self.map_levels(boxes)
+        # Pool each level's RoIs in one call, then undo the grouping with one permutation
+        # (no loop over RoIs; keeps autograd paths to both features and rois).
+        outputs, order = [], []
+        for level, (feature, pooler) in enumerate(zip(x, self.poolers)):
+            idx = torch.nonzero(levels == level).squeeze(1)
+            if idx.numel() == 0:
+                continue
+            outputs.append(pooler(feature, rois[idx]))
+            order.append(idx)
+        if not outputs:
+            return x[0].new_zeros((0, x[0].shape[1]) + self.output_size)
+        order = torch.cat(order)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return torch.cat(outputs, dim=0)[inverse]
+
+
+def _cfg_node(cfg, head_name):
+    node = cfg.MODEL
+    for part in head_name.split("."):
+        if part not in node:
+            raise KeyError("make_pooler: cfg.MODEL has no node '{}' (from head_name '{}')".format(part, head_name))
+        node = node[part]
+    return node
+
+
+def make_pooler(cfg, head_name):
+    """Pooler for ``cfg.MODEL.<head_name>`` (e.g. "ROI_BOX_HEAD", "ROI_MASK_HEAD", dotted "GAN.BOX_DISC").
+
+    Reads POOLER_RESOLUTION, POOLER_SCALES, POOLER_SAMPLING_RATIO and POOLER_TYPE of that node; a
+    node without POOLER_SCALES / POOLER_SAMPLING_RATIO (the discriminators) uses the box head's, so
+    it pools from the same maps.
+    """
+    node = _cfg_node(cfg, head_name)
+    box_head = cfg.MODEL.ROI_BOX_HEAD
+    resolution = node.POOLER_RESOLUTION
+    scales = node.POOLER_SCALES if "POOLER_SCALES" in node else box_head.POOLER_SCALES
+    sampling_ratio = node.POOLER_SAMPLING_RATIO if "POOLER_SAMPLING_RATIO" in node else box_head.POOLER_SAMPLING_RATIO
+    pooler_type = node.POOLER_TYPE if "POOLER_TYPE" in node else "ROIAlign"
+    return Pooler(
+        output_size=(resolution, resolution), scales=scales, sampling_ratio=sampling_ratio, pooler_type=pooler_type
+    )
