@@ -1,0 +1,243 @@
+// Precise RoI Pooling on the CPU.
+//
+// Work is split over (image, channel) planes with at::parallel_for: each task builds the plane's
+// summed-area table once (in a buffer that stays in cache) and serves every RoI of that image from it,
+// so the per-RoI cost is a 3x3 stencil per bin corner whatever the box size. The feature gradient is
+// the adjoint: stencil weights are scattered into a per-plane table and a suffix sum turns that into
+// d(loss)/dF. Per-RoI taps are computed once and shared by all channels.
+#include <ATen/Parallel.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../prroi_pool.h"
+#include "../prroi_pool_math.h"
+
+namespace maskrcnn_benchmark {
+namespace {
+
+using prroi::AxisTaps;
+using prroi::RoiGeometry;
+
+// What every channel needs to know about the RoIs: geometry, taps of the bin edges, RoIs per image.
+struct RoiPlan {
+  std::vector<RoiGeometry> geometry;        // [K]
+  std::vector<AxisTaps> x_taps;             // [K, PW + 1]
+  std::vector<AxisTaps> y_taps;             // [K, PH + 1]
+  std::vector<std::vector<int64_t>> rois_of_image;  // [N] -> RoI indices
+};
+
+template <typename scalar_t>
+RoiPlan plan_rois(const scalar_t* rois, int64_t num_rois, int64_t batch_size, int64_t height, int64_t width,
+                  int64_t pooled_h, int64_t pooled_w, double spatial_scale) {
+  RoiPlan plan;
+  plan.geometry.resize(num_rois);
+  plan.x_taps.resize(num_rois * (pooled_w + 1));
+  plan.y_taps.resize(num_rois * (pooled_h + 1));
+  plan.rois_of_image.resize(batch_size);
+  for (int64_t k = 0; k < num_rois; ++k) {
+    const scalar_t* roi = rois + k * 5;
+    const double index = static_cast<double>(roi[0]);
+    TORCH_CHECK(std::isfinite(index) && index == std::floor(index) && index >= 0 && index < batch_size,
+                "prroi_pool: rois[", k, ", 0] = ", index, " is not a batch index into features (batch size ",
+                batch_size, "); column 0 of rois must hold the image index");
+    for (int col = 1; col < 5; ++col) {
+      TORCH_CHECK(std::isfinite(static_cast<double>(roi[col])), "prroi_pool: rois[", k, ", ", col, "] = ",
+                  static_cast<double>(roi[col]), " is not finite; box coordinates must be finite numbers");
+    }
+    const RoiGeometry g = prroi::roi_geometry(roi, spatial_scale, pooled_h, pooled_w);
+    plan.geometry[k] = g;
+    plan.rois_of_image[g.batch_index].push_back(k);
+    for (int64_t b = 0; b <= pooled_w; ++b)
+      plan.x_taps[k * (pooled_w + 1) + b] = prroi::axis_taps(g.x0 + b * g.bin_w, width);
+    for (int64_t a = 0; a <= pooled_h; ++a)
+      plan.y_taps[k * (pooled_h + 1) + a] = prroi::axis_taps(g.y0 + a * g.bin_h, height);
+  }
+  return plan;
+}
+
+// Padded summed-area table of one plane: table[(j + 1) * (W + 1) + i + 1] = sum of plane[:j+1, :i+1].
+template <typename scalar_t>
+void build_table(const scalar_t* plane, int64_t height, int64_t width, double* table) {
+  const int64_t stride = width + 1;
+  std::fill(table, table + stride, 0.0);
+  for (int64_t j = 0; j < height; ++j) {
+    double* row = table + (j + 1) * stride;
+    const double* above = row - stride;
+    const scalar_t* src = plane + j * width;
+    double running = 0.0;
+    row[0] = 0.0;
+    for (int64_t i = 0; i < width; ++i) {
+      running += static_cast<double>(src[i]);
+      row[i + 1] = above[i + 1] + running;
+    }
+  }
+}
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* features, const RoiPlan& plan, int64_t channels, int64_t height, int64_t width,
+                    int64_t pooled_h, int64_t pooled_w, scalar_t* output) {
+  const int64_t batch_size = static_cast<int64_t>(plan.rois_of_image.size());
+  const int64_t corners_w = pooled_w + 1, corners_h = pooled_h + 1, stride = width + 1;
+  at::parallel_for(0, batch_size * channels, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> table((height + 1) * stride);
+    std::vector<double> corner(corners_h * corners_w);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t n = plane / channels, c = plane % channels;
+      if (plan.rois_of_image[n].empty()) continue;
+      build_table(features + plane * height * width, height, width, table.data());
+      for (int64_t k : plan.rois_of_image[n]) {
+        const RoiGeometry& g = plan.geometry[k];
+        if (!(g.bin_area > 0.0)) continue;  // output was zero-initialised
+        const AxisTaps* xt = plan.x_taps.data() + k * corners_w;
+        const AxisTaps* yt = plan.y_taps.data() + k * corners_h;
+        for (int64_t a = 0; a < corners_h; ++a)
+          for (int64_t b = 0; b < corners_w; ++b)
+            corner[a * corners_w + b] = prroi::integral_at(table.data(), stride, yt[a], xt[b]);
+        scalar_t* out = output + (k * channels + c) * pooled_h * pooled_w;
+        for (int64_t ph = 0; ph < pooled_h; ++ph) {
+          const double* top = corner.data() + ph * corners_w;
+          const double* bottom = top + corners_w;
+          for (int64_t pw = 0; pw < pooled_w; ++pw)
+            out[ph * pooled_w + pw] =
+                static_cast<scalar_t>(prroi::bin_mean(g.bin_area, top[pw], top[pw + 1], bottom[pw], bottom[pw + 1]));
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_kernel(const scalar_t* grad_output, const scalar_t* features, const RoiPlan& plan, int64_t channels,
+                     int64_t height, int64_t width, int64_t pooled_h, int64_t pooled_w, double spatial_scale,
+                     scalar_t* grad_features, double* grad_box_per_channel) {
+  const int64_t batch_size = static_cast<int64_t>(plan.rois_of_image.size());
+  const int64_t corners_w = pooled_w + 1, corners_h = pooled_h + 1, stride = width + 1;
+  const bool want_features = grad_features != nullptr, want_boxes = grad_box_per_channel != nullptr;
+  at::parallel_for(0, batch_size * channels, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> table(want_boxes ? (height + 1) * stride : 0);
+    std::vector<double> adjoint(want_features ? (height + 1) * stride : 0);
+    std::vector<double> s(corners_h * corners_w), sx(s.size()), sy(s.size()), corner_grad(s.size());
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const int64_t n = plane / channels, c = plane % channels;
+      if (plan.rois_of_image[n].empty()) continue;  // grad_features was zero-initialised
+      if (want_boxes) build_table(features + plane * height * width, height, width, table.data());
+      if (want_features) std::fill(adjoint.begin(), adjoint.end(), 0.0);
+      for (int64_t k : plan.rois_of_image[n]) {
+        const RoiGeometry& g = plan.geometry[k];
+        if (!(g.bin_area > 0.0)) continue;  // zero-area bins are constant 0: no gradient
+        const AxisTaps* xt = plan.x_taps.data() + k * corners_w;
+        const AxisTaps* yt = plan.y_taps.data() + k * corners_h;
+        const scalar_t* go = grad_output + (k * channels + c) * pooled_h * pooled_w;
+        if (want_boxes) {
+          for (int64_t a = 0; a < corners_h; ++a)
+            for (int64_t b = 0; b < corners_w; ++b) {
+              const int64_t at = a * corners_w + b;
+              prroi::integral_and_slopes_at(table.data(), stride, yt[a], xt[b], &s[at], &sx[at], &sy[at]);
+            }
+          double box[4] = {0.0, 0.0, 0.0, 0.0};
+          for (int64_t ph = 0; ph < pooled_h; ++ph)
+            for (int64_t pw = 0; pw < pooled_w; ++pw) {
+              const int64_t ids[4] = {ph * corners_w + pw, ph * corners_w + pw + 1, (ph + 1) * corners_w + pw,
+                                      (ph + 1) * corners_w + pw + 1};
+              const double cs[4] = {s[ids[0]], s[ids[1]], s[ids[2]], s[ids[3]]};
+              const double csx[4] = {sx[ids[0]], sx[ids[1]], sx[ids[2]], sx[ids[3]]};
+              const double csy[4] = {sy[ids[0]], sy[ids[1]], sy[ids[2]], sy[ids[3]]};
+              const prroi::EdgeGrad e =
+                  prroi::bin_edge_grad(static_cast<double>(go[ph * pooled_w + pw]), g, cs, csx, csy);
+              prroi::chain_edges_to_box(e, ph, pw, pooled_h, pooled_w, spatial_scale, box);
+            }
+          double* dst = grad_box_per_channel + (k * channels + c) * 4;
+          for (int i = 0; i < 4; ++i) dst[i] = box[i];
+        }
+        if (want_features) {
+          // d(loss)/dS at each corner: +, -, -, + of the four-corner difference of every bin touching it.
+          std::fill(corner_grad.begin(), corner_grad.end(), 0.0);
+          for (int64_t ph = 0; ph < pooled_h; ++ph)
+            for (int64_t pw = 0; pw < pooled_w; ++pw) {
+              const double gi = static_cast<double>(go[ph * pooled_w + pw]) / g.bin_area;
+              corner_grad[ph * corners_w + pw] += gi;
+              corner_grad[ph * corners_w + pw + 1] -= gi;
+              corner_grad[(ph + 1) * corners_w + pw] -= gi;
+              corner_grad[(ph + 1) * corners_w + pw + 1] += gi;
+            }
+          double* adj = adjoint.data();
+          for (int64_t a = 0; a < corners_h; ++a)
+            for (int64_t b = 0; b < corners_w; ++b)
+              prroi::scatter_integral_grad(corner_grad[a * corners_w + b], yt[a], xt[b],
+                                           [adj, stride](int j, int i, double v) { adj[j * stride + i] += v; });
+        }
+      }
+      if (want_features) {
+        // The table entry (j, i) sums F[:j, :i], so dF[q][p] is the suffix sum of the adjoint from (q+1, p+1).
+        scalar_t* dst = grad_features + plane * height * width;
+        double* adj = adjoint.data();
+        for (int64_t j = height; j >= 1; --j) {
+          double running = 0.0;
+          double* row = adj + j * stride;
+          const double* below = row + stride;
+          for (int64_t i = width; i >= 1; --i) {
+            running += row[i];
+            row[i] = running + (j < height ? below[i] : 0.0);
+            dst[(j - 1) * width + (i - 1)] = static_cast<scalar_t>(row[i]);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor prroi_pool_forward_cpu(const at::Tensor& features_in, const at::Tensor& rois_in, int64_t pooled_height,
+                                  int64_t pooled_width, double spatial_scale) {
+  const at::Tensor features = features_in.contiguous();
+  const at::Tensor rois = rois_in.contiguous();
+  const int64_t batch_size = features.size(0), channels = features.size(1);
+  const int64_t height = features.size(2), width = features.size(3), num_rois = rois.size(0);
+  at::Tensor output = at::zeros({num_rois, channels, pooled_height, pooled_width}, features.options());
+  if (num_rois == 0 || channels == 0) return output;
+  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "prroi_pool_forward_cpu", [&] {
+    const RoiPlan plan = plan_rois(rois.data_ptr<scalar_t>(), num_rois, batch_size, height, width, pooled_height,
+                                   pooled_width, spatial_scale);
+    forward_kernel(features.data_ptr<scalar_t>(), plan, channels, height, width, pooled_height, pooled_width,
+                   output.data_ptr<scalar_t>());
+  });
+  return output;
+}
+
+std::tuple<at::Tensor, at::Tensor> prroi_pool_backward_cpu(const at::Tensor& grad_output_in,
+                                                           const at::Tensor& features_in, const at::Tensor& rois_in,
+                                                           int64_t pooled_height, int64_t pooled_width,
+                                                           double spatial_scale, bool features_need_grad,
+                                                           bool rois_need_grad) {
+  const at::Tensor features = features_in.contiguous();
+  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor grad_output = grad_output_in.to(features.scalar_type()).contiguous();
+  const int64_t batch_size = features.size(0), channels = features.size(1);
+  const int64_t height = features.size(2), width = features.size(3), num_rois = rois.size(0);
+  at::Tensor grad_features = features_need_grad ? at::zeros_like(features) : at::empty({0}, features.options());
+  at::Tensor grad_box_per_channel =
+      rois_need_grad ? at::zeros({num_rois, channels, 4}, features.options().dtype(at::kDouble))
+                     : at::empty({0}, features.options().dtype(at::kDouble));
+  if (num_rois > 0 && channels > 0 && (features_need_grad || rois_need_grad)) {
+    AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "prroi_pool_backward_cpu", [&] {
+      const RoiPlan plan = plan_rois(rois.data_ptr<scalar_t>(), num_rois, batch_size, height, width, pooled_height,
+                                     pooled_width, spatial_scale);
+      backward_kernel(grad_output.data_ptr<scalar_t>(), features.data_ptr<scalar_t>(), plan, channels, height,
+                      width, pooled_height, pooled_width, spatial_scale,
+                      features_need_grad ? grad_features.data_ptr<scalar_t>() : nullptr,
+                      rois_need_grad ? grad_box_per_channel.data_ptr<double>() : nullptr);
+    });
+  }
+  at::Tensor grad_rois = at::empty({0}, rois.options());
+  if (rois_need_grad) {
+    grad_rois = at::zeros({num_rois, 5}, rois.options());
+    if (num_rois > 0) grad_rois.narrow(1, 1, 4).copy_(grad_box_per_channel.sum(1));
+  }
+  return std::make_tuple(grad_features, grad_rois);
+}
+
+}  // namespace maskrcnn_benchmark
