@@ -1,0 +1,34 @@
+"""Detector builders selected by MODEL.META_ARCHITECTURE."""
+from maskrcnn_benchmark.modeling.backbone import build_backbone
+from maskrcnn_benchmark.modeling.rpn.rpn import build_rpn
+
+from .generalized_rcnn import GeneralizedRCNN
+
+
+def build_generalized_rcnn(cfg):
+    """GeneralizedRCNN from cfg: backbone (MODEL.BACKBONE/RESNETS/FPN), RPN (MODEL.RPN) and, unless
+    MODEL.RPN_ONLY, the RoI heads (MODEL.ROI_*)."""
+    backbone = build_backbone(cfg)
+    rpn = build_rpn(cfg, backbone.out_channels)
+    roi_heads = None
+    if not cfg.MODEL.RPN_ONLY:
+        from maskrcnn_benchmark.modeling.roi_heads.roi_heads import build_roi_heads
+
+        roi_heads = build_roi_heads(cfg, backbone.out_channels)
+    return GeneralizedRCNN(
+        backbone, rpn, roi_heads,
+        size_divisible=cfg.DATALOADER.SIZE_DIVISIBILITY,
+        num_roi_feature_maps=len(cfg.MODEL.ROI_BOX_HEAD.POOLER_SCALES),
+    )
+
+
+_DETECTION_META_ARCHITECTURES = {"GeneralizedRCNN": build_generalized_rcnn}
+
+
+def build_detection_model(cfg):
+    """Build the detector named by MODEL.META_ARCHITECTURE."""
+    name = cfg.MODEL.META_ARCHITECTURE
+    if name not in _DETECTION_META_ARCHITECTURES:
+        raise KeyError("MODEL.META_ARCHITECTURE='{}' is unknown; known: {}".format(
+            name, ", ".join(sorted(_DETECTION_META_ARCHITECTURES))))
+    return _DETECTION_META_ARCHITECTURES[name](cfg)

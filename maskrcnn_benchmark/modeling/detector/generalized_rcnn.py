@@ -1,0 +1,80 @@
+"""GeneralizedRCNN: backbone -> RPN -> RoI heads, the Faster/Mask/Keypoint R-CNN meta-architecture."""
+from torch import nn
+
+from maskrcnn_benchmark.structures.image_list import to_image_list
+
+
+class GeneralizedRCNN(nn.Module):
+    """Backbone, region proposal network and (optionally) RoI heads.
+
+    Args:
+        backbone: module with ``out_channels`` and ``feature_strides``; Tensor[N,3,H,W] -> list of maps.
+        rpn: RPNModule.
+        roi_heads: CombinedROIHeads, or None for an RPN-only model.
+        size_divisible: padding multiple used when ``forward`` gets a list of image tensors
+            (DATALOADER.SIZE_DIVISIBILITY); ImageList inputs are used as they are.
+        num_roi_feature_maps: how many of the backbone maps the RoI heads pool from (the first ones;
+            len(ROI_BOX_HEAD.POOLER_SCALES)); these maps and their strides are what
+            ``return_adv_inputs`` hands to the discriminators.
+    """
+
+    def __init__(self, backbone, rpn, roi_heads=None, size_divisible=0, num_roi_feature_maps=None):
+        super().__init__()
+        self.backbone = backbone
+        self.rpn = rpn
+        # build_roi_heads may return an empty container when no head is enabled (as maskrcnn-benchmark).
+        self.roi_heads = roi_heads if roi_heads else None
+        self.size_divisible = size_divisible
+        strides = list(getattr(backbone, "feature_strides", []))
+        if num_roi_feature_maps is not None:
+            strides = strides[:num_roi_feature_maps]
+        self.roi_feature_strides = strides
+
+    def forward(self, images, targets=None, return_adv_inputs=False):
+        """
+        Args:
+            images: ImageList, or list[Tensor[3, H_i, W_i]] (BGR 0-255 minus PIXEL_MEAN).
+            targets: list[BoxList] with fields "labels" (and "masks"/"keypoints"), required in training.
+            return_adv_inputs: in training, also return the tensors the discriminators need.
+        Returns:
+            training: dict of losses {loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg,
+                loss_mask, (loss_kp)}; with ``return_adv_inputs`` the tuple (losses, adv_inputs), adv_inputs
+                a dict with "features" (list[Tensor[N,C,H,W]], not detached), "feature_strides" (list[int])
+                and the RoI heads' "box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois".
+            eval: list[BoxList] per image (in the input image size) with "scores", "labels", "mask", ...;
+                for an RPN-only model the proposals with "objectness".
+        """
+        if self.training and targets is None:
+            raise ValueError(
+                "GeneralizedRCNN: targets (list[BoxList], one per image) are required in training mode; "
+                "call model.eval() for inference"
+            )
+        images = to_image_list(images, self.size_divisible)
+        if self.training and len(targets) != len(images.image_sizes):
+            raise ValueError("GeneralizedRCNN: got {} targets for {} images; give one BoxList per image".format(
+                len(targets), len(images.image_sizes)))
+        features = self.backbone(images.tensors)
+        proposals, proposal_losses = self.rpn(images, features, targets)
+        adv_inputs = None
+        if self.roi_heads is not None:
+            want_adv = return_adv_inputs and self.training
+            outputs = self.roi_heads(features, proposals, targets, return_adv_inputs=want_adv)
+            if want_adv:
+                _, result, detector_losses, adv_inputs = outputs
+            else:
+                _, result, detector_losses = outputs
+        else:
+            result = proposals
+            detector_losses = {}
+        if not self.training:
+            return result
+        losses = {}
+        losses.update(detector_losses)
+        losses.update(proposal_losses)
+        if not return_adv_inputs:
+            return losses
+        adv_inputs = dict(adv_inputs or {})
+        num_maps = len(self.roi_feature_strides)
+        adv_inputs["features"] = list(features[:num_maps])
+        adv_inputs["feature_strides"] = list(self.roi_feature_strides)
+        return losses, adv_inputs
