@@ -1,0 +1,1 @@
+"""Training loop and inference/evaluation driver."""

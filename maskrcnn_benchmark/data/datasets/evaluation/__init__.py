@@ -1,0 +1,28 @@
+"""Dispatch evaluation of a list of predictions to the evaluator for the dataset's type."""
+
+
+def evaluate(dataset, predictions, output_folder, **kwargs):
+    """Evaluate ``predictions`` on ``dataset``.
+
+    Args:
+        dataset: the test dataset. COCO-style datasets (COCODataset and subclasses, or anything with a
+            pycocotools ``.coco`` and the id maps) are evaluated with pycocotools.
+        predictions: list[BoxList], one per dataset index, in the original image sizes.
+        output_folder: where result files go (None: nothing written).
+        kwargs: evaluator options (box_only, iou_types, expected_results, expected_results_sigma_tol, max_dets).
+    Returns:
+        the evaluator's result.
+    """
+    from maskrcnn_benchmark.data.datasets.evaluation.coco import coco_evaluation
+
+    try:
+        from maskrcnn_benchmark.data.datasets.coco import COCODataset
+    except ImportError:  # the dataset module is optional for evaluating hand-built COCO-like datasets
+        COCODataset = None
+    is_coco = (COCODataset is not None and isinstance(dataset, COCODataset)) or all(
+        hasattr(dataset, attr) for attr in ("coco", "id_to_img_map", "contiguous_category_id_to_json_id"))
+    if is_coco:
+        return coco_evaluation(dataset=dataset, predictions=predictions, output_folder=output_folder, **kwargs)
+    raise NotImplementedError(
+        "No evaluator for dataset type {}; evaluation supports COCO-style datasets (with .coco, .id_to_img_map and "
+        ".contiguous_category_id_to_json_id)".format(type(dataset).__name__))
