@@ -28,6 +28,13 @@ def parse_custom_dataset(spec):
     return name, os.path.abspath(ann_file), os.path.abspath(img_dir)
 
 
+class UnknownDatasetError(KeyError):
+    """A dataset or model name that the catalog does not know."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
 class DatasetCatalog(object):
     """Dataset names -> {"factory": class name in data.datasets, "args": constructor kwargs}."""
 
@@ -70,10 +77,18 @@ class DatasetCatalog(object):
             "ann_file": "cityscapes/annotations/instancesonly_filtered_gtFine_val.json",
         },
         # Embedded datasets: written on first use by the "generator" (module in data.datasets, split), no download.
-        "synthetic_train": {"img_dir": "synthetic/train", "ann_file": "synthetic/train.json", "generator": "synthetic"},
-        "synthetic_val": {"img_dir": "synthetic/val", "ann_file": "synthetic/val.json", "generator": "synthetic"},
-        "nuclei_dsb2018_train": {"img_dir": "nuclei/train", "ann_file": "nuclei/train.json", "generator": "nuclei"},
-        "nuclei_dsb2018_val": {"img_dir": "nuclei/val", "ann_file": "nuclei/val.json", "generator": "nuclei"},
+        "synthetic_train": {
+            "img_dir": "synthetic/train/images", "ann_file": "synthetic/train/annotations.json", "generator": "synthetic",
+        },
+        "synthetic_val": {
+            "img_dir": "synthetic/val/images", "ann_file": "synthetic/val/annotations.json", "generator": "synthetic",
+        },
+        "nuclei_dsb2018_train": {
+            "img_dir": "nuclei/train/images", "ann_file": "nuclei/train/annotations.json", "generator": "nuclei",
+        },
+        "nuclei_dsb2018_val": {
+            "img_dir": "nuclei/val/images", "ann_file": "nuclei/val/annotations.json", "generator": "nuclei",
+        },
     }
 
     @staticmethod
@@ -83,7 +98,7 @@ class DatasetCatalog(object):
         Embedded datasets are generated under DATA_DIR the first time they are asked for.
         """
         if name not in DatasetCatalog.DATASETS:
-            raise KeyError(
+            raise UnknownDatasetError(
                 "Dataset '{}' is not in the catalog {}. Known datasets: {}. To use your own COCO-format data, add "
                 "'{}:ANN_FILE:IMG_DIR' to DATASETS.CUSTOM or point PATHS_CATALOG to your own catalog file.".format(
                     name, __file__, ", ".join(sorted(DatasetCatalog.DATASETS)), name
@@ -138,4 +153,4 @@ class ModelCatalog(object):
                 return ModelCatalog.TORCHVISION_MODELS[key]
         known = ["ImageNetPretrained/" + k for k in ModelCatalog.C2_IMAGENET_MODELS]
         known += ["torchvision/" + k for k in ModelCatalog.TORCHVISION_MODELS]
-        raise KeyError("Model '{}' is not in the ModelCatalog. Known models: {}".format(name, ", ".join(known)))
+        raise UnknownDatasetError("Model '{}' is not in the ModelCatalog. Known models: {}".format(name, ", ".join(known)))

@@ -1,0 +1,153 @@
+"""make_data_loader: datasets named in the config -> transforms -> samplers -> DataLoader(s)."""
+import bisect
+import copy
+import logging
+import os
+
+import torch.utils.data
+
+from maskrcnn_benchmark.config.paths_catalog import parse_custom_dataset
+
+from . import datasets as D
+from . import samplers
+from .collate_batch import BatchCollator
+from .transforms import build_transforms
+
+
+def load_catalog(paths_catalog):
+    """Return the DatasetCatalog class of the Python file `paths_catalog` (cfg.PATHS_CATALOG)."""
+    from maskrcnn_benchmark.utils.imports import import_file
+
+    if not os.path.isfile(paths_catalog):
+        raise FileNotFoundError("PATHS_CATALOG file not found: '{}'".format(paths_catalog))
+    module = import_file("maskrcnn_benchmark.config.paths_catalog_user", paths_catalog, True)
+    if not hasattr(module, "DatasetCatalog"):
+        raise AttributeError("PATHS_CATALOG file '{}' defines no DatasetCatalog class".format(paths_catalog))
+    return module.DatasetCatalog
+
+
+def resolve_dataset(name, catalog, custom_specs=()):
+    """{"factory", "args"} of dataset `name`: a DATASETS.CUSTOM entry first, else the catalog's get(name)."""
+    for spec in custom_specs:
+        custom_name, ann_file, img_dir = parse_custom_dataset(spec)
+        if custom_name == name:
+            return {"factory": "COCODataset", "args": {"ann_file": ann_file, "root": img_dir}}
+    return catalog.get(name)
+
+
+def build_dataset(dataset_list, transforms, catalog, is_train=True, custom_specs=()):
+    """Instantiate each named dataset; for training, concatenate them into one.
+
+    Args:
+        dataset_list (sequence[str]): names from DATASETS.TRAIN / TEST.
+        transforms (callable): joint image/target transforms.
+        catalog: class with get(name) -> {"factory": class name in data.datasets, "args": kwargs}.
+        is_train (bool): training drops images without usable annotations and returns one (concatenated) dataset.
+        custom_specs (sequence[str]): DATASETS.CUSTOM entries "NAME:ANN_FILE:IMG_DIR".
+    Returns:
+        list of datasets (length 1 when is_train).
+    """
+    if not isinstance(dataset_list, (list, tuple)):
+        raise ValueError("dataset_list should be a list of dataset names, got {!r}".format(dataset_list))
+    if len(dataset_list) == 0:
+        raise ValueError("No dataset given: set DATASETS.{} in the config".format("TRAIN" if is_train else "TEST"))
+    built = []
+    for name in dataset_list:
+        entry = resolve_dataset(name, catalog, custom_specs)
+        factory = getattr(D, entry["factory"])
+        args = copy.deepcopy(entry["args"])
+        if entry["factory"] == "COCODataset":
+            args["remove_images_without_annotations"] = is_train
+        args["transforms"] = transforms
+        built.append(factory(**args))
+    if not is_train:
+        return built
+    return [built[0] if len(built) == 1 else D.ConcatDataset(built)]
+
+
+def _quantize(values, bins):
+    bins = sorted(bins)
+    return [bisect.bisect_right(bins, v) for v in values]
+
+
+def _aspect_ratios(dataset):
+    ratios = []
+    for i in range(len(dataset)):
+        info = dataset.get_img_info(i)
+        ratios.append(float(info["height"]) / float(info["width"]))
+    return ratios
+
+
+def make_data_sampler(dataset, shuffle, distributed, seed=0):
+    """Random or sequential sampler over `dataset`, sharded over processes when `distributed`."""
+    if distributed:
+        return samplers.DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+    if shuffle:
+        return torch.utils.data.sampler.RandomSampler(dataset)
+    return torch.utils.data.sampler.SequentialSampler(dataset)
+
+
+def make_batch_data_sampler(dataset, sampler, aspect_grouping, images_per_batch, num_iters=None, start_iter=0):
+    """Batches (grouped by aspect ratio when `aspect_grouping` lists bin edges), run for num_iters when given."""
+    if aspect_grouping:
+        group_ids = _quantize(_aspect_ratios(dataset), aspect_grouping)
+        batch_sampler = samplers.GroupedBatchSampler(sampler, group_ids, images_per_batch, drop_uneven=False)
+    else:
+        batch_sampler = torch.utils.data.sampler.BatchSampler(sampler, images_per_batch, drop_last=False)
+    if num_iters is not None:
+        batch_sampler = samplers.IterationBasedBatchSampler(batch_sampler, num_iters, start_iter)
+    return batch_sampler
+
+
+def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
+    """Data loader(s) for cfg.DATASETS.TRAIN (one loader) or cfg.DATASETS.TEST (a list, one per dataset).
+
+    Each batch is (images: ImageList, targets: tuple[BoxList], image_ids: tuple[int]). Training loaders yield
+    SOLVER.MAX_ITER - start_iter batches of SOLVER.IMS_PER_BATCH / world-size images; test loaders one pass in
+    order with TEST.IMS_PER_BATCH / world-size images per batch.
+    """
+    from maskrcnn_benchmark.utils.comm import get_world_size
+
+    num_gpus = get_world_size()
+    if is_train:
+        images_per_batch = cfg.SOLVER.IMS_PER_BATCH
+        key = "SOLVER.IMS_PER_BATCH"
+        shuffle = True
+        num_iters = cfg.SOLVER.MAX_ITER
+    else:
+        images_per_batch = cfg.TEST.IMS_PER_BATCH
+        key = "TEST.IMS_PER_BATCH"
+        shuffle = False
+        num_iters = None
+        start_iter = 0
+    if images_per_batch <= 0 or images_per_batch % num_gpus != 0:
+        raise ValueError(
+            "{} ({}) must be a positive multiple of the number of processes ({})".format(key, images_per_batch,
+                                                                                          num_gpus)
+        )
+    images_per_gpu = images_per_batch // num_gpus
+    if is_train and images_per_gpu > 1:
+        logging.getLogger(__name__).info("Training with %d images per process per batch", images_per_gpu)
+
+    # Aspect-ratio bins: one edge at 1 separates landscape (h/w < 1) from portrait images.
+    aspect_grouping = [1] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else []
+    catalog = load_catalog(cfg.PATHS_CATALOG)
+    dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
+    transforms = build_transforms(cfg, is_train)
+    datasets = build_dataset(dataset_list, transforms, catalog, is_train, cfg.DATASETS.CUSTOM)
+    seed = cfg.SOLVER.SEED if cfg.SOLVER.SEED >= 0 else 0
+
+    data_loaders = []
+    for dataset in datasets:
+        sampler = make_data_sampler(dataset, shuffle, is_distributed, seed)
+        batch_sampler = make_batch_data_sampler(dataset, sampler, aspect_grouping, images_per_gpu, num_iters,
+                                                start_iter)
+        data_loaders.append(torch.utils.data.DataLoader(
+            dataset,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+            batch_sampler=batch_sampler,
+            collate_fn=BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY),
+        ))
+    if is_train:
+        return data_loaders[0]
+    return data_loaders

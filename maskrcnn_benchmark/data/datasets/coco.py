@@ -1,0 +1,237 @@
+"""COCO-format instance segmentation dataset: images + BoxList targets with labels, masks and keypoints."""
+import collections
+import json
+import logging
+import os
+
+import torch
+from PIL import Image
+
+_REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
+_MIN_KEYPOINTS_PER_IMAGE = 10  # maskrcnn-benchmark's rule for keeping a keypoint training image
+
+
+def _load_coco_json(ann_file):
+    """Read and check a COCO instances JSON; return a pycocotools COCO object built from it."""
+    from pycocotools.coco import COCO
+
+    if not os.path.isfile(ann_file):
+        raise FileNotFoundError("COCO annotation file not found: '{}'".format(ann_file))
+    try:
+        with open(ann_file, "r") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError("Annotation file '{}' is not valid JSON: {}".format(ann_file, e)) from e
+    if not isinstance(data, dict):
+        raise ValueError(
+            "Annotation file '{}' is not COCO format: expected a JSON object with keys {}, got a {}".format(
+                ann_file, list(_REQUIRED_TOP_KEYS), type(data).__name__
+            )
+        )
+    missing = [k for k in _REQUIRED_TOP_KEYS if k not in data]
+    if missing:
+        raise ValueError(
+            "Annotation file '{}' is not COCO format: missing top-level key(s) {} (a COCO instances file has "
+            "'images', 'annotations' and 'categories')".format(ann_file, missing)
+        )
+    for section, fields in (("images", ("id", "file_name")), ("annotations", ("id", "image_id", "category_id",
+                                                                              "bbox")), ("categories", ("id",))):
+        for position, entry in enumerate(data[section]):
+            lacking = [k for k in fields if not isinstance(entry, dict) or k not in entry]
+            if lacking:
+                raise ValueError(
+                    "Annotation file '{}' is not COCO format: {}[{}] lacks the field(s) {}".format(
+                        ann_file, section, position, lacking
+                    )
+                )
+    coco = COCO()
+    coco.dataset = data
+    coco.createIndex()
+    return coco
+
+
+class COCODataset(torch.utils.data.Dataset):
+    """COCO instances dataset returning (image PIL RGB, target BoxList, index) after `transforms`.
+
+    Targets: BoxList [N, 4] xyxy in pixels with fields "labels" (int64 [N], contiguous 1..C in the order of the
+    sorted category ids), "masks" (SegmentationMask; polygons, or binary masks when an image has RLE annotations)
+    and "keypoints" (PersonKeypoints) when the file has them. Crowd regions are never targets. Annotations that
+    cannot be used (box of zero area, polygon with < 3 points, unknown category id, broken segmentation) are dropped
+    at construction; their count is logged once per dataset.
+
+    Args:
+        ann_file (str): COCO instances JSON.
+        root (str): folder the images' "file_name"s are relative to.
+        remove_images_without_annotations (bool): drop images with no usable non-crowd annotation (training).
+        transforms (callable or None): f(image, target) -> (image, target).
+    """
+
+    def __init__(self, ann_file, root, remove_images_without_annotations, transforms=None):
+        self.ann_file = ann_file
+        self.root = root
+        self.coco = _load_coco_json(ann_file)
+        self._transforms = transforms
+        logger = logging.getLogger(__name__)
+
+        category_ids = sorted(self.coco.getCatIds())
+        self.json_category_id_to_contiguous_id = {cid: i + 1 for i, cid in enumerate(category_ids)}
+        self.contiguous_category_id_to_json_id = {v: k for k, v in self.json_category_id_to_contiguous_id.items()}
+        self.categories = {cat["id"]: cat.get("name", str(cat["id"])) for cat in self.coco.dataset["categories"]}
+
+        self._has_masks = any("segmentation" in a for a in self.coco.dataset["annotations"])
+        skipped = collections.Counter()
+        self._clean_annotations = {}
+        for image_id in sorted(self.coco.imgs.keys()):
+            image_info = self.coco.imgs[image_id]
+            kept = []
+            for ann in self.coco.imgToAnns.get(image_id, []):
+                reason = self._unusable_reason(ann, image_info)
+                if reason is not None:
+                    skipped[reason] += 1
+                    continue
+                if ann.get("iscrowd", 0):
+                    continue
+                kept.append(self._cleaned(ann))
+            self._clean_annotations[image_id] = kept
+        if skipped:
+            logger.warning(
+                "%s: skipped %d unusable annotation(s): %s", ann_file, sum(skipped.values()),
+                ", ".join("{} x{}".format(reason, n) for reason, n in sorted(skipped.items())),
+            )
+        self.skipped_annotations = dict(skipped)
+
+        ids = sorted(self.coco.imgs.keys())
+        if remove_images_without_annotations:
+            kept_ids = [i for i in ids if self._has_valid_annotation(self._clean_annotations[i])]
+            if len(kept_ids) < len(ids):
+                logger.info(
+                    "%s: removed %d of %d images without usable annotations from training",
+                    ann_file, len(ids) - len(kept_ids), len(ids),
+                )
+            ids = kept_ids
+        self.ids = ids
+        self.id_to_img_map = {k: v for k, v in enumerate(self.ids)}
+
+    # ------------------------------------------------------------------ annotation checks
+    def _unusable_reason(self, ann, image_info):
+        if ann["category_id"] not in self.json_category_id_to_contiguous_id:
+            return "category id not in the file's categories"
+        bbox = ann["bbox"]
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+            return "bbox is not [x, y, w, h]"
+        if bbox[2] <= 0 or bbox[3] <= 0:
+            return "zero-area box"
+        if ann.get("iscrowd", 0) or not self._has_masks:
+            return None
+        seg = ann.get("segmentation")
+        if seg is None or (isinstance(seg, list) and len(seg) == 0):
+            return "missing segmentation"
+        if isinstance(seg, list):
+            if not any(isinstance(p, list) and len(p) >= 6 for p in seg):
+                return "polygon with < 3 points"
+        elif isinstance(seg, dict):
+            if "counts" not in seg or "size" not in seg:
+                return "RLE without 'counts'/'size'"
+            if list(seg["size"]) != [image_info.get("height"), image_info.get("width")]:
+                return "RLE size differs from the image size"
+        else:
+            return "segmentation is neither polygons nor RLE"
+        return None
+
+    @staticmethod
+    def _cleaned(ann):
+        seg = ann.get("segmentation")
+        if isinstance(seg, list):
+            # Drop the degenerate parts of a multi-part polygon; the annotation keeps its valid parts.
+            ann = dict(ann, segmentation=[p for p in seg if isinstance(p, list) and len(p) >= 6])
+        return ann
+
+    @staticmethod
+    def _has_valid_annotation(anns):
+        if len(anns) == 0:
+            return False
+        if "keypoints" not in anns[0]:
+            return True
+        visible = sum(sum(1 for v in a["keypoints"][2::3] if v > 0) for a in anns)
+        return visible >= _MIN_KEYPOINTS_PER_IMAGE
+
+    # ------------------------------------------------------------------ loading
+    def _load_image(self, image_info):
+        path = os.path.join(self.root, image_info["file_name"])
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                "Image file not found: '{}' (image id {} of '{}'; check the image folder)".format(
+                    path, image_info["id"], self.ann_file
+                )
+            )
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except Exception as e:  # PIL raises several types for broken files
+            raise OSError("Cannot read image file '{}' (image id {} of '{}'): {}".format(
+                path, image_info["id"], self.ann_file, e)) from e
+        expected = (image_info.get("width"), image_info.get("height"))
+        if None not in expected and image.size != tuple(expected):
+            raise ValueError(
+                "Image file '{}' is {}x{} but '{}' says {}x{} (width x height); annotations would be misplaced".format(
+                    path, image.size[0], image.size[1], self.ann_file, expected[0], expected[1]
+                )
+            )
+        return image
+
+    def _build_target(self, anns, image_size):
+        from maskrcnn_benchmark.structures.bounding_box import BoxList
+        from maskrcnn_benchmark.structures.segmentation_mask import SegmentationMask
+
+        boxes = torch.as_tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        target = BoxList(boxes, image_size, mode="xywh").convert("xyxy")
+        labels = [self.json_category_id_to_contiguous_id[a["category_id"]] for a in anns]
+        target.add_field("labels", torch.tensor(labels, dtype=torch.int64))
+        if self._has_masks:
+            segs = [a["segmentation"] for a in anns]
+            if any(isinstance(s, dict) for s in segs):
+                target.add_field("masks", SegmentationMask(self._decode_masks(segs, image_size), image_size,
+                                                           mode="mask"))
+            else:
+                target.add_field("masks", SegmentationMask(segs, image_size, mode="poly"))
+        if anns and "keypoints" in anns[0]:
+            from maskrcnn_benchmark.structures.keypoint import PersonKeypoints
+
+            target.add_field("keypoints", PersonKeypoints([a["keypoints"] for a in anns], image_size))
+        return target
+
+    @staticmethod
+    def _decode_masks(segs, image_size):
+        """Polygons and RLEs of one image -> uint8 Tensor[N, H, W]."""
+        from pycocotools import mask as mask_utils
+
+        width, height = image_size
+        masks = []
+        for seg in segs:
+            if isinstance(seg, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+            elif isinstance(seg["counts"], list):
+                rle = mask_utils.frPyObjects(seg, height, width)  # uncompressed RLE
+            else:
+                rle = seg
+            masks.append(torch.from_numpy(mask_utils.decode(rle)))
+        if not masks:
+            return torch.zeros((0, height, width), dtype=torch.uint8)
+        return torch.stack(masks).to(torch.uint8)
+
+    def __getitem__(self, idx):
+        image_id = self.id_to_img_map[idx]
+        image_info = self.coco.imgs[image_id]
+        image = self._load_image(image_info)
+        target = self._build_target(self._clean_annotations[image_id], image.size)
+        target = target.clip_to_image(remove_empty=True)
+        if self._transforms is not None:
+            image, target = self._transforms(image, target)
+        return image, target, idx
+
+    def __len__(self):
+        return len(self.ids)
+
+    def get_img_info(self, index):
+        """COCO image record ({"id", "file_name", "height", "width", ...}) of dataset index `index`."""
+        return self.coco.imgs[self.id_to_img_map[index]]

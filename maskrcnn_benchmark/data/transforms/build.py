@@ -1,0 +1,30 @@
+"""Build the train / test transform pipeline from cfg.INPUT."""
+from . import transforms as T
+
+
+def build_transforms(cfg, is_train=True):
+    """Resize -> flips -> colour jitter -> ToTensor -> Normalize for training; Resize -> ToTensor -> Normalize for test.
+
+    Reads INPUT.{MIN,MAX}_SIZE_{TRAIN,TEST}, HORIZONTAL_FLIP_PROB_TRAIN, VERTICAL_FLIP_PROB_TRAIN, BRIGHTNESS,
+    CONTRAST, SATURATION, HUE, PIXEL_MEAN, PIXEL_STD, TO_BGR255.
+    """
+    if is_train:
+        min_size, max_size = cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN
+        horizontal_prob = cfg.INPUT.HORIZONTAL_FLIP_PROB_TRAIN
+        vertical_prob = cfg.INPUT.VERTICAL_FLIP_PROB_TRAIN
+        jitter = (cfg.INPUT.BRIGHTNESS, cfg.INPUT.CONTRAST, cfg.INPUT.SATURATION, cfg.INPUT.HUE)
+    else:
+        min_size, max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
+        horizontal_prob = vertical_prob = 0.0
+        jitter = (0.0, 0.0, 0.0, 0.0)
+
+    steps = [T.Resize(min_size, max_size)]
+    if horizontal_prob > 0:
+        steps.append(T.RandomHorizontalFlip(horizontal_prob))
+    if vertical_prob > 0:
+        steps.append(T.RandomVerticalFlip(vertical_prob))
+    if any(v > 0 for v in jitter):
+        steps.append(T.ColorJitter(*jitter))
+    steps.append(T.ToTensor())
+    steps.append(T.Normalize(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255))
+    return T.Compose(steps)

@@ -1,0 +1,131 @@
+"""Joint image + target transforms: every geometric change of the image is applied to its BoxList too."""
+import random
+
+import torch
+import torchvision
+from torchvision.transforms import functional as F
+
+
+class Compose(object):
+    """Apply transforms in order to (image, target)."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, image, target=None):
+        for t in self.transforms:
+            image, target = t(image, target)
+        return image, target
+
+    def __repr__(self):
+        return "{}([{}])".format(type(self).__name__, ", ".join(repr(t) for t in self.transforms))
+
+
+class Resize(object):
+    """Resize so the shorter side is `min_size` (one value drawn at random per call) unless the longer side would
+    exceed `max_size`, in which case the longer side becomes `max_size`.
+
+    Args:
+        min_size (int or sequence[int]): candidate shorter-side lengths, px.
+        max_size (int): cap on the longer side, px.
+    """
+
+    def __init__(self, min_size, max_size):
+        self.min_size = (min_size,) if isinstance(min_size, int) else tuple(min_size)
+        if not self.min_size:
+            raise ValueError("Resize needs at least one min_size (INPUT.MIN_SIZE_TRAIN is empty)")
+        self.max_size = max_size
+
+    def get_size(self, image_size):
+        """(w, h) of input size (w, h) -> output (h, w) as maskrcnn-benchmark: rounding keeps the aspect ratio."""
+        width, height = image_size
+        size = random.choice(self.min_size)
+        short, long = float(min(width, height)), float(max(width, height))
+        if self.max_size is not None and self.max_size > 0 and long / short * size > self.max_size:
+            size = int(round(self.max_size * short / long))
+        if (width <= height and width == size) or (height <= width and height == size):
+            return height, width
+        if width < height:
+            return int(size * height / width), size
+        return size, int(size * width / height)
+
+    def __call__(self, image, target=None):
+        out_h, out_w = self.get_size(image.size)
+        image = F.resize(image, [out_h, out_w])
+        if target is not None:
+            target = target.resize(image.size)
+        return image, target
+
+    def __repr__(self):
+        return "Resize(min_size={}, max_size={})".format(self.min_size, self.max_size)
+
+
+class RandomHorizontalFlip(object):
+    """Flip image and target left-right with probability `prob`."""
+
+    def __init__(self, prob=0.5):
+        self.prob = prob
+
+    def __call__(self, image, target=None):
+        if random.random() < self.prob:
+            from maskrcnn_benchmark.structures.bounding_box import FLIP_LEFT_RIGHT
+
+            image = F.hflip(image)
+            if target is not None:
+                target = target.transpose(FLIP_LEFT_RIGHT)
+        return image, target
+
+
+class RandomVerticalFlip(object):
+    """Flip image and target top-bottom with probability `prob`."""
+
+    def __init__(self, prob=0.5):
+        self.prob = prob
+
+    def __call__(self, image, target=None):
+        if random.random() < self.prob:
+            from maskrcnn_benchmark.structures.bounding_box import FLIP_TOP_BOTTOM
+
+            image = F.vflip(image)
+            if target is not None:
+                target = target.transpose(FLIP_TOP_BOTTOM)
+        return image, target
+
+
+class ColorJitter(object):
+    """Random brightness / contrast / saturation / hue change of the image only (torchvision's ColorJitter)."""
+
+    def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0):
+        self.color_jitter = torchvision.transforms.ColorJitter(
+            brightness=brightness, contrast=contrast, saturation=saturation, hue=hue
+        )
+
+    def __call__(self, image, target=None):
+        return self.color_jitter(image), target
+
+
+class ToTensor(object):
+    """PIL image -> float Tensor[3, H, W] in [0, 1], RGB."""
+
+    def __call__(self, image, target=None):
+        return F.to_tensor(image), target
+
+
+class Normalize(object):
+    """Tensor[3, H, W] RGB in [0, 1] -> (x - mean) / std, in BGR 0-255 first when `to_bgr255`.
+
+    Args:
+        mean, std (sequence[float]): per channel, in the channel order and range after the optional BGR255 step.
+        to_bgr255 (bool): reorder RGB -> BGR and scale to 0-255 (Caffe2 / Detectron weights expect this).
+    """
+
+    def __init__(self, mean, std, to_bgr255=True):
+        self.mean = list(mean)
+        self.std = list(std)
+        self.to_bgr255 = to_bgr255
+
+    def __call__(self, image, target=None):
+        if self.to_bgr255:
+            image = image[[2, 1, 0]] * 255
+        image = F.normalize(image, mean=self.mean, std=self.std)
+        return image, target
