@@ -125,7 +125,6 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             images = images.to(device)
             targets = [target.to(device) for target in targets]
             loss_dict = train_step(images, targets, iteration)
-            scheduler.step()
 
             # Reduce over processes for logging only; the gradients were already averaged by DDP.
             loss_dict_reduced = reduce_dict({k: v.detach() for k, v in loss_dict.items()})
@@ -136,6 +135,7 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
                     raise FloatingPointError(
                         "{} is {} at iteration {}; lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS".format(
                             name, value.item(), iteration))
+            scheduler.step()
             meters.update(loss=losses_reduced, **loss_dict_reduced)
 
             batch_time = time.time() - end
