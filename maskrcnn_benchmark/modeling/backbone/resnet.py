@@ -143,16 +143,11 @@ class BasicBlock(nn.Module):
 
 def _block_and_norm(trans_func):
     """Split a TRANS_FUNC name such as "BottleneckWithGN" into (block kind, norm)."""
-    for kind in ("Bottleneck", "BasicBlock"):
-        prefix = kind + "With"
-        if trans_func.startswith(prefix):
-            norm = trans_func[len(prefix):]
-            _norm_factory(norm)
-            return kind, norm
-    raise KeyError(
-        "MODEL.RESNETS.TRANS_FUNC='{}' is unknown; use one of {}".format(
-            trans_func, ", ".join(sorted(_TRANSFORMATION_FUNCS)))
-    )
+    if trans_func not in _TRANSFORMATION_FUNCS:
+        raise KeyError("MODEL.RESNETS.TRANS_FUNC='{}' is unknown; use one of {}".format(
+            trans_func, ", ".join(sorted(_TRANSFORMATION_FUNCS))))
+    kind, norm = trans_func.split("With", 1)
+    return kind, norm
 
 
 def _stem_norm(stem_func):

@@ -1,0 +1,87 @@
+import importlib
+
+import pytest
+import torch
+
+from maskrcnn_benchmark.modeling.poolers import LevelMapper, Pooler
+from maskrcnn_benchmark.structures.bounding_box import BoxList
+
+
+def _box_of_side(side, x0=0.0):
+    # +1 convention: a box [x0, x0 + side - 1] is `side` px wide.
+    return [x0, x0, x0 + side - 1, x0 + side - 1]
+
+
+def test_level_mapper_assigns_canonical_levels():
+    mapper = LevelMapper(2, 5)
+    sides = [16, 111, 112, 223, 224, 447, 448, 1000]
+    boxes = BoxList(torch.tensor([_box_of_side(s) for s in sides], dtype=torch.float32), (2000, 2000))
+    # level = floor(4 + log2(side / 224)) clamped to [2, 5], minus k_min
+    assert mapper([boxes]).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_pooler_levels_derived_from_scales():
+    pooler = Pooler((2, 2), (1 / 4, 1 / 8, 1 / 16, 1 / 32), sampling_ratio=2)
+    assert (pooler.map_levels.k_min, pooler.map_levels.k_max) == (2, 5)
+    with pytest.raises(ValueError, match="powers"):
+        Pooler((2, 2), (1 / 3, 1 / 6), sampling_ratio=2)
+
+
+def test_pooler_routes_each_box_to_its_level_and_keeps_order():
+    # Each level's map is constant = its level index, so the pooled value reveals the level used.
+    scales = (1 / 4, 1 / 8, 1 / 16, 1 / 32)
+    features = [torch.full((2, 1, 256 // int(1 / s), 256 // int(1 / s)), float(i)) for i, s in enumerate(scales)]
+    pooler = Pooler((2, 2), scales, sampling_ratio=2)
+    boxes = [
+        BoxList(torch.tensor([_box_of_side(200, 10), _box_of_side(20, 5)], dtype=torch.float32), (256, 256)),
+        BoxList(torch.tensor([_box_of_side(60, 3), _box_of_side(120, 1), _box_of_side(250, 2)],
+                             dtype=torch.float32), (256, 256)),
+    ]
+    out = pooler(features, boxes)
+    assert out.shape == (5, 1, 2, 2)
+    assert out[:, 0, 0, 0].tolist() == [1.0, 0.0, 0.0, 1.0, 2.0]
+
+
+def test_pooler_uses_the_right_image_of_the_batch():
+    features = [torch.stack([torch.zeros(1, 8, 8), torch.ones(1, 8, 8)])]
+    pooler = Pooler((1, 1), (1.0,), sampling_ratio=1)
+    boxes = [BoxList(torch.tensor([[1., 1., 4., 4.]]), (8, 8)), BoxList(torch.tensor([[1., 1., 4., 4.]] * 2), (8, 8))]
+    assert pooler(features, boxes).flatten().tolist() == [0.0, 1.0, 1.0]
+
+
+def test_roialign_gives_no_gradient_to_rois():
+    features = [torch.randn(1, 2, 16, 16, requires_grad=True)]
+    bbox = torch.tensor([[2.3, 3.1, 10.7, 12.2]], requires_grad=True)
+    out = Pooler((3, 3), (1.0,), sampling_ratio=2, pooler_type="ROIAlign")(features, [BoxList(bbox, (16, 16))])
+    out.sum().backward()
+    assert features[0].grad is not None and features[0].grad.abs().sum() > 0
+    assert bbox.grad is None or bbox.grad.abs().sum() == 0
+
+
+def _prroi_available():
+    try:
+        module = importlib.import_module("maskrcnn_benchmark.layers")
+        module.PrRoIPool2D(1, 1, 1.0)(torch.zeros(1, 1, 4, 4), torch.tensor([[0., 0., 0., 2., 2.]]))
+        return True, ""
+    except Exception as error:  # extension not built yet, or layers not in place
+        return False, "PrRoIPool2D unavailable ({}: {}); build with `python setup.py build_develop`".format(
+            type(error).__name__, error)
+
+
+def test_prroipool_gives_gradient_to_rois_on_every_level():
+    available, reason = _prroi_available()
+    if not available:
+        pytest.skip(reason)
+    scales = (1 / 4, 1 / 8)
+    features = [torch.randn(1, 2, 16, 16), torch.randn(1, 2, 8, 8)]
+    bbox = torch.tensor([_box_of_side(20, 3.3), _box_of_side(40, 10.2)], requires_grad=True)  # levels 2 and 3
+    pooler = Pooler((3, 3), scales, sampling_ratio=0, pooler_type="PrRoIPool")
+    out = pooler(features, [BoxList(bbox, (64, 64))])
+    (out * torch.randn_like(out)).sum().backward()
+    assert bbox.grad is not None
+    assert (bbox.grad.abs().sum(dim=1) > 0).all()
+
+
+def test_unknown_pooler_type_is_named():
+    with pytest.raises(ValueError, match="RoIMagic"):
+        Pooler((2, 2), (1.0,), 0, pooler_type="RoIMagic")
