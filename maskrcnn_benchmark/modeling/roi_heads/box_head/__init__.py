@@ -1,0 +1,1 @@
+"""Fast R-CNN box head (feature extractors, predictors, loss, post-processing)."""

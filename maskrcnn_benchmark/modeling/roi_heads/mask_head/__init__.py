@@ -1,0 +1,1 @@
+"""Mask R-CNN mask head (feature extractors, predictors, loss, post-processing and Masker)."""
