@@ -1,0 +1,180 @@
+"""The alternating G / D iteration (engine/adversarial.py) on a tiny stand-in detector."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+
+from maskrcnn_benchmark.engine.adversarial import AdversarialTrainStep, adversarial_iteration
+from maskrcnn_benchmark.modeling.discriminators import (
+    AdversarialDiscriminators,
+    BoxDiscriminator,
+    MaskDiscriminator,
+    RoIFeaturePooler,
+)
+
+STRIDE = 4
+
+
+class TinyGenerator(nn.Module):
+    """Stand-in detector honouring the adversarial-inputs contract: a conv "backbone" (stride 4), a Linear box
+    regression on the proposals and a conv mask head on 28x28 RoI features. targets = (gt_rois [P, 5],
+    gt_masks [P, 28, 28]); the proposals are the ground-truth boxes shifted by a fixed offset."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 8, 3, padding=1)
+        self.box_regression = nn.Linear(4, 4)
+        self.mask_head = nn.Conv2d(8, 1, 3, padding=1)
+        self.forward_calls = 0
+
+    def forward(self, images, targets, return_adv_inputs=False):
+        self.forward_calls += 1
+        gt_rois, gt_masks = targets
+        features = [F.avg_pool2d(self.backbone(images), STRIDE)]
+        proposals = torch.cat([gt_rois[:, :1], gt_rois[:, 1:] + 3.0], dim=1)
+        pred_boxes = proposals[:, 1:] + self.box_regression(proposals[:, 1:] / 64.0)
+        pred_rois = torch.cat([gt_rois[:, :1], pred_boxes], dim=1)
+        mask_logits = self.mask_head(roi_align(features[0], proposals, (28, 28), 1.0 / STRIDE, 2))[:, 0]
+        losses = {
+            "loss_classifier": features[0].pow(2).mean(),
+            "loss_box_reg": F.smooth_l1_loss(pred_boxes, gt_rois[:, 1:]),
+            "loss_mask": F.binary_cross_entropy_with_logits(mask_logits, gt_masks),
+        }
+        if not return_adv_inputs:
+            return losses
+        adv_inputs = {"features": features, "feature_strides": [STRIDE], "box_rois_pred": pred_rois,
+                      "box_rois_gt": gt_rois, "mask_logits": mask_logits, "mask_targets": gt_masks,
+                      "mask_rois": proposals}
+        return losses, adv_inputs
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    model = TinyGenerator()
+    discs = AdversarialDiscriminators(
+        BoxDiscriminator(8, channels=4, num_convs=3), MaskDiscriminator(8, channels=4, num_convs=3),
+        RoIFeaturePooler(28, "ROIAlign", "max"), RoIFeaturePooler(28, "ROIAlign", "max"), detach_features=True,
+    )
+    images = torch.randn(2, 3, 64, 64)
+    gt_rois = torch.tensor([[0, 4.0, 6.0, 40.0, 50.0], [0, 20.0, 10.0, 60.0, 30.0], [1, 8.0, 8.0, 30.0, 60.0]])
+    gt_masks = (torch.rand(3, 28, 28) > 0.5).float()
+    g_opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    d_opt = torch.optim.SGD(discs.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
+    return model, discs, g_opt, d_opt, images, (gt_rois, gt_masks)
+
+
+def _params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _identical(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _after_step(optimizer, callback):
+    step = optimizer.step
+
+    def wrapped(*args, **kwargs):
+        result = step(*args, **kwargs)
+        callback()
+        return result
+
+    optimizer.step = wrapped
+
+
+def test_d_step_keeps_detector_and_g_step_keeps_discriminators_bit_identical():
+    model, discs, g_opt, d_opt, images, targets = _setup()
+    g_before, d_before = _params(model), _params(discs)
+    after_d_step = {}
+    _after_step(d_opt, lambda: after_d_step.update(
+        g=_params(model), d=_params(discs), d_grad=[p.grad.clone() for p in discs.parameters()]))
+    adversarial_iteration(model, discs, g_opt, d_opt, images, targets, box_weight=1.0, mask_weight=1.0)
+
+    assert _identical(after_d_step["g"], g_before)  # the D update does not touch G ...
+    assert not _identical(after_d_step["d"], d_before)  # ... but does move D
+    assert _identical(_params(discs), after_d_step["d"])  # the G update does not touch D ...
+    assert _identical([p.grad for p in discs.parameters()], after_d_step["d_grad"])  # nor D's gradients
+    assert not _identical(_params(model), g_before)  # ... but does move G
+    assert all(p.requires_grad for p in discs.parameters())  # D is unfrozen afterwards
+
+
+def test_zero_adversarial_weights_give_the_baseline_generator_update():
+    model, discs, g_opt, d_opt, images, targets = _setup()
+    baseline = copy.deepcopy(model)
+    baseline_opt = torch.optim.SGD(baseline.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    sum(baseline(images, targets).values()).backward()
+    baseline_opt.step()
+    adversarial_iteration(model, discs, g_opt, d_opt, images, targets, box_weight=0.0, mask_weight=0.0)
+    assert _identical(_params(model), _params(baseline))
+
+
+def test_adversarial_terms_change_the_generator_update():
+    updates = []
+    for weight in (0.0, 1.0):
+        model, discs, g_opt, d_opt, images, targets = _setup()
+        adversarial_iteration(model, discs, g_opt, d_opt, images, targets, box_weight=weight, mask_weight=weight)
+        updates.append(_params(model))
+    # with ROIAlign the box term does not reach the regression; the mask term reaches the mask head
+    assert not torch.equal(updates[0][-2], updates[1][-2])
+
+
+def test_logged_values_and_weights():
+    model, discs, g_opt, d_opt, images, targets = _setup()
+    logged = adversarial_iteration(model, discs, g_opt, d_opt, images, targets, box_weight=0.0, mask_weight=0.5)
+    assert set(logged) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_box_adv", "loss_mask_adv",
+                           "loss_box_disc", "loss_mask_disc", "d_box_real_prob", "d_box_fake_prob"}
+    assert logged["loss_box_adv"].item() == 0.0  # logged as it enters L_G, i.e. weighted
+    assert logged["loss_mask_adv"].item() > 0 and logged["loss_mask_disc"].item() < 0
+    assert 0 < logged["d_box_real_prob"].item() < 1 and 0 < logged["d_box_fake_prob"].item() < 1
+    assert all(v.dim() == 0 and not v.requires_grad for v in logged.values())
+
+
+def test_adv_only_drops_box_and_mask_supervision():
+    model, discs, g_opt, d_opt, images, targets = _setup()
+    logged = adversarial_iteration(model, discs, g_opt, d_opt, images, targets, 0.025, 0.5, adv_only=True)
+    assert "loss_box_reg" not in logged and "loss_mask" not in logged
+    # box regression is then trained only by L_adv^Gb, which ROIAlign cannot carry: it gets no gradient
+    assert model.box_regression.weight.grad is None or model.box_regression.weight.grad.abs().sum() == 0
+
+
+def test_train_step_runs_one_forward_and_k_d_updates_and_honours_start_iter():
+    model, discs, g_opt, d_opt, images, targets = _setup()
+    d_sched = torch.optim.lr_scheduler.StepLR(d_opt, step_size=1, gamma=0.5)
+    counts = {"d": 0}  # D_b forwards: one per D update plus one in the G update
+    discs.box_disc.register_forward_hook(lambda *_: counts.update(d=counts["d"] + 1))
+    step = AdversarialTrainStep(model, discs, g_opt, d_opt, d_sched, start_iter=3, d_steps_per_g_step=2)
+
+    d_before = _params(discs)
+    logged = step(images, targets, iteration=2)  # before START_ITER: the baseline iteration
+    assert counts["d"] == 0 and _identical(_params(discs), d_before)
+    assert not any(k.endswith("_adv") or k.endswith("_disc") for k in logged)
+
+    logged = step(images, targets, iteration=3)
+    assert counts["d"] == 2 + 1 and model.forward_calls == 2
+    assert "loss_box_disc" in logged
+    assert logged["d_lr"].item() == pytest.approx(0.02 * 0.25)  # D's scheduler stepped every iteration
+
+    with pytest.raises(ValueError, match="D_STEPS_PER_G_STEP"):
+        AdversarialTrainStep(model, discs, g_opt, d_opt, d_sched, d_steps_per_g_step=0)
+
+
+def test_iteration_without_positive_rois_is_finite():
+    model, discs, g_opt, d_opt, images, _ = _setup()
+    targets = (torch.zeros(0, 5), torch.zeros(0, 28, 28))
+    model.forward = lambda images, targets, return_adv_inputs=False: _empty_forward(model, images, targets)
+    logged = adversarial_iteration(model, discs, g_opt, d_opt, images, targets, 0.025, 0.5)
+    assert all(torch.isfinite(v) for v in logged.values())
+    assert logged["loss_box_disc"].item() == 0 and "d_box_real_prob" not in logged
+
+
+def _empty_forward(model, images, targets):
+    features = [F.avg_pool2d(model.backbone(images), STRIDE)]
+    empty_rois = torch.zeros(0, 5)
+    pred = torch.cat([empty_rois[:, :1], model.box_regression(empty_rois[:, 1:])], dim=1)
+    losses = {"loss_classifier": features[0].pow(2).mean()}
+    return losses, {"features": features, "feature_strides": [STRIDE], "box_rois_pred": pred,
+                    "box_rois_gt": empty_rois, "mask_logits": torch.zeros(0, 28, 28, requires_grad=True),
+                    "mask_targets": torch.zeros(0, 28, 28), "mask_rois": empty_rois}
