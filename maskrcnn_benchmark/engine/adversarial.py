@@ -167,22 +167,11 @@ class AdversarialTrainStep(object):
 
 
 def make_discriminator_optimizer(cfg, discriminators):
-    """SGD for D: SOLVER's momentum and weight decay, LR = SOLVER.BASE_LR * MODEL.GAN.D_LR_FACTOR.
+    """SGD for D with the detector's settings (SOLVER.MOMENTUM, WEIGHT_DECAY, bias rules) and
+    LR = SOLVER.BASE_LR * MODEL.GAN.D_LR_FACTOR (the paper: D's LR is one fifth of G's)."""
+    from maskrcnn_benchmark.solver import make_optimizer
 
-    Biases get SOLVER.BIAS_LR_FACTOR and SOLVER.WEIGHT_DECAY_BIAS, as the detector's optimizer does.
-    """
-    base_lr = cfg.SOLVER.BASE_LR * cfg.MODEL.GAN.D_LR_FACTOR
-    params = []
-    for name, param in discriminators.named_parameters():
-        if not param.requires_grad:
-            continue
-        is_bias = name.endswith("bias")
-        params.append({
-            "params": [param],
-            "lr": base_lr * cfg.SOLVER.BIAS_LR_FACTOR if is_bias else base_lr,
-            "weight_decay": cfg.SOLVER.WEIGHT_DECAY_BIAS if is_bias else cfg.SOLVER.WEIGHT_DECAY,
-        })
-    return torch.optim.SGD(params, lr=base_lr, momentum=cfg.SOLVER.MOMENTUM)
+    return make_optimizer(cfg, discriminators, lr_factor=cfg.MODEL.GAN.D_LR_FACTOR)
 
 
 def make_discriminator_scheduler(cfg, d_optimizer):
