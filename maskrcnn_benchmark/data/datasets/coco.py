@@ -1,5 +1,7 @@
 """COCO-format instance segmentation dataset: images + BoxList targets with labels, masks and keypoints."""
 import collections
+import contextlib
+import io
 import json
 import logging
 import os
@@ -46,7 +48,8 @@ def _load_coco_json(ann_file):
                 )
     coco = COCO()
     coco.dataset = data
-    coco.createIndex()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress we do not want in logs
+        coco.createIndex()
     return coco
 
 
