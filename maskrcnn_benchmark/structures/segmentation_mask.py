@@ -6,7 +6,8 @@ rasterised with pycocotools (``frPyObjects`` + ``decode``), the same rasteriser 
 Geometry (shared by both modes, so that converting before or after an operation gives the same mask):
   - crop(box): the window [x0, x1) x [y0, y1) becomes the new image of size (x1 - x0, y1 - y0); polygons are
     shifted by (-x0, -y0), binary masks sliced (zero-padded where the window leaves the image).
-  - resize(size): polygons are scaled by new/old; binary masks are resampled bilinearly and thresholded at 0.5.
+  - resize(size): polygons are scaled by new/old; binary masks are resampled at the new pixel centres
+    ("nearest-exact"), which is where pycocotools tests the scaled polygon.
   - transpose(FLIP_LEFT_RIGHT): x -> w - x for polygons (pixel column i -> w - 1 - i, the mirror BoxList uses);
     maskrcnn-benchmark used w - x - 1 for polygons, which put flipped polygon masks one pixel left of their boxes.
 
@@ -18,7 +19,6 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
 from .bounding_box import FLIP_LEFT_RIGHT, FLIP_TOP_BOTTOM
 
@@ -334,9 +334,10 @@ class BinaryMaskList(object):
         width, height = _int_size(size)
         if self.masks.shape[0] == 0:
             return BinaryMaskList(self.masks.new_zeros((0, height, width)), (width, height))
-        resized = F.interpolate(self.masks[None].float(), size=(height, width), mode="bilinear",
-                                align_corners=False)[0]
-        return BinaryMaskList((resized >= 0.5).to(torch.uint8), (width, height))
+        # new pixel centre (j + 0.5) samples the old image at (j + 0.5) / scale, i.e. "nearest-exact": the same
+        # pixel-centre rule pycocotools applies to a scaled polygon, so both modes resize identically
+        resized = F.interpolate(self.masks[None].float(), size=(height, width), mode="nearest-exact")[0]
+        return BinaryMaskList(resized.to(torch.uint8), (width, height))
 
     def to(self, *args, **kwargs):
         return BinaryMaskList(self.masks.to(*args, **kwargs), self.size)
@@ -369,10 +370,11 @@ class BinaryMaskList(object):
         return PolygonList(instances, self.size)
 
     def crop_and_resize(self, boxes, mask_size, indices=None):
-        """Binary mask of instance ``indices[k]`` resampled inside box ``boxes[k]`` at M x M.
+        """Binary mask of instance ``indices[k]`` sampled inside box ``boxes[k]`` at M x M.
 
-        Bin (i, j) samples the mask at the continuous points of [x0, x1) x [y0, y1) (RoIAlign with aligned=True,
-        which treats pixel centres as i + 0.5 like the polygon coordinates) and is thresholded at 0.5.
+        Cell (i, j) takes the pixel under its centre, (x0 + (j + 0.5) * w / M, y0 + (i + 0.5) * h / M) with
+        w = max(x1 - x0, 1): the pixel-centre rule pycocotools applies to polygons, so a mask and the polygons
+        it came from give identical targets. Outside the image is background.
 
         Args:
             boxes: Tensor[K, 4] xyxy in pixels. mask_size: M. indices: Tensor[K] or None for arange(K).
@@ -380,18 +382,25 @@ class BinaryMaskList(object):
             float32 Tensor[K, M, M] of 0 / 1, on ``boxes.device``.
         """
         M = int(mask_size)
+        device = boxes.device
         if indices is None:
             indices = torch.arange(boxes.shape[0])
-        indices = torch.as_tensor(indices, dtype=torch.long)
+        indices = torch.as_tensor(indices, dtype=torch.long).to(device)
         if indices.numel() != boxes.shape[0]:
             raise ValueError("crop_and_resize: got {} boxes but {} indices".format(boxes.shape[0], indices.numel()))
         if boxes.shape[0] == 0:
-            return torch.zeros((0, M, M), dtype=torch.float32, device=boxes.device)
-        masks = self.masks.to(boxes.device)[indices.to(boxes.device), None].float()
-        rois = torch.cat((torch.arange(boxes.shape[0], device=boxes.device, dtype=torch.float32)[:, None],
-                          boxes.detach().float()), dim=1)
-        sampled = roi_align(masks, rois, (M, M), spatial_scale=1.0, sampling_ratio=0, aligned=True)[:, 0]
-        return (sampled >= 0.5).float()
+            return torch.zeros((0, M, M), dtype=torch.float32, device=device)
+        boxes = boxes.detach().to(torch.float64)
+        width, height = self.size
+        centres = (torch.arange(M, device=device, dtype=torch.float64) + 0.5) / M
+        box_w = (boxes[:, 2] - boxes[:, 0]).clamp(min=1.0)
+        box_h = (boxes[:, 3] - boxes[:, 1]).clamp(min=1.0)
+        xs = (boxes[:, 0, None] + centres[None] * box_w[:, None]).floor().long()  # [K, M]
+        ys = (boxes[:, 1, None] + centres[None] * box_h[:, None]).floor().long()
+        valid = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
+        masks = self.masks.to(device)
+        sampled = masks[indices[:, None, None], ys.clamp(0, height - 1)[:, :, None], xs.clamp(0, width - 1)[:, None, :]]
+        return (sampled.bool() & valid).float()
 
     def __getitem__(self, item):
         if isinstance(item, (int, np.integer)):
@@ -482,7 +491,7 @@ class SegmentationMask(object):
 
         Polygons are rasterised directly at M x M inside each box (exactly maskrcnn-benchmark's
         crop -> resize -> convert("mask") of ``project_masks_on_boxes``, but one pycocotools call per image);
-        binary masks are resampled with RoIAlign (aligned=True) and thresholded at 0.5.
+        binary masks take the pixel under each cell's centre (the same rule, so both modes agree).
 
         Args:
             boxes: Tensor[K, 4] xyxy boxes in this image's pixel coordinates (e.g. positive proposals).
