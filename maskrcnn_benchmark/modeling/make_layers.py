@@ -76,12 +76,20 @@ def make_fc(dim_in, hidden_dim, use_gn=False):
     return fc
 
 
-def conv_with_kaiming_uniform(use_gn=False, use_relu=False):
+def group_norm_config(cfg):
+    """MODEL.GROUP_NORM as keyword arguments of ``group_norm`` (dim_per_gp, num_groups, eps)."""
+    return dict(dim_per_gp=cfg.MODEL.GROUP_NORM.DIM_PER_GP, num_groups=cfg.MODEL.GROUP_NORM.NUM_GROUPS,
+                eps=cfg.MODEL.GROUP_NORM.EPSILON)
+
+
+def conv_with_kaiming_uniform(use_gn=False, use_relu=False, group_norm_kwargs=None):
     """Factory ``make_conv(in_channels, out_channels, kernel_size, stride=1, dilation=1)``.
 
     Padding is ``dilation * (kernel_size - 1) // 2`` (keeps size at stride 1). The conv has a bias
-    unless followed by GroupNorm; ReLU is appended when ``use_relu``.
+    unless followed by GroupNorm (configured by ``group_norm_kwargs``, see ``group_norm_config``);
+    ReLU is appended when ``use_relu``.
     """
+    group_norm_kwargs = group_norm_kwargs or {}
 
     def make_conv(in_channels, out_channels, kernel_size, stride=1, dilation=1):
         conv = nn.Conv2d(
@@ -93,7 +101,7 @@ def conv_with_kaiming_uniform(use_gn=False, use_relu=False):
             nn.init.constant_(conv.bias, 0)
         module = [conv]
         if use_gn:
-            module.append(group_norm(out_channels))
+            module.append(group_norm(out_channels, **group_norm_kwargs))
         if use_relu:
             module.append(nn.ReLU(inplace=True))
         return nn.Sequential(*module) if len(module) > 1 else conv

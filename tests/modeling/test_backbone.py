@@ -128,3 +128,13 @@ def test_bad_trans_func_names_the_key():
     cfg = _cfg("R-50-FPN", TRANS_FUNC="BottleneckWithMagic")
     with pytest.raises(KeyError, match="TRANS_FUNC"):
         build_backbone(cfg)
+
+
+def test_group_norm_follows_model_group_norm():
+    cfg = _cfg("R-18-FPN", TRANS_FUNC="BasicBlockWithGN", STEM_FUNC="StemWithGN")
+    cfg.MODEL.GROUP_NORM.NUM_GROUPS = 16
+    cfg.MODEL.FPN.USE_GN = True
+    model = _build_on_meta(cfg)
+    assert model.body.stem.bn1.num_groups == 16
+    assert getattr(model.body.layer4, "1").bn2.num_groups == 16
+    assert isinstance(model.fpn.fpn_inner1[1], torch.nn.GroupNorm) and model.fpn.fpn_inner1[1].num_groups == 16

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from torch import nn
 
 from maskrcnn_benchmark.modeling import registry
-from maskrcnn_benchmark.modeling.make_layers import conv_with_kaiming_uniform
+from maskrcnn_benchmark.modeling.make_layers import conv_with_kaiming_uniform, group_norm_config
 
 from . import fpn as fpn_module
 from . import resnet
@@ -49,7 +49,8 @@ def build_resnet_fpn_backbone(cfg):
     fpn = fpn_module.FPN(
         in_channels_list=body.out_channels_per_stage,
         out_channels=out_channels,
-        conv_block=conv_with_kaiming_uniform(cfg.MODEL.FPN.USE_GN, cfg.MODEL.FPN.USE_RELU),
+        conv_block=conv_with_kaiming_uniform(
+            cfg.MODEL.FPN.USE_GN, cfg.MODEL.FPN.USE_RELU, group_norm_config(cfg)),
         top_blocks=fpn_module.LastLevelMaxPool(),
     )
     return _wrap([("body", body), ("fpn", fpn)], out_channels, body.strides + [body.strides[-1] * 2])
@@ -67,7 +68,8 @@ def build_resnet_fpn_p3p7_backbone(cfg):
     fpn = fpn_module.FPN(
         in_channels_list=in_channels_list,
         out_channels=out_channels,
-        conv_block=conv_with_kaiming_uniform(cfg.MODEL.FPN.USE_GN, cfg.MODEL.FPN.USE_RELU),
+        conv_block=conv_with_kaiming_uniform(
+            cfg.MODEL.FPN.USE_GN, cfg.MODEL.FPN.USE_RELU, group_norm_config(cfg)),
         top_blocks=fpn_module.LastLevelP6P7(p6_in_channels, out_channels),
     )
     c5_stride = body.strides[-1]

@@ -5,6 +5,7 @@ Module and parameter names follow maskrcnn-benchmark (``stem.conv1``, ``stem.bn1
 unchanged. The normalisation layer keeps the name ``bn*`` whether it is a FrozenBatchNorm2d,
 a GroupNorm or a trainable BatchNorm2d.
 """
+import functools
 from collections import namedtuple
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from maskrcnn_benchmark.layers import FrozenBatchNorm2d
-from maskrcnn_benchmark.modeling.make_layers import group_norm
+from maskrcnn_benchmark.modeling.make_layers import group_norm, group_norm_config
 
 # index: stage number (1 = res2 ... 4 = res5); block_count: residual blocks in the stage;
 # return_features: whether the body returns this stage's output.
@@ -47,12 +48,14 @@ def _kaiming(conv):
     return conv
 
 
-def _norm_factory(norm):
-    """``norm`` in {"FixedBatchNorm", "GN", "BatchNorm"} -> callable(num_channels) -> module."""
+def _norm_factory(norm, group_norm_kwargs=None):
+    """``norm`` in {"FixedBatchNorm", "GN", "BatchNorm"} -> callable(num_channels) -> module.
+
+    ``group_norm_kwargs`` (dim_per_gp, num_groups, eps) configure GN (MODEL.GROUP_NORM)."""
     if norm == "FixedBatchNorm":
         return FrozenBatchNorm2d
     if norm == "GN":
-        return group_norm
+        return functools.partial(group_norm, **(group_norm_kwargs or {}))
     if norm == "BatchNorm":
         return nn.BatchNorm2d
     raise KeyError("unknown ResNet normalisation '{}' (FixedBatchNorm, GN, BatchNorm)".format(norm))
@@ -190,17 +193,18 @@ class ResNet(nn.Module):
             basic blocks output their width (64, 128, 256, 512 for ResNet-18/34).
         res5_dilation: dilation of res5 (> 1 keeps stride 16 for res5).
         freeze_at: freeze the stem (>= 1) and res2..res(freeze_at) (parameters get requires_grad=False).
+        group_norm_kwargs: GroupNorm settings (dim_per_gp, num_groups, eps) when a norm is "GN".
     forward: Tensor[N,3,H,W] -> list of Tensor[N, C_i, H/s_i, W/s_i] for returned stages, in order;
     ``self.out_channels_per_stage`` / ``self.strides`` describe them.
     """
 
     def __init__(self, stage_specs, block="Bottleneck", norm="FixedBatchNorm", stem_norm="FixedBatchNorm",
                  num_groups=1, width_per_group=64, stride_in_1x1=True, res5_dilation=1, res2_out_channels=256,
-                 stem_out_channels=64, freeze_at=2):
+                 stem_out_channels=64, freeze_at=2, group_norm_kwargs=None):
         super().__init__()
         block_module = _BLOCKS[block]
-        norm_func = _norm_factory(norm)
-        self.stem = BaseStem(stem_out_channels, _norm_factory(stem_norm))
+        norm_func = _norm_factory(norm, group_norm_kwargs)
+        self.stem = BaseStem(stem_out_channels, _norm_factory(stem_norm, group_norm_kwargs))
         in_channels = stem_out_channels
         stage2_bottleneck = num_groups * width_per_group
         stage2_out = res2_out_channels if block == "Bottleneck" else stage2_bottleneck
@@ -255,7 +259,7 @@ class ResNetHead(nn.Module):
 
     def __init__(self, block_module="Bottleneck", stages=(StageSpec(4, 3, False),), num_groups=1,
                  width_per_group=64, stride_in_1x1=True, stride_init=None, res2_out_channels=256, dilation=1,
-                 norm="FixedBatchNorm"):
+                 norm="FixedBatchNorm", group_norm_kwargs=None):
         super().__init__()
         if isinstance(block_module, str):
             if block_module in _TRANSFORMATION_FUNCS:
@@ -263,7 +267,7 @@ class ResNetHead(nn.Module):
             block_cls = _BLOCKS[block_module]
         else:
             block_cls = block_module
-        norm_func = _norm_factory(norm)
+        norm_func = _norm_factory(norm, group_norm_kwargs)
         stage2_relative_factor = 2 ** (stages[0].index - 1)
         stage2_bottleneck = num_groups * width_per_group
         stage2_out = res2_out_channels if block_cls is Bottleneck else stage2_bottleneck
@@ -317,4 +321,5 @@ def build_resnet_body(cfg):
         res2_out_channels=cfg.MODEL.RESNETS.RES2_OUT_CHANNELS,
         stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
+        group_norm_kwargs=group_norm_config(cfg),
     )
