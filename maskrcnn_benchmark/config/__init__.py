@@ -76,8 +76,10 @@ def _check_tree(loaded, defaults, source, root, prefix=""):
                 continue  # yacs reports these itself
             raise _unknown_key_error(full_key, source, root)
         default = defaults[name]
-        # YAML gives "(4, 8)" as a string; decode it (as yacs would) before judging its type.
-        value = CfgNode._decode_cfg_value(loaded[name])
+        value = loaded[name]
+        if not isinstance(value, dict):
+            # YAML gives "(4, 8)" as a string; decode it (as yacs would) before judging its type.
+            value = CfgNode._decode_cfg_value(value)
         if isinstance(default, CfgNode):
             if not isinstance(value, dict):
                 raise ValueError(
