@@ -178,3 +178,95 @@ def _empty_forward(model, images, targets):
     return losses, {"features": features, "feature_strides": [STRIDE], "box_rois_pred": pred,
                     "box_rois_gt": empty_rois, "mask_logits": torch.zeros(0, 28, 28, requires_grad=True),
                     "mask_targets": torch.zeros(0, 28, 28), "mask_rois": empty_rois}
+
+
+# ---- on the real detector (tiny R-18-FPN config from tests/conftest.py) ----
+
+def _gan_cfg(tiny_cfg):
+    tiny_cfg.MODEL.GAN.ENABLED = True
+    tiny_cfg.MODEL.GAN.BOX_DISC.CHANNELS = 8
+    tiny_cfg.MODEL.GAN.MASK_DISC.CHANNELS = 8
+    tiny_cfg.MODEL.GAN.BOX_DISC.NUM_CONVS = 3
+    tiny_cfg.MODEL.GAN.MASK_DISC.NUM_CONVS = 3
+    return tiny_cfg
+
+
+def _first_batch(cfg):
+    from maskrcnn_benchmark.data import make_data_loader
+
+    images, targets, _ = next(iter(make_data_loader(cfg, is_train=True)))
+    return images, list(targets)
+
+
+def _detector(cfg, seed=0):
+    from maskrcnn_benchmark.modeling.detector import build_detection_model
+
+    torch.manual_seed(seed)
+    return build_detection_model(cfg).train()
+
+
+def test_gan_off_detector_and_losses_equal_the_baseline(tiny_cfg):
+    images, targets = _first_batch(tiny_cfg)
+    baseline = _detector(tiny_cfg)
+    torch.manual_seed(1)  # the RPN / RoI samplers draw from the global generator
+    baseline_losses = baseline(images, targets)
+
+    from maskrcnn_benchmark.modeling.discriminators import build_discriminators
+
+    gan_cfg = _gan_cfg(tiny_cfg.clone())
+    model = _detector(gan_cfg)
+    build_discriminators(gan_cfg, model.backbone.out_channels)
+    torch.manual_seed(1)
+    losses, adv_inputs = model(images, targets, return_adv_inputs=True)
+    assert set(losses) == set(baseline_losses)
+    assert all(torch.equal(losses[k], baseline_losses[k]) for k in losses)
+    assert adv_inputs["box_rois_pred"].shape[0] > 0
+
+
+@pytest.mark.parametrize("pooler_type", ["PrRoIPool", "ROIAlign"])
+def test_box_adversarial_loss_reaches_detector_box_regression_only_through_prroipool(tiny_cfg, pooler_type):
+    from maskrcnn_benchmark.modeling.discriminators import build_discriminators
+    from maskrcnn_benchmark.modeling.discriminators.loss import box_adv_generator_loss
+
+    cfg = _gan_cfg(tiny_cfg)
+    cfg.MODEL.GAN.BOX_DISC.POOLER_TYPE = pooler_type
+    images, targets = _first_batch(cfg)
+    model = _detector(cfg)
+    discs = build_discriminators(cfg, model.backbone.out_channels)
+    _, adv_inputs = model(images, targets, return_adv_inputs=True)
+    inputs = discs.pool_inputs(adv_inputs)
+    _, fake = discs.box_logits(inputs["box_real"], inputs["box_fake"])
+    loss = box_adv_generator_loss(fake)  # L_adv^Gb alone; features detached (DETACH_FEATURES default True)
+    weight = model.roi_heads.box.predictor.bbox_pred.weight
+    grad = torch.autograd.grad(loss, weight, allow_unused=True)[0] if loss.requires_grad else None
+    if pooler_type == "PrRoIPool":
+        assert grad is not None and grad.abs().sum() > 0
+    else:
+        assert grad is None or grad.abs().sum() == 0
+
+
+def test_tiny_gan_config_trains_with_do_train(tiny_cfg):
+    from maskrcnn_benchmark.data import make_data_loader
+    from maskrcnn_benchmark.engine.adversarial import build_adversarial_train_step
+    from maskrcnn_benchmark.engine.trainer import do_train
+    from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
+    from maskrcnn_benchmark.utils.checkpoint import Checkpointer
+
+    cfg = _gan_cfg(tiny_cfg)
+    cfg.SOLVER.MAX_ITER = 2
+    model = _detector(cfg)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_lr_scheduler(cfg, optimizer)
+    train_step = build_adversarial_train_step(cfg, model, optimizer)
+    assert train_step.d_optimizer.param_groups[0]["lr"] == pytest.approx(
+        optimizer.param_groups[0]["lr"] * cfg.MODEL.GAN.D_LR_FACTOR)
+    d_before = _params(train_step.discriminators)
+    checkpointer = Checkpointer(model, optimizer, scheduler, cfg.OUTPUT_DIR, extra={
+        "discriminators": train_step.discriminators, "d_optimizer": train_step.d_optimizer,
+        "d_scheduler": train_step.d_scheduler})
+    meters = do_train(model, make_data_loader(cfg, is_train=True), optimizer, scheduler, checkpointer,
+                      torch.device("cpu"), 0, {"iteration": 0}, train_step=train_step)
+    for name in ("loss_box_adv", "loss_mask_adv", "loss_box_disc", "loss_mask_disc", "loss_mask"):
+        assert torch.isfinite(torch.tensor(meters.meters[name].global_avg)), name
+    assert not _identical(_params(train_step.discriminators), d_before)
+    assert "discriminators" in torch.load(checkpointer.get_checkpoint_file(), weights_only=True)
