@@ -120,3 +120,53 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
     )
     extra_args.update(eval_kwargs)
     return evaluate(dataset=dataset, predictions=predictions, output_folder=output_folder, **extra_args)
+
+
+def coco_max_dets(cfg):
+    """maxDets for COCO AP: TEST.COCO_MAX_DETS, raised to the detections kept per image so none is ignored."""
+    return max(cfg.TEST.COCO_MAX_DETS, cfg.TEST.DETECTIONS_PER_IMG, cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMG)
+
+
+def run_test(cfg, model, distributed, output_subdir=None):
+    """Evaluate ``model`` on every dataset of DATASETS.TEST, as train_net.py and test_net.py do.
+
+    Results go to ``OUTPUT_DIR/inference/<dataset>/`` (plus ``output_subdir`` when given, e.g. for the
+    periodic evaluation during training).
+
+    Returns:
+        list of the evaluator's results (None entries on non-main processes).
+    """
+    from maskrcnn_benchmark.data import make_data_loader
+
+    if distributed and hasattr(model, "module"):
+        model = model.module
+    iou_types = ("bbox",)
+    if cfg.MODEL.MASK_ON:
+        iou_types = iou_types + ("segm",)
+    if cfg.MODEL.KEYPOINT_ON:
+        iou_types = iou_types + ("keypoints",)
+    dataset_names = cfg.DATASETS.TEST
+    data_loaders_val = make_data_loader(cfg, is_train=False, is_distributed=distributed)
+    results = []
+    for dataset_name, data_loader_val in zip(dataset_names, data_loaders_val):
+        output_folder = None
+        if cfg.OUTPUT_DIR:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+            if output_subdir:
+                output_folder = os.path.join(output_folder, output_subdir)
+            if is_main_process():
+                os.makedirs(output_folder, exist_ok=True)
+        results.append(inference(
+            model,
+            data_loader_val,
+            dataset_name=dataset_name,
+            iou_types=iou_types,
+            box_only=cfg.MODEL.RPN_ONLY,
+            device=cfg.MODEL.DEVICE,
+            expected_results=cfg.TEST.EXPECTED_RESULTS,
+            expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL,
+            output_folder=output_folder,
+            max_dets=coco_max_dets(cfg),
+        ))
+        synchronize()
+    return results

@@ -71,3 +71,32 @@ def reduce_dict(input_dict, average=True):
         if dist.get_rank() == 0 and average:
             values /= world_size
         return {name: value for name, value in zip(names, values)}
+
+
+def init_distributed_from_env(local_rank=None, use_cuda=None):
+    """Join the process group that torchrun (or ``torch.distributed.launch``) describes in the environment.
+
+    Reads WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT (``env://``). Uses nccl when running on
+    GPUs and gloo on CPU.
+
+    Args:
+        local_rank: this process's GPU index; defaults to $LOCAL_RANK (0 if unset).
+        use_cuda: pick nccl and bind the process to its GPU; defaults to ``torch.cuda.is_available()``.
+    Returns:
+        (distributed: bool, local_rank: int). With WORLD_SIZE unset or 1 nothing is initialised.
+    """
+    import os
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if local_rank is None or local_rank < 0:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size <= 1:
+        return False, local_rank
+    if use_cuda is None:
+        use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not _is_distributed():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
+    synchronize()
+    return True, local_rank

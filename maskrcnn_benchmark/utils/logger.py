@@ -25,7 +25,8 @@ def setup_logger(name, save_dir, distributed_rank, filename="log.txt"):
 
     formatter = logging.Formatter(_FORMAT)
     console = logging.StreamHandler(stream=sys.stdout)
-    console.setLevel(logging.DEBUG)
+    # Per-tensor loading reports and the environment dump are DEBUG: in the log file, not on the console.
+    console.setLevel(logging.INFO)
     console.setFormatter(formatter)
     console._maskrcnn_benchmark = True
     logger.addHandler(console)

@@ -316,13 +316,23 @@ def check_expected_results(results, expected_results, sigma_tol):
     """Log (and return False on) any metric outside mean +- sigma_tol * std of ``expected_results``.
 
     Args:
-        expected_results: iterable of (task, metric, (mean, std)), e.g. ("bbox", "AP", (0.37, 0.002)).
+        expected_results: iterable of (task, metric, mean, std) as in TEST.EXPECTED_RESULTS, or
+            maskrcnn-benchmark's (task, metric, (mean, std)); e.g. ("bbox", "AP", 0.37, 0.002).
     """
     if not expected_results:
         return True
     logger = logging.getLogger("maskrcnn_benchmark.inference")
     all_ok = True
-    for task, metric, (mean, std) in expected_results:
+    for entry in expected_results:
+        if len(entry) == 4:
+            task, metric, mean, std = entry
+        elif len(entry) == 3 and len(entry[2]) == 2:
+            task, metric, (mean, std) = entry
+        else:
+            raise ValueError("TEST.EXPECTED_RESULTS entry {!r} must be [task, metric, mean, std]".format(entry))
+        if task not in results.results or metric not in results.results[task]:
+            raise ValueError("TEST.EXPECTED_RESULTS names {}/{}, which this evaluation did not compute (it has {})"
+                             .format(task, metric, {t: list(m) for t, m in results.results.items()}))
         actual_val = results.results[task][metric]
         lo = mean - sigma_tol * std
         hi = mean + sigma_tol * std

@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""Train a detector from a config file, then evaluate it on DATASETS.TEST.
+
+    python tools/train_net.py --config-file configs/demo/nuclei_R_18_FPN.yaml [KEY VALUE ...]
+    torchrun --nproc_per_node=2 tools/train_net.py --config-file ... (gloo on CPU, nccl on GPUs)
+
+Resumes automatically from OUTPUT_DIR/last_checkpoint when it exists; otherwise starts from MODEL.WEIGHT.
+With MODEL.GAN.ENABLED the iteration is the adversarial one of engine/adversarial.py and the discriminators,
+their optimizer and scheduler are saved in the same checkpoints.
+"""
+import argparse
+import logging
+import os
+
+import torch
+
+from maskrcnn_benchmark.config import load_config
+from maskrcnn_benchmark.data import make_data_loader
+from maskrcnn_benchmark.engine.inference import run_test
+from maskrcnn_benchmark.engine.trainer import do_train
+from maskrcnn_benchmark.modeling.detector import build_detection_model
+from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
+from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
+from maskrcnn_benchmark.utils.collect_env import collect_env_info
+from maskrcnn_benchmark.utils.comm import get_rank, init_distributed_from_env, synchronize
+from maskrcnn_benchmark.utils.env import setup_environment
+from maskrcnn_benchmark.utils.logger import setup_logger
+from maskrcnn_benchmark.utils.miscellaneous import mkdir, save_config, set_random_seed
+
+
+def resolve_device(cfg, local_rank, distributed):
+    """The torch.device to run on; "cuda" falls back to the CPU (with a warning) on machines without a GPU."""
+    device = torch.device(cfg.MODEL.DEVICE)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            logging.getLogger("maskrcnn_benchmark").warning(
+                "MODEL.DEVICE is '%s' but CUDA is not available: running on the CPU (set MODEL.DEVICE cpu to "
+                "silence this)", cfg.MODEL.DEVICE)
+            return torch.device("cpu")
+        if distributed:
+            return torch.device("cuda", local_rank)
+    return device
+
+
+def train(cfg, local_rank, distributed, device):
+    """Build model, optimizer, scheduler, checkpointer and loader; run do_train; return the trained model."""
+    logger = logging.getLogger("maskrcnn_benchmark.trainer")
+    model = build_detection_model(cfg)
+    model.to(device)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_lr_scheduler(cfg, optimizer)
+
+    train_step = None
+    extra = {}
+    if cfg.MODEL.GAN.ENABLED:
+        from maskrcnn_benchmark.engine.adversarial import build_adversarial_train_step
+
+        adversarial = build_adversarial_train_step(cfg, model, optimizer, device=device)
+        extra = {"discriminators": adversarial.discriminators, "d_optimizer": adversarial.d_optimizer,
+                 "d_scheduler": adversarial.d_scheduler}
+        train_step = adversarial
+
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[local_rank] if device.type == "cuda" else None,
+            output_device=local_rank if device.type == "cuda" else None,
+            # FrozenBatchNorm buffers never change; broadcasting them each step is wasted traffic.
+            broadcast_buffers=False,
+        )
+        if train_step is not None:
+            train_step.model = model
+
+    arguments = {"iteration": 0}
+    output_dir = cfg.OUTPUT_DIR
+    checkpointer = DetectronCheckpointer(cfg, model, optimizer, scheduler, output_dir,
+                                         save_to_disk=get_rank() == 0, extra=extra)
+    extra_checkpoint_data = checkpointer.load(cfg.MODEL.WEIGHT)
+    arguments.update({k: v for k, v in extra_checkpoint_data.items() if k == "iteration"})
+    if arguments["iteration"] > 0:
+        logger.info("Resuming at iteration %d of %d", arguments["iteration"], cfg.SOLVER.MAX_ITER)
+
+    data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed,
+                                   start_iter=arguments["iteration"])
+
+    test_fn = None
+    if cfg.SOLVER.TEST_PERIOD > 0:
+        def test_fn(iteration):
+            run_test(cfg, model, distributed, output_subdir="iter_{:07d}".format(iteration))
+            synchronize()
+
+    do_train(
+        model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD, arguments,
+        train_step=train_step, test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, output_dir=output_dir,
+    )
+    return model
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="PyTorch Object Detection Training")
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    parser.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int,
+                        default=int(os.environ.get("LOCAL_RANK", "0")),
+                        help="GPU index of this process (torchrun sets $LOCAL_RANK instead)")
+    parser.add_argument("--skip-test", dest="skip_test", action="store_true",
+                        help="Do not test the final model")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="Modify config options using the command-line: KEY VALUE pairs")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config_file or None, args.opts or ())
+    distributed, local_rank = init_distributed_from_env(
+        args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available())
+    cfg.freeze()
+
+    output_dir = cfg.OUTPUT_DIR
+    if output_dir:
+        mkdir(output_dir)
+    setup_environment()
+    logger = setup_logger("maskrcnn_benchmark", output_dir, get_rank())
+    logger.info("Using %d processes", int(os.environ.get("WORLD_SIZE", "1")))
+    logger.info(args)
+    logger.debug("Collecting env info (might take some time)\n%s", collect_env_info())
+    if args.config_file:
+        logger.info("Loaded configuration file %s", args.config_file)
+    logger.info("Running with config:\n%s", cfg)
+    if output_dir:
+        output_config_path = os.path.join(output_dir, "config.yml")
+        logger.info("Saving config into: %s", output_config_path)
+        save_config(cfg, output_config_path)
+    seed = set_random_seed(cfg.SOLVER.SEED, get_rank())
+    logger.info("Random seed %d", seed)
+
+    device = resolve_device(cfg, local_rank, distributed)
+    model = train(cfg, local_rank, distributed, device)
+
+    if not args.skip_test:
+        if device.type != torch.device(cfg.MODEL.DEVICE).type:
+            cfg.defrost()
+            cfg.MODEL.DEVICE = str(device)
+            cfg.freeze()
+        run_test(cfg, model, distributed)
+    return model
+
+
+if __name__ == "__main__":
+    main()
