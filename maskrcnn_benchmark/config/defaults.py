@@ -253,23 +253,28 @@ _C.MODEL.GAN.ENABLED = False  # True: train with the box / mask discriminators (
 _C.MODEL.GAN.BOX_WEIGHT = 0.025  # w_b: weight of the generator's box adversarial loss (loss_box_adv)
 _C.MODEL.GAN.MASK_WEIGHT = 0.5  # w_m: weight of the generator's mask adversarial loss (loss_mask_adv)
 _C.MODEL.GAN.ADV_ONLY = False  # True: drop loss_box_reg and loss_mask, keep only the adversarial terms (Table 5)
-_C.MODEL.GAN.START_ITER = 0  # iteration at which the adversarial losses switch on
-_C.MODEL.GAN.D_STEPS_PER_G_STEP = 1  # discriminator updates per detector update
+_C.MODEL.GAN.START_ITER = 0  # first iteration (counted from 1) with D updates and adversarial losses
+_C.MODEL.GAN.D_STEPS_PER_G_STEP = 1  # discriminator updates per detector update, all on the iteration's one forward
 _C.MODEL.GAN.D_LR_FACTOR = 0.2  # discriminator learning rate = SOLVER.BASE_LR * this
-_C.MODEL.GAN.DETACH_FEATURES = True  # True: the generator's adversarial loss does not backprop into the FPN features
-_C.MODEL.GAN.FEATURE_FUSION = "max"  # how discriminators read FPN levels: "max" over levels or the RoI's "level"
+# True: discriminators read detached FPN maps, so L_adv^Gb / L_adv^Gm move the box regression (through PrRoIPool's box
+# gradient) and the mask head but not the backbone; otherwise G could lower L_adv^Gm by shrinking the features that
+# multiply real and fake masks alike, instead of improving the masks (the authors' code detaches them too)
+_C.MODEL.GAN.DETACH_FEATURES = True
+# how the discriminators read the FPN levels: "max" = every level, element-wise max (the authors' code);
+# "level" = one level per RoI by the FPN assignment
+_C.MODEL.GAN.FEATURE_FUSION = "max"
 _C.MODEL.GAN.BOX_DISC = CN()
 _C.MODEL.GAN.BOX_DISC.ENABLED = True  # True: use the box discriminator when MODEL.GAN.ENABLED
-_C.MODEL.GAN.BOX_DISC.NUM_CONVS = 5  # conv layers of the box discriminator
-_C.MODEL.GAN.BOX_DISC.CHANNELS = 256  # channels of those conv layers
+_C.MODEL.GAN.BOX_DISC.NUM_CONVS = 5  # conv layers of the box discriminator incl. the scoring one (paper: 3, 4, 5)
+_C.MODEL.GAN.BOX_DISC.CHANNELS = 64  # width of its first conv, doubling per layer up to 8x (input width = FPN channels)
 _C.MODEL.GAN.BOX_DISC.POOLER_TYPE = "PrRoIPool"  # RoI pooling of the box discriminator (must be box-differentiable)
 _C.MODEL.GAN.BOX_DISC.POOLER_RESOLUTION = 28  # side of its pooled RoI feature, cells
 _C.MODEL.GAN.MASK_DISC = CN()
 _C.MODEL.GAN.MASK_DISC.ENABLED = True  # True: use the mask discriminator when MODEL.GAN.ENABLED
-_C.MODEL.GAN.MASK_DISC.NUM_CONVS = 5  # conv layers of the mask discriminator
-_C.MODEL.GAN.MASK_DISC.CHANNELS = 64  # channels of those conv layers
+_C.MODEL.GAN.MASK_DISC.NUM_CONVS = 5  # conv layers of the mask discriminator, all feeding its embedding (3, 4, 5)
+_C.MODEL.GAN.MASK_DISC.CHANNELS = 64  # width of its first conv, doubling per layer (input width = FPN channels)
 _C.MODEL.GAN.MASK_DISC.POOLER_TYPE = "ROIAlign"  # RoI pooling of the mask discriminator's image features
-_C.MODEL.GAN.MASK_DISC.POOLER_RESOLUTION = 28  # side of its pooled RoI feature, cells (matches the 28x28 masks)
+_C.MODEL.GAN.MASK_DISC.POOLER_RESOLUTION = 28  # pooled RoI side, cells (= ROI_MASK_HEAD.RESOLUTION)
 
 # ---------------------------------------------------------------------------- #
 # Solver
