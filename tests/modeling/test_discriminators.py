@@ -151,3 +151,28 @@ def test_pool_inputs_multiplies_masks_with_features_and_detaches_features():
     assert torch.allclose(inputs["mask_fake"], logits.sigmoid()[:, None] * roi_features)
     inputs["mask_fake"].sum().backward()
     assert features[0].grad is None and logits.grad.abs().sum() > 0
+
+
+GAN_CONFIGS = {
+    "configs/demo/nuclei_R_18_FPN_gan.yaml": "configs/demo/nuclei_R_18_FPN.yaml",
+    "configs/demo/synthetic_R_18_FPN_gan.yaml": "configs/demo/synthetic_R_18_FPN.yaml",
+    "configs/gan/e2e_mask_rcnn_R_50_FPN_1x_gan.yaml": "configs/e2e_mask_rcnn_R_50_FPN_1x.yaml",
+}
+
+
+@pytest.mark.parametrize("gan_file", sorted(GAN_CONFIGS))
+def test_gan_configs_equal_their_baseline_except_the_gan_block(gan_file):
+    import os
+
+    from maskrcnn_benchmark.config import cfg
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    gan, base = cfg.clone(), cfg.clone()
+    gan.merge_from_file(os.path.join(root, gan_file))
+    base.merge_from_file(os.path.join(root, GAN_CONFIGS[gan_file]))
+    assert gan.MODEL.GAN.ENABLED
+    discs = build_discriminators(gan, gan.MODEL.RESNETS.BACKBONE_OUT_CHANNELS)
+    assert discs.box_disc is not None and discs.mask_disc is not None
+    base.MODEL.GAN = gan.MODEL.GAN
+    base.OUTPUT_DIR = gan.OUTPUT_DIR
+    assert gan == base  # same detector, data and schedule: only the adversarial heads differ
