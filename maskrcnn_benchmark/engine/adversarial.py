@@ -9,6 +9,7 @@ import contextlib
 
 import torch
 
+from maskrcnn_benchmark.engine.trainer import make_baseline_train_step
 from maskrcnn_benchmark.modeling.discriminators.loss import (
     box_adv_discriminator_loss,
     box_adv_generator_loss,
@@ -139,8 +140,6 @@ class AdversarialTrainStep(object):
         """
         if d_steps_per_g_step < 1:
             raise ValueError("MODEL.GAN.D_STEPS_PER_G_STEP must be >= 1, got {}".format(d_steps_per_g_step))
-        from maskrcnn_benchmark.engine.trainer import make_baseline_train_step
-
         self.model = model
         self.discriminators = discriminators
         self.g_optimizer, self.d_optimizer, self.d_scheduler = g_optimizer, d_optimizer, d_scheduler
@@ -148,13 +147,14 @@ class AdversarialTrainStep(object):
         self.adv_only = adv_only
         self.start_iter = start_iter
         self.d_steps = d_steps_per_g_step
-        self.baseline_step = make_baseline_train_step(model, g_optimizer)
 
     def __call__(self, images, targets, iteration):
         """Runs one iteration; returns the values to log (0-dim tensors), plus D's learning rate "d_lr"."""
         self.discriminators.train()
         if iteration < self.start_iter:
-            logged = {k: v.detach() for k, v in self.baseline_step(images, targets, iteration).items()}
+            # built on the fly: train_net swaps self.model for its DistributedDataParallel wrapper
+            baseline_step = make_baseline_train_step(self.model, self.g_optimizer)
+            logged = {k: v.detach() for k, v in baseline_step(images, targets, iteration).items()}
         else:
             logged = adversarial_iteration(
                 self.model, self.discriminators, self.g_optimizer, self.d_optimizer, images, targets,
