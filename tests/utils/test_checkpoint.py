@@ -147,3 +147,17 @@ def test_strips_module_prefix_and_loads_from_file_url(tmp_path, monkeypatch):
         assert torch.equal(a, b)
     cached = list((tmp_path / "torch_home").rglob("my_model.pth"))
     assert len(cached) == 1 and "maskrcnn_benchmark" in str(cached[0])
+
+
+def test_detector_alone_loads_from_an_adversarial_checkpoint(tmp_path):
+    """test_net builds only the detector: the discriminator entries of a GAN checkpoint are ignored."""
+    from yacs.config import CfgNode
+
+    model, optimizer, scheduler, disc, disc_opt = _make_state(0)
+    Checkpointer(model, optimizer, scheduler, str(tmp_path),
+                 extra={"discriminators": disc, "d_optimizer": disc_opt}).save("model_final", iteration=5)
+    detector, *_ = _make_state(1)
+    leftover = DetectronCheckpointer(CfgNode(), detector, save_dir=str(tmp_path)).load()
+    for a, b in zip(model.state_dict().values(), detector.state_dict().values()):
+        assert torch.equal(a, b)
+    assert leftover["iteration"] == 5 and "discriminators" in leftover

@@ -1,0 +1,56 @@
+"""utils.comm in a single process and in a real two-process gloo group."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from maskrcnn_benchmark.utils import comm
+
+
+def test_single_process_is_a_world_of_one():
+    assert comm.get_world_size() == 1
+    assert comm.get_rank() == 0
+    assert comm.is_main_process()
+    comm.synchronize()
+    assert comm.all_gather({"a": 1}) == [{"a": 1}]
+    losses = {"loss_mask": torch.tensor(2.0)}
+    assert comm.reduce_dict(losses) is losses
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world_size, port, result_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    distributed, local_rank = comm.init_distributed_from_env(use_cuda=False)
+    try:
+        assert distributed and local_rank == rank
+        assert dist.get_backend() == "gloo"
+        gathered = comm.all_gather({rank: "x" * (rank * 1000 + 1)})  # unequal pickled sizes
+        reduced = comm.reduce_dict({"loss_b": torch.tensor(float(rank + 1)), "loss_a": torch.tensor(10.0 * rank)})
+        comm.synchronize()
+        torch.save({"gathered": gathered, "reduced": reduced, "rank": comm.get_rank(),
+                    "main": comm.is_main_process()}, os.path.join(result_dir, "rank{}.pth".format(rank)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_gather_and_reduce_dict_across_two_processes(tmp_path):
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(str(tmp_path / "rank0.pth"), weights_only=True)
+    r1 = torch.load(str(tmp_path / "rank1.pth"), weights_only=True)
+    expected = [{0: "x"}, {1: "x" * 1001}]
+    assert r0["gathered"] == expected and r1["gathered"] == expected
+    assert r0["main"] and not r1["main"] and r1["rank"] == 1
+    # Rank 0 holds the averages; keys are matched by name, not by insertion order.
+    assert r0["reduced"]["loss_b"].item() == pytest.approx(1.5)
+    assert r0["reduced"]["loss_a"].item() == pytest.approx(5.0)
