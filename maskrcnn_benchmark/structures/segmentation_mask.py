@@ -57,15 +57,21 @@ def _rasterize(polygons, height, width):
     return np.ascontiguousarray(decoded.transpose(2, 0, 1))
 
 
-def _union_per_owner(per_polygon, owners, num_instances):
-    """uint8 [P, h, w] masks of polygons owned by instance ``owners[p]`` -> uint8 [N, h, w] unions."""
+def _union_per_owner(per_polygon, owners, num_instances, dtype=np.uint8):
+    """Masks [P, h, w] of polygons owned by instance ``owners[p]`` -> np array [N, h, w] of their unions.
+
+    ``owners`` must be sorted (each instance's polygons contiguous), as the callers build them. NumPy rather than
+    torch: these are small arrays, and torch's intra-op threads cost far more than the work on a busy CPU.
+    """
     height, width = per_polygon.shape[1:]
+    out = np.zeros((num_instances, height, width), dtype=dtype)
     if per_polygon.shape[0] == 0:
-        return torch.zeros((num_instances, height, width), dtype=torch.uint8)
-    counts = torch.zeros((num_instances, height, width), dtype=torch.int32)
-    counts.index_add_(0, torch.as_tensor(owners, dtype=torch.long), torch.from_numpy(per_polygon).to(torch.int32))
-    # a pixel covered by any polygon of the instance belongs to it (union)
-    return (counts > 0).to(torch.uint8)
+        return out
+    owners = np.asarray(owners, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    # maximum over an instance's polygons = union of their pixels
+    out[owners[starts]] = np.maximum.reduceat(per_polygon, starts, axis=0)
+    return out
 
 
 class PolygonInstance(object):
@@ -215,7 +221,7 @@ class PolygonList(object):
                 flat.append(p.double().numpy())
                 owners.append(i)
         masks = _union_per_owner(_rasterize(flat, height, width), owners, len(self.polygons))
-        return BinaryMaskList(masks, self.size)
+        return BinaryMaskList(torch.from_numpy(masks), self.size)
 
     def crop_and_resize(self, boxes, mask_size, indices=None):
         """Rasterise instance ``indices[k]`` inside box ``boxes[k]`` at ``mask_size`` x ``mask_size``.
@@ -257,8 +263,8 @@ class PolygonList(object):
             for part in np.split(mapped, splits):
                 flat.append(part.reshape(-1))
                 owners.append(k)
-        masks = _union_per_owner(_rasterize(flat, M, M), owners, num_boxes)
-        return masks.to(device=boxes.device, dtype=torch.float32)
+        masks = _union_per_owner(_rasterize(flat, M, M), owners, num_boxes, dtype=np.float32)
+        return torch.from_numpy(masks).to(boxes.device)
 
     def __getitem__(self, item):
         return PolygonList([self.polygons[i] for i in _normalize_index(item, len(self.polygons))], self.size)
@@ -383,24 +389,29 @@ class BinaryMaskList(object):
         """
         M = int(mask_size)
         device = boxes.device
-        if indices is None:
-            indices = torch.arange(boxes.shape[0])
-        indices = torch.as_tensor(indices, dtype=torch.long).to(device)
-        if indices.numel() != boxes.shape[0]:
-            raise ValueError("crop_and_resize: got {} boxes but {} indices".format(boxes.shape[0], indices.numel()))
-        if boxes.shape[0] == 0:
+        num_boxes = boxes.shape[0]
+        indices = np.arange(num_boxes) if indices is None else torch.as_tensor(indices).cpu().numpy().astype(np.int64)
+        if indices.shape[0] != num_boxes:
+            raise ValueError("crop_and_resize: got {} boxes but {} indices".format(num_boxes, indices.shape[0]))
+        if num_boxes == 0:
             return torch.zeros((0, M, M), dtype=torch.float32, device=device)
-        boxes = boxes.detach().to(torch.float64)
+        # The sampling grid is tiny ([K, M]): NumPy, since torch's intra-op threads cost more than the work.
         width, height = self.size
-        centres = (torch.arange(M, device=device, dtype=torch.float64) + 0.5) / M
-        box_w = (boxes[:, 2] - boxes[:, 0]).clamp(min=1.0)
-        box_h = (boxes[:, 3] - boxes[:, 1]).clamp(min=1.0)
-        xs = (boxes[:, 0, None] + centres[None] * box_w[:, None]).floor().long()  # [K, M]
-        ys = (boxes[:, 1, None] + centres[None] * box_h[:, None]).floor().long()
+        boxes_np = boxes.detach().to("cpu", torch.float64).numpy()
+        centres = (np.arange(M, dtype=np.float64) + 0.5) / M
+        box_w = np.maximum(boxes_np[:, 2] - boxes_np[:, 0], 1.0)
+        box_h = np.maximum(boxes_np[:, 3] - boxes_np[:, 1], 1.0)
+        xs = np.floor(boxes_np[:, 0, None] + centres[None] * box_w[:, None])  # [K, M] pixel column of each cell
+        ys = np.floor(boxes_np[:, 1, None] + centres[None] * box_h[:, None])  # [K, M] pixel row of each cell
         valid = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
-        masks = self.masks.to(device)
-        sampled = masks[indices[:, None, None], ys.clamp(0, height - 1)[:, :, None], xs.clamp(0, width - 1)[:, None, :]]
-        return (sampled.bool() & valid).float()
+        rows = np.clip(ys, 0, height - 1).astype(np.int64)[:, :, None]
+        cols = np.clip(xs, 0, width - 1).astype(np.int64)[:, None, :]
+        if self.masks.device.type == "cpu":
+            sampled = self.masks.numpy()[indices[:, None, None], rows, cols] != 0
+            return torch.from_numpy((sampled & valid).astype(np.float32)).to(device)
+        gather = [torch.from_numpy(a).to(self.masks.device) for a in (indices[:, None, None], rows, cols, valid)]
+        sampled = self.masks[gather[0], gather[1], gather[2]] != 0
+        return (sampled & gather[3]).float().to(device)
 
     def __getitem__(self, item):
         if isinstance(item, (int, np.integer)):
