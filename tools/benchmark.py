@@ -1,0 +1,246 @@
+#!/usr/bin/env python
+"""Speed and memory of our R-50-FPN Mask R-CNN against torchvision's maskrcnn_resnet50_fpn, on the CPU.
+
+    python tools/benchmark.py [--iters 5] [--warmup 2] [--threads 2]
+
+Both models are built untrained (ours: configs/e2e_mask_rcnn_R_50_FPN_1x.yaml with MODEL.WEIGHT ""; torchvision:
+maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)) with 81 classes, and get the same input: a batch of
+two 400x600 images (shorter side 400, so neither model rescales) with three synthetic instances each (box, label,
+binary mask). Measured:
+
+* train step: forward + loss sum + backward + SGD step on the batch of two, median over --iters after --warmup;
+* inference: one image per forward in eval mode, median over --iters per image after --warmup;
+* peak memory: each (model, mode) runs in its own fresh subprocess, one after the other. We report the rise of
+  the process's peak resident set size (getrusage ru_maxrss) above its RSS once model and inputs are built.
+  This counts activations, gradients, optimizer state and whatever the allocator keeps cached, i.e. what the
+  OS must give the process; it is not a count of live tensors.
+
+Differences that stay by construction (both are the libraries' defaults, printed in the report): torchvision
+without pretrained backbone weights uses trainable BatchNorm2d and trains all ResNet stages, ours uses
+FrozenBatchNorm2d and freezes the stem and stage 1 (MODEL.BACKBONE.FREEZE_CONV_BODY_AT 2);
+``--ours-like-torchvision`` switches ours to BatchNorm and no frozen stages for a like-for-like backbone.
+Untrained heads keep a random number of detections above the 0.05 score threshold, which changes the mask
+head's inference cost; the detection counts are printed next to the times.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+NUM_CLASSES = 81
+HEIGHT, WIDTH = 400, 600
+INSTANCES = 3
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def make_inputs(seed=0):
+    """Two BGR uint8 images [3, H, W] and per image xyxy boxes [3, 4], labels [3], binary masks [3, H, W]."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    images, boxes, labels, masks = [], [], [], []
+    ys, xs = torch.meshgrid(torch.arange(HEIGHT), torch.arange(WIDTH), indexing="ij")
+    for _ in range(2):
+        images.append(torch.randint(0, 256, (3, HEIGHT, WIDTH), generator=g, dtype=torch.uint8))
+        b, m = [], []
+        for _ in range(INSTANCES):
+            w = int(torch.randint(60, 200, (1,), generator=g))
+            h = int(torch.randint(60, 200, (1,), generator=g))
+            x0 = int(torch.randint(0, WIDTH - w, (1,), generator=g))
+            y0 = int(torch.randint(0, HEIGHT - h, (1,), generator=g))
+            b.append([x0, y0, x0 + w - 1, y0 + h - 1])
+            cx, cy = x0 + w / 2.0, y0 + h / 2.0
+            m.append((((xs - cx) / (w / 2.0)) ** 2 + ((ys - cy) / (h / 2.0)) ** 2 <= 1).to(torch.uint8))
+        boxes.append(torch.tensor(b, dtype=torch.float32))
+        labels.append(torch.randint(1, NUM_CLASSES, (INSTANCES,), generator=g))
+        masks.append(torch.stack(m))
+    return images, boxes, labels, masks
+
+
+class Ours:
+    """Our detector fed exactly as the data pipeline would (BGR 0-255 minus PIXEL_MEAN, padded to 32)."""
+
+    def __init__(self, like_torchvision=False):
+        import torch
+        from maskrcnn_benchmark.config import load_config
+        from maskrcnn_benchmark.modeling.detector import build_detection_model
+
+        opts = ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu", "MODEL.ROI_BOX_HEAD.NUM_CLASSES", NUM_CLASSES,
+                "INPUT.MIN_SIZE_TRAIN", (HEIGHT,), "INPUT.MIN_SIZE_TEST", HEIGHT]
+        if like_torchvision:
+            opts += ["MODEL.BACKBONE.FREEZE_CONV_BODY_AT", 0,
+                     "MODEL.RESNETS.TRANS_FUNC", "BottleneckWithBatchNorm",
+                     "MODEL.RESNETS.STEM_FUNC", "StemWithBatchNorm"]
+        self.cfg = load_config(os.path.join(REPO, "configs", "e2e_mask_rcnn_R_50_FPN_1x.yaml"), opts)
+        self.model = build_detection_model(self.cfg)
+        self.mean = torch.tensor(self.cfg.INPUT.PIXEL_MEAN).view(3, 1, 1)
+
+    def settings(self):
+        c = self.cfg.MODEL
+        return {"backbone": "{} {} / {}, frozen up to stage {}".format(
+            c.BACKBONE.CONV_BODY, c.RESNETS.STEM_FUNC, c.RESNETS.TRANS_FUNC, c.BACKBONE.FREEZE_CONV_BODY_AT),
+            "rpn_post_nms_train": c.RPN.FPN_POST_NMS_TOP_N_TRAIN, "roi_batch": c.ROI_HEADS.BATCH_SIZE_PER_IMAGE}
+
+    def prepare(self, images, boxes, labels, masks):
+        from maskrcnn_benchmark.structures.bounding_box import BoxList
+        from maskrcnn_benchmark.structures.image_list import to_image_list
+        from maskrcnn_benchmark.structures.segmentation_mask import SegmentationMask
+
+        tensors = [image.float() - self.mean for image in images]
+        targets = []
+        for b, l, m in zip(boxes, labels, masks):
+            t = BoxList(b, (WIDTH, HEIGHT))
+            t.add_field("labels", l)
+            t.add_field("masks", SegmentationMask(m, (WIDTH, HEIGHT), mode="mask"))
+            targets.append(t)
+        batch = to_image_list(tensors, self.cfg.DATALOADER.SIZE_DIVISIBILITY)
+        singles = [to_image_list([t], self.cfg.DATALOADER.SIZE_DIVISIBILITY) for t in tensors]
+        return batch, targets, singles
+
+    def train_loss(self, batch, targets):
+        return sum(self.model(batch, targets).values())
+
+    def infer(self, single):
+        return len(self.model(single)[0])
+
+
+class Torchvision:
+    """torchvision's Mask R-CNN; its transform normalises RGB 0-1 input and (at scale 1.0) keeps the size."""
+
+    def __init__(self):
+        from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+        self.model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
+                                           min_size=HEIGHT, max_size=1000)
+
+    def settings(self):
+        import torch
+
+        norm = type(self.model.backbone.body.bn1).__name__
+        frozen = [n for n, p in self.model.backbone.body.named_parameters() if not p.requires_grad]
+        return {"backbone": "ResNet-50 FPN {}, {} frozen parameters".format(norm, len(frozen)),
+                "rpn_post_nms_train": self.model.rpn._post_nms_top_n["training"],
+                "roi_batch": self.model.roi_heads.fg_bg_sampler.batch_size_per_image,
+                "torch": torch.__version__}
+
+    def prepare(self, images, boxes, labels, masks):
+        rgb = [image.flip(0).float() / 255.0 for image in images]
+        targets = [{"boxes": b, "labels": l, "masks": m} for b, l, m in zip(boxes, labels, masks)]
+        return rgb, targets, [[image] for image in rgb]
+
+    def train_loss(self, batch, targets):
+        return sum(self.model(batch, targets).values())
+
+    def infer(self, single):
+        return len(self.model(single)[0]["boxes"])
+
+
+def run_worker(impl, mode, iters, warmup, threads, like_torchvision):
+    """Time one (implementation, mode) in this process and return the measurements as a dict."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    runner = Ours(like_torchvision) if impl == "ours" else Torchvision()
+    batch, targets, singles = runner.prepare(*make_inputs())
+    rss_before = _rss_mb()
+    times, detections = [], []
+    if mode == "train":
+        runner.model.train()
+        params = [p for p in runner.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=0.0025, momentum=0.9, weight_decay=1e-4)
+        for i in range(warmup + iters):
+            start = time.perf_counter()
+            loss = runner.train_loss(batch, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    else:
+        runner.model.eval()
+        with torch.no_grad():
+            for i in range(warmup + iters):
+                for single in singles:
+                    start = time.perf_counter()
+                    n = runner.infer(single)
+                    if i >= warmup:
+                        times.append(time.perf_counter() - start)
+                        detections.append(n)
+    return {"impl": impl, "mode": mode, "times": times, "median_s": statistics.median(times),
+            "peak_rss_rise_mb": _peak_rss_mb() - rss_before, "detections": detections,
+            "settings": runner.settings()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for both models")
+    parser.add_argument("--ours-like-torchvision", action="store_true",
+                        help="ours with trainable BatchNorm and no frozen stages, as torchvision without weights")
+    parser.add_argument("--json", default="", help="also write the results to this file")
+    parser.add_argument("--worker", nargs=2, metavar=("IMPL", "MODE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        result = run_worker(args.worker[0], args.worker[1], args.iters, args.warmup, args.threads,
+                            args.ours_like_torchvision)
+        print("RESULT " + json.dumps(result))
+        return result
+
+    results = {}
+    for mode in ("train", "infer"):
+        for impl in ("ours", "torchvision"):
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, mode, "--iters", str(args.iters),
+                   "--warmup", str(args.warmup), "--threads", str(args.threads)]
+            if args.ours_like_torchvision:
+                cmd.append("--ours-like-torchvision")
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError("benchmark worker {} {} failed:\n{}".format(impl, mode, proc.stderr[-4000:]))
+            results[(impl, mode)] = json.loads(lines[-1][len("RESULT "):])
+            r = results[(impl, mode)]
+            print("{:<12} {:<6} median {:.3f} s  peak RSS rise {:.0f} MB{}".format(
+                impl, mode, r["median_s"], r["peak_rss_rise_mb"],
+                "  detections/image {}".format(r["detections"]) if r["detections"] else ""), flush=True)
+
+    print("\nSettings: ours {}\n          torchvision {}".format(results[("ours", "train")]["settings"],
+                                                                  results[("torchvision", "train")]["settings"]))
+    print("Input: 2 images {}x{} (h x w), {} instances each, {} classes; {} threads, median of {} after {} "
+          "warm-up".format(HEIGHT, WIDTH, INSTANCES, NUM_CLASSES, args.threads, args.iters, args.warmup))
+    print("\n{:<26} {:>10} {:>12} {:>16}".format("", "ours", "torchvision", "ours/torchvision"))
+    rows = [("train step (batch 2), s", "train", "median_s"), ("inference per image, s", "infer", "median_s"),
+            ("train peak RSS rise, MB", "train", "peak_rss_rise_mb"),
+            ("infer peak RSS rise, MB", "infer", "peak_rss_rise_mb")]
+    summary = {}
+    for label, mode, key in rows:
+        ours, tv = results[("ours", mode)][key], results[("torchvision", mode)][key]
+        ratio = ours / tv if tv else float("nan")
+        summary[label] = {"ours": ours, "torchvision": tv, "ratio": ratio}
+        print("{:<26} {:>10.3f} {:>12.3f} {:>16.2f}".format(label, ours, tv, ratio))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"summary": summary, "runs": {"{} {}".format(*k): v for k, v in results.items()}}, f,
+                      indent=2)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
