@@ -192,3 +192,28 @@ def test_post_processor_decodes_clips_and_supports_class_agnostic_regression():
     regression[0, 4] = 10 * 20.0 / 20
     clipped = post((class_logits, regression), [boxes])[0]
     assert clipped.bbox[:, 2].max().item() == pytest.approx(39.0)
+
+
+def test_adversarial_boxes_decode_the_gt_class_regression_per_image():
+    evaluator = _loss_evaluator()
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    images = []
+    for image_size, labels, matched in [((50, 40), [2, 0], [1, -1]), ((30, 30), [1], [0])]:
+        proposals = BoxList(torch.tensor([[5.0, 5.0, 24.0, 24.0]]).repeat(len(labels), 1), image_size)
+        proposals.add_field("labels", torch.tensor(labels))
+        proposals.add_field("matched_idxs", torch.tensor(matched))
+        images.append(proposals)
+    targets = [BoxList(torch.tensor([[0.0, 0.0, 9.0, 9.0], [4.0, 6.0, 20.0, 22.0]]), (50, 40)),
+               BoxList(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), (30, 30))]
+    box_regression = torch.full((3, 12), 7.0)  # other classes' columns would move the boxes far away
+    box_regression[0, 8:12] = torch.tensor([1.0, -0.5, 0.2, 0.0])
+    box_regression[2, 4:8] = torch.tensor([10.0, 0.0, 0.0, 0.0])  # shifted by a whole width: clipped at x 29
+    box_regression.requires_grad_(True)
+    pred, gt = evaluator.adversarial_boxes(box_regression, images, targets)
+
+    expected_first = coder.decode(box_regression[0:1, 8:12].detach(), images[0].bbox[:1])[0]
+    assert torch.allclose(pred[0], torch.cat([torch.tensor([0.0]), expected_first]))
+    assert pred[1, 0].item() == 1 and pred[1, 3].item() == pytest.approx(29.0)
+    assert torch.equal(gt, torch.tensor([[0.0, 4.0, 6.0, 20.0, 22.0], [1.0, 1.0, 2.0, 3.0, 4.0]]))
+    grad, = torch.autograd.grad(pred[0, 1:].sum(), box_regression)
+    assert grad[0, 8:12].abs().sum() > 0 and grad[0, :8].abs().sum() == 0 and grad[1].abs().sum() == 0

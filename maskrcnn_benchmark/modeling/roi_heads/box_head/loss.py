@@ -145,7 +145,7 @@ class FastRCNNLossComputation:
         # Upper clip bound per RoI: (w - 1, h - 1, w - 1, h - 1) of its image (TO_REMOVE = 1 convention).
         sizes = torch.tensor([p.size for p in proposals], dtype=pred_boxes.dtype, device=device) - 1
         upper = sizes[batch_idx].repeat(1, 2)
-        pred_boxes = torch.minimum(pred_boxes.clamp(min=0), upper)
+        pred_boxes = pred_boxes.clamp(min=0).clamp(max=upper)
 
         gt_boxes = torch.cat([t.bbox[p.get_field("matched_idxs").clamp(min=0)] if len(t) else
                               torch.zeros_like(p.bbox) for p, t in zip(proposals, targets)], dim=0)[positive]
