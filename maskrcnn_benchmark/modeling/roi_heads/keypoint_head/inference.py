@@ -1,7 +1,6 @@
 """Keypoint post-processing: heat-map logits -> keypoint coordinates and scores per detection."""
 import math
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 
