@@ -174,6 +174,13 @@ def test_c4_heads_share_the_box_extractor_and_train_on_its_features():
     assert adv["mask_logits"].shape[1:] == (4, 4)
     assert torch.isfinite(sum(losses.values()))
 
+    heads.eval()
+    heads.box.post_processor.score_thresh = 0.0
+    with torch.no_grad():
+        _, detections, _ = heads(features, _proposals(targets))
+    assert len(detections[0]) > 0
+    assert detections[0].get_field("mask").shape == (len(detections[0]), 1, 4, 4)
+
 
 def test_rpn_only_builds_no_roi_heads():
     cfg = default_cfg.clone()
