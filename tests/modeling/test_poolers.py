@@ -85,3 +85,18 @@ def test_prroipool_gives_gradient_to_rois_on_every_level():
 def test_unknown_pooler_type_is_named():
     with pytest.raises(ValueError, match="RoIMagic"):
         Pooler((2, 2), (1.0,), 0, pooler_type="RoIMagic")
+
+
+def test_make_pooler_reads_head_keys():
+    from maskrcnn_benchmark.config import cfg as default_cfg
+    from maskrcnn_benchmark.modeling.poolers import make_pooler
+
+    cfg = default_cfg.clone()
+    cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 9
+    cfg.MODEL.ROI_MASK_HEAD.POOLER_SCALES = (0.25, 0.125)
+    cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 3
+    pooler = make_pooler(cfg, "ROI_MASK_HEAD")
+    assert pooler.output_size == (9, 9) and pooler.scales == (0.25, 0.125) and pooler.pooler_type == "ROIAlign"
+    assert pooler.poolers[1].sampling_ratio == 3
+    with pytest.raises(KeyError, match="ROI_MAGIC_HEAD"):
+        make_pooler(cfg, "ROI_MAGIC_HEAD")

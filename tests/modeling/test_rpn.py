@@ -151,3 +151,21 @@ def test_anchor_generator_used_by_rpn_matches_config():
     rpn = build_rpn(_fpn_rpn_cfg(), in_channels=8)
     assert isinstance(rpn.anchor_generator, AnchorGenerator)
     assert rpn.anchor_generator.strides == (4, 8, 16, 32, 64)
+
+
+def test_fpn_post_nms_per_batch_is_opt_in():
+    cfg = _fpn_rpn_cfg()
+    cfg.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 30
+    torch.manual_seed(1)
+    images, features, targets = _toy_batch(size=128)
+    no_gt = [BoxList(torch.zeros(0, 4), t.size) for t in targets]
+    per_image = build_rpn(cfg, in_channels=8).train()
+    with torch.no_grad():
+        proposals, _ = per_image(images, features, no_gt)
+    assert [len(p) for p in proposals] == [30, 30]
+    cfg.MODEL.RPN.FPN_POST_NMS_PER_BATCH = True  # maskrcnn-benchmark's original: top-N over the whole batch
+    per_batch = build_rpn(cfg, in_channels=8).train()
+    per_batch.load_state_dict(per_image.state_dict())
+    with torch.no_grad():
+        proposals, _ = per_batch(images, features, no_gt)
+    assert sum(len(p) for p in proposals) == 30
