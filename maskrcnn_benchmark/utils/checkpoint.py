@@ -195,8 +195,9 @@ class DetectronCheckpointer(Checkpointer):
     """Checkpointer that also understands MODEL.WEIGHT's other forms.
 
     ``f`` may be ``catalog://<name>`` (resolved by ``config.paths_catalog.ModelCatalog``), an http(s):// or
-    file:// URL (downloaded once into the torch.hub cache), a torchvision ResNet ``.pth`` (renamed to our
-    backbone names), or a maskrcnn_benchmark checkpoint ``{"model": state_dict, ...}``.
+    file:// URL (downloaded once into the torch.hub cache), a Detectron ImageNet ResNet ``.pkl`` (numpy arrays
+    only), a torchvision ResNet ``.pth`` (renamed to our backbone names), or a maskrcnn_benchmark checkpoint
+    ``{"model": state_dict, ...}``.
     """
 
     def __init__(self, cfg, model, optimizer=None, scheduler=None, save_dir="", save_to_disk=None, logger=None,
@@ -216,10 +217,12 @@ class DetectronCheckpointer(Checkpointer):
             self.logger.info("url %s cached in %s", f, cached_f)
             f = cached_f
         if f.endswith(".pkl"):
-            raise RuntimeError(
-                "'{}' is a Detectron (Caffe2) pickle. Such files can only be read by unpickling arbitrary objects, "
-                "which this package refuses for safety; use a torchvision ResNet .pth (e.g. "
-                "https://download.pytorch.org/models/resnet50-0676ba61.pth) or a maskrcnn_benchmark .pth".format(f))
+            # Detectron weights: a pickle of numpy arrays, read with an unpickler that allows nothing else.
+            from maskrcnn_benchmark.utils.c2_model_loading import load_c2_format
+
+            if not os.path.isfile(f):
+                raise FileNotFoundError("Checkpoint file '{}' does not exist".format(f))
+            return load_c2_format(f, logger=self.logger)
         loaded = super()._load_file(f)
         if not isinstance(loaded, dict):
             raise RuntimeError("Checkpoint '{}' holds a {}, expected a dict".format(f, type(loaded).__name__))

@@ -98,3 +98,87 @@ def test_torchvision_resnet_checkpoint_maps_onto_backbone_names(tmp_path):
     assert mapped == 100  # every conv and BN tensor of ResNet-18
     for key, value in fpn_before.items():
         assert torch.equal(ours[key], value)
+
+
+def _detectron_name(our_name):
+    """Inverse of the C2 renaming, written out independently for the test."""
+    import re
+
+    affine = {"weight": "s", "bias": "b"}
+    m = re.match(r"^stem\.conv1\.weight$", our_name)
+    if m:
+        return "conv1_w"
+    m = re.match(r"^stem\.bn1\.(weight|bias)$", our_name)
+    if m:
+        return "res_conv1_bn_" + affine[m.group(1)]
+    m = re.match(r"^layer(\d)\.(\d+)\.conv(\d)\.weight$", our_name)
+    if m:
+        return "res{}_{}_branch2{}_w".format(int(m.group(1)) + 1, m.group(2), "abc"[int(m.group(3)) - 1])
+    m = re.match(r"^layer(\d)\.(\d+)\.bn(\d)\.(weight|bias)$", our_name)
+    if m:
+        return "res{}_{}_branch2{}_bn_{}".format(int(m.group(1)) + 1, m.group(2), "abc"[int(m.group(3)) - 1],
+                                                affine[m.group(4)])
+    m = re.match(r"^layer(\d)\.(\d+)\.downsample\.0\.weight$", our_name)
+    if m:
+        return "res{}_{}_branch1_w".format(int(m.group(1)) + 1, m.group(2))
+    m = re.match(r"^layer(\d)\.(\d+)\.downsample\.1\.(weight|bias)$", our_name)
+    if m:
+        return "res{}_{}_branch1_bn_{}".format(int(m.group(1)) + 1, m.group(2), affine[m.group(3)])
+    return None
+
+
+def test_detectron_pkl_loads_onto_r50_backbone_and_code_is_refused(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from maskrcnn_benchmark.config import cfg as base_cfg
+    from maskrcnn_benchmark.modeling.backbone import build_backbone
+    from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
+
+    cfg = base_cfg.clone()
+    cfg.MODEL.BACKBONE.CONV_BODY = "R-50-FPN"
+
+    class Detector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = build_backbone(cfg)
+
+    model = Detector()
+    body = {k[len("backbone.body."):]: v for k, v in model.state_dict().items() if k.startswith("backbone.body.")}
+    rng = np.random.RandomState(0)
+    blobs = {}
+    for name, value in body.items():
+        c2 = _detectron_name(name)
+        if c2 is not None:
+            blobs[c2] = rng.standard_normal(tuple(value.shape)).astype(np.float32)
+            blobs[c2 + "_momentum"] = np.zeros(tuple(value.shape), np.float32)
+    blobs["fc1000_w"] = np.zeros((1000, 2048), np.float32)
+    path = tmp_path / "R-50.pkl"
+    with open(str(path), "wb") as f:
+        pickle.dump({"blobs": blobs}, f, protocol=2)
+
+    DetectronCheckpointer(cfg, model).load(str(path), use_latest=False)
+    ours = model.state_dict()
+    checked = 0
+    for name in body:
+        c2 = _detectron_name(name)
+        if c2 is not None:
+            assert np.array_equal(ours["backbone.body." + name].numpy(), blobs[c2]), name
+            checked += 1
+    assert checked == 53 + 53 * 2  # every conv (53 of ResNet-50) plus the weight and bias of each norm
+    # Detectron's affine BN folds the statistics in: running stats stay at mean 0 / var 1.
+    assert torch.all(ours["backbone.body.stem.bn1.running_var"] == 1)
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.pkl"
+    with open(str(evil), "wb") as f:
+        pickle.dump({"blobs": {"conv1_w": Evil()}}, f, protocol=2)
+    with pytest.raises(RuntimeError, match=r"Refusing.*evil.pkl.*io.open"):
+        DetectronCheckpointer(cfg, model).load(str(evil), use_latest=False)
+    assert not marker.exists()
