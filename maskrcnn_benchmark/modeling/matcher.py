@@ -8,8 +8,8 @@ class Matcher(object):
     Each prediction gets the index of its highest-IoU ground truth if that IoU >= ``high_threshold``;
     BELOW_LOW_THRESHOLD (-1) if < ``low_threshold``; BETWEEN_THRESHOLDS (-2) otherwise.
     With ``allow_low_quality_matches``, every prediction that has the highest IoU with some ground truth (ties
-    included) keeps its best match even below the thresholds, so each ground truth gets at least one
-    prediction (Faster R-CNN's RPN rule).
+    included) keeps its best match even below the thresholds, so each ground truth that overlaps any prediction
+    gets at least one (Faster R-CNN's RPN rule).
 
     Args:
         high_threshold: IoU >= this is a foreground match.
@@ -57,7 +57,10 @@ class Matcher(object):
     def set_low_quality_matches_(self, matches, all_matches, match_quality_matrix):
         """For each ground truth, restore the match of every prediction with its maximal IoU (in place)."""
         highest_quality_foreach_gt, _ = match_quality_matrix.max(dim=1)
-        # ties: all predictions reaching a ground truth's best IoU keep their match
-        gt_pred_pairs = torch.nonzero(match_quality_matrix == highest_quality_foreach_gt[:, None])
+        # ties: all predictions reaching a ground truth's best IoU keep their match. A ground truth that overlaps
+        # no prediction at all (best IoU 0) is skipped: maskrcnn-benchmark would "tie" it with every
+        # non-overlapping prediction and turn them all into foreground.
+        is_best = (match_quality_matrix == highest_quality_foreach_gt[:, None]) & (match_quality_matrix > 0)
+        gt_pred_pairs = torch.nonzero(is_best)
         pred_inds_to_update = gt_pred_pairs[:, 1]
         matches[pred_inds_to_update] = all_matches[pred_inds_to_update]

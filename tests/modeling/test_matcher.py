@@ -30,6 +30,12 @@ def test_low_quality_matches_give_each_gt_its_best_predictions():
     assert Matcher(0.7, 0.5)(iou).tolist() == [0, -1, -1]
 
 
+def test_low_quality_matches_ignore_a_gt_that_overlaps_nothing():
+    iou = torch.tensor([[0.8, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    # gt 1 has IoU 0 with everything: it must not turn predictions 1..3 into matches of gt 0
+    assert Matcher(0.7, 0.3, allow_low_quality_matches=True)(iou).tolist() == [0, -1, -1, -1]
+
+
 def test_empty_inputs_and_bad_thresholds_raise_clear_errors():
     with pytest.raises(ValueError, match="no ground-truth boxes"):
         Matcher(0.7, 0.3)(torch.zeros(0, 4))
