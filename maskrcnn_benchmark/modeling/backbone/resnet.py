@@ -8,7 +8,6 @@ a GroupNorm or a trainable BatchNorm2d.
 import functools
 from collections import namedtuple
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 

@@ -4,7 +4,6 @@ Cell anchors follow Detectron's ``generate_anchors`` exactly (rounded widths/hei
 ``stride x stride`` base box, +1 pixel convention), so maskrcnn-benchmark checkpoints see the
 anchors they were trained with.
 """
-import math
 
 import torch
 from torch import nn

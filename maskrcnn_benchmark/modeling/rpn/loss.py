@@ -101,7 +101,8 @@ class RPNLossComputation(object):
 
 
 def make_rpn_loss_evaluator(cfg, box_coder):
-    """RPNLossComputation from MODEL.RPN.{FG_IOU_THRESHOLD, BG_IOU_THRESHOLD, BATCH_SIZE_PER_IMAGE, POSITIVE_FRACTION}."""
+    """RPNLossComputation from MODEL.RPN.{FG_IOU_THRESHOLD, BG_IOU_THRESHOLD, BATCH_SIZE_PER_IMAGE,
+    POSITIVE_FRACTION}."""
     matcher = Matcher(cfg.MODEL.RPN.FG_IOU_THRESHOLD, cfg.MODEL.RPN.BG_IOU_THRESHOLD, allow_low_quality_matches=True)
     sampler = BalancedPositiveNegativeSampler(cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE, cfg.MODEL.RPN.POSITIVE_FRACTION)
     return RPNLossComputation(matcher, sampler, box_coder)
