@@ -99,6 +99,24 @@ def make_batch_data_sampler(dataset, sampler, aspect_grouping, images_per_batch,
     return batch_sampler
 
 
+def _check_targets_match_heads(cfg, dataset):
+    """Fail before training when a head is on but the data has no targets for it (not deep inside its loss)."""
+    parts = dataset.datasets if isinstance(dataset, D.ConcatDataset) else [dataset]
+    for part in parts:
+        if not isinstance(part, D.COCODataset):
+            continue
+        if cfg.MODEL.MASK_ON and not part.has_masks:
+            raise ValueError(
+                "MODEL.MASK_ON is True but '{}' has no 'segmentation' in its annotations: add masks or set "
+                "MODEL.MASK_ON False".format(part.ann_file)
+            )
+        if cfg.MODEL.KEYPOINT_ON and not part.has_keypoints:
+            raise ValueError(
+                "MODEL.KEYPOINT_ON is True but '{}' has no 'keypoints' in its annotations: use a keypoint file or "
+                "set MODEL.KEYPOINT_ON False".format(part.ann_file)
+            )
+
+
 def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     """Data loader(s) for cfg.DATASETS.TRAIN (one loader) or cfg.DATASETS.TEST (a list, one per dataset).
 
@@ -135,6 +153,8 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
     transforms = build_transforms(cfg, is_train)
     datasets = build_dataset(dataset_list, transforms, catalog, is_train, cfg.DATASETS.CUSTOM)
+    if is_train:
+        _check_targets_match_heads(cfg, datasets[0])
     seed = cfg.SOLVER.SEED if cfg.SOLVER.SEED >= 0 else 0
 
     data_loaders = []

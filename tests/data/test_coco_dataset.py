@@ -159,3 +159,12 @@ def test_unreadable_image_names_the_file(small_coco):
     dataset = COCODataset(ann_file, root, True)
     with pytest.raises(OSError, match="Cannot read image file .*a.png"):
         dataset[0]
+
+
+def test_box_outside_the_image_is_skipped(tmp_path):
+    _write_image(str(tmp_path / "a.png"))
+    ann_file = _coco_file(tmp_path, [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
+                          [_ann(1, 1, (2, 2, 5, 5)), _ann(2, 1, (45, 2, 5, 5))])
+    dataset = COCODataset(ann_file, str(tmp_path), True)
+    assert dataset.skipped_annotations == {"box outside the image": 1}
+    assert len(dataset[0][1]) == 1

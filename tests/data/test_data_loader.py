@@ -98,3 +98,20 @@ def test_unknown_dataset_name_and_missing_catalog_are_explained(tiny_cfg, tmp_pa
     tiny_cfg.merge_from_list(["PATHS_CATALOG", str(tmp_path / "absent.py")])
     with pytest.raises(FileNotFoundError, match="absent.py"):
         make_data_loader(tiny_cfg, is_train=True)
+
+
+def test_mask_head_without_masks_in_data_fails_before_training(tiny_cfg, tmp_path):
+    import json
+
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(str(tmp_path / "a.png"))
+    ann = {"images": [{"id": 1, "file_name": "a.png", "width": 32, "height": 32}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 8, 8], "iscrowd": 0,
+                            "area": 64}],
+           "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "boxes.json").write_text(json.dumps(ann))
+    tiny_cfg.merge_from_list(["DATASETS.CUSTOM", ("boxes:{}:{}".format(tmp_path / "boxes.json", tmp_path),),
+                              "DATASETS.TRAIN", ("boxes",)])
+    with pytest.raises(ValueError, match="MODEL.MASK_ON.*boxes.json"):
+        make_data_loader(tiny_cfg, is_train=True)

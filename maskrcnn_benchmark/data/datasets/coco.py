@@ -115,6 +115,16 @@ class COCODataset(torch.utils.data.Dataset):
         self.ids = ids
         self.id_to_img_map = {k: v for k, v in enumerate(self.ids)}
 
+    @property
+    def has_masks(self):
+        """True when the file has segmentations, i.e. targets carry a "masks" field."""
+        return self._has_masks
+
+    @property
+    def has_keypoints(self):
+        """True when the file's annotations have person keypoints."""
+        return any("keypoints" in a for a in self.coco.dataset["annotations"])
+
     # ------------------------------------------------------------------ annotation checks
     def _unusable_reason(self, ann, image_info):
         if ann["category_id"] not in self.json_category_id_to_contiguous_id:
@@ -124,6 +134,10 @@ class COCODataset(torch.utils.data.Dataset):
             return "bbox is not [x, y, w, h]"
         if bbox[2] <= 0 or bbox[3] <= 0:
             return "zero-area box"
+        width, height = image_info.get("width"), image_info.get("height")
+        if width is not None and height is not None and (
+                bbox[0] >= width or bbox[1] >= height or bbox[0] + bbox[2] <= 0 or bbox[1] + bbox[3] <= 0):
+            return "box outside the image"
         if ann.get("iscrowd", 0) or not self._has_masks:
             return None
         seg = ann.get("segmentation")
