@@ -102,7 +102,8 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         test_fn: periodic evaluation callable; the model is put back in train mode afterwards.
         output_dir: where metrics.json (and TensorBoard events) go; None disables them.
     Returns:
-        the MetricLogger; its "loss" meter is the sum of every returned entry whose name starts with "loss".
+        the MetricLogger; its "loss" meter is the sum of the returned entries whose name starts with "loss",
+        except the discriminator's (ending in "_disc").
     """
     logger = logging.getLogger("maskrcnn_benchmark.trainer")
     logger.info("Start training")
@@ -128,7 +129,8 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
 
             # Reduce over processes for logging only; the gradients were already averaged by DDP.
             loss_dict_reduced = reduce_dict({k: v.detach() for k, v in loss_dict.items()})
-            loss_names = [k for k in loss_dict_reduced if k.startswith("loss")]
+            # "loss" is the detector's objective: discriminator losses (*_disc) are logged but not added in.
+            loss_names = [k for k in loss_dict_reduced if k.startswith("loss") and not k.endswith("_disc")]
             losses_reduced = sum(loss_dict_reduced[k] for k in loss_names) if loss_names else torch.zeros(())
             for name, value in loss_dict_reduced.items():
                 if not torch.isfinite(value).all():

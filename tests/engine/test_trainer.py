@@ -143,6 +143,8 @@ def test_custom_step_and_periodic_evaluation_plug_in(tmp_path):
     assert evaluated == [2, 4]  # the final evaluation is the caller's job (train_net tests after training)
     assert model.training
     assert meters.loss_box_disc.global_avg == pytest.approx(0.5)
+    # The logged total is the detector's objective: the discriminator's loss is not part of it.
+    assert meters.loss.global_avg == pytest.approx(meters.loss_classifier.global_avg + meters.loss_box_reg.global_avg)
     records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [3, 6]
     assert records[-1]["losses"]["loss_box_disc"] == pytest.approx(0.5)

@@ -78,3 +78,27 @@ def test_train_resume_then_test_net_writes_and_prints_coco_results(tiny_cfg, tmp
             direct_ap = 0.0
     assert results["bbox"]["AP"] == pytest.approx(direct_ap, abs=1e-12)
     assert printed_ap == pytest.approx(direct_ap, abs=5e-5)
+
+
+def test_adversarial_training_saves_discriminators_in_the_same_checkpoint(tiny_cfg, tmp_path, train_net):
+    from maskrcnn_benchmark.config import cfg as base_cfg
+    from maskrcnn_benchmark.modeling.detector import build_detection_model
+    from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
+
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(tiny_cfg.dump())
+    # START_ITER 2: the one iteration run is a baseline step (fast); the discriminators exist all the same.
+    train_net.main(["--config-file", str(config_file), "--skip-test", "SOLVER.MAX_ITER", "1",
+                    "MODEL.GAN.ENABLED", "True", "MODEL.GAN.START_ITER", "2"])
+    path = os.path.join(tiny_cfg.OUTPUT_DIR, "model_final.pth")
+    saved = torch.load(path, weights_only=True)
+    assert {"model", "optimizer", "scheduler", "discriminators", "d_optimizer", "d_scheduler"} <= set(saved)
+    assert saved["d_scheduler"]["last_epoch"] == 1
+
+    # test_net's path: the detector alone loads it, the discriminator entries are left over.
+    cfg = tiny_cfg.clone()
+    detector = build_detection_model(cfg)
+    leftover = DetectronCheckpointer(cfg, detector, save_dir=tiny_cfg.OUTPUT_DIR).load()
+    assert "discriminators" in leftover
+    for name, value in detector.state_dict().items():
+        assert torch.equal(value, saved["model"][name]), name
