@@ -22,6 +22,7 @@ class BatchNorm2d(nn.BatchNorm2d):
     """``torch.nn.BatchNorm2d``; an empty batch returns an empty output and leaves the running statistics alone."""
 
     def forward(self, x):
+        """Tensor[N, C, H, W] -> Tensor[N, C, H, W] (N may be 0)."""
         if x.numel() == 0:
             # statistics of zero samples are undefined: normalise (nothing) with the running ones instead
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
@@ -41,4 +42,5 @@ class Scale(nn.Module):
         self.scale = nn.Parameter(torch.tensor([float(init_value)]))
 
     def forward(self, x):
+        """Any tensor -> the same shape, times the scalar."""
         return x * self.scale

@@ -58,9 +58,11 @@ class BoxList(object):
             raise KeyError("BoxList has no field {!r}; it has {}".format(field, self.fields())) from None
 
     def has_field(self, field):
+        """True if a field named ``field`` was added."""
         return field in self.extra_fields
 
     def fields(self):
+        """Names of the fields, in insertion order."""
         return list(self.extra_fields.keys())
 
     def _copy_extra_fields(self, bbox):

@@ -71,6 +71,7 @@ class Keypoints(object):
         return out
 
     def to(self, *args, **kwargs):
+        """Same as ``Tensor.to`` on the keypoints and tensor fields."""
         out = type(self)(self.keypoints.to(*args, **kwargs), self.size, self.mode)
         for k, v in self.extra_fields.items():
             out.add_field(k, v.to(*args, **kwargs) if hasattr(v, "to") else v)
@@ -85,9 +86,11 @@ class Keypoints(object):
         return out
 
     def add_field(self, field, field_data):
+        """Attach per-instance data (indexed along with the keypoints)."""
         self.extra_fields[field] = field_data
 
     def get_field(self, field):
+        """The field ``field`` (KeyError if absent)."""
         return self.extra_fields[field]
 
     def __len__(self):

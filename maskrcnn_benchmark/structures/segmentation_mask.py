@@ -104,6 +104,7 @@ class PolygonInstance(object):
         self.size = tuple(size)
 
     def transpose(self, method):
+        """Mirror x -> w - x (FLIP_LEFT_RIGHT) or y -> h - y (FLIP_TOP_BOTTOM)."""
         _check_transpose_method(method)
         width, height = self.size
         dim, idx = (width, 0) if method == FLIP_LEFT_RIGHT else (height, 1)
@@ -115,6 +116,7 @@ class PolygonInstance(object):
         return PolygonInstance(flipped, self.size)
 
     def crop(self, box):
+        """Shift by (-x0, -y0); the size becomes (max(x1 - x0, 1), max(y1 - y0, 1)). Nothing is clipped."""
         (x0, y0, _, _), size = _crop_window(box)
         cropped = []
         for poly in self.polygons:
@@ -125,6 +127,7 @@ class PolygonInstance(object):
         return PolygonInstance(cropped, size)
 
     def resize(self, size):
+        """Scale x by new_w / w and y by new_h / h."""
         ratios = tuple(float(s) / float(s_orig) for s, s_orig in zip(size, self.size))
         if ratios[0] == ratios[1]:
             return PolygonInstance([p * ratios[0] for p in self.polygons], size)
@@ -198,18 +201,21 @@ class PolygonList(object):
                          else PolygonInstance(p, self.size, instance_index=i) for i, p in enumerate(polygons)]
 
     def transpose(self, method):
+        """Flip every instance (see PolygonInstance.transpose)."""
         _check_transpose_method(method)
         return PolygonList([p.transpose(method) for p in self.polygons], self.size)
 
     def crop(self, box):
+        """Crop every instance to ``box`` (see PolygonInstance.crop)."""
         _, size = _crop_window(box)
         return PolygonList([p.crop(box) for p in self.polygons], size)
 
     def resize(self, size):
+        """Rescale every instance to ``size`` = (width, height)."""
         return PolygonList([p.resize(size) for p in self.polygons], size)
 
     def to(self, *args, **kwargs):
-        # polygons stay on the CPU: pycocotools rasterises them there
+        """No-op: polygons stay on the CPU, where pycocotools rasterises them."""
         return self
 
     def convert_to_binarymask(self):
@@ -318,6 +324,7 @@ class BinaryMaskList(object):
         self.size = (width, height)
 
     def transpose(self, method):
+        """Flip the pixel columns (FLIP_LEFT_RIGHT) or rows (FLIP_TOP_BOTTOM)."""
         _check_transpose_method(method)
         dim = 2 if method == FLIP_LEFT_RIGHT else 1
         return BinaryMaskList(self.masks.flip(dim), self.size)
@@ -337,6 +344,7 @@ class BinaryMaskList(object):
         return BinaryMaskList(out, (w, h))
 
     def resize(self, size):
+        """Resample to ``size`` = (width, height) at the new pixel centres (see the module docstring)."""
         width, height = _int_size(size)
         if self.masks.shape[0] == 0:
             return BinaryMaskList(self.masks.new_zeros((0, height, width)), (width, height))
@@ -346,9 +354,11 @@ class BinaryMaskList(object):
         return BinaryMaskList(resized.to(torch.uint8), (width, height))
 
     def to(self, *args, **kwargs):
+        """Same as ``Tensor.to`` on the masks."""
         return BinaryMaskList(self.masks.to(*args, **kwargs), self.size)
 
     def convert_to_binarymask(self):
+        """Already binary: returns self."""
         return self
 
     def convert_to_polygon(self):
@@ -480,6 +490,7 @@ class SegmentationMask(object):
         return self._wrap(self.instances.resize(size), tuple(size), self.mode)
 
     def to(self, *args, **kwargs):
+        """Move binary masks like ``Tensor.to``; polygons stay on the CPU."""
         return self._wrap(self.instances.to(*args, **kwargs), self.size, self.mode)
 
     def convert(self, mode):
