@@ -6,6 +6,7 @@ import json
 import logging
 import os
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -223,18 +224,20 @@ class COCODataset(torch.utils.data.Dataset):
         from pycocotools import mask as mask_utils
 
         width, height = image_size
-        masks = []
+        rles = []
         for seg in segs:
             if isinstance(seg, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+                rles.append(mask_utils.merge(mask_utils.frPyObjects(seg, height, width)))
             elif isinstance(seg["counts"], list):
-                rle = mask_utils.frPyObjects(seg, height, width)  # uncompressed RLE
+                rles.append(mask_utils.frPyObjects(seg, height, width))  # uncompressed RLE
             else:
-                rle = seg
-            masks.append(torch.from_numpy(mask_utils.decode(rle)))
-        if not masks:
+                rles.append(seg)
+        if not rles:
             return torch.zeros((0, height, width), dtype=torch.uint8)
-        return torch.stack(masks).to(torch.uint8)
+        # One decode call gives an H x W x N Fortran-ordered array; one contiguous copy is far cheaper than
+        # stacking N strided per-instance views.
+        decoded = mask_utils.decode(rles)
+        return torch.from_numpy(np.ascontiguousarray(decoded.transpose(2, 0, 1)))
 
     def __getitem__(self, idx):
         image_id = self.id_to_img_map[idx]
