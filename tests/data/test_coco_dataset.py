@@ -168,3 +168,39 @@ def test_box_outside_the_image_is_skipped(tmp_path):
     dataset = COCODataset(ann_file, str(tmp_path), True)
     assert dataset.skipped_annotations == {"box outside the image": 1}
     assert len(dataset[0][1]) == 1
+
+
+@pytest.mark.parametrize("with_rle", [False, True])
+def test_image_without_annotations_loads_at_test_time(tmp_path, with_rle):
+    from pycocotools import mask as mask_utils
+
+    for name in ("a.png", "b.png"):
+        _write_image(str(tmp_path / name))
+    seg = None
+    if with_rle:
+        binary = np.zeros((30, 40), np.uint8)
+        binary[3:9, 4:14] = 1
+        seg = mask_utils.encode(np.asfortranarray(binary))
+        seg["counts"] = seg["counts"].decode("ascii")
+    images = [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+              {"id": 2, "file_name": "b.png", "width": 40, "height": 30}]
+    ann_file = _coco_file(tmp_path, images, [_ann(1, 1, (4, 3, 10, 6), seg=seg)])
+    from maskrcnn_benchmark.data.transforms import Compose, Resize, ToTensor
+
+    dataset = COCODataset(ann_file, str(tmp_path), False, transforms=Compose([Resize(60, 100), ToTensor()]))
+    image, target, _ = dataset[1]
+    assert image.shape == (3, 60, 80) and len(target) == 0 and len(target.get_field("masks")) == 0
+
+
+def test_person_keypoints_become_a_target_field(tmp_path):
+    _write_image(str(tmp_path / "a.png"))
+    keypoints = []
+    for k in range(17):
+        keypoints += [5 + k, 10, 2]
+    ann = _ann(1, 1, (4, 3, 30, 20))
+    ann["keypoints"], ann["num_keypoints"] = keypoints, 17
+    ann_file = _coco_file(tmp_path, [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}], [ann],
+                          categories=[{"id": 1, "name": "person"}])
+    _, target, _ = COCODataset(ann_file, str(tmp_path), True)[0]
+    kp = target.get_field("keypoints").keypoints
+    assert kp.shape == (1, 17, 3) and kp[0, 3].tolist() == [8.0, 10.0, 2.0]
