@@ -260,9 +260,11 @@ class PolygonList(object):
         for k, (inst, box) in enumerate(zip(indices, boxes_cpu)):
             if inst not in flat_cache:
                 polys = [p.double().numpy() for p in self.polygons[inst].polygons]
-                coords = np.concatenate(polys).reshape(-1, 2) if polys else np.zeros((0, 2))
+                coords = np.concatenate(polys).reshape(-1, 2) if polys else None
                 flat_cache[inst] = (coords, np.cumsum([len(p) // 2 for p in polys])[:-1])
             coords, splits = flat_cache[inst]
+            if coords is None:  # an instance without polygons has an empty target
+                continue
             x0, y0, x1, y1 = box
             scale = np.array([M / max(x1 - x0, 1.0), M / max(y1 - y0, 1.0)])
             mapped = (coords - np.array([x0, y0])) * scale

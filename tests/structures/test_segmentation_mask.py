@@ -128,6 +128,9 @@ def test_crop_and_resize_matches_crop_resize_convert():
 def test_cat_and_empty():
     masks = SegmentationMask.cat([SegmentationMask(POLYGONS, SIZE), SegmentationMask([POLYGONS[0]], SIZE)])
     assert len(masks) == 3
+    no_polygons = SegmentationMask([POLYGONS[0], []], SIZE)
+    targets = no_polygons.crop_and_resize(torch.tensor([[0.0, 0.0, 8.0, 8.0]] * 2), 8, torch.tensor([1, 0]))
+    assert targets[0].sum() == 0 and torch.equal(targets[1, :6], no_polygons.get_mask_tensor()[0].float())
     empty = SegmentationMask([], SIZE)
     assert empty.get_mask_tensor().shape == (0, 6, 8)
     assert len(empty.resize((4, 3)).transpose(FLIP_LEFT_RIGHT)) == 0
