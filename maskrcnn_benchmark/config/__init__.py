@@ -136,7 +136,9 @@ class CheckedCfgNode(CfgNode):
             default = _get(self, full_key)
             if default is None or isinstance(default, CfgNode):
                 if isinstance(default, CfgNode):
-                    raise ValueError("Config key '{}' in {} is a section, give one of its keys".format(full_key, source))
+                    raise ValueError(
+                        "Config key '{}' in {} is a section, give one of its keys".format(full_key, source)
+                    )
                 raise _unknown_key_error(full_key, source, self)
             value = _coerce(self._decode_cfg_value(raw), default, full_key)
             coerced.extend([full_key, value])

@@ -72,7 +72,8 @@ _C.DATALOADER.ASPECT_RATIO_GROUPING = True  # True: a batch holds only portrait 
 _C.MODEL.BACKBONE = CN()
 # Body name: R-18-FPN, R-34-FPN, R-50-FPN, R-101-FPN, R-152-FPN, R-50-C4, R-50-C5, R-101-C4, R-101-C5, ...
 _C.MODEL.BACKBONE.CONV_BODY = "R-50-C4"
-_C.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = 2  # stages below this index get no gradient (0 = train all, 2 = stem+res2 frozen)
+# Number of leading stages (stem first) given no gradient: 0 = train all, 2 = stem and res2 frozen (ImageNet init)
+_C.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = 2
 # Legacy alias (old maskrcnn-benchmark YAMLs): a value > 0 is copied into MODEL.RESNETS.BACKBONE_OUT_CHANNELS on merge
 _C.MODEL.BACKBONE.OUT_CHANNELS = 0
 _C.MODEL.BACKBONE.USE_GN = False  # legacy key of old YAMLs, unused: choose GroupNorm via RESNETS.TRANS_FUNC/STEM_FUNC
@@ -197,7 +198,7 @@ _C.MODEL.RESNETS.RES5_DILATION = 1  # dilation of res5 (2 keeps stride 16 for C5
 _C.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256 * 4  # channels the backbone outputs (FPN: channels of every P level)
 _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # output channels of res2 for bottleneck bodies (basic blocks: 64)
 _C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64  # output channels of the stem
-_C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)  # kept for YAML compatibility; deformable convs unsupported
+_C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)  # YAML compatibility only; deformable convs unsupported
 _C.MODEL.RESNETS.WITH_MODULATED_DCN = False  # kept for YAML compatibility; deformable convs unsupported
 _C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1  # kept for YAML compatibility; deformable convs unsupported
 
@@ -304,7 +305,8 @@ _C.TEST.EXPECTED_RESULTS = []  # [[task, metric, value, std], ...] checked after
 _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4  # tolerance of that check, in standard deviations
 _C.TEST.IMS_PER_BATCH = 8  # images per test batch, summed over all processes
 _C.TEST.DETECTIONS_PER_IMG = 100  # maximum detections kept per image at test
-_C.TEST.COCO_MAX_DETS = 100  # (added) maxDets the COCO AP is computed at (evaluation uses max(this, DETECTIONS_PER_IMG))
+# (added) maxDets the COCO AP is computed at; evaluation uses max(this, TEST.DETECTIONS_PER_IMG)
+_C.TEST.COCO_MAX_DETS = 100
 _C.TEST.BBOX_AUG = CN()
 _C.TEST.BBOX_AUG.ENABLED = False  # True: test-time augmentation of box detection
 _C.TEST.BBOX_AUG.H_FLIP = False  # add a horizontally flipped pass at the original scale

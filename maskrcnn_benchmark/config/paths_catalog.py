@@ -78,7 +78,8 @@ class DatasetCatalog(object):
         },
         # Embedded datasets: written on first use by the "generator" (module in data.datasets, split), no download.
         "synthetic_train": {
-            "img_dir": "synthetic/train/images", "ann_file": "synthetic/train/annotations.json", "generator": "synthetic",
+            "img_dir": "synthetic/train/images", "ann_file": "synthetic/train/annotations.json",
+            "generator": "synthetic",
         },
         "synthetic_val": {
             "img_dir": "synthetic/val/images", "ann_file": "synthetic/val/annotations.json", "generator": "synthetic",
@@ -153,4 +154,6 @@ class ModelCatalog(object):
                 return ModelCatalog.TORCHVISION_MODELS[key]
         known = ["ImageNetPretrained/" + k for k in ModelCatalog.C2_IMAGENET_MODELS]
         known += ["torchvision/" + k for k in ModelCatalog.TORCHVISION_MODELS]
-        raise UnknownDatasetError("Model '{}' is not in the ModelCatalog. Known models: {}".format(name, ", ".join(known)))
+        raise UnknownDatasetError(
+            "Model '{}' is not in the ModelCatalog. Known models: {}".format(name, ", ".join(known))
+        )
