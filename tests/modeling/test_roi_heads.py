@@ -192,3 +192,12 @@ def test_training_without_targets_is_a_clear_error():
     heads = build_roi_heads(_fpn_cfg(), 8).train()
     with pytest.raises(ValueError, match="targets"):
         heads(_features(), _proposals(_targets()))
+
+
+def test_proposals_dropped_by_the_pooler_are_a_clear_error():
+    heads = build_roi_heads(_fpn_cfg(), 8).eval()
+    proposals = _proposals(_targets())
+    proposals[0].bbox[0] = float("nan")  # what a diverged RPN produces; the FPN level mapper drops such boxes
+    with pytest.raises(RuntimeError, match="non-finite"):
+        with torch.no_grad():
+            heads(_features(), proposals)

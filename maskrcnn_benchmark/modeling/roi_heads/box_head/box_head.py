@@ -47,6 +47,13 @@ class ROIBoxHead(nn.Module):
 
         x = self.feature_extractor(features, proposals)
         class_logits, box_regression = self.predictor(x)
+        num_rois = sum(len(p) for p in proposals)
+        if class_logits.shape[0] != num_rois:
+            # The FPN level mapper sends boxes with non-finite size to no level, so the pooler drops them.
+            raise RuntimeError(
+                "box head: the feature extractor returned {} RoI features for {} proposals; proposals with "
+                "non-finite coordinates (training diverged?) are dropped by the FPN pooler - check the losses and "
+                "the learning rate".format(class_logits.shape[0], num_rois))
 
         if not self.training:
             return x, self.post_processor((class_logits, box_regression), proposals), {}
