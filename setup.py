@@ -6,23 +6,42 @@ FORCE_CUDA=0 builds the CPU kernels only.
 """
 import glob
 import os
+import shutil
 import sys
 
 from setuptools import find_packages, setup
 
-import torch
-from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+def _cuda_home():
+    """The toolkit root: the folder whose bin holds nvcc and whose lib64 holds cudart, or None.
+
+    An nvcc found on PATH may be a wrapper script (e.g. /usr/local/bin/nvcc), whose parent folder is not the
+    toolkit root, so candidates are checked for cudart rather than derived from PATH alone.
+    """
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    for candidate in candidates:
+        if (
+            candidate
+            and os.path.isfile(os.path.join(candidate, "bin", "nvcc"))
+            and glob.glob(os.path.join(candidate, "lib64", "libcudart.so*"))
+        ):
+            return candidate
+    return None
+
+
+# torch.utils.cpp_extension fixes its CUDA_HOME when first imported: name the real root before that.
+if _cuda_home() is not None:
+    os.environ["CUDA_HOME"] = _cuda_home()
+
+import torch  # noqa: E402
+import torch.utils.cpp_extension as cpp_extension  # noqa: E402
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
-
-
-def _cuda_home():
-    """The toolkit root whose ``lib64`` holds cudart, or None."""
-    for candidate in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if candidate and os.path.isfile(os.path.join(candidate, "bin", "nvcc")):
-            return candidate
-    return None
 
 
 def _want_cuda():
@@ -56,7 +75,8 @@ def get_extensions():
     if _want_cuda():
         cuda_home = _cuda_home()
         if cuda_home:
-            os.environ.setdefault("CUDA_HOME", cuda_home)
+            os.environ["CUDA_HOME"] = cuda_home
+            cpp_extension.CUDA_HOME = cuda_home
         # With no GPU to detect, torch would compile for every architecture it knows: name a few.
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"

@@ -2,7 +2,9 @@
 // Detection", 2018): dispatch to the CPU or CUDA kernel after the checks both share.
 #pragma once
 
-#include <torch/types.h>
+#include <ATen/ATen.h>
+
+#include <cmath>
 
 #include <tuple>
 

@@ -8,6 +8,8 @@ output is the exact integral of the interpolated map over its bin divided by the
 which includes inverted boxes). The compiled op (``maskrcnn_benchmark._C``) evaluates these integrals in closed
 form; :func:`prroi_pool2d_reference` computes the same maths in plain PyTorch for tests.
 """
+import math
+
 import torch
 from torch import nn
 from torch.autograd import Function
@@ -125,11 +127,16 @@ def _integrated_hat(t):
 
 
 def _bin_weights(start, bin_size, bins, size):
-    """Tensor[bins, size]: integral of each node's interpolation kernel over each bin [start + k b, start + (k+1) b]."""
+    """Weights Tensor[bins, hi - lo] and the node range (lo, hi) they cover: the integral of each node's
+    interpolation kernel over each bin [start + k b, start + (k + 1) b]. Nodes outside (lo, hi) get exactly zero
+    weight (the kernel has support 1), so they are left out to keep the reference usable on large maps."""
     edges = start + bin_size * torch.arange(bins + 1, dtype=start.dtype, device=start.device)
-    nodes = torch.arange(size, dtype=start.dtype, device=start.device)
+    first, last = float(edges[0].detach()), float(edges[-1].detach())
+    lo = min(max(math.floor(first) - 1, 0), size)
+    hi = min(max(math.ceil(last) + 2, lo), size)
+    nodes = torch.arange(lo, hi, dtype=start.dtype, device=start.device)
     cumulative = _integrated_hat(edges[:, None] - nodes[None, :])
-    return cumulative[1:] - cumulative[:-1]
+    return cumulative[1:] - cumulative[:-1], lo, hi
 
 
 def prroi_pool2d_reference(features, rois, pooled_height, pooled_width, spatial_scale):
@@ -146,16 +153,17 @@ def prroi_pool2d_reference(features, rois, pooled_height, pooled_width, spatial_
     height, width = features.shape[2], features.shape[3]
     outputs = []
     for k in range(num_rois):
-        batch_index = int(rois[k, 0])
+        batch_index = int(rois[k, 0].detach())
         if not 0 <= batch_index < features.shape[0]:
             raise IndexError(f"prroi_pool2d_reference: rois[{k}, 0] = {batch_index} is not a batch index")
         x0, y0, x1, y1 = (rois[k, 1:] * spatial_scale).unbind()
         bin_w = (x1 - x0).clamp(min=0) / pooled_width
         bin_h = (y1 - y0).clamp(min=0) / pooled_height
         area = bin_w * bin_h
-        wx = _bin_weights(x0, bin_w, pooled_width, width)
-        wy = _bin_weights(y0, bin_h, pooled_height, height)
-        integral = torch.einsum("hq,cqp,wp->chw", wy, features[batch_index], wx)
+        wx, x_lo, x_hi = _bin_weights(x0, bin_w, pooled_width, width)
+        wy, y_lo, y_hi = _bin_weights(y0, bin_h, pooled_height, height)
+        window = features[batch_index, :, y_lo:y_hi, x_lo:x_hi]
+        integral = torch.einsum("hq,cqp,wp->chw", wy, window, wx)
         safe_area = torch.where(area > 0, area, torch.ones_like(area))
         outputs.append(torch.where(area > 0, integral / safe_area, torch.zeros_like(integral)))
     if not outputs:
