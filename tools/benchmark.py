@@ -8,7 +8,8 @@ maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)) with 81 classes, and
 two 400x600 images (shorter side 400, so neither model rescales) with three synthetic instances each (box, label,
 binary mask). Measured:
 
-* train step: forward + loss sum + backward + SGD step on the batch of two, median over --iters after --warmup;
+* train step: forward + loss sum + backward + SGD step (lr 0, so every iteration sees the same weights) on the
+  batch of two, median over --iters after --warmup;
 * inference: one image per forward in eval mode, median over --iters per image after --warmup;
 * peak memory: each (model, mode) runs in its own fresh subprocess, one after the other. We report the rise of
   the process's peak resident set size (getrusage ru_maxrss) above its RSS once model and inputs are built.
@@ -163,7 +164,10 @@ def run_worker(impl, mode, iters, warmup, threads, like_torchvision):
     if mode == "train":
         runner.model.train()
         params = [p for p in runner.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=0.0025, momentum=0.9, weight_decay=1e-4)
+        # lr 0: the step does all its arithmetic (momentum, weight decay) but leaves the weights as they are,
+        # so every timed iteration does the same work. A real step would also make our untrained FrozenBN
+        # ResNet (identity normalisation, built for ImageNet weights) diverge after one iteration.
+        optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
         for i in range(warmup + iters):
             start = time.perf_counter()
             loss = runner.train_loss(batch, targets)

@@ -69,6 +69,7 @@ def train(cfg, local_rank, distributed, device):
             broadcast_buffers=False,
         )
         if train_step is not None:
+            # The adversarial iteration must run the detector through DDP so G's gradients are averaged.
             train_step.model = model
 
     arguments = {"iteration": 0}
@@ -114,6 +115,9 @@ def main(argv=None):
     cfg = load_config(args.config_file or None, args.opts or ())
     distributed, local_rank = init_distributed_from_env(
         args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available())
+    device = resolve_device(cfg, local_rank, distributed)
+    # Periodic and final tests read MODEL.DEVICE: keep it equal to the device actually used.
+    cfg.MODEL.DEVICE = str(device)
     cfg.freeze()
 
     output_dir = cfg.OUTPUT_DIR
@@ -134,14 +138,9 @@ def main(argv=None):
     seed = set_random_seed(cfg.SOLVER.SEED, get_rank())
     logger.info("Random seed %d", seed)
 
-    device = resolve_device(cfg, local_rank, distributed)
     model = train(cfg, local_rank, distributed, device)
 
     if not args.skip_test:
-        if device.type != torch.device(cfg.MODEL.DEVICE).type:
-            cfg.defrost()
-            cfg.MODEL.DEVICE = str(device)
-            cfg.freeze()
         run_test(cfg, model, distributed)
     return model
 
