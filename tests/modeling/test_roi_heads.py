@@ -194,10 +194,20 @@ def test_training_without_targets_is_a_clear_error():
         heads(_features(), _proposals(_targets()))
 
 
-def test_proposals_dropped_by_the_pooler_are_a_clear_error():
+class _DroppingExtractor(torch.nn.Module):
+    """Stands in for an FPN pooler that lost RoIs (it maps boxes of non-finite size to no level)."""
+
+    def __init__(self, extractor):
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, features, proposals):
+        return self.extractor(features, proposals)[:-1]
+
+
+def test_rois_lost_by_the_feature_extractor_are_a_clear_error():
     heads = build_roi_heads(_fpn_cfg(), 8).eval()
-    proposals = _proposals(_targets())
-    proposals[0].bbox[0] = float("nan")  # what a diverged RPN produces; the FPN level mapper drops such boxes
+    heads.box.feature_extractor = _DroppingExtractor(heads.box.feature_extractor)
     with pytest.raises(RuntimeError, match="non-finite"):
         with torch.no_grad():
-            heads(_features(), proposals)
+            heads(_features(), _proposals(_targets()))
