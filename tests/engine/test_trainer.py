@@ -160,3 +160,27 @@ def test_non_finite_loss_stops_with_its_name(tmp_path):
     with pytest.raises(FloatingPointError, match="loss_mask"):
         do_train(model, _FakeLoader(3), optimizer, scheduler, checkpointer, torch.device("cpu"), 0,
                  {"iteration": 0}, train_step=nan_step)
+
+
+def test_tensorboard_scalars_written_when_available(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    class RecordingWriter:
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, step))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=RecordingWriter))
+    model, optimizer, scheduler, checkpointer = _setup(tmp_path, 2)
+    do_train(model, _FakeLoader(2), optimizer, scheduler, checkpointer, torch.device("cpu"), 0, {"iteration": 0},
+             output_dir=str(tmp_path), log_period=1)
+    assert calls[0] == ("init", str(tmp_path / "tensorboard"))
+    assert ("train/loss_classifier", 1) in calls and ("train/lr", 2) in calls and calls[-1] == ("close",)
