@@ -194,3 +194,19 @@ def test_masks_from_28x28_probabilities_are_pasted_with_the_masker(tmp_path):
     assert results.results["segm"]["AP"] == pytest.approx(stats[0], abs=1e-12)
     # A full box-shaped mask pasted into its box reproduces the rectangle GT closely.
     assert results.results["segm"]["AP50"] == pytest.approx(1.0)
+
+
+def test_box_only_reports_average_recall_of_proposals(tmp_path):
+    dataset = _HandMadeCocoDataset(GT)
+    proposals = []
+    for p in _perfect_predictions(dataset):
+        # GT boxes ranked first, then one far-off box; with limit 1 only the first GT of each image is found.
+        boxes = BoxList(torch.cat([p.bbox, torch.tensor([[0.0, 0.0, 3.0, 3.0]])]), p.size)
+        boxes.add_field("objectness", torch.tensor([0.9, 0.8, 0.1]))
+        proposals.append(boxes)
+    results, _, _ = evaluate(dataset, proposals, str(tmp_path), box_only=True)
+    assert results.results["box_proposal"]["AR@100"] == pytest.approx(1.0)
+    from maskrcnn_benchmark.data.datasets.evaluation.coco.coco_eval import evaluate_box_proposals
+
+    assert float(evaluate_box_proposals(proposals, dataset, limit=1)["ar"]) == pytest.approx(0.5)
+    assert json.loads((tmp_path / "box_proposals.json").read_text())["box_proposal"]["AR@100"] == pytest.approx(1.0)
