@@ -6,7 +6,7 @@
 // the adjoint: stencil weights are scattered into a per-plane table and a suffix sum turns that into
 // d(loss)/dF. Per-RoI taps are computed once and shared by all channels.
 #include <ATen/Parallel.h>
-#include <torch/types.h>
+#include <ATen/ATen.h>
 
 #include <algorithm>
 #include <cmath>
@@ -76,12 +76,23 @@ void build_table(const scalar_t* plane, int64_t height, int64_t width, double* t
   }
 }
 
+// Planes per parallel task: small problems run inline, since waking threads costs more than the work.
+int64_t planes_per_task(const RoiPlan& plan, int64_t channels, int64_t height, int64_t width, int64_t pooled_h,
+                        int64_t pooled_w) {
+  const int64_t planes = static_cast<int64_t>(plan.rois_of_image.size()) * channels;
+  const int64_t work = planes * (height + 1) * (width + 1) +
+                       static_cast<int64_t>(plan.geometry.size()) * channels * (pooled_h + 1) * (pooled_w + 1) * 9;
+  const int64_t work_per_plane = std::max<int64_t>(1, work / std::max<int64_t>(1, planes));
+  return std::max<int64_t>(1, 32768 / work_per_plane);
+}
+
 template <typename scalar_t>
 void forward_kernel(const scalar_t* features, const RoiPlan& plan, int64_t channels, int64_t height, int64_t width,
                     int64_t pooled_h, int64_t pooled_w, scalar_t* output) {
   const int64_t batch_size = static_cast<int64_t>(plan.rois_of_image.size());
   const int64_t corners_w = pooled_w + 1, corners_h = pooled_h + 1, stride = width + 1;
-  at::parallel_for(0, batch_size * channels, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = planes_per_task(plan, channels, height, width, pooled_h, pooled_w);
+  at::parallel_for(0, batch_size * channels, grain, [&](int64_t begin, int64_t end) {
     std::vector<double> table((height + 1) * stride);
     std::vector<double> corner(corners_h * corners_w);
     for (int64_t plane = begin; plane < end; ++plane) {
@@ -116,7 +127,8 @@ void backward_kernel(const scalar_t* grad_output, const scalar_t* features, cons
   const int64_t batch_size = static_cast<int64_t>(plan.rois_of_image.size());
   const int64_t corners_w = pooled_w + 1, corners_h = pooled_h + 1, stride = width + 1;
   const bool want_features = grad_features != nullptr, want_boxes = grad_box_per_channel != nullptr;
-  at::parallel_for(0, batch_size * channels, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = planes_per_task(plan, channels, height, width, pooled_h, pooled_w);
+  at::parallel_for(0, batch_size * channels, grain, [&](int64_t begin, int64_t end) {
     std::vector<double> table(want_boxes ? (height + 1) * stride : 0);
     std::vector<double> adjoint(want_features ? (height + 1) * stride : 0);
     std::vector<double> s(corners_h * corners_w), sx(s.size()), sy(s.size()), corner_grad(s.size());
