@@ -83,8 +83,9 @@ class FPN2MLPFeatureExtractor(nn.Module):
         """x: list[Tensor[N,C,H,W]]; proposals: list[BoxList] -> Tensor[K, representation_size]."""
         x = self.pooler(x, proposals)
         x = x.flatten(start_dim=1)
-        x = F.relu(self.fc6(x))
-        return F.relu(self.fc7(x))
+        # In-place ReLU is safe (fc/conv backward needs their input, not output) and saves a copy.
+        x = F.relu(self.fc6(x), inplace=True)
+        return F.relu(self.fc7(x), inplace=True)
 
 
 @registry.ROI_BOX_FEATURE_EXTRACTORS.register("FPNXconv1fcFeatureExtractor")
@@ -135,7 +136,7 @@ class FPNXconv1fcFeatureExtractor(nn.Module):
         """x: list[Tensor[N,C,H,W]]; proposals: list[BoxList] -> Tensor[K, mlp_head_dim]."""
         x = self.pooler(x, proposals)
         x = self.xconvs(x)
-        return F.relu(self.fc6(x.flatten(start_dim=1)))
+        return F.relu(self.fc6(x.flatten(start_dim=1)), inplace=True)
 
 
 def build_from_registry(registry_dict, name, key, cfg, in_channels):

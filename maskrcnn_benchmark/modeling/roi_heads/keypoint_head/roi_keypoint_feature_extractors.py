@@ -41,7 +41,7 @@ class KeypointRCNNFeatureExtractor(nn.Module):
         """x: list[Tensor[N,C,H,W]]; proposals: list[BoxList] -> Tensor[K, conv_layers[-1], R, R]."""
         x = self.pooler(x, proposals)
         for name in self.blocks:
-            x = F.relu(getattr(self, name)(x))
+            x = F.relu(getattr(self, name)(x), inplace=True)
         return x
 
 

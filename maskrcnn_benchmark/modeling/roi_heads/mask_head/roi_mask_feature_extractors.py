@@ -53,8 +53,9 @@ class MaskRCNNFPNFeatureExtractor(nn.Module):
     def forward(self, x, proposals):
         """x: list[Tensor[N,C,H,W]]; proposals: list[BoxList] -> Tensor[K, conv_layers[-1], R, R]."""
         x = self.pooler(x, proposals)
+        # In-place ReLU is safe (fc/conv backward needs their input, not output) and saves a copy.
         for name in self.blocks:
-            x = F.relu(getattr(self, name)(x))
+            x = F.relu(getattr(self, name)(x), inplace=True)
         return x
 
 

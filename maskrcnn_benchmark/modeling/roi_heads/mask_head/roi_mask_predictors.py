@@ -39,7 +39,7 @@ class MaskRCNNC4Predictor(nn.Module):
 
     def forward(self, x):
         """x Tensor[K, in_channels, R, R] -> Tensor[K, num_classes, 2R, 2R]."""
-        return self.mask_fcn_logits(F.relu(self.conv5_mask(x)))
+        return self.mask_fcn_logits(F.relu(self.conv5_mask(x), inplace=True))
 
 
 @registry.ROI_MASK_PREDICTOR.register("MaskRCNNConv1x1Predictor")
