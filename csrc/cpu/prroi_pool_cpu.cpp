@@ -2,9 +2,11 @@
 //
 // Work is split over (image, channel) planes with at::parallel_for: each task builds the plane's
 // summed-area table once (in a buffer that stays in cache) and serves every RoI of that image from it,
-// so the per-RoI cost is a 3x3 stencil per bin corner whatever the box size. The feature gradient is
-// the adjoint: stencil weights are scattered into a per-plane table and a suffix sum turns that into
-// d(loss)/dF. Per-RoI taps are computed once and shared by all channels.
+// so the per-RoI cost is a 3x3 stencil per bin corner whatever the box size. The stencil is separable:
+// the x taps are applied once per distinct table row the RoI's y taps touch (neighbouring edges share
+// rows when bins are small), then the y taps combine those rows with contiguous, vectorisable loops.
+// The feature gradient is the adjoint (rows of corner gradients, scattered along x into a per-plane
+// table, then a suffix sum gives d(loss)/dF). Per-RoI taps and rows are computed once for all channels.
 #include <ATen/Parallel.h>
 #include <ATen/ATen.h>
 
@@ -27,6 +29,10 @@ struct RoiPlan {
   std::vector<AxisTaps> x_taps;             // [K, PW + 1]
   std::vector<AxisTaps> y_taps;             // [K, PH + 1]
   std::vector<std::vector<int64_t>> rois_of_image;  // [N] -> RoI indices
+  std::vector<int64_t> row_begin;           // [K + 1] offsets into rows
+  std::vector<int> rows;                    // distinct table rows touched by each RoI's y taps, ascending
+  std::vector<int> y_slot;                  // [K, PH + 1, 3] position of each y tap's row in the RoI's rows
+  int64_t max_rows = 0;
 };
 
 template <typename scalar_t>
@@ -54,6 +60,24 @@ RoiPlan plan_rois(const scalar_t* rois, int64_t num_rois, int64_t batch_size, in
       plan.x_taps[k * (pooled_w + 1) + b] = prroi::axis_taps(g.x0 + b * g.bin_w, width);
     for (int64_t a = 0; a <= pooled_h; ++a)
       plan.y_taps[k * (pooled_h + 1) + a] = prroi::axis_taps(g.y0 + a * g.bin_h, height);
+  }
+  plan.row_begin.assign(1, 0);
+  plan.y_slot.resize(num_rois * (pooled_h + 1) * 3);
+  std::vector<int> touched;
+  for (int64_t k = 0; k < num_rois; ++k) {
+    const AxisTaps* yt = plan.y_taps.data() + k * (pooled_h + 1);
+    touched.clear();
+    for (int64_t a = 0; a <= pooled_h; ++a)
+      for (int r = 0; r < 3; ++r) touched.push_back(yt[a].index[r]);
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    for (int64_t a = 0; a <= pooled_h; ++a)
+      for (int r = 0; r < 3; ++r)
+        plan.y_slot[(k * (pooled_h + 1) + a) * 3 + r] = static_cast<int>(
+            std::lower_bound(touched.begin(), touched.end(), yt[a].index[r]) - touched.begin());
+    plan.rows.insert(plan.rows.end(), touched.begin(), touched.end());
+    plan.row_begin.push_back(static_cast<int64_t>(plan.rows.size()));
+    plan.max_rows = std::max<int64_t>(plan.max_rows, static_cast<int64_t>(touched.size()));
   }
   return plan;
 }
@@ -94,7 +118,7 @@ void forward_kernel(const scalar_t* features, const RoiPlan& plan, int64_t chann
   const int64_t grain = planes_per_task(plan, channels, height, width, pooled_h, pooled_w);
   at::parallel_for(0, batch_size * channels, grain, [&](int64_t begin, int64_t end) {
     std::vector<double> table((height + 1) * stride);
-    std::vector<double> corner(corners_h * corners_w);
+    std::vector<double> corner(corners_h * corners_w), row_values(plan.max_rows * corners_w);
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t n = plane / channels, c = plane % channels;
       if (plan.rois_of_image[n].empty()) continue;
@@ -104,9 +128,26 @@ void forward_kernel(const scalar_t* features, const RoiPlan& plan, int64_t chann
         if (!(g.bin_area > 0.0)) continue;  // output was zero-initialised
         const AxisTaps* xt = plan.x_taps.data() + k * corners_w;
         const AxisTaps* yt = plan.y_taps.data() + k * corners_h;
-        for (int64_t a = 0; a < corners_h; ++a)
+        const int* slot = plan.y_slot.data() + k * corners_h * 3;
+        const int* rows = plan.rows.data() + plan.row_begin[k];
+        const int64_t num_rows = plan.row_begin[k + 1] - plan.row_begin[k];
+        // x taps on every touched row: row_values[j][b] = sum_s wx[b][s] * T[rows[j]][ix[b][s]]
+        for (int64_t j = 0; j < num_rows; ++j) {
+          const double* trow = table.data() + static_cast<int64_t>(rows[j]) * stride;
+          double* dst = row_values.data() + j * corners_w;
           for (int64_t b = 0; b < corners_w; ++b)
-            corner[a * corners_w + b] = prroi::integral_at(table.data(), stride, yt[a], xt[b]);
+            dst[b] = xt[b].weight[0] * trow[xt[b].index[0]] + xt[b].weight[1] * trow[xt[b].index[1]] +
+                     xt[b].weight[2] * trow[xt[b].index[2]];
+        }
+        // y taps: S[a][b] = sum_r wy[a][r] * row_values[slot[a][r]][b]
+        for (int64_t a = 0; a < corners_h; ++a) {
+          const double* r0 = row_values.data() + slot[a * 3] * corners_w;
+          const double* r1 = row_values.data() + slot[a * 3 + 1] * corners_w;
+          const double* r2 = row_values.data() + slot[a * 3 + 2] * corners_w;
+          const double w0 = yt[a].weight[0], w1 = yt[a].weight[1], w2 = yt[a].weight[2];
+          double* dst = corner.data() + a * corners_w;
+          for (int64_t b = 0; b < corners_w; ++b) dst[b] = w0 * r0[b] + w1 * r1[b] + w2 * r2[b];
+        }
         scalar_t* out = output + (k * channels + c) * pooled_h * pooled_w;
         for (int64_t ph = 0; ph < pooled_h; ++ph) {
           const double* top = corner.data() + ph * corners_w;
@@ -132,6 +173,7 @@ void backward_kernel(const scalar_t* grad_output, const scalar_t* features, cons
     std::vector<double> table(want_boxes ? (height + 1) * stride : 0);
     std::vector<double> adjoint(want_features ? (height + 1) * stride : 0);
     std::vector<double> s(corners_h * corners_w), sx(s.size()), sy(s.size()), corner_grad(s.size());
+    std::vector<double> row_values(plan.max_rows * corners_w), row_slopes(row_values.size());
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t n = plane / channels, c = plane % channels;
       if (plan.rois_of_image[n].empty()) continue;  // grad_features was zero-initialised
@@ -143,12 +185,35 @@ void backward_kernel(const scalar_t* grad_output, const scalar_t* features, cons
         const AxisTaps* xt = plan.x_taps.data() + k * corners_w;
         const AxisTaps* yt = plan.y_taps.data() + k * corners_h;
         const scalar_t* go = grad_output + (k * channels + c) * pooled_h * pooled_w;
+        const int* slot = plan.y_slot.data() + k * corners_h * 3;
+        const int* rows = plan.rows.data() + plan.row_begin[k];
+        const int64_t num_rows = plan.row_begin[k + 1] - plan.row_begin[k];
         if (want_boxes) {
-          for (int64_t a = 0; a < corners_h; ++a)
+          // S, dS/dx, dS/dy at the corners, separably as in the forward pass.
+          for (int64_t j = 0; j < num_rows; ++j) {
+            const double* trow = table.data() + static_cast<int64_t>(rows[j]) * stride;
+            double* value = row_values.data() + j * corners_w;
+            double* slope = row_slopes.data() + j * corners_w;
+            for (int64_t b = 0; b < corners_w; ++b) {
+              const double t0 = trow[xt[b].index[0]], t1 = trow[xt[b].index[1]], t2 = trow[xt[b].index[2]];
+              value[b] = xt[b].weight[0] * t0 + xt[b].weight[1] * t1 + xt[b].weight[2] * t2;
+              slope[b] = xt[b].slope[0] * t0 + xt[b].slope[1] * t1 + xt[b].slope[2] * t2;
+            }
+          }
+          for (int64_t a = 0; a < corners_h; ++a) {
+            const int64_t o0 = slot[a * 3] * corners_w, o1 = slot[a * 3 + 1] * corners_w,
+                          o2 = slot[a * 3 + 2] * corners_w;
+            const double w0 = yt[a].weight[0], w1 = yt[a].weight[1], w2 = yt[a].weight[2];
+            const double d0 = yt[a].slope[0], d1 = yt[a].slope[1], d2 = yt[a].slope[2];
+            const double* v = row_values.data();
+            const double* dv = row_slopes.data();
             for (int64_t b = 0; b < corners_w; ++b) {
               const int64_t at = a * corners_w + b;
-              prroi::integral_and_slopes_at(table.data(), stride, yt[a], xt[b], &s[at], &sx[at], &sy[at]);
+              s[at] = w0 * v[o0 + b] + w1 * v[o1 + b] + w2 * v[o2 + b];
+              sx[at] = w0 * dv[o0 + b] + w1 * dv[o1 + b] + w2 * dv[o2 + b];
+              sy[at] = d0 * v[o0 + b] + d1 * v[o1 + b] + d2 * v[o2 + b];
             }
+          }
           double box[4] = {0.0, 0.0, 0.0, 0.0};
           for (int64_t ph = 0; ph < pooled_h; ++ph)
             for (int64_t pw = 0; pw < pooled_w; ++pw) {
@@ -175,11 +240,26 @@ void backward_kernel(const scalar_t* grad_output, const scalar_t* features, cons
               corner_grad[(ph + 1) * corners_w + pw] -= gi;
               corner_grad[(ph + 1) * corners_w + pw + 1] += gi;
             }
-          double* adj = adjoint.data();
-          for (int64_t a = 0; a < corners_h; ++a)
-            for (int64_t b = 0; b < corners_w; ++b)
-              prroi::scatter_integral_grad(corner_grad[a * corners_w + b], yt[a], xt[b],
-                                           [adj, stride](int j, int i, double v) { adj[j * stride + i] += v; });
+          // Adjoint of the separable evaluation: y taps gather corner gradients into rows, x taps scatter them.
+          std::fill(row_values.begin(), row_values.begin() + num_rows * corners_w, 0.0);
+          for (int64_t a = 0; a < corners_h; ++a) {
+            const double* cg = corner_grad.data() + a * corners_w;
+            for (int r = 0; r < 3; ++r) {
+              const double w = yt[a].weight[r];
+              double* dst = row_values.data() + slot[a * 3 + r] * corners_w;
+              for (int64_t b = 0; b < corners_w; ++b) dst[b] += w * cg[b];
+            }
+          }
+          for (int64_t j = 0; j < num_rows; ++j) {
+            double* arow = adjoint.data() + static_cast<int64_t>(rows[j]) * stride;
+            const double* src = row_values.data() + j * corners_w;
+            for (int64_t b = 0; b < corners_w; ++b) {
+              const double v = src[b];
+              arow[xt[b].index[0]] += v * xt[b].weight[0];
+              arow[xt[b].index[1]] += v * xt[b].weight[1];
+              arow[xt[b].index[2]] += v * xt[b].weight[2];
+            }
+          }
         }
       }
       if (want_features) {
