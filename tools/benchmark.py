@@ -10,11 +10,13 @@ binary mask). Measured:
 
 * train step: forward + loss sum + backward + SGD step (lr 0, so every iteration sees the same weights) on the
   batch of two, median over --iters after --warmup;
-* inference: one image per forward in eval mode, median over --iters per image after --warmup;
-* peak memory: each (model, mode) runs in its own fresh subprocess, one after the other. We report the rise of
-  the process's peak resident set size (getrusage ru_maxrss) above its RSS once model and inputs are built.
-  This counts activations, gradients, optimizer state and whatever the allocator keeps cached, i.e. what the
-  OS must give the process; it is not a count of live tensors.
+* inference: one image per forward in eval mode, median over --iters per image after --warmup.
+  Both models live in one process and their iterations alternate (ours, torchvision, ours, ...), so load from
+  other programs on the machine hits both alike;
+* peak memory: each (model, mode) then runs --warmup + 1 iterations in its own fresh subprocess. We report the
+  rise of the process's peak resident set size (VmHWM, reset once model and inputs are built) above its RSS at
+  that point. This counts activations, gradients, optimizer state and whatever the allocator keeps cached, i.e.
+  what the OS must give the process; it is not a count of live tensors.
 
 Differences that stay by construction (both are the libraries' defaults, printed in the report): torchvision
 without pretrained backbone weights uses trainable BatchNorm2d and trains all ResNet stages, ours uses
@@ -26,7 +28,6 @@ head's inference cost; the detection counts are printed next to the times.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,7 +47,22 @@ def _rss_mb():
 
 
 def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    """VmHWM, the peak RSS of this process image. (getrusage's ru_maxrss is not used: after fork+exec it
+    starts from the parent's peak, which here holds both models.)"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    raise RuntimeError("/proc/self/status has no VmHWM line; peak memory cannot be measured on this system")
+
+
+def _reset_peak_rss():
+    """Make VmHWM restart from the current RSS (Linux >= 4.0), so the peak covers the measured steps only."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # without it the peak also covers model building, which only raises the baseline-subtracted rise
 
 
 def make_inputs(seed=0):
@@ -151,44 +167,70 @@ class Torchvision:
         return len(self.model(single)[0]["boxes"])
 
 
-def run_worker(impl, mode, iters, warmup, threads, like_torchvision):
-    """Time one (implementation, mode) in this process and return the measurements as a dict."""
-    import torch
+class _Session:
+    """One model with its prepared inputs and optimizer, stepping one timed iteration at a time."""
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    runner = Ours(like_torchvision) if impl == "ours" else Torchvision()
-    batch, targets, singles = runner.prepare(*make_inputs())
-    rss_before = _rss_mb()
-    times, detections = [], []
-    if mode == "train":
-        runner.model.train()
-        params = [p for p in runner.model.parameters() if p.requires_grad]
-        # lr 0: the step does all its arithmetic (momentum, weight decay) but leaves the weights as they are,
-        # so every timed iteration does the same work. A real step would also make our untrained FrozenBN
-        # ResNet (identity normalisation, built for ImageNet weights) diverge after one iteration.
-        optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
-        for i in range(warmup + iters):
+    def __init__(self, impl, mode, like_torchvision):
+        import torch
+
+        torch.manual_seed(0)
+        self.runner = Ours(like_torchvision) if impl == "ours" else Torchvision()
+        self.batch, self.targets, self.singles = self.runner.prepare(*make_inputs())
+        self.mode = mode
+        if mode == "train":
+            self.runner.model.train()
+            params = [p for p in self.runner.model.parameters() if p.requires_grad]
+            # lr 0: the step does all its arithmetic (momentum, weight decay) but leaves the weights as they
+            # are, so every timed iteration does the same work. A real step would also make our untrained
+            # FrozenBN ResNet (identity normalisation, built for ImageNet weights) diverge after one iteration.
+            self.optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
+        else:
+            self.runner.model.eval()
+
+    def step(self):
+        """Run one iteration; returns (list of seconds, list of detections per image)."""
+        import torch
+
+        if self.mode == "train":
             start = time.perf_counter()
-            loss = runner.train_loss(batch, targets)
-            optimizer.zero_grad()
+            loss = self.runner.train_loss(self.batch, self.targets)
+            self.optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    else:
-        runner.model.eval()
+            self.optimizer.step()
+            return [time.perf_counter() - start], []
+        times, detections = [], []
         with torch.no_grad():
-            for i in range(warmup + iters):
-                for single in singles:
-                    start = time.perf_counter()
-                    n = runner.infer(single)
-                    if i >= warmup:
-                        times.append(time.perf_counter() - start)
-                        detections.append(n)
-    return {"impl": impl, "mode": mode, "times": times, "median_s": statistics.median(times),
-            "peak_rss_rise_mb": _peak_rss_mb() - rss_before, "detections": detections,
-            "settings": runner.settings()}
+            for single in self.singles:
+                start = time.perf_counter()
+                detections.append(self.runner.infer(single))
+                times.append(time.perf_counter() - start)
+        return times, detections
+
+
+def time_interleaved(mode, iters, warmup, like_torchvision):
+    """Median seconds per iteration of both models, their iterations alternating in this process."""
+    sessions = {impl: _Session(impl, mode, like_torchvision) for impl in ("ours", "torchvision")}
+    times = {impl: [] for impl in sessions}
+    detections = {impl: [] for impl in sessions}
+    for i in range(warmup + iters):
+        for impl, session in sessions.items():
+            t, d = session.step()
+            if i >= warmup:
+                times[impl] += t
+                detections[impl] += d
+    return {impl: {"times": times[impl], "median_s": statistics.median(times[impl]),
+                   "detections": detections[impl], "settings": sessions[impl].runner.settings()}
+            for impl in sessions}
+
+
+def measure_memory(impl, mode, warmup, like_torchvision):
+    """Peak RSS rise (MB) of this process over warmup + 1 iterations after building model and inputs."""
+    session = _Session(impl, mode, like_torchvision)
+    _reset_peak_rss()
+    rss_before = _rss_mb()
+    for _ in range(warmup + 1):
+        session.step()
+    return {"impl": impl, "mode": mode, "peak_rss_rise_mb": _peak_rss_mb() - rss_before}
 
 
 def main(argv=None):
@@ -202,24 +244,28 @@ def main(argv=None):
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.worker:
-        result = run_worker(args.worker[0], args.worker[1], args.iters, args.warmup, args.threads,
-                            args.ours_like_torchvision)
+        result = measure_memory(args.worker[0], args.worker[1], args.warmup, args.ours_like_torchvision)
         print("RESULT " + json.dumps(result))
         return result
 
     results = {}
     for mode in ("train", "infer"):
+        timed = time_interleaved(mode, args.iters, args.warmup, args.ours_like_torchvision)
         for impl in ("ours", "torchvision"):
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, mode, "--iters", str(args.iters),
+            results[(impl, mode)] = timed[impl]
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, mode,
                    "--warmup", str(args.warmup), "--threads", str(args.threads)]
             if args.ours_like_torchvision:
                 cmd.append("--ours-like-torchvision")
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
-                raise RuntimeError("benchmark worker {} {} failed:\n{}".format(impl, mode, proc.stderr[-4000:]))
-            results[(impl, mode)] = json.loads(lines[-1][len("RESULT "):])
+                raise RuntimeError("benchmark memory worker {} {} failed:\n{}".format(impl, mode, proc.stderr[-4000:]))
+            results[(impl, mode)]["peak_rss_rise_mb"] = json.loads(lines[-1][len("RESULT "):])["peak_rss_rise_mb"]
             r = results[(impl, mode)]
             print("{:<12} {:<6} median {:.3f} s  peak RSS rise {:.0f} MB{}".format(
                 impl, mode, r["median_s"], r["peak_rss_rise_mb"],
@@ -228,7 +274,8 @@ def main(argv=None):
     print("\nSettings: ours {}\n          torchvision {}".format(results[("ours", "train")]["settings"],
                                                                   results[("torchvision", "train")]["settings"]))
     print("Input: 2 images {}x{} (h x w), {} instances each, {} classes; {} threads, median of {} after {} "
-          "warm-up".format(HEIGHT, WIDTH, INSTANCES, NUM_CLASSES, args.threads, args.iters, args.warmup))
+          "warm-up, iterations alternating between the models".format(
+              HEIGHT, WIDTH, INSTANCES, NUM_CLASSES, args.threads, args.iters, args.warmup))
     print("\n{:<26} {:>10} {:>12} {:>16}".format("", "ours", "torchvision", "ours/torchvision"))
     rows = [("train step (batch 2), s", "train", "median_s"), ("inference per image, s", "infer", "median_s"),
             ("train peak RSS rise, MB", "train", "peak_rss_rise_mb"),
