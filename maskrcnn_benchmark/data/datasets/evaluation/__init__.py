@@ -22,6 +22,10 @@ def evaluate(dataset, predictions, output_folder, **kwargs):
     is_coco = (COCODataset is not None and isinstance(dataset, COCODataset)) or all(
         hasattr(dataset, attr) for attr in ("coco", "id_to_img_map", "contiguous_category_id_to_json_id"))
     if is_coco:
+        from maskrcnn_benchmark.data.datasets.evaluation.glas import glas_evaluation, is_glas_dataset
+
+        if is_glas_dataset(dataset):  # COCO AP plus the challenge's F1 / object Dice / object Hausdorff
+            return glas_evaluation(dataset=dataset, predictions=predictions, output_folder=output_folder, **kwargs)
         return coco_evaluation(dataset=dataset, predictions=predictions, output_folder=output_folder, **kwargs)
     raise NotImplementedError(
         "No evaluator for dataset type {}; evaluation supports COCO-style datasets (with .coco, .id_to_img_map and "
