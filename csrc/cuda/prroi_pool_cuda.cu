@@ -123,9 +123,10 @@ __global__ void prroi_pool_rois_grad_kernel(const scalar_t* __restrict__ grad_ou
   const int64_t table_size = static_cast<int64_t>(shape.height + 1) * stride;
   const int64_t per_roi = static_cast<int64_t>(shape.channels) * shape.pooled_h * shape.pooled_w;
   double box[4] = {0.0, 0.0, 0.0, 0.0};
-  const bool valid = roi_is_valid(roi, shape.batch_size);
-  const RoiGeometry g = prroi::roi_geometry(roi, shape.spatial_scale, shape.pooled_h, shape.pooled_w);
-  if (valid && g.bin_area > 0.0) {
+  RoiGeometry g = {0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  if (roi_is_valid(roi, shape.batch_size))
+    g = prroi::roi_geometry(roi, shape.spatial_scale, shape.pooled_h, shape.pooled_w);
+  if (g.bin_area > 0.0) {
     for (int64_t local = threadIdx.x; local < per_roi; local += blockDim.x) {
       const int pw = local % shape.pooled_w;
       const int ph = (local / shape.pooled_w) % shape.pooled_h;
