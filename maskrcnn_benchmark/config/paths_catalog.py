@@ -76,6 +76,19 @@ class DatasetCatalog(object):
             "img_dir": "cityscapes/images",
             "ann_file": "cityscapes/annotations/instancesonly_filtered_gtFine_val.json",
         },
+        # Cityscapes converted by tools/cityscapes/convert_cityscapes_to_coco.py from the official gtFine /
+        # leftImg8bit tree; gt_dir is what cityscapesscripts' instance-level evaluation reads.
+        "cityscapes_fine_instanceonly_seg_train": {
+            "factory": "CityscapesDataset",
+            "img_dir": "cityscapes/leftImg8bit/train", "gt_dir": "cityscapes/gtFine/train",
+            "ann_file": "cityscapes/annotations/instancesonly_gtFine_train.json",
+            "remove_images_without_annotations": True,
+        },
+        "cityscapes_fine_instanceonly_seg_val": {
+            "factory": "CityscapesDataset",
+            "img_dir": "cityscapes/leftImg8bit/val", "gt_dir": "cityscapes/gtFine/val",
+            "ann_file": "cityscapes/annotations/instancesonly_gtFine_val.json",
+        },
         # Embedded datasets: written on first use by the "generator" (module in data.datasets, split), no download.
         "synthetic_train": {
             "img_dir": "synthetic/train/images", "ann_file": "synthetic/train/annotations.json",
@@ -118,7 +131,10 @@ class DatasetCatalog(object):
             root=os.path.join(data_dir, attrs["img_dir"]),
             ann_file=os.path.join(data_dir, attrs["ann_file"]),
         )
-        return dict(factory="COCODataset", args=args)
+        if "gt_dir" in attrs:  # Cityscapes: its own evaluator needs the gtFine split
+            args["gt_dir"] = os.path.join(data_dir, attrs["gt_dir"])
+            args["remove_images_without_annotations"] = attrs.get("remove_images_without_annotations", False)
+        return dict(factory=attrs.get("factory", "COCODataset"), args=args)
 
 
 class ModelCatalog(object):
