@@ -103,6 +103,14 @@ class DatasetCatalog(object):
         "nuclei_dsb2018_val": {
             "img_dir": "nuclei/val/images", "ann_file": "nuclei/val/annotations.json", "generator": "nuclei",
         },
+        # GlaS gland segmentation: written by tools/glas/convert_glas_to_coco.py <GlaS folder> datasets/glas
+        "glas_train": {"img_dir": "glas/train/images", "ann_file": "glas/train/annotations.json"},
+        "glas_testA": {"img_dir": "glas/testA/images", "ann_file": "glas/testA/annotations.json"},
+        "glas_testB": {"img_dir": "glas/testB/images", "ann_file": "glas/testB/annotations.json"},
+        # Phone recycling (11 categories): tools/phone/split_dataset.py writes train/val, augment_dataset.py train_aug
+        "phone_train": {"img_dir": "phone/images", "ann_file": "phone/annotations/train.json"},
+        "phone_val": {"img_dir": "phone/images", "ann_file": "phone/annotations/val.json"},
+        "phone_train_aug": {"img_dir": "phone/train_aug/images", "ann_file": "phone/train_aug/annotations.json"},
     }
 
     @staticmethod

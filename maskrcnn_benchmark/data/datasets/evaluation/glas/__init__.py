@@ -82,13 +82,14 @@ def _json_dump_atomic(obj, path):
     os.replace(tmp_path, path)
 
 
-def glas_evaluation(dataset, predictions, output_folder, box_only=False, iou_types=("bbox",), expected_results=(),
-                    expected_results_sigma_tol=4, max_dets=100, score_threshold=0.5):
+def glas_evaluation(dataset, predictions, output_folder, box_only=False, expected_results=(),
+                    expected_results_sigma_tol=4, score_threshold=0.5, **coco_kwargs):
     """COCO evaluation, then the GlaS metrics appended as task "glas" (F1, ObjDice, ObjHausdorff).
 
     The GlaS numbers are logged in the results table, added to ``coco_results.json`` and, with per-image
     TP/FP/FN, written to ``glas_results.json`` in ``output_folder``. TEST.EXPECTED_RESULTS may name them,
     e.g. ("glas", "F1", 0.8, 0.02).
+    Other keyword arguments (iou_types, max_dets, ...) go to the COCO evaluator unchanged.
     Returns:
         the COCO evaluator's (COCOResults, coco_results, coco_evals) with results.results["glas"] filled in.
     """
@@ -98,8 +99,8 @@ def glas_evaluation(dataset, predictions, output_folder, box_only=False, iou_typ
     coco_expected = [e for e in expected_results if e[0] != GLAS_TASK]
     glas_expected = [e for e in expected_results if e[0] == GLAS_TASK]
     output = coco_evaluation(dataset=dataset, predictions=predictions, output_folder=output_folder,
-                             box_only=box_only, iou_types=iou_types, expected_results=coco_expected,
-                             expected_results_sigma_tol=expected_results_sigma_tol, max_dets=max_dets)
+                             box_only=box_only, expected_results=coco_expected,
+                             expected_results_sigma_tol=expected_results_sigma_tol, **coco_kwargs)
     if box_only:
         return output
     results = output[0]
