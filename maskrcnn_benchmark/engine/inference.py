@@ -143,6 +143,8 @@ def run_test(cfg, model, distributed, output_subdir=None):
     iou_types = ("bbox",)
     if cfg.MODEL.MASK_ON:
         iou_types = iou_types + ("segm",)
+        if cfg.TEST.BOUNDARY_AP:
+            iou_types = iou_types + ("boundary",)
     if cfg.MODEL.KEYPOINT_ON:
         iou_types = iou_types + ("keypoints",)
     dataset_names = cfg.DATASETS.TEST

@@ -14,7 +14,8 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-IOU_TYPES = ("bbox", "segm", "keypoints")
+# "boundary": Boundary AP (boundary_eval.py), scored on the same results as "segm".
+IOU_TYPES = ("bbox", "segm", "keypoints", "boundary")
 
 
 def _json_dump_atomic(obj, path):
@@ -208,7 +209,12 @@ def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_ty
             "No %s predictions at all: every AP is 0", iou_type)
         coco_dt = _empty_results_coco(coco_gt)
     assert isinstance(coco_dt, COCO)
-    coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+    if iou_type == "boundary":
+        from .boundary_eval import BoundaryCOCOeval
+
+        coco_eval = BoundaryCOCOeval(coco_gt, coco_dt)
+    else:
+        coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
     if iou_type != "keypoints":
         coco_eval.params.maxDets = [1, 10, int(max_dets)]
     coco_eval.evaluate()
@@ -276,13 +282,14 @@ class COCOResults:
     METRICS = {
         "bbox": ["AP", "AP50", "AP75", "APs", "APm", "APl"],
         "segm": ["AP", "AP50", "AP75", "APs", "APm", "APl"],
+        "boundary": ["AP", "AP50", "AP75", "APs", "APm", "APl"],
         "box_proposal": ["AR@100", "ARs@100", "ARm@100", "ARl@100", "AR@1000", "ARs@1000", "ARm@1000",
                          "ARl@1000"],
         "keypoints": ["AP", "AP50", "AP75", "APm", "APl"],
     }
 
     def __init__(self, *iou_types):
-        allowed = ("box_proposal", "bbox", "segm", "keypoints")
+        allowed = ("box_proposal", "bbox", "segm", "keypoints", "boundary")
         for iou_type in iou_types:
             if iou_type not in allowed:
                 raise ValueError("Unknown IoU type '{}'; use one of {}".format(iou_type, allowed))
@@ -294,7 +301,8 @@ class COCOResults:
         """Copy the first stats of a summarized COCOeval into this table."""
         if coco_eval is None:
             return
-        iou_type = coco_eval.params.iouType
+        # Boundary AP runs as pycocotools "segm" evaluation; its evaluator names the task it reports.
+        iou_type = getattr(coco_eval, "result_type", coco_eval.params.iouType)
         res = self.results[iou_type]
         for idx, metric in enumerate(COCOResults.METRICS[iou_type]):
             res[metric] = float(coco_eval.stats[idx])
@@ -377,11 +385,15 @@ def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types,
         return res, {}, {}
 
     preparers = {"bbox": prepare_for_coco_detection, "segm": prepare_for_coco_segmentation,
-                 "keypoints": prepare_for_coco_keypoint}
+                 "keypoints": prepare_for_coco_keypoint, "boundary": prepare_for_coco_segmentation}
     coco_results = {}
     for iou_type in iou_types:
         if iou_type not in preparers:
             raise ValueError("Unknown iou_type '{}'; use any of {}".format(iou_type, IOU_TYPES))
+        if iou_type == "boundary" and "segm" in coco_results:
+            # Same masks as "segm": shallow copies, because loadRes adds area/id/bbox to the dicts it is given.
+            coco_results[iou_type] = [dict(r) for r in coco_results["segm"]]
+            continue
         logger.info("Preparing %s results", iou_type)
         coco_results[iou_type] = preparers[iou_type](predictions, dataset)
 
@@ -389,7 +401,9 @@ def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types,
     coco_evals = {}
     logger.info("Evaluating predictions (maxDets = %d)", max_dets)
     for iou_type in iou_types:
-        json_file = os.path.join(output_folder, iou_type + ".json") if output_folder else None
+        # Boundary AP scores the segm results: no second copy of segm.json on disk.
+        json_file = os.path.join(output_folder, iou_type + ".json") if output_folder and iou_type != "boundary" \
+            else None
         coco_eval = evaluate_predictions_on_coco(dataset.coco, coco_results[iou_type], json_file, iou_type,
                                                  max_dets=max_dets)
         results.update(coco_eval)
