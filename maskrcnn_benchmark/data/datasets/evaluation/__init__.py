@@ -5,7 +5,8 @@ def evaluate(dataset, predictions, output_folder, **kwargs):
     """Evaluate ``predictions`` on ``dataset``.
 
     Args:
-        dataset: the test dataset. COCO-style datasets (COCODataset and subclasses, or anything with a
+        dataset: the test dataset. A CityscapesDataset gets COCO AP plus cityscapesscripts' instance-level AP.
+            COCO-style datasets (COCODataset and subclasses, or anything with a
             pycocotools ``.coco`` and the id maps) are evaluated with pycocotools.
         predictions: list[BoxList], one per dataset index, in the original image sizes.
         output_folder: where result files go (None: nothing written).
@@ -14,6 +15,11 @@ def evaluate(dataset, predictions, output_folder, **kwargs):
         the evaluator's result.
     """
     from maskrcnn_benchmark.data.datasets.evaluation.coco import coco_evaluation
+
+    if hasattr(dataset, "gt_instance_file") and hasattr(dataset, "coco"):  # a CityscapesDataset
+        from maskrcnn_benchmark.data.datasets.evaluation.cityscapes import cityscapes_evaluation
+
+        return cityscapes_evaluation(dataset=dataset, predictions=predictions, output_folder=output_folder, **kwargs)
 
     try:
         from maskrcnn_benchmark.data.datasets.coco import COCODataset
