@@ -84,6 +84,26 @@ def write_cityscapes_predictions(dataset, predictions, pred_dir):
     return txt_files
 
 
+class _NumpyForCityscapesScripts(object):
+    """numpy as cityscapesscripts 2.x expects it: np.in1d (removed in numpy 2.4) is np.isin flattened."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def in1d(ar1, ar2, assume_unique=False, invert=False):
+        return np.isin(ar1, ar2, assume_unique=assume_unique, invert=invert).ravel()
+
+
+def _write_dict_to_json(data, path):
+    """cityscapesscripts' writeDict2JSON, also for the numpy integers numpy 2 returns from count_nonzero."""
+    def _default(obj):
+        return obj.item() if isinstance(obj, np.generic) else obj.__dict__
+
+    with open(path, "w") as f:
+        json.dump(data, f, default=_default, sort_keys=True, indent=1)
+
+
 def evaluate_instance_level(gt_files, pred_files, pred_dir, work_dir):
     """Run cityscapesscripts' instance-level evaluation on explicit file lists.
 
@@ -111,8 +131,11 @@ def evaluate_instance_level(gt_files, pred_files, pred_dir, work_dir):
         raise FileNotFoundError("Cityscapes ground truth not found: {} (the dataset's gt_dir must be the "
                                 "gtFine/<split> folder of the converted data)".format(missing[:5]))
     cwd = os.getcwd()
+    module_np, module_write = cs_eval.np, cs_eval.writeDict2JSON
     # The evaluator writes matches.json into the working directory.
     os.chdir(work_dir)
+    # cityscapesscripts 2.3 predates numpy 2: give it the two pieces it misses, for this call only.
+    cs_eval.np, cs_eval.writeDict2JSON = _NumpyForCityscapesScripts(), _write_dict_to_json
     try:
         return cs_eval.evaluateImgLists([os.path.abspath(p) for p in pred_files],
                                         [os.path.abspath(p) for p in gt_files], args)
@@ -120,6 +143,7 @@ def evaluate_instance_level(gt_files, pred_files, pred_dir, work_dir):
         raise RuntimeError("cityscapesscripts' instance evaluation failed (see the 'ERROR:' line above) on "
                            "predictions in '{}'".format(pred_dir)) from e
     finally:
+        cs_eval.np, cs_eval.writeDict2JSON = module_np, module_write
         os.chdir(cwd)
 
 

@@ -1,0 +1,41 @@
+"""Catalog entries of the paper's datasets resolve to maskrcnn-benchmark's on-disk layout."""
+import os
+
+import pytest
+
+from maskrcnn_benchmark.config.paths_catalog import DatasetCatalog
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(DatasetCatalog, "DATA_DIR", str(tmp_path))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_coco_2017_entries(data_dir, split):
+    entry = DatasetCatalog.get("coco_2017_" + split)
+    assert entry["factory"] == "COCODataset"
+    assert entry["args"] == {
+        "root": os.path.join(data_dir, "coco", split + "2017"),
+        "ann_file": os.path.join(data_dir, "coco", "annotations", "instances_{}2017.json".format(split)),
+    }
+
+
+@pytest.mark.parametrize("split,drop_empty", [("train", True), ("val", False)])
+def test_cityscapes_entries(data_dir, split, drop_empty):
+    entry = DatasetCatalog.get("cityscapes_fine_instanceonly_seg_" + split)
+    assert entry["factory"] == "CityscapesDataset"
+    assert entry["args"] == {
+        "root": os.path.join(data_dir, "cityscapes", "leftImg8bit", split),
+        "ann_file": os.path.join(data_dir, "cityscapes", "annotations", "instancesonly_gtFine_{}.json".format(split)),
+        "gt_dir": os.path.join(data_dir, "cityscapes", "gtFine", split),
+        "remove_images_without_annotations": drop_empty,
+    }
+
+
+def test_cityscapes_factory_is_a_dataset_class():
+    from maskrcnn_benchmark.data import datasets as D
+    from maskrcnn_benchmark.data.datasets.coco import COCODataset
+
+    assert issubclass(getattr(D, DatasetCatalog.get("cityscapes_fine_instanceonly_seg_val")["factory"]), COCODataset)
