@@ -1,0 +1,264 @@
+"""Run a trained detector on single images and draw its masks, boxes, class names and scores.
+
+The API of maskrcnn-benchmark's ``demo/predictor.py``::
+
+    from maskrcnn_benchmark.config import cfg
+    from maskrcnn_benchmark.engine.predictor import COCODemo
+
+    cfg.merge_from_file("configs/demo/nuclei_R_18_FPN.yaml")
+    demo = COCODemo(cfg, confidence_threshold=0.5, weight="output/nuclei_R_18_FPN/model_final.pth")
+    overlay = demo.run_on_opencv_image(cv2.imread("image.png"))   # BGR uint8 in, BGR uint8 out
+
+Images go in and come out as OpenCV BGR uint8 arrays [H, W, 3]; predictions are BoxLists in the original image
+size with "scores", "labels" and, with MASK_ON, "mask" (Tensor[N, 1, H, W] pasted into the image).
+"""
+import json
+import logging
+import os
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+# Fraction of the mask colour in filled mask pixels: enough to see the shape, little enough to see the object.
+MASK_ALPHA = 0.45
+
+
+def category_names_from_coco_json(ann_file):
+    """Names indexed by the model's contiguous label: ["__background", names of the categories sorted by id].
+
+    This is the order COCODataset maps category ids to labels 1..C in, so label k is named names[k].
+    """
+    if not os.path.isfile(ann_file):
+        raise FileNotFoundError("COCO annotation file '{}' (for category names) does not exist".format(ann_file))
+    with open(ann_file) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or "categories" not in data:
+        raise ValueError("'{}' has no 'categories' list; pass a COCO instances JSON for the category names".format(
+            ann_file))
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    return ["__background"] + [str(c.get("name", c["id"])) for c in categories]
+
+
+def generic_category_names(num_classes):
+    """["__background", "class 1", ..., "class C-1"] for a model with ``num_classes`` outputs (incl. background)."""
+    return ["__background"] + ["class {}".format(k) for k in range(1, num_classes)]
+
+
+def instance_colors(count):
+    """Tensor[count, 3] uint8 BGR colours, well apart in hue (golden-ratio steps), for telling instances apart."""
+    hues = (np.arange(count) * 0.618033988749895 * 180) % 180
+    if count == 0:
+        return torch.zeros(0, 3, dtype=torch.uint8)
+    hsv = np.stack([hues, np.full(count, 200), np.full(count, 255)], axis=1).astype(np.uint8)[None]
+    return torch.from_numpy(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0].copy())
+
+
+class DetectionVisualizer:
+    """Draws detections or ground truth (BoxList in the image's size) on BGR uint8 images.
+
+    Args:
+        categories (list[str]): names indexed by label (index 0 is the background).
+        color_by_label (bool): one colour per class (maskrcnn-benchmark) instead of one per instance.
+        masks_per_dim (int): the heat-map montage is masks_per_dim x masks_per_dim masks.
+    """
+
+    def __init__(self, categories, color_by_label=False, masks_per_dim=2):
+        self.CATEGORIES = list(categories)
+        self.color_by_label = color_by_label
+        self.masks_per_dim = masks_per_dim
+        # maskrcnn-benchmark's per-class colour recipe: label times large odd numbers, mod 255.
+        self.palette = torch.tensor([2 ** 25 - 1, 2 ** 15 - 1, 2 ** 21 - 1])
+
+    def draw(self, image, predictions):
+        """Overlay ``predictions`` (BoxList in the image's size; fields "labels", optional "scores", "mask",
+        "keypoints") on a copy of ``image`` (BGR uint8 [H, W, 3]); returns the copy."""
+        result = image.copy()
+        if predictions.has_field("mask"):
+            result = self.overlay_mask(result, predictions)
+        result = self.overlay_boxes(result, predictions)
+        if predictions.has_field("keypoints"):
+            result = self.overlay_keypoints(result, predictions)
+        return self.overlay_class_names(result, predictions)
+
+    def compute_colors_for_labels(self, labels):
+        """Tensor[N] labels -> Tensor[N, 3] uint8 colours, one per class."""
+        return ((labels[:, None].long() * self.palette) % 255).to(torch.uint8)
+
+    def _colors(self, predictions):
+        if self.color_by_label:
+            return self.compute_colors_for_labels(predictions.get_field("labels"))
+        return instance_colors(len(predictions))
+
+    def overlay_boxes(self, image, predictions):
+        """Draw each box (xyxy, image pixels) in its colour; returns the image (drawn in place)."""
+        for box, color in zip(predictions.bbox.round().to(torch.int64).tolist(), self._colors(predictions).tolist()):
+            cv2.rectangle(image, (box[0], box[1]), (box[2], box[3]), tuple(color), 1)
+        return image
+
+    def overlay_mask(self, image, predictions):
+        """Fill each binary mask with its colour (alpha MASK_ALPHA) and trace its contour."""
+        masks = predictions.get_field("mask")
+        if masks.dtype.is_floating_point:
+            masks = masks > 0.5
+        masks = masks.reshape(len(predictions), image.shape[0], image.shape[1]).to(torch.uint8).numpy()
+        blended = image.astype(np.float32)
+        for mask, color in zip(masks, self._colors(predictions).tolist()):
+            region = mask.astype(bool)
+            blended[region] = (1 - MASK_ALPHA) * blended[region] + MASK_ALPHA * np.asarray(color, np.float32)
+        image[...] = blended.round().astype(np.uint8)
+        for mask, color in zip(masks, self._colors(predictions).tolist()):
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(image, contours, -1, tuple(color), 1)
+        return image
+
+    def overlay_keypoints(self, image, predictions):
+        """Mark each visible keypoint (score > 0) with a small filled circle in its instance's colour."""
+        keypoints = predictions.get_field("keypoints")
+        keypoints = getattr(keypoints, "keypoints", keypoints)
+        for instance, color in zip(keypoints.tolist(), self._colors(predictions).tolist()):
+            for x, y, score in instance:
+                if score > 0:
+                    cv2.circle(image, (int(round(x)), int(round(y))), 2, tuple(color), -1)
+        return image
+
+    def overlay_class_names(self, image, predictions):
+        """Write "name score" above each box's top-left corner."""
+        scores = predictions.get_field("scores").tolist() if predictions.has_field("scores") else None
+        labels = predictions.get_field("labels").tolist()
+        font_scale = max(0.3, min(image.shape[:2]) / 800.0)
+        for k, (box, label) in enumerate(zip(predictions.bbox.tolist(), labels)):
+            name = self.CATEGORIES[label] if 0 <= label < len(self.CATEGORIES) else str(label)
+            text = name if scores is None else "{} {:.2f}".format(name, scores[k])
+            cv2.putText(image, text, (int(box[0]), max(int(box[1]) - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+        return image
+
+    def create_mask_montage(self, image, predictions):
+        """Grid of masks_per_dim x masks_per_dim mask probability maps (highest scores first), JET colour map.
+
+        Returns:
+            ndarray[H, W, 3] uint8 of the input's size.
+        """
+        masks = predictions.get_field("mask").float()
+        height, width = image.shape[:2]
+        n = self.masks_per_dim
+        cell_h, cell_w = max(height // n, 1), max(width // n, 1)
+        montage = np.zeros((cell_h * n, cell_w * n), np.float32)
+        for k, mask in enumerate(masks[: n * n].reshape(-1, height, width).numpy()):
+            row, col = divmod(k, n)
+            montage[row * cell_h:(row + 1) * cell_h, col * cell_w:(col + 1) * cell_w] = cv2.resize(
+                mask, (cell_w, cell_h), interpolation=cv2.INTER_LINEAR)
+        montage = cv2.resize(montage, (width, height), interpolation=cv2.INTER_NEAREST)
+        return cv2.applyColorMap((np.clip(montage, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+
+
+class COCODemo(DetectionVisualizer):
+    """A detector ready for single images, with drawing helpers.
+
+    Args:
+        cfg: the model's config (frozen or not; cloned here).
+        confidence_threshold (float): detections scoring at most this are not drawn.
+        show_mask_heatmaps (bool): run_on_opencv_image returns a montage of the mask probabilities instead.
+        masks_per_dim (int): the montage is masks_per_dim x masks_per_dim masks.
+        min_image_size (int | None): shorter side the image is resized to (longer side capped at
+            INPUT.MAX_SIZE_TEST); None uses INPUT.MIN_SIZE_TEST. 224 is maskrcnn-benchmark's default.
+        weight (str | None): checkpoint to load. None: the one OUTPUT_DIR/last_checkpoint names, else MODEL.WEIGHT;
+            with neither the model keeps its random initialisation (a warning says so).
+        categories (list[str] | None): names indexed by label; None: from ``ann_file`` if given, else generic.
+        ann_file (str | None): COCO JSON the category names are read from.
+        color_by_label (bool): colour masks and boxes by class (maskrcnn-benchmark) instead of by instance.
+    """
+
+    def __init__(self, cfg, confidence_threshold=0.7, show_mask_heatmaps=False, masks_per_dim=2,
+                 min_image_size=224, weight=None, categories=None, ann_file=None, color_by_label=False):
+        from maskrcnn_benchmark.data.transforms import transforms as T
+        from maskrcnn_benchmark.modeling.detector import build_detection_model
+        from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import Masker
+        from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
+
+        self.cfg = cfg.clone()
+        self.model = build_detection_model(self.cfg)
+        self.model.eval()
+        self.device = torch.device(self.cfg.MODEL.DEVICE if (not self.cfg.MODEL.DEVICE.startswith("cuda")
+                                                             or torch.cuda.is_available()) else "cpu")
+        self.model.to(self.device)
+        self.min_image_size = self.cfg.INPUT.MIN_SIZE_TEST if min_image_size is None else int(min_image_size)
+
+        checkpointer = DetectronCheckpointer(self.cfg, self.model, save_dir=self.cfg.OUTPUT_DIR, save_to_disk=False)
+        if weight:
+            checkpointer.load(weight, use_latest=False)
+        elif checkpointer.has_checkpoint() or self.cfg.MODEL.WEIGHT:
+            checkpointer.load(self.cfg.MODEL.WEIGHT, use_latest=True)
+        else:
+            logging.getLogger(__name__).warning(
+                "No weight given, no last_checkpoint in OUTPUT_DIR '%s' and MODEL.WEIGHT is empty: the detector "
+                "is randomly initialised", self.cfg.OUTPUT_DIR)
+
+        self.transforms = T.Compose([
+            T.Resize(self.min_image_size, self.cfg.INPUT.MAX_SIZE_TEST),
+            T.ToTensor(),
+            T.Normalize(self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD, self.cfg.INPUT.TO_BGR255),
+        ])
+        # Probabilities for the heat-map montage, binary masks (p > 0.5) for the overlays.
+        self.masker = Masker(threshold=-1 if show_mask_heatmaps else 0.5, padding=1)
+        self.show_mask_heatmaps = show_mask_heatmaps
+        self.confidence_threshold = confidence_threshold
+        num_classes = self.cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+        if categories is None:
+            categories = category_names_from_coco_json(ann_file) if ann_file else generic_category_names(num_classes)
+        if len(categories) < num_classes:
+            raise ValueError("{} category names for a model with MODEL.ROI_BOX_HEAD.NUM_CLASSES = {} (background "
+                             "included); the annotation file does not belong to this model".format(
+                                 len(categories), num_classes))
+        super().__init__(categories, color_by_label=color_by_label, masks_per_dim=masks_per_dim)
+
+    # ----------------------------------------------------------------------------------------------- prediction
+    def run_on_opencv_image(self, image):
+        """Detect and draw.
+
+        Args:
+            image (ndarray[H, W, 3] uint8): BGR, as cv2.imread returns.
+        Returns:
+            ndarray[H, W, 3] uint8: BGR image with masks, boxes, class names and scores of the detections above
+            the confidence threshold (or the heat-map montage with show_mask_heatmaps).
+        """
+        top_predictions = self.select_top_predictions(self.compute_prediction(image))
+        if self.show_mask_heatmaps:
+            return self.create_mask_montage(image.copy(), top_predictions)
+        return self.draw(image, top_predictions)
+
+    def compute_prediction(self, original_image):
+        """
+        Args:
+            original_image (ndarray[H, W, 3] uint8): BGR.
+        Returns:
+            BoxList of every detection in the original (W, H), fields "scores", "labels", and "mask"
+            (Tensor[N, 1, H, W]: uint8 {0, 1}, or probabilities with show_mask_heatmaps) when MASK_ON.
+        """
+        from maskrcnn_benchmark.structures.image_list import to_image_list
+
+        if not isinstance(original_image, np.ndarray) or original_image.ndim != 3 or original_image.shape[2] != 3:
+            raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread), got {}".format(
+                getattr(original_image, "shape", type(original_image).__name__)))
+        height, width = original_image.shape[:2]
+        pil_image = Image.fromarray(np.ascontiguousarray(original_image[:, :, ::-1]))
+        image, _ = self.transforms(pil_image)
+        image_list = to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY).to(self.device)
+        with torch.no_grad():
+            predictions = self.model(image_list)
+        prediction = predictions[0].to(torch.device("cpu")).resize((width, height))
+        if prediction.has_field("mask"):
+            masks = prediction.get_field("mask")
+            if list(masks.shape[-2:]) != [height, width]:
+                prediction.add_field("mask", self.masker([masks], [prediction])[0])
+        return prediction
+
+    def select_top_predictions(self, predictions):
+        """Detections scoring above confidence_threshold, highest score first."""
+        scores = predictions.get_field("scores")
+        keep = torch.nonzero(scores > self.confidence_threshold).squeeze(1)
+        predictions = predictions[keep]
+        order = predictions.get_field("scores").sort(descending=True)[1]
+        return predictions[order]
