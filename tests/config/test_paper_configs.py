@@ -1,0 +1,85 @@
+"""configs/paper: every file loads with the paper's recipe, builds its detector (and discriminators), and one
+baseline and one GAN config train a step on synthetic data with tiny sizes."""
+import glob
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from maskrcnn_benchmark.config import load_config
+from maskrcnn_benchmark.utils.imports import import_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PAPER = os.path.join(REPO, "configs", "paper")
+CONFIGS = sorted(glob.glob(os.path.join(PAPER, "*", "*.yaml")))
+
+# (backbone, MIN_SIZE_TRAIN range, MIN_SIZE_TEST, IMS_PER_BATCH, MAX_ITER, STEPS, NUM_CLASSES) of Section 4
+RECIPES = {
+    "phone": ("R-101-FPN", (400, 600), 400, 16, 27000, (18000, 24000), 12),
+    "cityscapes": ("R-50-FPN", (800, 1024), 1024, 8, 24000, (18000,), 9),
+    "coco": ("R-101-FPN", (800, 800), 800, 8, 180000, (120000, 160000), 81),
+    "glas": ("R-50-FPN", (400, 522), 522, 8, 2000, (1500,), 2),
+}
+
+
+def _name(path):
+    return os.path.relpath(path, PAPER)
+
+
+def test_every_dataset_has_a_baseline_and_a_gan_config_and_phone_the_ablations():
+    names = {_name(p) for p in CONFIGS}
+    for dataset in RECIPES:
+        folder = [n for n in names if n.startswith(dataset + "/")]
+        assert any(n.endswith("_{}.yaml".format(dataset)) for n in folder), dataset
+        assert any(n.endswith("_{}_gan.yaml".format(dataset)) for n in folder), dataset
+    phone = {load_config(os.path.join(PAPER, n)).MODEL.GAN.BOX_DISC.NUM_CONVS for n in names if "phone/" in n
+             and load_config(os.path.join(PAPER, n)).MODEL.GAN.ENABLED}
+    assert phone == {3, 4, 5}
+    assert any(load_config(os.path.join(PAPER, n)).MODEL.GAN.ADV_ONLY for n in names if n.startswith("phone/"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=_name)
+def test_config_has_the_paper_recipe_and_builds(path):
+    from maskrcnn_benchmark.modeling.detector import build_detection_model
+    from maskrcnn_benchmark.modeling.discriminators import build_discriminators
+
+    cfg = load_config(path, ["MODEL.DEVICE", "cpu"])
+    body, (lo, hi), test_size, ims, max_iter, steps, num_classes = RECIPES[_name(path).split("/")[0]]
+    assert cfg.MODEL.BACKBONE.CONV_BODY == body
+    assert min(cfg.INPUT.MIN_SIZE_TRAIN) == lo and max(cfg.INPUT.MIN_SIZE_TRAIN) == hi
+    assert cfg.INPUT.MIN_SIZE_TEST == test_size
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == (ims, max_iter, steps)
+    assert cfg.SOLVER.BASE_LR == 0.01 and cfg.SOLVER.GAMMA == 0.1
+    assert cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES == num_classes and cfg.MODEL.MASK_ON
+    assert cfg.MODEL.WEIGHT.startswith("catalog://ImageNetPretrained/MSRA/R-")
+    assert cfg.MODEL.GAN.ENABLED == ("_gan" in os.path.basename(path))
+    if cfg.MODEL.GAN.ENABLED:
+        assert cfg.MODEL.GAN.MASK_DISC.NUM_CONVS == cfg.MODEL.GAN.BOX_DISC.NUM_CONVS
+    cfg.MODEL.WEIGHT = ""
+    model = build_detection_model(cfg)
+    assert model.roi_heads.box.predictor.cls_score.out_features == num_classes
+    if cfg.MODEL.GAN.ENABLED:
+        discriminators = build_discriminators(cfg, model.backbone.out_channels)
+        assert sum(p.numel() for p in discriminators.parameters()) > 0
+
+
+@pytest.mark.parametrize("name", ["glas/mask_rcnn_R_50_FPN_glas.yaml", "phone/mask_rcnn_R_101_FPN_phone_gan.yaml"])
+def test_one_training_step_on_synthetic_data(name, tiny_cfg, tmp_path):
+    """The paper file + tiny sizes / backbone / synthetic data trains one iteration and saves a checkpoint."""
+    tiny_opts = import_file("conftest_for_paper_configs", os.path.join(REPO, "tests", "conftest.py")).TINY_OPTS
+    train_net = import_file("train_net_for_paper_configs", os.path.join(REPO, "tools", "train_net.py"))
+    opts = list(tiny_opts) + [
+        "DATASETS.CUSTOM", tiny_cfg.DATASETS.CUSTOM, "DATASETS.TRAIN", ("synthetic_fixture",),
+        "DATASETS.TEST", ("synthetic_fixture",), "SOLVER.MAX_ITER", 1, "OUTPUT_DIR", str(tmp_path / "out"),
+    ]
+    train_net.main(["--config-file", os.path.join(PAPER, name), "--skip-test"] + [str(o) for o in opts])
+    saved = torch.load(str(tmp_path / "out" / "model_final.pth"), weights_only=True)
+    assert ("discriminators" in saved) == name.endswith("_gan.yaml")
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    with open(str(tmp_path / "out" / "metrics.json")) as f:
+        losses = json.loads(f.readline())["losses"]
+    adversarial = {"loss_box_adv", "loss_mask_adv", "loss_box_disc", "loss_mask_disc"}
+    assert (adversarial <= set(losses)) == name.endswith("_gan.yaml")
+    assert all(math.isfinite(v) for v in losses.values())
