@@ -1,0 +1,159 @@
+"""tools/make_tables.py: the paper's tables from hand-written metrics files, and the seed aggregation."""
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+
+from maskrcnn_benchmark.utils import tables
+
+TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "make_tables.py")
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("make_tables_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(folder, bbox_ap, segm_ap, dataset="synthetic_val", cityscapes=None):
+    """An OUTPUT_DIR with inference/<dataset>/coco_results.json as our COCO evaluation writes it."""
+    out = os.path.join(folder, "inference", dataset)
+    os.makedirs(out)
+    metrics = lambda ap: {"AP": ap, "AP50": ap + 0.2, "AP75": ap + 0.05, "APs": ap - 0.1, "APm": ap,  # noqa: E731
+                          "APl": -1.0}
+    with open(os.path.join(out, "coco_results.json"), "w") as f:
+        json.dump({"bbox": metrics(bbox_ap), "segm": metrics(segm_ap), "max_dets": 100}, f)
+    if cityscapes is not None:
+        with open(os.path.join(out, "cityscapes_results.json"), "w") as f:
+            json.dump(cityscapes, f)
+    return folder
+
+
+def _row(text, label):
+    lines = [line for line in text.splitlines() if line.startswith(label + "  ")]
+    assert lines, "no row {!r} in\n{}".format(label, text)
+    return lines[0][len(label):].split()
+
+
+def test_table_rows_and_differences(tmp_path):
+    base = tables.load_results(write_run(str(tmp_path / "base"), 0.300, 0.250))
+    gan = tables.load_results(write_run(str(tmp_path / "gan"), 0.312, 0.268))
+    text = tables.make_table("coco", base, gan)
+    block_a, block_b = text.split("B. segm")[0], "B. segm" + text.split("B. segm")[1]
+    assert _row(block_a, "Mask R-CNN (ours)") == ["30.0", "50.0", "35.0", "20.0", "30.0", "n/a"]
+    assert _row(block_a, "GAN (ours)") == ["31.2", "51.2", "36.2", "21.2", "31.2", "n/a"]
+    assert _row(block_a, "GAN - Mask R-CNN (ours)") == ["+1.2", "+1.2", "+1.2", "+1.2", "+1.2", "n/a"]
+    assert _row(block_b, "GAN - Mask R-CNN (ours)")[:2] == ["+1.8", "+1.8"]
+    # No published number is known: the reference rows say so instead of inventing values.
+    assert _row(block_a, "GAN (paper)") == ["n/a"] * 6
+    assert "published numbers not found" in text
+
+
+def test_paper_numbers_give_reference_rows_and_gaps(tmp_path):
+    base = tables.load_results(write_run(str(tmp_path / "base"), 0.300, 0.250))
+    gan = tables.load_results(write_run(str(tmp_path / "gan"), 0.312, 0.268))
+    paper = {"title": "Test", "source": "hand-written", "baseline": {"bbox": {"AP": 29.0}, "segm": {"AP": 26.5}},
+             "gan": {"bbox": {"AP": 30.5}, "segm": {"AP": 27.0}}}
+    text = tables.make_table("coco", base, gan, paper=paper)
+    block_a, block_b = text.split("B. segm")
+    assert _row(block_a, "GAN - Mask R-CNN (paper)")[0] == "+1.5"
+    assert _row(block_a, "ours - paper, Mask R-CNN")[0] == "+1.0"
+    assert _row(block_b, "ours - paper, GAN")[0] == "-0.2"
+    assert _row(block_b, "GAN (paper)")[1] == "n/a"  # AP50 not given
+
+
+def test_markdown_table(tmp_path):
+    base = tables.load_results(write_run(str(tmp_path / "base"), 0.3, 0.25))
+    gan = tables.load_results(write_run(str(tmp_path / "gan"), 0.35, 0.2))
+    md = tables.make_table("glas", base, gan, markdown=True)
+    assert "| model | AP | AP50 | AP75 | APs | APm | APl |" in md
+    assert "| GAN - Mask R-CNN (ours) | +5.0 | +5.0 | +5.0 | +5.0 | +5.0 | n/a |" in md
+    assert "| GAN - Mask R-CNN (ours) | -5.0 |" in md
+
+
+def test_cityscapes_per_class_block(tmp_path):
+    def cs(person, car):
+        classes = {name: {"AP": None, "AP50": None} for name in
+                   ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")}
+        classes["person"] = {"AP": person, "AP50": person + 0.2}
+        classes["car"] = {"AP": car, "AP50": car + 0.2}
+        return {"AP": (person + car) / 2, "AP50": (person + car) / 2 + 0.2, "classes": classes}
+
+    base = tables.load_results(write_run(str(tmp_path / "b"), 0.3, 0.3, "cityscapes_val", cs(0.30, 0.50)))
+    gan = tables.load_results(write_run(str(tmp_path / "g"), 0.3, 0.3, "cityscapes_val", cs(0.33, 0.49)))
+    text = tables.make_table("cityscapes", base, gan)
+    block_ap = text.split("C. Cityscapes instance-level AP per class")[1].split("C. Cityscapes")[0]
+    header = [line for line in block_ap.splitlines() if line.startswith("model")][0].split()
+    assert header[1:] == list(tables.CITYSCAPES_CLASSES) + ["average"]
+    diff = _row(block_ap, "GAN - Mask R-CNN (ours)")
+    assert diff[header.index("person") - 1] == "+3.0"
+    assert diff[header.index("car") - 1] == "-1.0"
+    assert diff[header.index("caravan") - 1] == "n/a"
+    assert diff[-1] == "+1.0"
+    block_ap50 = text.split("C. Cityscapes instance-level AP50 per class")[1]
+    assert _row(block_ap50, "GAN (ours)")[0] == "53.0"
+
+
+def test_load_results_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="coco_results.json"):
+        tables.load_results(str(tmp_path))
+    write_run(str(tmp_path / "two"), 0.1, 0.1, "a")
+    os.makedirs(str(tmp_path / "two" / "inference" / "b"))
+    json.dump({"bbox": {}}, open(str(tmp_path / "two" / "inference" / "b" / "coco_results.json"), "w"))
+    with pytest.raises(ValueError, match="several datasets"):
+        tables.load_results(str(tmp_path / "two"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "coco_results.json").write_text(json.dumps({"box_proposal": {}}))
+    with pytest.raises(ValueError, match="no 'bbox' or 'segm'"):
+        tables.load_results(str(bad))
+
+
+def test_aggregate_seeds_mean_and_sample_std():
+    runs = [{"bbox": {"AP": v, "AP50": -1.0}, "segm": {"AP": v / 2}} for v in (0.30, 0.32, 0.37)]
+    stats = tables.aggregate_seeds(runs)
+    assert stats["bbox"]["AP"]["mean"] == pytest.approx(33.0)
+    assert stats["bbox"]["AP"]["std"] == pytest.approx(math.sqrt(((3 ** 2) + 1 + 4 ** 2) / 2))
+    assert (stats["bbox"]["AP"]["min"], stats["bbox"]["AP"]["max"]) == pytest.approx((30.0, 37.0))
+    assert stats["bbox"]["AP50"]["n"] == 0 and stats["bbox"]["AP50"]["mean"] is None
+    assert stats["segm"]["AP"]["mean"] == pytest.approx(16.5)
+    assert tables.aggregate_seeds(runs[:1])["bbox"]["AP"]["std"] == 0.0
+
+
+def test_compare_trains_both_models_per_seed_with_the_same_schedule(tmp_path, capsys):
+    tool = _tool()
+    calls = []
+    aps = {("baseline", 0): 0.30, ("baseline", 1): 0.34, ("gan", 0): 0.33, ("gan", 1): 0.35}
+
+    def fake_run(config_file, seed, schedule, run_dir, opts):
+        name = "gan" if config_file.endswith("_gan.yaml") else "baseline"
+        calls.append((name, seed, tuple(schedule), tuple(opts)))
+        write_run(run_dir, aps[(name, seed)], aps[(name, seed)] - 0.1)
+        return os.path.join(run_dir, "inference", "synthetic_val")
+
+    root = os.path.join(os.path.dirname(TOOL), "..", "configs", "demo")
+    summary = tool.compare(os.path.join(root, "synthetic_R_18_FPN.yaml"),
+                           os.path.join(root, "synthetic_R_18_FPN_gan.yaml"),
+                           [0, 1], 20, str(tmp_path), opts=["MODEL.DEVICE", "cpu"], run_fn=fake_run)
+    assert [(c[0], c[1]) for c in calls] == [("baseline", 0), ("gan", 0), ("baseline", 1), ("gan", 1)]
+    # One schedule for both models: the baseline's (150, 185) of 200 iterations and 30 warm-up, scaled to 20.
+    assert {c[2] for c in calls} == {("SOLVER.MAX_ITER", "20", "SOLVER.STEPS", "(15, 18)", "SOLVER.WARMUP_ITERS",
+                                      "3")}
+    assert summary["baseline"]["bbox"]["AP"]["mean"] == pytest.approx(32.0)
+    assert summary["gan"]["segm"]["AP"]["mean"] == pytest.approx(24.0)
+    text = tables.format_comparison(summary["baseline"], summary["gan"], "t")
+    assert "GAN - Mask R-CNN" in text and "+2.0" in text
+    assert "32.0 ± 2.8" in text
+
+
+def test_table_command_line(tmp_path, capsys):
+    tool = _tool()
+    write_run(str(tmp_path / "base"), 0.2, 0.1)
+    write_run(str(tmp_path / "gan"), 0.25, 0.1)
+    assert tool.main(["table", "--dataset", "phone", "--baseline", str(tmp_path / "base"), "--gan",
+                      str(tmp_path / "gan")]) == 0
+    out = capsys.readouterr().out
+    assert "Cellphone recycling - A. bbox" in out and "**Cellphone recycling - B. segm (AP in %)**" in out
