@@ -182,3 +182,17 @@ def test_command_line_tool(tmp_path, capsys):
     assert "val: 3 images, 5 instances, 1 crowd regions" in capsys.readouterr().out
     assert module.main(["--datadir", str(tmp_path / "nothing"), "--splits", "val"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_catalog_entry_builds_a_cityscapes_dataset(tmp_path, monkeypatch):
+    from maskrcnn_benchmark.config.paths_catalog import DatasetCatalog
+    from maskrcnn_benchmark.data.build import build_dataset
+
+    root = write_tree(str(tmp_path / "cityscapes"))
+    convert_cityscapes_split(root, "val", os.path.join(root, "annotations", "instancesonly_gtFine_val.json"))
+    monkeypatch.setattr(DatasetCatalog, "DATA_DIR", str(tmp_path))
+    (dataset,) = build_dataset(["cityscapes_fine_instanceonly_seg_val"], None, DatasetCatalog, is_train=False)
+    assert isinstance(dataset, CityscapesDataset)
+    assert len(dataset) == 3  # the test split keeps the image without instances
+    assert dataset.gt_instance_file(0) == os.path.join(
+        root, "gtFine", "val", "aachen", "aachen_000000_000019_gtFine_instanceIds.png")

@@ -110,3 +110,12 @@ def test_evaluate_dispatches_cityscapes_and_writes_results(dataset, tmp_path):
     coco = json.load(open(str(tmp_path / "coco_results.json")))
     assert 0.5 < coco["segm"]["AP"] < 1.0
     assert os.path.isfile(str(tmp_path / "segm.json"))
+
+
+def test_28x28_mask_probabilities_are_pasted_into_the_boxes(dataset):
+    # The detector's eval output: per-RoI 28x28 probabilities, pasted by the mask head's Masker.
+    predictions = perfect_predictions(dataset)
+    for prediction in predictions:
+        prediction.add_field("mask", torch.ones(len(prediction), 1, 28, 28))
+    summary = cityscapes_instance_ap(dataset, predictions)
+    assert summary["AP50"] == pytest.approx(1.0)  # the instances are rectangles: the box is the mask
