@@ -296,6 +296,7 @@ _C.SOLVER.CHECKPOINT_PERIOD = 2500  # save a checkpoint every this many iteratio
 _C.SOLVER.IMS_PER_BATCH = 16  # images per training batch, summed over all processes
 _C.SOLVER.TEST_PERIOD = 0  # (added) evaluate on DATASETS.TEST every this many iterations (0 = only at the end)
 _C.SOLVER.SEED = 0  # (added) seed of torch / numpy / random (-1 = draw a random seed)
+_C.SOLVER.SKIP_NONFINITE_STEPS = 0  # (added) NaN/inf-loss steps that may be skipped per run; 0 = stop at the first
 
 # ---------------------------------------------------------------------------- #
 # Test
@@ -323,5 +324,5 @@ _C.TEST.BBOX_AUG.SCALE_H_FLIP = False  # add a flipped pass at each extra scale
 _C.OUTPUT_DIR = "."  # folder for checkpoints, logs and evaluation results
 # Python file defining DatasetCatalog (and ModelCatalog) classes; point it to your own catalog to add datasets
 _C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")
-_C.DTYPE = "float32"  # precision of the input: "float32" or "float16"
+_C.DTYPE = "float32"  # training autocast: "float32" (off), "float16" (CUDA, loss scaling) or "bfloat16"
 _C.AMP_VERBOSE = False  # kept for YAML compatibility (apex.amp verbosity); unused
