@@ -139,3 +139,52 @@ def test_evaluate_dispatch_reports_glas_metrics(tmp_path):
         saved = json.load(f)
     assert saved["glas"]["F1"] == 1.0 and saved["segm"]["AP"] == pytest.approx(1.0)
     assert (tmp_path / "glas_results.json").is_file()
+
+
+def test_hausdorff_inside_a_ring_matches_distance_transforms():
+    from maskrcnn_benchmark.data.datasets.evaluation.glas.glas_eval import _hausdorff_by_distance_transform
+
+    ring = np.zeros((21, 21), bool)
+    ring[2:19, 2:19] = True
+    ring[6:15, 6:15] = False
+    dot = np.zeros_like(ring)
+    dot[10, 10] = True  # the farthest point of the hole from the ring is the centre: not on any boundary
+    assert hausdorff_distance(dot, ring) == pytest.approx(_hausdorff_by_distance_transform(dot, ring))
+    assert hausdorff_distance(dot, ring) == pytest.approx(np.hypot(12, 12))  # ring corner (2, 2) to the centre
+
+
+def _brute_force_object_hausdorff(gt, seg):
+    """H_obj straight from the definition, every pair by distance transforms, no shortcuts."""
+    from maskrcnn_benchmark.data.datasets.evaluation.glas.glas_eval import _hausdorff_by_distance_transform as h
+
+    gts = [gt == k for k in np.unique(gt) if k > 0]
+    segs = [seg == k for k in np.unique(seg) if k > 0]
+
+    def side(objects, others):
+        total, weighted = 0.0, 0.0
+        for obj in objects:
+            overlaps = [(obj & o).sum() for o in others]
+            if max(overlaps) > 0:
+                d = h(obj, others[int(np.argmax(overlaps))])
+            else:
+                d = min(h(obj, o) for o in others)
+            weighted += obj.sum() * d
+            total += obj.sum()
+        return weighted / total
+
+    return 0.5 * (side(gts, segs) + side(segs, gts))
+
+
+def test_object_hausdorff_matches_brute_force_on_random_scenes():
+    rng = np.random.RandomState(4)
+    for _ in range(5):
+        maps = []
+        for count in (6, 8):
+            m = np.zeros((60, 80), np.int64)
+            for k in range(1, count + 1):
+                y, x = rng.randint(0, 50), rng.randint(0, 70)
+                h, w = rng.randint(3, 15, 2)
+                m[y:y + h, x:x + w] = k
+            maps.append(m)
+        gt, seg = maps
+        assert glas_metrics([gt], [seg])["ObjHausdorff"] == pytest.approx(_brute_force_object_hausdorff(gt, seg))

@@ -54,19 +54,56 @@ def overlap_matrix(gt_map, seg_map, num_gt, num_seg):
     return np.bincount(pair_index, minlength=(num_gt + 1) * (num_seg + 1)).reshape(num_gt + 1, num_seg + 1)
 
 
+_CROSS = ndimage.generate_binary_structure(2, 1)
+
+
+def _boundary(mask):
+    """Pixels of `mask` with a 4-neighbour outside it: the nearest pixel of `mask` to any outside point is one."""
+    return mask & ~ndimage.binary_erosion(mask, structure=_CROSS, border_value=0)
+
+
+def _object_points(label_map, num_objects):
+    """Per object k = 1..num_objects of a contiguous label map: (pixel coords [P, 2], boundary coords [Q, 2])."""
+    points = []
+    for k, window in enumerate(ndimage.find_objects(label_map, max_label=num_objects), start=1):
+        mask = label_map[window] == k
+        offset = np.array([window[0].start, window[1].start])
+        boundary = _boundary(mask)  # crop edges count as outside: the crop is the object's tight box
+        points.append((np.argwhere(mask) + offset, np.argwhere(boundary) + offset))
+    return points
+
+
+def _directed(points_a, label_map_b, label_b, boundary_b):
+    """sup over pixels of A of the distance to B, given B as label `label_b` of `label_map_b` and its boundary."""
+    from scipy.spatial.distance import directed_hausdorff
+
+    outside = points_a[label_map_b[points_a[:, 0], points_a[:, 1]] != label_b]
+    if outside.size == 0:
+        return 0.0
+    return directed_hausdorff(outside, boundary_b, seed=0)[0]
+
+
 def hausdorff_distance(mask_a, mask_b):
     """Hausdorff distance (pixels, Euclidean) between two non-empty boolean masks of the same HxW shape.
 
-    Computed with distance transforms on the crop holding both masks: the distance from each pixel of A to the
-    nearest pixel of B (and back) is exact there because every pixel of B lies inside the crop.
+    Exact on the full pixel sets: a pixel inside the other mask is at distance 0, and for a pixel outside it the
+    nearest pixel of the other mask lies on that mask's 4-connected boundary, so each directed distance is
+    scipy's directed_hausdorff from the pixels of A outside B to the boundary of B (early-break search).
     """
+    mask_a, mask_b = np.asarray(mask_a, bool), np.asarray(mask_b, bool)
+    (points_a, boundary_a), = _object_points(mask_a.astype(np.int32), 1)
+    (points_b, boundary_b), = _object_points(mask_b.astype(np.int32), 1)
+    return float(max(_directed(points_a, mask_b.astype(np.int32), 1, boundary_b),
+                     _directed(points_b, mask_a.astype(np.int32), 1, boundary_a)))
+
+
+def _hausdorff_by_distance_transform(mask_a, mask_b):
+    """Reference implementation with distance transforms on the crop holding both masks (used by the tests)."""
     rows = np.flatnonzero(mask_a.any(axis=1) | mask_b.any(axis=1))
     cols = np.flatnonzero(mask_a.any(axis=0) | mask_b.any(axis=0))
     window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     a, b = mask_a[window], mask_b[window]
-    to_b = ndimage.distance_transform_edt(~b)
-    to_a = ndimage.distance_transform_edt(~a)
-    return float(max(to_b[a].max(), to_a[b].max()))
+    return float(max(ndimage.distance_transform_edt(~b)[a].max(), ndimage.distance_transform_edt(~a)[b].max()))
 
 
 def image_object_terms(gt_label_map, seg_label_map):
@@ -111,15 +148,29 @@ def image_object_terms(gt_label_map, seg_label_map):
     gt_dice = np.array([dice(i, j) if j >= 0 else 0.0 for i, j in enumerate(gt_partner)], dtype=np.float64)
     seg_dice = np.array([dice(i, j) if i >= 0 else 0.0 for j, i in enumerate(seg_partner)], dtype=np.float64)
 
-    gt_masks = [gt_map == k for k in range(1, num_gt + 1)]
-    seg_masks = [seg_map == k for k in range(1, num_seg + 1)]
+    gt_points = _object_points(gt_map, num_gt)
+    seg_points = _object_points(seg_map, num_seg)
+    gt_extent = np.array([np.r_[p.min(axis=0), p.max(axis=0)] for p, _ in gt_points]).reshape(-1, 4)
+    seg_extent = np.array([np.r_[p.min(axis=0), p.max(axis=0)] for p, _ in seg_points]).reshape(-1, 4)
+    # H(A, B) >= |top_A - top_B| (and likewise bottom, left, right): A's extreme pixel is that far from all of B.
+    # Used to skip exact distances when searching for an unmatched object's nearest partner.
+    lower_bound = np.abs(gt_extent[:, None, :] - seg_extent[None, :, :]).max(axis=2)  # [nG, nS]
     diagonal = float(np.hypot(*gt_label_map.shape))
     cache = {}
 
     def pair_hausdorff(i, j):
         if (i, j) not in cache:
-            cache[(i, j)] = hausdorff_distance(gt_masks[i], seg_masks[j])
+            cache[(i, j)] = float(max(_directed(gt_points[i][0], seg_map, j + 1, seg_points[j][1]),
+                                      _directed(seg_points[j][0], gt_map, i + 1, gt_points[i][1])))
         return cache[(i, j)]
+
+    def nearest(bounds, distance):
+        best = np.inf
+        for k in np.argsort(bounds, kind="stable"):
+            if bounds[k] >= best:
+                break
+            best = min(best, distance(k))
+        return best
 
     def gt_hausdorff(i):
         if num_seg == 0:
@@ -127,7 +178,7 @@ def image_object_terms(gt_label_map, seg_label_map):
         j = gt_partner[i]
         if j >= 0:
             return pair_hausdorff(i, j)
-        return min(pair_hausdorff(i, k) for k in range(num_seg))  # nearest segmented object
+        return nearest(lower_bound[i], lambda k: pair_hausdorff(i, k))  # nearest segmented object
 
     def seg_hausdorff(j):
         if num_gt == 0:
@@ -135,7 +186,7 @@ def image_object_terms(gt_label_map, seg_label_map):
         i = seg_partner[j]
         if i >= 0:
             return pair_hausdorff(i, j)
-        return min(pair_hausdorff(k, j) for k in range(num_gt))  # nearest ground-truth object
+        return nearest(lower_bound[:, j], lambda k: pair_hausdorff(k, j))  # nearest ground-truth object
 
     return {
         "tp": int(tp), "fp": int(fp), "fn": int(fn),
