@@ -196,3 +196,18 @@ def test_catalog_entry_builds_a_cityscapes_dataset(tmp_path, monkeypatch):
     assert len(dataset) == 3  # the test split keeps the image without instances
     assert dataset.gt_instance_file(0) == os.path.join(
         root, "gtFine", "val", "aachen", "aachen_000000_000019_gtFine_instanceIds.png")
+
+
+def test_gt_file_of_a_flattened_coco_file_is_found_in_its_city_folder(tmp_path):
+    # maskrcnn-benchmark / Detectron converted files name images without their city folder and have no gt_file.
+    root = write_tree(str(tmp_path / "cityscapes"))
+    data = cityscapes_to_coco(root, "val")
+    for image in data["images"]:
+        image["file_name"] = os.path.basename(image.pop("gt_file")).replace("_gtFine_instanceIds", "_leftImg8bit")
+    ann_file = str(tmp_path / "flat.json")
+    json.dump(data, open(ann_file, "w"))
+    gt_dir = os.path.join(root, "gtFine", "val")
+    dataset = CityscapesDataset(ann_file, str(tmp_path), gt_dir)
+    assert [os.path.relpath(dataset.gt_instance_file(i), gt_dir) for i in range(3)] == [
+        "aachen/aachen_000000_000019_gtFine_instanceIds.png", "aachen/aachen_000001_000019_gtFine_instanceIds.png",
+        "bochum/bochum_000000_000313_gtFine_instanceIds.png"]

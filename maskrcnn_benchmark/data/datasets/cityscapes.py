@@ -285,5 +285,7 @@ class CityscapesDataset(COCODataset):
         info = self.coco.imgs[self.id_to_img_map[index]]
         rel = info.get("gt_file")
         if rel is None:  # written by another converter: derive it from the image name
-            rel = info["file_name"].replace(IMAGE_SUFFIX, INSTANCE_IDS_SUFFIX)
+            name = os.path.basename(info["file_name"]).replace(IMAGE_SUFFIX, INSTANCE_IDS_SUFFIX)
+            # Detectron's converter flattens the city folders; city names never contain "_".
+            rel = os.path.join(name.split("_")[0], name)
         return os.path.join(self.gt_dir, rel)
