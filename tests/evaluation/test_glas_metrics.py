@@ -144,13 +144,15 @@ def test_evaluate_dispatch_reports_glas_metrics(tmp_path):
 def test_hausdorff_inside_a_ring_matches_distance_transforms():
     from maskrcnn_benchmark.data.datasets.evaluation.glas.glas_eval import _hausdorff_by_distance_transform
 
-    ring = np.zeros((21, 21), bool)
-    ring[2:19, 2:19] = True
-    ring[6:15, 6:15] = False
-    dot = np.zeros_like(ring)
-    dot[10, 10] = True  # the farthest point of the hole from the ring is the centre: not on any boundary
-    assert hausdorff_distance(dot, ring) == pytest.approx(_hausdorff_by_distance_transform(dot, ring))
-    assert hausdorff_distance(dot, ring) == pytest.approx(np.hypot(12, 12))  # ring corner (2, 2) to the centre
+    ring = np.zeros((33, 33), bool)
+    ring[2:31, 2:31] = True
+    ring[4:29, 4:29] = False
+    hole = np.zeros_like(ring)
+    hole[4:29, 4:29] = True
+    # The point of the hole farthest from the ring is its centre (16, 16), 13 px from row 3: an interior pixel,
+    # not a boundary one; the ring's corners are only 2*sqrt(2) from the hole.
+    assert hausdorff_distance(hole, ring) == pytest.approx(13.0)
+    assert hausdorff_distance(hole, ring) == pytest.approx(_hausdorff_by_distance_transform(hole, ring))
 
 
 def _brute_force_object_hausdorff(gt, seg):
