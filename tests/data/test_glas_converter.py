@@ -107,3 +107,49 @@ def test_bad_files_reported_together_nothing_written(tmp_path):
     assert "train_5_anno.bmp: annotation is 20x21 but its image train_5.bmp is 20x20" in message
     assert "expected its annotation 'train_6_anno.bmp'" in message
     assert not (tmp_path / "out").exists() or os.listdir(str(tmp_path / "out")) == []
+
+
+def test_cli_reports_bad_folder(tmp_path, capsys):
+    from maskrcnn_benchmark.utils.imports import import_file
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    tool = import_file("convert_glas_under_test", os.path.join(repo, "tools", "glas", "convert_glas_to_coco.py"))
+    assert tool.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "GlaS folder" in err and str(tmp_path / "missing") in err
+    _glas_tree(str(tmp_path / "glas"))
+    assert tool.main([str(tmp_path / "glas"), str(tmp_path / "out"), "--splits", "testA"]) == 0
+    assert "testA: 1 images, 2 glands" in capsys.readouterr().out
+
+
+def test_converted_split_is_evaluated_with_glas_metrics(tmp_path):
+    """Predictions equal to the ground truth give AP 1 and F1 1 / Dice 1 / Hausdorff 0 through evaluate()."""
+    import torch
+
+    from maskrcnn_benchmark.data.datasets import COCODataset
+    from maskrcnn_benchmark.data.datasets.evaluation import evaluate
+    from maskrcnn_benchmark.structures.bounding_box import BoxList
+
+    _glas_tree(str(tmp_path / "glas"))
+    convert_glas(str(tmp_path / "glas"), str(tmp_path / "out"), splits=("train",))
+    ds = COCODataset(str(tmp_path / "out" / "train" / "annotations.json"), str(tmp_path / "out" / "train" / "images"),
+                     remove_images_without_annotations=False)
+    predictions = []
+    for index in range(len(ds)):
+        info = ds.get_img_info(index)
+        anns = ds.coco.loadAnns(ds.coco.getAnnIds(imgIds=ds.id_to_img_map[index]))
+        masks = torch.stack([torch.from_numpy(ds.coco.annToMask(a)).float() for a in anns])[:, None]
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2] - 1,
+                               a["bbox"][1] + a["bbox"][3] - 1] for a in anns])
+        prediction = BoxList(boxes, (info["width"], info["height"]))
+        prediction.add_field("scores", torch.linspace(0.9, 0.8, len(anns)))
+        prediction.add_field("labels", torch.ones(len(anns), dtype=torch.int64))
+        prediction.add_field("mask", masks)
+        predictions.append(prediction)
+    results = evaluate(ds, predictions, str(tmp_path / "eval"), iou_types=("segm",))[0]
+    assert results.results["glas"] == {"F1": 1.0, "ObjDice": 1.0, "ObjHausdorff": 0.0}
+    assert results.results["segm"]["AP"] == pytest.approx(1.0)
+    with open(str(tmp_path / "eval" / "glas_results.json")) as f:
+        saved = json.load(f)
+    assert saved["metrics"]["TP"] == 3 and [im["file_name"] for im in saved["per_image"]] == ["train_1.bmp",
+                                                                                             "train_2.bmp"]
