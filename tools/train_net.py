@@ -17,7 +17,8 @@ import torch
 from maskrcnn_benchmark.config import load_config
 from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.engine.inference import run_test
-from maskrcnn_benchmark.engine.trainer import do_train
+from maskrcnn_benchmark.engine.mixed_precision import build_mixed_precision
+from maskrcnn_benchmark.engine.trainer import distribute_module, do_train, make_baseline_train_step
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
@@ -42,44 +43,63 @@ def resolve_device(cfg, local_rank, distributed):
     return device
 
 
+def evaluation_metrics(results, dataset_names):
+    """Flatten run_test's results into {"<dataset>/<iou type>/<metric>": value} (empty on non-main ranks)."""
+    metrics = {}
+    for dataset_name, result in zip(dataset_names, results):
+        coco_results = result[0] if isinstance(result, tuple) and result else result
+        for iou_type, values in getattr(coco_results, "results", {}).items():
+            for metric, value in values.items():
+                metrics["{}/{}/{}".format(dataset_name, iou_type, metric)] = float(value)
+    return metrics
+
+
 def train(cfg, local_rank, distributed, device):
-    """Build model, optimizer, scheduler, checkpointer and loader; run do_train; return the trained model."""
+    """Build model, optimizer, scheduler, checkpointer and loader; run do_train; return the trained model.
+
+    Under torch.distributed the detector and the discriminators get one DistributedDataParallel wrapper each;
+    the checkpoint holds both bare modules, both optimizers, both schedulers, both loss scalers, the
+    iteration and every process's generator states (the data order follows from the iteration).
+    """
     logger = logging.getLogger("maskrcnn_benchmark.trainer")
     model = build_detection_model(cfg)
     model.to(device)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_lr_scheduler(cfg, optimizer)
+    precision = build_mixed_precision(cfg, device)
+    g_scaler = precision.grad_scaler()
+    if precision.enabled:
+        logger.info("Mixed precision: %s", precision)
+    if distributed:
+        model = distribute_module(model, device)
 
-    train_step = None
-    extra = {}
+    extra = {"grad_scaler": g_scaler}
     if cfg.MODEL.GAN.ENABLED:
         from maskrcnn_benchmark.engine.adversarial import build_adversarial_train_step
 
-        adversarial = build_adversarial_train_step(cfg, model, optimizer, device=device)
-        extra = {"discriminators": adversarial.discriminators, "d_optimizer": adversarial.d_optimizer,
-                 "d_scheduler": adversarial.d_scheduler}
-        train_step = adversarial
-
-    if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[local_rank] if device.type == "cuda" else None,
-            output_device=local_rank if device.type == "cuda" else None,
-            # FrozenBatchNorm buffers never change; broadcasting them each step is wasted traffic.
-            broadcast_buffers=False,
-        )
-        if train_step is not None:
-            # The adversarial iteration must run the detector through DDP so G's gradients are averaged.
-            train_step.model = model
+        train_step = build_adversarial_train_step(cfg, model, optimizer, device=device, precision=precision,
+                                                  g_scaler=g_scaler, distributed=distributed)
+        extra.update({"discriminators": train_step.discriminators, "d_optimizer": train_step.d_optimizer,
+                      "d_scheduler": train_step.d_scheduler, "d_grad_scaler": train_step.d_scaler})
+    else:
+        train_step = make_baseline_train_step(model, optimizer, precision, g_scaler)
 
     arguments = {"iteration": 0}
     output_dir = cfg.OUTPUT_DIR
     checkpointer = DetectronCheckpointer(cfg, model, optimizer, scheduler, output_dir,
                                          save_to_disk=get_rank() == 0, extra=extra)
+    # Every process reads the same file, so the replicas start equal (DDP also broadcasts rank 0's weights).
     extra_checkpoint_data = checkpointer.load(cfg.MODEL.WEIGHT)
-    arguments.update({k: v for k, v in extra_checkpoint_data.items() if k == "iteration"})
+    arguments.update({k: v for k, v in extra_checkpoint_data.items()
+                      if k in ("iteration", "skipped_nonfinite_steps")})
+    rng_states = extra_checkpoint_data.get("rng_states")
     if arguments["iteration"] > 0:
         logger.info("Resuming at iteration %d of %d", arguments["iteration"], cfg.SOLVER.MAX_ITER)
+        if rng_states is None:
+            logger.warning("The checkpoint holds no generator states: the resumed run will not repeat the "
+                           "random draws of an uninterrupted one")
+    elif rng_states is not None:
+        rng_states = None  # MODEL.WEIGHT from another run: start this run's own random sequence
 
     data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed,
                                    start_iter=arguments["iteration"])
@@ -87,12 +107,14 @@ def train(cfg, local_rank, distributed, device):
     test_fn = None
     if cfg.SOLVER.TEST_PERIOD > 0:
         def test_fn(iteration):
-            run_test(cfg, model, distributed, output_subdir="iter_{:07d}".format(iteration))
+            results = run_test(cfg, model, distributed, output_subdir="iter_{:07d}".format(iteration))
             synchronize()
+            return evaluation_metrics(results, cfg.DATASETS.TEST)
 
     do_train(
         model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD, arguments,
         train_step=train_step, test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, output_dir=output_dir,
+        rng_states=rng_states, skip_nonfinite_steps=cfg.SOLVER.SKIP_NONFINITE_STEPS,
     )
     return model
 

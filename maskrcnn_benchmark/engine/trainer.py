@@ -8,29 +8,91 @@ import time
 
 import torch
 
-from maskrcnn_benchmark.utils.comm import is_main_process, reduce_dict
+from maskrcnn_benchmark.engine.mixed_precision import backward_and_step
+from maskrcnn_benchmark.utils.comm import all_gather, any_process_true, get_rank, is_main_process, reduce_dict
 from maskrcnn_benchmark.utils.metric_logger import MetricLogger
+from maskrcnn_benchmark.utils.random_state import get_rng_state, set_rng_state
 
 LOG_PERIOD = 20  # iterations between log lines (the last iteration is always logged)
 
 
-def make_baseline_train_step(model, optimizer):
-    """The supervised Mask R-CNN step: forward, sum the losses, backward, optimizer step.
+class NonFiniteLossError(FloatingPointError):
+    """A loss term is NaN or infinite; raised before anything is updated with it.
 
+    Attributes: ``names`` (list[str]) the non-finite terms, ``iteration`` (int).
+    """
+
+    def __init__(self, names, iteration, values=None):
+        self.names = list(names)
+        self.iteration = iteration
+        shown = ", ".join("{}={}".format(n, values[n]) if values else n for n in self.names)
+        super().__init__("non-finite loss at iteration {}: {}".format(iteration, shown))
+
+
+def check_finite_losses(loss_dict, iteration):
+    """Raise NonFiniteLossError naming every non-finite entry of ``loss_dict`` (dict name -> Tensor).
+
+    Under torch.distributed the verdict is shared: a term non-finite on any process counts on all, so every
+    process skips (or stops at) the same step and none is left waiting in a gradient all-reduce.
+    """
+    names = sorted(loss_dict)
+    local = [not bool(torch.isfinite(loss_dict[n].detach()).all()) for n in names]
+    bad = any_process_true(local)
+    if any(bad):
+        values = {n: float(loss_dict[n].detach().float().sum()) for n, flag in zip(names, bad) if flag}
+        raise NonFiniteLossError([n for n, flag in zip(names, bad) if flag], iteration, values)
+
+
+def make_baseline_train_step(model, optimizer, precision=None, scaler=None):
+    """The supervised Mask R-CNN step: forward, check the losses, sum them, backward, optimizer step.
+
+    Arguments:
+        model: the detector (or its DistributedDataParallel wrapper, so the gradients are averaged).
+        optimizer: over the detector's parameters.
+        precision (MixedPrecision or None): autocast region of the forward pass.
+        scaler (GradScaler or None): the optimizer's loss scaler (float16).
     Returns:
         callable (images, targets, iteration) -> dict name -> 0-dim Tensor of the losses to log
-        (``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg``, ``loss_mask``...).
+        (``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg``, ``loss_mask``...);
+        raises NonFiniteLossError (before any update) when a loss is NaN or infinite.
     """
 
     def train_step(images, targets, iteration):
-        loss_dict = model(images, targets)
-        losses = sum(loss for loss in loss_dict.values())
-        optimizer.zero_grad()
-        losses.backward()
-        optimizer.step()
-        return loss_dict
+        if precision is not None:
+            with precision.autocast():
+                loss_dict = model(images, targets)
+        else:
+            loss_dict = model(images, targets)
+        loss_dict = {k: v.float() for k, v in loss_dict.items()}
+        check_finite_losses(loss_dict, iteration)
+        backward_and_step(sum(loss for loss in loss_dict.values()), optimizer, scaler)
+        return {k: v.detach() for k, v in loss_dict.items()}
 
     return train_step
+
+
+def unwrap_model(model):
+    """The module inside a DistributedDataParallel wrapper (the module itself otherwise)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def distribute_module(module, device):
+    """Wrap ``module`` in DistributedDataParallel for ``device`` (CUDA: one GPU per process; CPU: gloo).
+
+    find_unused_parameters stays False (no per-iteration graph walk): every loss of the detector and of the
+    discriminators touches all the parameters it could reach, with an exact zero when it has nothing to
+    average over (``logits.sum() * 0`` for empty RoI sets), and the adversarial-only variant adds the
+    dropped supervised losses times zero (engine/adversarial.py).
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    return torch.nn.parallel.DistributedDataParallel(
+        module,
+        device_ids=[device.index] if cuda else None,
+        output_device=device.index if cuda else None,
+        # FrozenBatchNorm buffers never change; broadcasting them each step is wasted traffic.
+        broadcast_buffers=False,
+    )
 
 
 def _max_memory_mb(device):
@@ -59,15 +121,20 @@ class _ScalarWriters:
             self.tensorboard = SummaryWriter(log_dir=os.path.join(output_dir, "tensorboard"))
 
     def write(self, record):
+        """Append ``record`` (one JSON line); TensorBoard gets train/<loss>, train/lr, train/time and
+        eval/<metric> scalars at record["iteration"]."""
         if self.json_file is not None:
             self.json_file.write(json.dumps(record) + "\n")
             self.json_file.flush()
         if self.tensorboard is not None:
             iteration = record["iteration"]
-            for name, value in record["losses"].items():
+            for name, value in record.get("losses", {}).items():
                 self.tensorboard.add_scalar("train/" + name, value, iteration)
-            self.tensorboard.add_scalar("train/lr", record["lr"], iteration)
-            self.tensorboard.add_scalar("train/time", record["time"], iteration)
+            for name in ("loss", "lr", "time", "data_time"):
+                if name in record:
+                    self.tensorboard.add_scalar("train/" + name, record[name], iteration)
+            for name, value in record.get("eval", {}).items():
+                self.tensorboard.add_scalar("eval/" + name, value, iteration)
 
     def close(self):
         if self.json_file is not None:
@@ -76,8 +143,23 @@ class _ScalarWriters:
             self.tensorboard.close()
 
 
+def gather_rng_states():
+    """Every process's generator states, in rank order (a collective: call it on all processes)."""
+    return all_gather(get_rng_state())
+
+
+def restore_rng_states(rng_states):
+    """Restore this process's entry of :func:`gather_rng_states`'s list (saved in a checkpoint)."""
+    rank = get_rank()
+    if rank >= len(rng_states):
+        raise RuntimeError("The checkpoint holds generator states of {} processes; this is rank {}. Resume with "
+                           "the same number of processes for an exact continuation".format(len(rng_states), rank))
+    set_rng_state(rng_states[rank])
+
+
 def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
-             train_step=None, test_period=0, test_fn=None, output_dir=None, log_period=LOG_PERIOD):
+             train_step=None, test_period=0, test_fn=None, output_dir=None, log_period=LOG_PERIOD,
+             rng_states=None, skip_nonfinite_steps=0):
     """Train until the data loader is exhausted (its length is the total iteration count, SOLVER.MAX_ITER).
 
     Every iteration: move the batch to ``device``, call ``train_step``, step the scheduler. Every
@@ -88,86 +170,135 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         model: the detector; put in train mode here.
         data_loader: yields (images ImageList, targets list[BoxList], image_ids); built with
             ``start_iter=arguments["iteration"]`` so a resumed run continues where it stopped.
-        optimizer, scheduler: the detector's; the scheduler is stepped once per iteration.
+        optimizer, scheduler: the detector's; the scheduler is stepped once per iteration (skipped steps
+            included, so the learning rate is a function of the iteration).
         checkpointer: Checkpointer; saves ``model_{iteration:07d}`` every ``checkpoint_period`` iterations
-            and ``model_final`` at the end, with ``arguments`` in the file.
+            and ``model_final`` at the end, with ``arguments`` and every process's generator states
+            (``rng_states``) in the file.
         device: torch.device the batch is moved to.
         checkpoint_period: iterations between checkpoints (<= 0: only model_final).
         arguments: dict saved in every checkpoint; ``arguments["iteration"]`` is the iteration to start from
-            and is kept up to date.
+            and is kept up to date; ``arguments["skipped_nonfinite_steps"]`` counts skipped steps.
         train_step: callable (images, targets, iteration) -> dict name -> 0-dim Tensor of values to log; it
-            does the forward/backward/optimizer work. Default: :func:`make_baseline_train_step`. The
-            adversarial step (engine/adversarial.py) plugs in here.
+            does the forward/backward/optimizer work and raises NonFiniteLossError before updating anything
+            with a non-finite loss. Default: :func:`make_baseline_train_step`. The adversarial step
+            (engine/adversarial.py) plugs in here.
         test_period: run ``test_fn(iteration)`` every this many iterations (SOLVER.TEST_PERIOD; 0 = never).
-        test_fn: periodic evaluation callable; the model is put back in train mode afterwards.
+        test_fn: periodic evaluation callable returning None or dict metric name -> float (written to
+            metrics.json and TensorBoard); the model is put back in train mode afterwards.
         output_dir: where metrics.json (and TensorBoard events) go; None disables them.
+        rng_states: the ``rng_states`` entry of the checkpoint being resumed (default: taken out of
+            ``arguments`` when it is there); restored after the data loader's
+            iterator exists (creating it draws from the generator), so the continuation is exact.
+        skip_nonfinite_steps: how many non-finite steps may be skipped in the whole run
+            (SOLVER.SKIP_NONFINITE_STEPS); one more stops training. 0 stops at the first.
     Returns:
         the MetricLogger; its "loss" meter is the sum of the returned entries whose name starts with "loss",
         except the discriminator's (ending in "_disc").
+    Raises:
+        FloatingPointError naming the loss term and the iteration; no checkpoint is written after it, so
+        ``last_checkpoint`` still names the last good one.
     """
     logger = logging.getLogger("maskrcnn_benchmark.trainer")
     logger.info("Start training")
     meters = MetricLogger(delimiter="  ")
     max_iter = len(data_loader)
     start_iter = arguments["iteration"]
+    arguments.setdefault("skipped_nonfinite_steps", 0)
+    # arguments.update(checkpointer.load()) brings the saved states along: use them, don't save them back
+    saved_rng_states = arguments.pop("rng_states", None)
+    if rng_states is None:
+        rng_states = saved_rng_states
     if train_step is None:
         train_step = make_baseline_train_step(model, optimizer)
     writers = _ScalarWriters(output_dir)
+
+    def save(name):
+        # every process takes part in gathering the generator states; only the checkpointer's writes to disk
+        checkpointer.save(name, rng_states=gather_rng_states(), **arguments)
+
+    def log_step(loss_dict, iteration, data_time):
+        # Reduce over processes for logging only; the gradients were already averaged by DDP.
+        loss_dict_reduced = reduce_dict({k: v.detach() for k, v in loss_dict.items()})
+        # "loss" is the detector's objective: discriminator losses (*_disc) are logged but not added in.
+        loss_names = [k for k in loss_dict_reduced if k.startswith("loss") and not k.endswith("_disc")]
+        losses_reduced = sum(loss_dict_reduced[k] for k in loss_names) if loss_names else torch.zeros(())
+        meters.update(loss=losses_reduced, **loss_dict_reduced)
+        batch_time = time.time() - end
+        meters.update(time=batch_time, data=data_time)
+        if iteration % log_period == 0 or iteration == max_iter:
+            eta_seconds = meters.time.global_avg * (max_iter - iteration)
+            eta_string = str(datetime.timedelta(seconds=int(eta_seconds)))
+            lr = optimizer.param_groups[0]["lr"]
+            logger.info(
+                meters.delimiter.join([
+                    "eta: {eta}", "iter: {iter}", "{meters}", "lr: {lr:.6f}", "max mem: {memory:.0f}",
+                ]).format(eta=eta_string, iter=iteration, meters=str(meters), lr=lr,
+                          memory=_max_memory_mb(device)))
+            writers.write({
+                "iteration": iteration,
+                "losses": {k: float(v) for k, v in loss_dict_reduced.items()},
+                "loss": float(losses_reduced),
+                "lr": lr,
+                "time": batch_time,
+                "data_time": data_time,
+                "skipped_nonfinite_steps": arguments["skipped_nonfinite_steps"],
+            })
+
+    def stop(error, iteration):
+        last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else "none written yet"
+        return FloatingPointError(
+            "{} is not finite at iteration {} ({}). Training stopped; the last good checkpoint is {}. Lower "
+            "SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS, or set SOLVER.SKIP_NONFINITE_STEPS to skip such steps "
+            "(skipped so far: {})".format(", ".join(error.names), iteration, error, last,
+                                          arguments["skipped_nonfinite_steps"]))
+
     model.train()
     start_training_time = time.time()
     end = time.time()
     iteration = start_iter
+    batches = iter(data_loader)
+    if rng_states is not None:
+        restore_rng_states(rng_states)
     try:
-        for iteration, (images, targets, _) in enumerate(data_loader, start_iter):
+        for iteration, (images, targets, _) in enumerate(batches, start_iter):
             data_time = time.time() - end
             iteration = iteration + 1
             arguments["iteration"] = iteration
 
             images = images.to(device)
             targets = [target.to(device) for target in targets]
-            loss_dict = train_step(images, targets, iteration)
+            try:
+                loss_dict = train_step(images, targets, iteration)
+            except NonFiniteLossError as error:
+                arguments["skipped_nonfinite_steps"] += 1
+                if arguments["skipped_nonfinite_steps"] > skip_nonfinite_steps:
+                    raise stop(error, iteration) from error
+                logger.warning("Skipped iteration %d: %s (%d of at most %d skipped steps)", iteration, error,
+                               arguments["skipped_nonfinite_steps"], skip_nonfinite_steps)
+                loss_dict = None  # nothing was updated: the parameters are still the last good ones
 
-            # Reduce over processes for logging only; the gradients were already averaged by DDP.
-            loss_dict_reduced = reduce_dict({k: v.detach() for k, v in loss_dict.items()})
-            # "loss" is the detector's objective: discriminator losses (*_disc) are logged but not added in.
-            loss_names = [k for k in loss_dict_reduced if k.startswith("loss") and not k.endswith("_disc")]
-            losses_reduced = sum(loss_dict_reduced[k] for k in loss_names) if loss_names else torch.zeros(())
-            for name, value in loss_dict_reduced.items():
-                if not torch.isfinite(value).all():
-                    raise FloatingPointError(
-                        "{} is {} at iteration {}; lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS".format(
-                            name, value.item(), iteration))
+            if loss_dict is not None:
+                # A step that updated before checking (a custom train_step) cannot be undone: stop before
+                # the corrupted parameters reach a checkpoint.
+                try:
+                    check_finite_losses(loss_dict, iteration)
+                except NonFiniteLossError as error:
+                    raise stop(error, iteration) from error
             scheduler.step()
-            meters.update(loss=losses_reduced, **loss_dict_reduced)
-
-            batch_time = time.time() - end
+            if loss_dict is not None:
+                log_step(loss_dict, iteration, data_time)
             end = time.time()
-            meters.update(time=batch_time, data=data_time)
 
-            if iteration % log_period == 0 or iteration == max_iter:
-                eta_seconds = meters.time.global_avg * (max_iter - iteration)
-                eta_string = str(datetime.timedelta(seconds=int(eta_seconds)))
-                lr = optimizer.param_groups[0]["lr"]
-                logger.info(
-                    meters.delimiter.join([
-                        "eta: {eta}", "iter: {iter}", "{meters}", "lr: {lr:.6f}", "max mem: {memory:.0f}",
-                    ]).format(eta=eta_string, iter=iteration, meters=str(meters), lr=lr,
-                              memory=_max_memory_mb(device)))
-                writers.write({
-                    "iteration": iteration,
-                    "losses": {k: float(v) for k, v in loss_dict_reduced.items()},
-                    "loss": float(losses_reduced),
-                    "lr": lr,
-                    "time": batch_time,
-                    "data_time": data_time,
-                })
             if checkpoint_period > 0 and iteration % checkpoint_period == 0:
-                checkpointer.save("model_{:07d}".format(iteration), **arguments)
+                save("model_{:07d}".format(iteration))
             if test_fn is not None and test_period > 0 and iteration % test_period == 0 and iteration != max_iter:
-                test_fn(iteration)
+                metrics = test_fn(iteration)
+                if metrics:
+                    writers.write({"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}})
                 model.train()
             if iteration == max_iter:
-                checkpointer.save("model_final", **arguments)
+                save("model_final")
     finally:
         writers.close()
 

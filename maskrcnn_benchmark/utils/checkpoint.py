@@ -34,6 +34,45 @@ def _atomic_write(path, write_fn):
         raise
 
 
+def _save_durably(data, path):
+    # fsync before the rename: otherwise a power cut could leave the new name pointing at unwritten blocks.
+    torch.save(data, path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_finite(data, save_file):
+    """Refuse to write NaN/inf weights: the last good checkpoint must stay the one last_checkpoint names."""
+    for entry in ("model", "discriminators"):
+        state = data.get(entry)
+        if not isinstance(state, dict):
+            continue
+        for name, value in state.items():
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                raise FloatingPointError(
+                    "Not writing checkpoint {}: {} '{}' holds NaN or inf values (training diverged); "
+                    "last_checkpoint still names the previous checkpoint".format(save_file, entry, name))
+
+
+def remove_stale_temporary_files(save_dir):
+    """Delete ``.<name>.*.tmp`` files a killed process left behind in ``save_dir``; returns their paths."""
+    removed = []
+    if not save_dir or not os.path.isdir(save_dir):
+        return removed
+    for name in os.listdir(save_dir):
+        if name.startswith(".") and name.endswith(".tmp"):
+            path = os.path.join(save_dir, name)
+            try:
+                os.remove(path)
+                removed.append(path)
+            except OSError:  # another process removed it first
+                pass
+    return removed
+
+
 def load_checkpoint_file(path):
     """``torch.load`` a checkpoint safely onto the CPU.
 
@@ -104,6 +143,8 @@ class Checkpointer:
         if not self.save_dir or not self.save_to_disk:
             return None
         os.makedirs(self.save_dir, exist_ok=True)
+        for path in remove_stale_temporary_files(self.save_dir):
+            self.logger.info("Removed %s, left by a run that was killed while saving", path)
         data = {"model": self._bare_model().state_dict()}
         if self.optimizer is not None:
             data["optimizer"] = self.optimizer.state_dict()
@@ -115,7 +156,8 @@ class Checkpointer:
 
         save_file = os.path.join(self.save_dir, "{}.pth".format(name))
         self.logger.info("Saving checkpoint to %s", save_file)
-        _atomic_write(save_file, lambda tmp: torch.save(data, tmp))
+        _check_finite(data, save_file)
+        _atomic_write(save_file, lambda tmp: _save_durably(data, tmp))
         self.tag_last_checkpoint(save_file)
         return save_file
 
@@ -142,8 +184,12 @@ class Checkpointer:
             self.scheduler.load_state_dict(checkpoint.pop("scheduler"))
         for key, obj in self.extra.items():
             if key in checkpoint:
+                state = checkpoint.pop(key)
+                if isinstance(obj, torch.amp.GradScaler) and not state:
+                    # saved by a disabled scaler (float32/bfloat16 run): an enabled one starts from its defaults
+                    continue
                 self.logger.info("Loading %s from %s", key, f)
-                obj.load_state_dict(checkpoint.pop(key))
+                obj.load_state_dict(state)
             else:
                 self.logger.warning("Checkpoint %s has no '%s' entry; it keeps its current state", f, key)
         # Whatever is left is the caller's (iteration, plus state of objects this checkpointer doesn't own).

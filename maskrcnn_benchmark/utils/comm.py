@@ -73,6 +73,25 @@ def reduce_dict(input_dict, average=True):
         return {name: value for name, value in zip(names, values)}
 
 
+def any_process_true(flags):
+    """Element-wise logical OR of a bool vector across processes, so every rank takes the same branch.
+
+    Args:
+        flags (list[bool] or Tensor[K] bool): this process's flags, same length on every process.
+    Returns:
+        list[bool] of length K, identical on every process.
+    """
+    flags = torch.as_tensor(flags, dtype=torch.bool).flatten()
+    if get_world_size() < 2:
+        return flags.tolist()
+    # gloo cannot reduce bool tensors; MAX over 0/1 integers is the OR.
+    values = flags.to(torch.int32)
+    if dist.get_backend() == "nccl":
+        values = values.cuda()
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values.bool().cpu().tolist()
+
+
 def init_distributed_from_env(local_rank=None, use_cuda=None):
     """Join the process group that torchrun (or ``torch.distributed.launch``) describes in the environment.
 
