@@ -28,7 +28,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Paper tables from evaluation output; multi-seed comparison")
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser("table", help="one dataset's table from a baseline and a GAN run")
-    table.add_argument("--dataset", required=True, choices=list(PAPER_RESULTS))
+    table.add_argument("--dataset", required=True,
+                       help="one of {} (with the paper's rows) or any name (ours only)".format(list(PAPER_RESULTS)))
     table.add_argument("--baseline", required=True, help="baseline OUTPUT_DIR, inference/<dataset>/ or its JSON")
     table.add_argument("--gan", required=True, help="GAN OUTPUT_DIR, inference/<dataset>/ or its JSON")
     table.add_argument("--paper-json", default=None,

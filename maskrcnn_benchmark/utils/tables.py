@@ -158,16 +158,18 @@ def make_table(dataset, baseline, gan, paper=None, markdown=False):
     """The paper's table for `dataset` from two runs' results (see load_results).
 
     Args:
-        dataset: key of PAPER_RESULTS ("phone", "cityscapes", "coco", "glas").
+        dataset: key of PAPER_RESULTS ("phone", "cityscapes", "coco", "glas"); any other name (e.g. "synthetic")
+            gives our rows only.
         baseline, gan: load_results() dicts of the Mask R-CNN and the GAN run.
         paper: reference entry overriding PAPER_RESULTS[dataset] (percentages; missing metrics are "n/a").
     Returns:
         the table as text or Markdown: block A (bbox) and B (segm) with AP, AP50, AP75, APs, APm, APl, and for
         Cityscapes block C with cityscapesscripts' AP and AP50 per class.
     """
-    if dataset not in PAPER_RESULTS:
-        raise ValueError("Unknown dataset '{}'; tables exist for {}".format(dataset, list(PAPER_RESULTS)))
-    paper = paper if paper is not None else PAPER_RESULTS[dataset]
+    if paper is None:
+        paper = PAPER_RESULTS.get(dataset) or {
+            "title": dataset, "note": "'{}' is not one of the paper's datasets {}: no reference rows".format(
+                dataset, list(PAPER_RESULTS))}
     title = paper.get("title", dataset)
     blocks = []
     for iou_type, block_title in IOU_TYPES:

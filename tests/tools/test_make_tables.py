@@ -157,3 +157,12 @@ def test_table_command_line(tmp_path, capsys):
                       str(tmp_path / "gan")]) == 0
     out = capsys.readouterr().out
     assert "Cellphone recycling - A. bbox" in out and "**Cellphone recycling - B. segm (AP in %)**" in out
+
+
+def test_a_dataset_outside_the_paper_has_no_reference_rows(tmp_path):
+    base = tables.load_results(write_run(str(tmp_path / "base"), 0.3, 0.25))
+    gan = tables.load_results(write_run(str(tmp_path / "gan"), 0.3, 0.25))
+    text = tables.make_table("synthetic", base, gan)
+    assert "synthetic - A. bbox" in text
+    assert _row(text, "Mask R-CNN (paper)") == ["n/a"] * 6
+    assert "not one of the paper's datasets" in text
