@@ -4,10 +4,11 @@
     python tools/plot_curves.py output/nuclei_R_18_FPN output/nuclei_R_18_FPN_gan --labels baseline GAN \\
         --output curves.png
 
-Each argument is a run's OUTPUT_DIR. Losses come from ``OUTPUT_DIR/metrics.json`` (one JSON object per logged
-iteration, written by engine/trainer.py: {"iteration", "losses": {name: value}, "loss", "lr", ...}; a resumed run
-appends, and the last record of an iteration wins). AP comes from the evaluations: the periodic ones in
-``OUTPUT_DIR/inference/<dataset>/iter_<N>/coco_results.json`` (SOLVER.TEST_PERIOD) and the final
+Each argument is a run's OUTPUT_DIR. Losses come from ``OUTPUT_DIR/metrics.json`` (JSON lines written by
+engine/trainer.py: {"iteration", "losses": {name: value}, "loss", "lr", ...} per logged iteration and
+{"iteration", "eval": {"<dataset>/<task>/<metric>": value}} per periodic evaluation; a resumed run appends, and the
+last record of an iteration wins). AP comes from those "eval" records, from the periodic evaluations' files
+``OUTPUT_DIR/inference/<dataset>/iter_<N>/coco_results.json`` (SOLVER.TEST_PERIOD) and from the final
 ``OUTPUT_DIR/inference/<dataset>/coco_results.json``, placed at the run's last logged iteration. Two runs are
 overlaid (solid and dashed lines). One PNG with four panels is written.
 """
@@ -22,20 +23,13 @@ AP_TASKS = ("bbox", "segm", "boundary")  # the AP curves drawn, when the evaluat
 D_PROB_KEYS = ("d_box_real_prob", "d_box_fake_prob")
 
 
-def read_metrics(run_dir):
-    """The run's logged iterations.
-
-    Returns:
-        dict name -> (list[int] iterations, list[float] values) for every loss in "losses", the total "loss" and
-        "lr", iterations ascending.
-    Raises:
-        FileNotFoundError naming the missing metrics.json; ValueError naming the file and line of a bad record.
-    """
+def _read_records(run_dir):
+    """metrics.json as two dicts iteration -> record: training records ("losses") and evaluation records ("eval")."""
     path = os.path.join(run_dir, "metrics.json")
     if not os.path.isfile(path):
         raise FileNotFoundError("No metrics.json in '{}': pass a run's OUTPUT_DIR (tools/train_net.py writes it "
                                 "there)".format(run_dir))
-    records = {}
+    training, evaluations = {}, {}
     with open(path) as f:
         for line_number, line in enumerate(f, 1):
             if not line.strip():
@@ -46,7 +40,24 @@ def read_metrics(run_dir):
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError("{} line {}: not a metrics record with an 'iteration' ({})".format(
                     path, line_number, e)) from e
-            records[iteration] = record  # a resumed run logs some iterations again: keep the latest
+            # A resumed run logs some iterations again: keep the latest.
+            if "eval" in record:
+                evaluations[iteration] = record["eval"]
+            else:
+                training[iteration] = record
+    return training, evaluations
+
+
+def read_metrics(run_dir):
+    """The run's logged iterations.
+
+    Returns:
+        dict name -> (list[int] iterations, list[float] values) for every loss in "losses", the total "loss" and
+        "lr", iterations ascending.
+    Raises:
+        FileNotFoundError naming the missing metrics.json; ValueError naming the file and line of a bad record.
+    """
+    records, _ = _read_records(run_dir)
     series = {}
     for iteration in sorted(records):
         record = records[iteration]
@@ -65,10 +76,16 @@ def read_ap(run_dir, last_iteration=None):
     """AP after each evaluation of the run.
 
     Returns:
-        dict "<dataset>/<task>" -> (list[int] iterations, list[float] AP) for the tasks of AP_TASKS found; the final
-        evaluation counts at ``last_iteration`` (skipped when None).
+        dict "<dataset>/<task>" -> (list[int] iterations, list[float] AP) for the tasks of AP_TASKS found
+        (metrics.json "eval" records and coco_results.json files); the final evaluation counts at
+        ``last_iteration`` (skipped when None).
     """
     curves = {}
+    for iteration, metrics in _read_records(run_dir)[1].items():
+        for name, value in metrics.items():
+            parts = name.split("/")
+            if len(parts) >= 3 and parts[-1] == "AP" and parts[-2] in AP_TASKS:
+                curves.setdefault("{}/{}".format("/".join(parts[:-2]), parts[-2]), {})[iteration] = float(value)
     for results_file in glob.glob(os.path.join(run_dir, "inference", "*", "**", "coco_results.json"),
                                   recursive=True):
         relative = os.path.relpath(results_file, os.path.join(run_dir, "inference")).split(os.sep)

@@ -27,6 +27,8 @@ def _write_run(run_dir, gan):
                                "d_box_real_prob": 0.6, "d_box_fake_prob": 0.4})
             f.write(json.dumps({"iteration": iteration, "losses": losses, "loss": 2.0, "lr": 0.01,
                                 "time": 1.0, "data_time": 0.1}) + "\n")
+            if iteration == 60:  # a periodic evaluation logged by the trainer at the same iteration
+                f.write(json.dumps({"iteration": 60, "eval": {"val/segm/AP": 0.2, "val/segm/AP50": 0.5}}) + "\n")
     for subdir, ap in (("iter_0000040", 0.1), ("", 0.3)):
         folder = os.path.join(run_dir, "inference", "val", subdir)
         os.makedirs(folder, exist_ok=True)
@@ -34,7 +36,7 @@ def _write_run(run_dir, gan):
             json.dump({"bbox": {"AP": ap}, "segm": {"AP": ap / 2}, "boundary": {"AP": ap / 4}, "max_dets": 100}, f)
 
 
-def test_metrics_keep_the_latest_record_of_a_repeated_iteration(plot_curves, tmp_path):
+def test_metrics_keep_the_latest_record_of_a_repeated_iteration_and_evaluations_apart(plot_curves, tmp_path):
     run = str(tmp_path / "run")
     _write_run(run, gan=True)
     series = plot_curves.read_metrics(run)
@@ -42,8 +44,8 @@ def test_metrics_keep_the_latest_record_of_a_repeated_iteration(plot_curves, tmp
     assert series["loss_classifier"][1] == pytest.approx([1 / 20, 1 / 40, 1 / 60, 1 / 80])
     assert series["d_box_fake_prob"][1] == pytest.approx([0.4] * 4)
     ap = plot_curves.read_ap(run, last_iteration=80)
-    assert ap["val/segm"] == ([40, 80], pytest.approx([0.05, 0.15]))
-    assert ap["val/boundary"][1] == pytest.approx([0.025, 0.075])
+    assert ap["val/segm"] == ([40, 60, 80], pytest.approx([0.05, 0.2, 0.15]))
+    assert ap["val/boundary"] == ([40, 80], pytest.approx([0.025, 0.075]))
 
 
 def test_two_runs_overlaid_in_one_png(plot_curves, tmp_path):
