@@ -6,6 +6,8 @@
 Builds the detector alone and loads ``--ckpt`` (default: the checkpoint OUTPUT_DIR/last_checkpoint names,
 else MODEL.WEIGHT). Checkpoints of adversarial training load too; their discriminator entries are ignored.
 Writes predictions.pth, bbox.json/segm.json and coco_results.json under OUTPUT_DIR/inference/<dataset>/.
+With MODEL.MASK_ON, Boundary AP (task "boundary", scored on segm.json) is reported next to mask AP unless
+TEST.BOUNDARY_AP is False.
 """
 import argparse
 import logging
