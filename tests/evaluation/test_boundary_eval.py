@@ -160,3 +160,19 @@ def test_evaluation_reports_boundary_next_to_segm_in_coco_results_json(tmp_path)
     assert written["boundary"]["AP"] == pytest.approx(0.7)
     assert results.results["boundary"]["AP"] == pytest.approx(0.7)
     assert not (tmp_path / "boundary.json").exists()  # scored from segm.json's results, not a second copy
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_run_test_reports_boundary_ap_when_enabled(tiny_cfg, enabled):
+    from maskrcnn_benchmark.engine.inference import run_test
+    from maskrcnn_benchmark.modeling.detector import build_detection_model
+
+    tiny_cfg.merge_from_list(["TEST.BOUNDARY_AP", enabled])
+    torch.manual_seed(0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        (result,) = run_test(tiny_cfg, build_detection_model(tiny_cfg), distributed=False)
+    with open("{}/inference/synthetic_fixture/coco_results.json".format(tiny_cfg.OUTPUT_DIR)) as f:
+        written = json.load(f)
+    assert ("boundary" in written) == enabled
+    assert ("boundary" in result[0].results) == enabled
+    assert "segm" in written
