@@ -249,9 +249,10 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else "none written yet"
         return FloatingPointError(
             "{} is not finite at iteration {} ({}). Training stopped; the last good checkpoint is {}. Lower "
-            "SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS, or set SOLVER.SKIP_NONFINITE_STEPS to skip such steps "
-            "(skipped so far: {})".format(", ".join(error.names), iteration, error, last,
-                                          arguments["skipped_nonfinite_steps"]))
+            "SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS, or raise SOLVER.SKIP_NONFINITE_STEPS (now {}, {} "
+            "step(s) skipped before) to skip such steps".format(
+                ", ".join(error.names), iteration, error, last, skip_nonfinite_steps,
+                arguments["skipped_nonfinite_steps"]))
 
     model.train()
     start_training_time = time.time()
@@ -271,9 +272,9 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             try:
                 loss_dict = train_step(images, targets, iteration)
             except NonFiniteLossError as error:
-                arguments["skipped_nonfinite_steps"] += 1
-                if arguments["skipped_nonfinite_steps"] > skip_nonfinite_steps:
+                if arguments["skipped_nonfinite_steps"] >= skip_nonfinite_steps:
                     raise stop(error, iteration) from error
+                arguments["skipped_nonfinite_steps"] += 1
                 logger.warning("Skipped iteration %d: %s (%d of at most %d skipped steps)", iteration, error,
                                arguments["skipped_nonfinite_steps"], skip_nonfinite_steps)
                 loss_dict = None  # nothing was updated: the parameters are still the last good ones
