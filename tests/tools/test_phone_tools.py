@@ -112,3 +112,12 @@ def test_split_cli(tmp_path):
     with open(tmp_path / "out" / "val.json") as f:
         val = json.load(f)
     assert {im["model"] for im in val["images"]} == {"a", "b"}
+
+
+def test_augmentation_missing_image_named_and_nothing_written(tmp_path):
+    ann_file = _tiny_coco(str(tmp_path / "src"))
+    os.remove(str(tmp_path / "src" / "images" / "phone_2.png"))
+    with pytest.raises(FileNotFoundError, match="phone_2.png"):
+        augment_coco_dataset(ann_file, str(tmp_path / "src" / "images"), str(tmp_path / "aug"), num_images=6)
+    assert not (tmp_path / "aug").exists()
+    assert [n for n in os.listdir(str(tmp_path)) if n.startswith(".aug")] == []
