@@ -98,17 +98,19 @@ def test_augmentation_writes_n_changed_images_with_identical_annotations(tmp_pat
         augment_coco_dataset(ann_file, str(tmp_path / "src" / "images"), out, num_images=10)
 
 
-def test_split_cli(tmp_path):
-    import subprocess
-    import sys
+def test_split_cli(tmp_path, capsys):
+    from maskrcnn_benchmark.utils.imports import import_file
 
+    tool = import_file("split_dataset_under_test", os.path.join(REPO, "tools", "phone", "split_dataset.py"))
     images = _images({"a": 5, "b": 6})
     path = str(tmp_path / "all.json")
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": [], "categories": []}, f)
-    result = subprocess.run([sys.executable, os.path.join(REPO, "tools/phone/split_dataset.py"), path,
-                             str(tmp_path / "out"), "--group-field", "model"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    assert tool.main([path, str(tmp_path / "out"), "--group-field", "model"]) == 0
+    assert "val: 2 images covering 2 groups" in capsys.readouterr().out
+    assert tool.main([path, str(tmp_path / "bad"), "--group-regex", r"^zzz_(\d+)"]) == 1
+    assert "does not match the grouping regex" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     with open(tmp_path / "out" / "val.json") as f:
         val = json.load(f)
     assert {im["model"] for im in val["images"]} == {"a", "b"}
