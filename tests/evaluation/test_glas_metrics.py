@@ -190,3 +190,11 @@ def test_object_hausdorff_matches_brute_force_on_random_scenes():
             maps.append(m)
         gt, seg = maps
         assert glas_metrics([gt], [seg])["ObjHausdorff"] == pytest.approx(_brute_force_object_hausdorff(gt, seg))
+
+
+def test_nothing_segmented_uses_the_documented_conventions():
+    gt = _two_squares()
+    m = glas_metrics([gt], [np.zeros_like(gt)])
+    assert (m["F1"], m["ObjDice"]) == (0.0, 0.0)
+    # each ground-truth gland gets the image diagonal; the empty segmented side contributes 0
+    assert m["ObjHausdorff"] == pytest.approx(0.5 * np.hypot(10, 30))
