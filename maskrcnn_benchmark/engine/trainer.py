@@ -1,5 +1,6 @@
 """The training loop: one plain function, with the per-iteration optimisation step pluggable."""
 import datetime
+import inspect
 import json
 import logging
 import os
@@ -86,12 +87,17 @@ def distribute_module(module, device):
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
+    # Buffers are made equal once, at wrapping, and not re-broadcast before every forward: FrozenBatchNorm
+    # buffers never change, and BatchNorm running statistics stay per process (rank 0's are saved).
+    # Current PyTorch names that forward_sync_buffers=False (broadcast_buffers is deprecated there).
+    parameters = inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+    buffer_option = {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters \
+        else {"broadcast_buffers": False}
     return torch.nn.parallel.DistributedDataParallel(
         module,
         device_ids=[device.index] if cuda else None,
         output_device=device.index if cuda else None,
-        # FrozenBatchNorm buffers never change; broadcasting them each step is wasted traffic.
-        broadcast_buffers=False,
+        **buffer_option
     )
 
 
