@@ -1,7 +1,21 @@
 """Shared fixtures: a small synthetic COCO dataset and a tiny R-18-FPN config that trains on it in seconds."""
+import logging
 import os
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _package_logger_propagates():
+    """Tests that run the tools in-process call setup_logger, which stops the package logger from propagating
+    (right for a tool's own process); put it back so later tests' caplog sees the package's warnings."""
+    yield
+    logger = logging.getLogger("maskrcnn_benchmark")
+    logger.propagate = True
+    for handler in list(logger.handlers):
+        if getattr(handler, "_maskrcnn_benchmark", False):
+            logger.removeHandler(handler)
+            handler.close()
 
 
 @pytest.fixture(scope="session")
