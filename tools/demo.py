@@ -94,9 +94,9 @@ class GroundTruth:
         """The JSON's image entry for ``image_path`` (matched by file name), or None."""
         return self.by_basename.get(os.path.basename(image_path))
 
-    def boxlist(self, image_info):
-        """BoxList (xyxy, original size) of the image's non-crowd annotations with "labels" and "mask"
-        (uint8 Tensor[N, 1, H, W])."""
+    def boxlist(self, image_info, scale=1.0):
+        """BoxList (xyxy, original size times ``scale``) of the image's non-crowd annotations with "labels" and
+        "mask" (uint8 Tensor[N, 1, H, W] of that size)."""
         from maskrcnn_benchmark.structures.bounding_box import BoxList
 
         width, height = int(image_info["width"]), int(image_info["height"])
@@ -109,7 +109,7 @@ class GroundTruth:
         if anns and all("segmentation" in a for a in anns):
             masks = np.stack([self.coco.annToMask(a) for a in anns])
             target.add_field("mask", torch.from_numpy(masks)[:, None])
-        return target
+        return target if scale == 1 else scale_target(target, scale)
 
 
 def draw_ground_truth(drawer, image, target):
@@ -117,11 +117,28 @@ def draw_ground_truth(drawer, image, target):
     return drawer.draw(image, target)
 
 
-def _scaled(image, scale):
+def _scaled_size(width, height, scale):
+    return int(round(width * scale)), int(round(height * scale))
+
+
+def scale_image(image, scale):
+    """BGR image resized by ``scale`` (bilinear); drawing then happens at the output resolution, so lines and
+    text stay sharp."""
     if scale == 1:
         return image
-    return cv2.resize(image, (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale))),
-                      interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(image, _scaled_size(image.shape[1], image.shape[0], scale), interpolation=cv2.INTER_LINEAR)
+
+
+def scale_target(target, scale):
+    """A BoxList with a pasted "mask" field (Tensor[N, 1, H, W]) resized by ``scale`` (masks: nearest)."""
+    size = _scaled_size(target.size[0], target.size[1], scale)
+    scaled = target.resize(size)
+    if target.has_field("mask"):
+        masks = target.get_field("mask")
+        resized = [cv2.resize(m[0].numpy(), size, interpolation=cv2.INTER_NEAREST) for m in masks]
+        scaled.add_field("mask", torch.from_numpy(np.stack(resized))[:, None] if resized else
+                         torch.zeros(0, 1, size[1], size[0], dtype=masks.dtype))
+    return scaled
 
 
 def _load_cfg(config_file, opts):
@@ -155,9 +172,9 @@ def run_show_gt(args):
         if image.shape[:2] != (int(info["height"]), int(info["width"])):
             raise ValueError("'{}' is {}x{} (w x h) but '{}' says {}x{}: the JSON does not describe this image".format(
                 path, image.shape[1], image.shape[0], ann_file, info["width"], info["height"]))
-        overlay = draw_ground_truth(drawer, image, gt.boxlist(info))
+        overlay = draw_ground_truth(drawer, scale_image(image, args.scale), gt.boxlist(info, args.scale))
         out = os.path.join(args.output_dir, os.path.splitext(os.path.basename(info["file_name"]))[0] + ".png")
-        cv2.imwrite(out, titled(_scaled(overlay, args.scale), "ground truth ({} objects)".format(
+        cv2.imwrite(out, titled(overlay, "ground truth ({} objects)".format(
             len(gt.coco.getAnnIds(imgIds=info["id"])))))
         written.append(out)
     return written
@@ -179,16 +196,18 @@ def run_models(args):
     os.makedirs(args.output_dir, exist_ok=True)
     written = []
     for path in list_images(args.input):
-        image = read_image(path)
+        # The models resize their input to their test size anyway: predicting on the scaled image lets the
+        # overlays be drawn at the output resolution.
+        image = scale_image(read_image(path), args.scale)
         panels = []
         for demo in demos:
             predictions = demo.select_top_predictions(demo.compute_prediction(image))
-            panels.append(_scaled(demo.draw(image, predictions), args.scale))
+            panels.append(demo.draw(image, predictions))
         panel_titles = titles[: len(demos)]
         if gt is not None:
             info = gt.image_info(path)
             if info is not None:
-                panels.append(_scaled(draw_ground_truth(demos[0], image, gt.boxlist(info)), args.scale))
+                panels.append(draw_ground_truth(demos[0], image, gt.boxlist(info, args.scale)))
                 panel_titles = panel_titles + ["ground truth"]
         out = os.path.join(args.output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
         result = side_by_side(panels, panel_titles) if len(panels) > 1 else panels[0]
