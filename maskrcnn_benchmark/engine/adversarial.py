@@ -183,8 +183,10 @@ def adversarial_iteration(model, discriminators, g_optimizer, d_optimizer, image
         check_finite_losses(g_terms, iteration)
         objective = sum(g_terms.values())
         if adv_only:
-            # zero times the dropped losses: the parameters only they reach get a zero gradient instead of
-            # none, so DDP (find_unused_parameters=False) sees every detector parameter used
+            # zero times the dropped losses: the parameters only they reach (the box regression when D_b pools
+            # with ROIAlign) get a zero gradient instead of none, so DDP without find_unused_parameters sees
+            # every detector parameter used (older PyTorch fails at the next forward otherwise). Side effect:
+            # weight decay and momentum still act on them, in one process and in many alike.
             objective = objective + sum(0.0 * v for k, v in detection_losses.items() if k not in g_terms)
         backward_and_step(objective, g_optimizer, g_scaler)
 

@@ -57,7 +57,9 @@ def _run(rank, world_size, port, config_file, out_dir, opts):
 
     train_net.do_train = recording_do_train
     try:
-        train_net.main(["--config-file", config_file, "OUTPUT_DIR", out_dir] + list(opts))
+        flags = [o for o in opts if o.startswith("--")]
+        train_net.main(["--config-file", config_file] + flags + ["OUTPUT_DIR", out_dir]
+                       + [o for o in opts if not o.startswith("--")])
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -119,3 +121,47 @@ def test_two_gloo_processes_stay_in_sync_and_match_one_process(tiny_cfg, tmp_pat
     Checkpointer(model).load(os.path.join(ddp_dir, "model_final.pth"), use_latest=False)
     run_test(cfg, model, distributed=False)
     assert _ap(cfg.OUTPUT_DIR) == _ap(ddp_dir)
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_adversarial_only_with_roialign_box_discriminator_runs_under_ddp(tiny_cfg, tmp_path):
+    # ADV_ONLY drops loss_box_reg, and an ROIAlign box D carries no gradient to the box regression: only the
+    # zero-weighted dropped losses reach it. Both replicas must stay equal and training must go on (older
+    # PyTorch's DDP without find_unused_parameters fails at the next forward when a parameter gets no gradient).
+    config_file = str(tmp_path / "tiny.yaml")
+    with open(config_file, "w") as f:
+        f.write(tiny_cfg.dump())
+    out_dir = str(tmp_path / "ddp")
+    os.makedirs(out_dir)
+    opts = OPTS + ["SOLVER.MAX_ITER", "2", "MODEL.GAN.START_ITER", "1", "MODEL.GAN.ADV_ONLY", "True",
+                   "MODEL.GAN.BOX_DISC.POOLER_TYPE", "ROIAlign", "--skip-test"]
+    mp.spawn(_run, args=(2, _free_port(), config_file, out_dir, opts), nprocs=2, join=True)
+    rank0 = torch.load(os.path.join(out_dir, "rank0.pth"), weights_only=True)
+    rank1 = torch.load(os.path.join(out_dir, "rank1.pth"), weights_only=True)
+    name = "roi_heads.box.predictor.bbox_pred.weight"
+    assert torch.equal(rank0["model"][name], rank1["model"][name])
+    assert torch.load(os.path.join(out_dir, "model_final.pth"), weights_only=True)["iteration"] == 2
+
+
+def test_adversarial_only_gives_every_detector_parameter_a_gradient(tiny_cfg):
+    from maskrcnn_benchmark.data import make_data_loader
+    from maskrcnn_benchmark.engine.adversarial import adversarial_iteration
+    from maskrcnn_benchmark.modeling.detector import build_detection_model
+    from maskrcnn_benchmark.modeling.discriminators import build_discriminators
+
+    cfg = tiny_cfg
+    cfg.merge_from_list(["MODEL.GAN.ENABLED", True, "MODEL.GAN.ADV_ONLY", True,
+                         "MODEL.GAN.BOX_DISC.POOLER_TYPE", "ROIAlign", "MODEL.GAN.BOX_DISC.CHANNELS", 8,
+                         "MODEL.GAN.MASK_DISC.CHANNELS", 8, "MODEL.GAN.BOX_DISC.NUM_CONVS", 3,
+                         "MODEL.GAN.MASK_DISC.NUM_CONVS", 3])
+    model = build_detection_model(cfg).train()
+    discriminators = build_discriminators(cfg, model.backbone.out_channels)
+    images, targets, _ = next(iter(make_data_loader(cfg, is_train=True)))
+    g_optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    d_optimizer = torch.optim.SGD(discriminators.parameters(), lr=0.0)
+    adversarial_iteration(model, discriminators, g_optimizer, d_optimizer, images, list(targets), 0.025, 0.5,
+                          adv_only=True)
+    # a zero gradient, not none: DDP sees the box regression used although no weighted term reaches it
+    bbox_pred = model.roi_heads.box.predictor.bbox_pred.weight
+    assert bbox_pred.grad is not None and bbox_pred.grad.abs().sum() == 0
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
