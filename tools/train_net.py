@@ -3,8 +3,15 @@
 
     python tools/train_net.py --config-file configs/demo/nuclei_R_18_FPN.yaml [KEY VALUE ...]
     torchrun --nproc_per_node=2 tools/train_net.py --config-file ... (gloo on CPU, nccl on GPUs)
+    python -m torch.distributed.launch --nproc_per_node=2 tools/train_net.py ... (passes --local_rank)
 
-Resumes automatically from OUTPUT_DIR/last_checkpoint when it exists; otherwise starts from MODEL.WEIGHT.
+SOLVER.IMS_PER_BATCH and TEST.IMS_PER_BATCH are global batch sizes, split evenly over the processes.
+DTYPE bfloat16 (CPU or CUDA) or float16 (CUDA, with loss scaling) trains under torch.autocast.
+
+Resumes automatically from OUTPUT_DIR/last_checkpoint when it exists (on the CPU with the same seed and
+process count and DATALOADER.NUM_WORKERS 0, a run killed at any moment and resumed ends bit-identical to an
+uninterrupted one);
+otherwise starts from MODEL.WEIGHT.
 With MODEL.GAN.ENABLED the iteration is the adversarial one of engine/adversarial.py and the discriminators,
 their optimizer and scheduler are saved in the same checkpoints.
 """

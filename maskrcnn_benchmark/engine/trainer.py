@@ -155,11 +155,17 @@ def gather_rng_states():
 
 
 def restore_rng_states(rng_states):
-    """Restore this process's entry of :func:`gather_rng_states`'s list (saved in a checkpoint)."""
+    """Restore this process's entry of :func:`gather_rng_states`'s list (saved in a checkpoint).
+
+    A process without an entry (resumed with more processes than saved) keeps its freshly seeded generators;
+    the run goes on, but it no longer repeats an uninterrupted one exactly.
+    """
     rank = get_rank()
     if rank >= len(rng_states):
-        raise RuntimeError("The checkpoint holds generator states of {} processes; this is rank {}. Resume with "
-                           "the same number of processes for an exact continuation".format(len(rng_states), rank))
+        logging.getLogger("maskrcnn_benchmark.trainer").warning(
+            "The checkpoint holds generator states of %d processes; rank %d keeps its seeded generators (resume "
+            "with the same number of processes for an exact continuation)", len(rng_states), rank)
+        return
     set_rng_state(rng_states[rank])
 
 
