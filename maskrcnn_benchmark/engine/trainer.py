@@ -40,7 +40,8 @@ def check_finite_losses(loss_dict, iteration):
     local = [not bool(torch.isfinite(loss_dict[n].detach()).all()) for n in names]
     bad = any_process_true(local)
     if any(bad):
-        values = {n: float(loss_dict[n].detach().float().sum()) for n, flag in zip(names, bad) if flag}
+        values = {n: (float(loss_dict[n].detach().float().sum()) if here else "finite here, not on another process")
+                  for n, flag, here in zip(names, bad, local) if flag}
         raise NonFiniteLossError([n for n, flag in zip(names, bad) if flag], iteration, values)
 
 

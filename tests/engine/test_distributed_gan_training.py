@@ -165,3 +165,42 @@ def test_adversarial_only_gives_every_detector_parameter_a_gradient(tiny_cfg):
     bbox_pred = model.roi_heads.box.predictor.bbox_pred.weight
     assert bbox_pred.grad is not None and bbox_pred.grad.abs().sum() == 0
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def _run_with_nan_on_rank1(rank, port, config_file, out_dir):
+    from maskrcnn_benchmark.modeling.detector.generalized_rcnn import GeneralizedRCNN
+
+    real_forward = GeneralizedRCNN.forward
+    calls = []
+
+    def forward(self, images, targets=None, return_adv_inputs=False):
+        output = real_forward(self, images, targets, return_adv_inputs=return_adv_inputs)
+        if self.training:
+            calls.append(1)
+            if len(calls) == 2 and rank == 1:
+                losses = output[0] if return_adv_inputs else output
+                losses["loss_mask"] = losses["loss_mask"] * float("nan")
+        return output
+
+    GeneralizedRCNN.forward = forward
+    _run(rank, 2, port, config_file, out_dir, OPTS + ["--skip-test", "SOLVER.SKIP_NONFINITE_STEPS", "1",
+                                                      "MODEL.GAN.START_ITER", "1"])
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
+def test_nan_on_one_process_is_skipped_by_all(tiny_cfg, tmp_path):
+    # Only rank 1 sees the NaN; had it skipped alone, rank 0 would wait forever in the gradient all-reduce.
+    config_file = str(tmp_path / "tiny.yaml")
+    with open(config_file, "w") as f:
+        f.write(tiny_cfg.dump())
+    out_dir = str(tmp_path / "ddp")
+    os.makedirs(out_dir)
+    mp.spawn(_run_with_nan_on_rank1, args=(_free_port(), config_file, out_dir), nprocs=2, join=True)
+    final = torch.load(os.path.join(out_dir, "model_final.pth"), weights_only=True)
+    assert final["iteration"] == 3 and final["skipped_nonfinite_steps"] == 1
+    with open(os.path.join(out_dir, "log.txt")) as f:
+        assert "Skipped iteration 2: non-finite loss at iteration 2: loss_mask=finite here, not on another" in f.read()
+    rank0 = torch.load(os.path.join(out_dir, "rank0.pth"), weights_only=True)
+    rank1 = torch.load(os.path.join(out_dir, "rank1.pth"), weights_only=True)
+    for name, value in rank0["model"].items():
+        assert torch.equal(value, rank1["model"][name]), name
