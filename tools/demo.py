@@ -162,7 +162,7 @@ def run_show_gt(args):
     gt = GroundTruth(ann_file, image_dir)
     from maskrcnn_benchmark.engine.predictor import DetectionVisualizer, category_names_from_coco_json
 
-    drawer = DetectionVisualizer(category_names_from_coco_json(ann_file))
+    drawer = DetectionVisualizer(category_names_from_coco_json(ann_file), show_text=not args.no_text)
     images = gt.coco.dataset["images"][: args.limit] if args.limit else gt.coco.dataset["images"]
     os.makedirs(args.output_dir, exist_ok=True)
     written = []
@@ -191,6 +191,8 @@ def run_models(args):
         cfg_2 = _load_cfg(args.config_file_2 or args.config_file, args.opts)
         demos.append(COCODemo(cfg_2, confidence_threshold=args.confidence_threshold,
                               min_image_size=args.min_image_size, weight=args.ckpt_2, ann_file=args.ann_file))
+    for demo in demos:
+        demo.show_text = not args.no_text
     titles = list(args.titles) if args.titles else (["Mask R-CNN", "with GAN"][: len(demos)])
     gt = GroundTruth(args.ann_file) if args.ann_file and len(demos) == 2 else None
     os.makedirs(args.output_dir, exist_ok=True)
@@ -233,6 +235,7 @@ def parse_args(argv=None):
     parser.add_argument("--min-image-size", type=int, default=None,
                         help="shorter side the model sees (default INPUT.MIN_SIZE_TEST)")
     parser.add_argument("--scale", type=float, default=1.0, help="output size relative to the input image")
+    parser.add_argument("--no-text", action="store_true", help="draw masks and boxes only (no names, scores)")
     parser.add_argument("--show-gt", action="store_true", help="draw a dataset's ground truth instead")
     parser.add_argument("--image-dir", default=None, help="with --show-gt: folder of the --ann-file's images")
     parser.add_argument("--dataset", default=None, help="with --show-gt: a dataset name of the catalog")

@@ -62,10 +62,12 @@ class DetectionVisualizer:
         categories (list[str]): names indexed by label (index 0 is the background).
         color_by_label (bool): one colour per class (maskrcnn-benchmark) instead of one per instance.
         masks_per_dim (int): the heat-map montage is masks_per_dim x masks_per_dim masks.
+        show_text (bool): write class names and scores (off: less clutter in crowded images).
     """
 
-    def __init__(self, categories, color_by_label=False, masks_per_dim=2):
+    def __init__(self, categories, color_by_label=False, masks_per_dim=2, show_text=True):
         self.CATEGORIES = list(categories)
+        self.show_text = show_text
         self.color_by_label = color_by_label
         self.masks_per_dim = masks_per_dim
         # maskrcnn-benchmark's per-class colour recipe: label times large odd numbers, mod 255.
@@ -80,7 +82,7 @@ class DetectionVisualizer:
         result = self.overlay_boxes(result, predictions)
         if predictions.has_field("keypoints"):
             result = self.overlay_keypoints(result, predictions)
-        return self.overlay_class_names(result, predictions)
+        return self.overlay_class_names(result, predictions) if self.show_text else result
 
     def compute_colors_for_labels(self, labels):
         """Tensor[N] labels -> Tensor[N, 3] uint8 colours, one per class."""

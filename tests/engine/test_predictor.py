@@ -59,6 +59,9 @@ def test_run_on_opencv_image_draws_on_an_image_of_the_same_size(tiny_cfg, checkp
     assert overlay.shape == image.shape and overlay.dtype == np.uint8
     assert (overlay != image).any(axis=2).mean() > 0.01  # masks and boxes were drawn
     assert demo.CATEGORIES[1] == "class 1"  # no annotation file: generic names
+    demo.show_text = False
+    without_text = demo.run_on_opencv_image(image)
+    assert (without_text != overlay).any() and (without_text != image).any()  # text gone, masks still drawn
 
     heatmap_demo = COCODemo(tiny_cfg, confidence_threshold=0.0, min_image_size=128, weight=checkpoint[0],
                             show_mask_heatmaps=True, masks_per_dim=3)
