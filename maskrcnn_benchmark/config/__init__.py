@@ -20,6 +20,9 @@ from .defaults import _C
 
 __all__ = ["cfg", "CheckedCfgNode", "UnknownConfigKeyError", "load_config"]
 
+# A YAML file may name a base file to merge first (detectron2's convention).
+_BASE_KEY = "_BASE_"
+
 # Old key -> current key; the old key stays in the defaults (so old files load) and its value is forwarded.
 _LEGACY_ALIASES = {"MODEL.BACKBONE.OUT_CHANNELS": "MODEL.RESNETS.BACKBONE_OUT_CHANNELS"}
 
@@ -108,12 +111,26 @@ def _set(node, full_key, value):
 class CheckedCfgNode(CfgNode):
     """yacs CfgNode whose merges name unknown keys, their source and the closest known key."""
 
-    def merge_from_file(self, cfg_filename):
-        """Merge a YAML file; unknown keys raise UnknownConfigKeyError naming the key and the file."""
+    def merge_from_file(self, cfg_filename, _seen=()):
+        """Merge a YAML file; unknown keys raise UnknownConfigKeyError naming the key and the file.
+
+        A file may start with `_BASE_: other.yaml` (a path relative to the file): the base is merged first and
+        the file's own keys override it, so a variant (e.g. the GAN twin of a config) states only what differs.
+        """
         if not os.path.isfile(cfg_filename):
             raise FileNotFoundError("Config file not found: '{}'".format(cfg_filename))
         with open(cfg_filename, "r") as f:
             loaded = self.load_cfg(f)
+        base = loaded.pop(_BASE_KEY, None)
+        if base is not None:
+            base_path = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(cfg_filename)), base))
+            if base_path in _seen:
+                raise ValueError("Config file '{}' includes itself through {}: {}".format(
+                    cfg_filename, _BASE_KEY, " -> ".join(_seen + (base_path,))))
+            if not os.path.isfile(base_path):
+                raise FileNotFoundError("{} '{}' of config file '{}' not found (looked for '{}')".format(
+                    _BASE_KEY, base, cfg_filename, base_path))
+            self.merge_from_file(base_path, _seen + (os.path.abspath(cfg_filename),))
         self._merge_checked(loaded, "config file '{}'".format(cfg_filename))
 
     def merge_from_other_cfg(self, cfg_other):
