@@ -112,9 +112,9 @@ _C.MODEL.RPN.POST_NMS_TOP_N_TRAIN = 2000  # proposals kept after NMS at training
 _C.MODEL.RPN.POST_NMS_TOP_N_TEST = 1000  # proposals kept after NMS at test (per level with FPN)
 _C.MODEL.RPN.NMS_THRESH = 0.7  # IoU above which NMS suppresses a lower-scored proposal
 _C.MODEL.RPN.MIN_SIZE = 0  # proposals with a side smaller than this are dropped, px
-_C.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 2000  # proposals kept after merging all FPN levels, training
+_C.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 2000  # proposals kept after merging all FPN levels, training (per image unless FPN_POST_NMS_PER_BATCH)
 _C.MODEL.RPN.FPN_POST_NMS_TOP_N_TEST = 2000  # proposals kept after merging all FPN levels, per image, test
-_C.MODEL.RPN.FPN_POST_NMS_PER_BATCH = True  # True: FPN_POST_NMS_TOP_N_TRAIN is per batch (Detectron); False: per image
+_C.MODEL.RPN.FPN_POST_NMS_PER_BATCH = False  # False: FPN_POST_NMS_TOP_N_TRAIN is per image (as at test time); True: per batch (old Detectron)
 _C.MODEL.RPN.RPN_HEAD = "SingleConvRPNHead"  # RPN head name in modeling.registry.RPN_HEADS
 
 # ---------------------------------------------------------------------------- #
