@@ -25,7 +25,12 @@ from maskrcnn_benchmark.config import load_config
 from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.engine.mixed_precision import build_mixed_precision
-from maskrcnn_benchmark.engine.trainer import distribute_module, do_train, make_baseline_train_step
+from maskrcnn_benchmark.engine.trainer import (
+    distribute_module,
+    do_train,
+    make_baseline_train_step,
+    write_evaluation_metrics,
+)
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
@@ -170,7 +175,8 @@ def main(argv=None):
     model = train(cfg, local_rank, distributed, device)
 
     if not args.skip_test:
-        run_test(cfg, model, distributed)
+        results = run_test(cfg, model, distributed)
+        write_evaluation_metrics(output_dir, cfg.SOLVER.MAX_ITER, evaluation_metrics(results, cfg.DATASETS.TEST))
     return model
 
 

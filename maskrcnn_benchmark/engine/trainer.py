@@ -150,6 +150,22 @@ class _ScalarWriters:
             self.tensorboard.close()
 
 
+def write_evaluation_metrics(output_dir, iteration, metrics):
+    """Append ``{"iteration", "eval": metrics}`` to output_dir/metrics.json and eval/<name> TensorBoard scalars
+    (main process only), e.g. for the evaluation that follows training.
+
+    Arguments:
+        output_dir (str), iteration (int), metrics (dict name -> float).
+    """
+    if not metrics:
+        return
+    writers = _ScalarWriters(output_dir)
+    try:
+        writers.write({"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}})
+    finally:
+        writers.close()
+
+
 def gather_rng_states():
     """Every process's generator states, in rank order (a collective: call it on all processes)."""
     return all_gather(get_rng_state())

@@ -138,7 +138,11 @@ class Checkpointer:
 
         The file is written under a temporary name and renamed when complete; only then is
         ``last_checkpoint`` (itself written atomically) pointed at it, so a crash at any moment leaves a
-        loadable previous checkpoint that ``last_checkpoint`` names.
+        loadable previous checkpoint that ``last_checkpoint`` names. Stale temporary files of a killed run are
+        removed first.
+
+        Raises:
+            FloatingPointError: the model or the discriminators hold NaN/inf (nothing is written).
         """
         if not self.save_dir or not self.save_to_disk:
             return None

@@ -121,6 +121,11 @@ def test_two_gloo_processes_stay_in_sync_and_match_one_process(tiny_cfg, tmp_pat
     Checkpointer(model).load(os.path.join(ddp_dir, "model_final.pth"), use_latest=False)
     run_test(cfg, model, distributed=False)
     assert _ap(cfg.OUTPUT_DIR) == _ap(ddp_dir)
+    # the evaluation after training is in metrics.json too, once (rank 0 writes)
+    with open(os.path.join(ddp_dir, "metrics.json")) as f:
+        evals = [json.loads(line) for line in f if '"eval"' in line]
+    assert [e["iteration"] for e in evals] == [3]
+    assert evals[0]["eval"]["synthetic_fixture/bbox/AP"] == _ap(ddp_dir)[0]
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
