@@ -5,31 +5,24 @@ as well when torch is a CUDA build and a CUDA toolkit (nvcc) is found, or when F
 FORCE_CUDA=0 builds the CPU kernels only.
 """
 import glob
+import importlib.util
 import os
-import shutil
-import sys
 
 from setuptools import find_packages, setup
 
 
-def _cuda_home():
-    """The toolkit root: the folder whose bin holds nvcc and whose lib64 holds cudart, or None.
+def _load_cuda_toolkit_helpers():
+    """maskrcnn_benchmark/utils/cuda_toolkit.py, loaded by path: the package is not importable before it is built."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "maskrcnn_benchmark", "utils", "cuda_toolkit.py")
+    spec = importlib.util.spec_from_file_location("_maskrcnn_benchmark_cuda_toolkit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    An nvcc found on PATH may be a wrapper script (e.g. /usr/local/bin/nvcc), whose parent folder is not the
-    toolkit root, so candidates are checked for cudart rather than derived from PATH alone.
-    """
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
-    for candidate in candidates:
-        if (
-            candidate
-            and os.path.isfile(os.path.join(candidate, "bin", "nvcc"))
-            and glob.glob(os.path.join(candidate, "lib64", "libcudart.so*"))
-        ):
-            return candidate
-    return None
+
+_toolkit = _load_cuda_toolkit_helpers()
+_cuda_home = _toolkit.cuda_home
+_nvidia_wheel_includes = _toolkit.nvidia_wheel_includes
 
 
 # torch.utils.cpp_extension fixes its CUDA_HOME when first imported: name the real root before that.
@@ -49,19 +42,6 @@ def _want_cuda():
     if forced is not None:
         return forced == "1"
     return torch.version.cuda is not None and _cuda_home() is not None
-
-
-def _nvidia_wheel_includes():
-    """Headers (cusparse, cublas, ...) that ATen/cuda/CUDAContext.h needs, shipped by torch's nvidia wheels."""
-    try:
-        import nvidia  # noqa: F401 -- namespace package installed with CUDA builds of torch
-    except ImportError:
-        return []
-    found = []
-    for root in nvidia.__path__:
-        found += sorted(glob.glob(os.path.join(root, "cu*", "include")))
-        found += sorted(glob.glob(os.path.join(root, "*", "include")))
-    return [path for path in dict.fromkeys(found) if os.path.isdir(path)]
 
 
 def get_extensions():
