@@ -132,9 +132,11 @@ def plot_runs(run_dirs, labels, output, smooth=1):
     plotted = {title: [] for title in panels}
     colors = {}
 
+    palette = plt.get_cmap("tab20").colors  # a run logs up to ~13 series; 10 default colours would repeat
+
     def color_of(name):
         if name not in colors:
-            colors[name] = "C{}".format(len(colors) % 10)
+            colors[name] = palette[(2 * len(colors)) % 20 + (len(colors) // 10) % 2]
         return colors[name]
 
     for run_index, (run_dir, label) in enumerate(zip(run_dirs, labels)):
