@@ -128,26 +128,6 @@ def test_two_gloo_processes_stay_in_sync_and_match_one_process(tiny_cfg, tmp_pat
     assert evals[0]["eval"]["synthetic_fixture/bbox/AP"] == _ap(ddp_dir)[0]
 
 
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
-def test_adversarial_only_with_roialign_box_discriminator_runs_under_ddp(tiny_cfg, tmp_path):
-    # ADV_ONLY drops loss_box_reg, and an ROIAlign box D carries no gradient to the box regression: only the
-    # zero-weighted dropped losses reach it. Both replicas must stay equal and training must go on (older
-    # PyTorch's DDP without find_unused_parameters fails at the next forward when a parameter gets no gradient).
-    config_file = str(tmp_path / "tiny.yaml")
-    with open(config_file, "w") as f:
-        f.write(tiny_cfg.dump())
-    out_dir = str(tmp_path / "ddp")
-    os.makedirs(out_dir)
-    opts = OPTS + ["SOLVER.MAX_ITER", "2", "MODEL.GAN.START_ITER", "1", "MODEL.GAN.ADV_ONLY", "True",
-                   "MODEL.GAN.BOX_DISC.POOLER_TYPE", "ROIAlign", "--skip-test"]
-    mp.spawn(_run, args=(2, _free_port(), config_file, out_dir, opts), nprocs=2, join=True)
-    rank0 = torch.load(os.path.join(out_dir, "rank0.pth"), weights_only=True)
-    rank1 = torch.load(os.path.join(out_dir, "rank1.pth"), weights_only=True)
-    name = "roi_heads.box.predictor.bbox_pred.weight"
-    assert torch.equal(rank0["model"][name], rank1["model"][name])
-    assert torch.load(os.path.join(out_dir, "model_final.pth"), weights_only=True)["iteration"] == 2
-
-
 def test_adversarial_only_gives_every_detector_parameter_a_gradient(tiny_cfg):
     from maskrcnn_benchmark.data import make_data_loader
     from maskrcnn_benchmark.engine.adversarial import adversarial_iteration
@@ -166,7 +146,9 @@ def test_adversarial_only_gives_every_detector_parameter_a_gradient(tiny_cfg):
     d_optimizer = torch.optim.SGD(discriminators.parameters(), lr=0.0)
     adversarial_iteration(model, discriminators, g_optimizer, d_optimizer, images, list(targets), 0.025, 0.5,
                           adv_only=True)
-    # a zero gradient, not none: DDP sees the box regression used although no weighted term reaches it
+    # a zero gradient, not none: DDP sees the box regression used although no weighted term reaches it (older
+    # PyTorch's DDP without find_unused_parameters fails at the next forward when a parameter gets no gradient;
+    # 2.14 tolerates it, which a two-process ADV_ONLY + ROIAlign run showed)
     bbox_pred = model.roi_heads.box.predictor.bbox_pred.weight
     assert bbox_pred.grad is not None and bbox_pred.grad.abs().sum() == 0
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
