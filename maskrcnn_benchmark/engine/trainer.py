@@ -312,7 +312,8 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
                 # A step that updated before checking (a custom train_step) cannot be undone: stop before
                 # the corrupted parameters reach a checkpoint.
                 try:
-                    check_finite_losses(loss_dict, iteration)
+                    # losses only: statistics such as D's probabilities may be absent on some processes
+                    check_finite_losses({k: v for k, v in loss_dict.items() if k.startswith("loss")}, iteration)
                 except NonFiniteLossError as error:
                     raise stop(error, iteration) from error
             scheduler.step()

@@ -54,23 +54,30 @@ def reduce_dict(input_dict, average=True):
     """Reduce a dict of scalar tensors across processes so rank 0 can log the global value.
 
     Args:
-        input_dict: dict name -> 0-dim Tensor, same keys on every process.
+        input_dict: dict name -> 0-dim Tensor. Processes may hold different names (e.g. a D statistic that a
+            process without positive RoIs cannot compute): each name is reduced over the processes that have it.
         average: average (True) or sum (False) the values.
     Returns:
-        dict with the same keys; on rank 0 it holds the reduced values (other ranks hold partial sums,
-        as with ``torch.distributed.reduce``).
+        dict with the names of all processes; on rank 0 it holds the reduced values (other ranks hold partial
+        sums, as with ``torch.distributed.reduce``).
     """
     world_size = get_world_size()
     if world_size < 2:
         return input_dict
     with torch.no_grad():
-        # Sort keys so every process stacks the values in the same order.
-        names = sorted(input_dict.keys())
-        values = torch.stack([input_dict[name].detach().float() for name in names], dim=0)
+        # Sorted union of the names, so every process stacks the values in the same order.
+        names = sorted(set().union(*all_gather(sorted(input_dict.keys()))))
+        device = next(iter(input_dict.values())).device if input_dict else torch.device("cpu")
+        values = torch.zeros(2, len(names), device=device)
+        for i, name in enumerate(names):
+            if name in input_dict:
+                values[0, i] = input_dict[name].detach().float()
+                values[1, i] = 1.0
         dist.reduce(values, dst=0)
+        totals, counts = values[0], values[1]
         if dist.get_rank() == 0 and average:
-            values /= world_size
-        return {name: value for name, value in zip(names, values)}
+            totals = totals / counts
+        return {name: value for name, value in zip(names, totals)}
 
 
 def any_process_true(flags):

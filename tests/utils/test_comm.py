@@ -35,8 +35,12 @@ def _worker(rank, world_size, port, result_dir):
         assert dist.get_backend() == "gloo"
         gathered = comm.all_gather({rank: "x" * (rank * 1000 + 1)})  # unequal pickled sizes
         reduced = comm.reduce_dict({"loss_b": torch.tensor(float(rank + 1)), "loss_a": torch.tensor(10.0 * rank)})
+        # a statistic only rank 1 has (e.g. D's probability when rank 0 has no positive RoI)
+        partial = comm.reduce_dict({"loss_a": torch.tensor(2.0), **({"d_prob": torch.tensor(0.25)} if rank else {})})
+        flags = comm.any_process_true([rank == 1, False])
         comm.synchronize()
-        torch.save({"gathered": gathered, "reduced": reduced, "rank": comm.get_rank(),
+        torch.save({"gathered": gathered, "reduced": reduced, "partial": partial, "flags": flags,
+                    "rank": comm.get_rank(),
                     "main": comm.is_main_process()}, os.path.join(result_dir, "rank{}.pth".format(rank)))
     finally:
         dist.destroy_process_group()
@@ -54,3 +58,6 @@ def test_all_gather_and_reduce_dict_across_two_processes(tmp_path):
     # Rank 0 holds the averages; keys are matched by name, not by insertion order.
     assert r0["reduced"]["loss_b"].item() == pytest.approx(1.5)
     assert r0["reduced"]["loss_a"].item() == pytest.approx(5.0)
+    # names missing on a process are averaged over the processes that have them
+    assert r0["partial"]["d_prob"].item() == pytest.approx(0.25) and r0["partial"]["loss_a"].item() == 2.0
+    assert r0["flags"] == r1["flags"] == [True, False]  # every process takes the same branch
