@@ -171,7 +171,7 @@ def adversarial_iteration(model, discriminators, g_optimizer, d_optimizer, image
         backward_and_step(sum(d_losses.values()), d_optimizer, d_scaler)
 
     # 3. G update with D frozen: L_G = L_cls + L_bbox + L_mask + w_b L_adv^Gb + w_m L_adv^Gm, Eq. (2).
-    # D is called around its DDP wrapper: frozen, it gets no gradient, so there is nothing to average.
+    # D is called past its DDP wrapper (the bare module): frozen, it gets no gradient, nothing to average.
     with frozen(bare_discriminators):
         with autocast():
             scores = bare_scorer(d_inputs)
