@@ -92,18 +92,18 @@ def make_inputs(seed=0):
 class Ours:
     """Our detector fed exactly as the data pipeline would (BGR 0-255 minus PIXEL_MEAN, padded to 32)."""
 
-    def __init__(self, like_torchvision=False):
+    def __init__(self, like_torchvision=False, config_file="e2e_mask_rcnn_R_50_FPN_1x.yaml", extra_opts=()):
         import torch
         from maskrcnn_benchmark.config import load_config
         from maskrcnn_benchmark.modeling.detector import build_detection_model
 
         opts = ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu", "MODEL.ROI_BOX_HEAD.NUM_CLASSES", NUM_CLASSES,
-                "INPUT.MIN_SIZE_TRAIN", (HEIGHT,), "INPUT.MIN_SIZE_TEST", HEIGHT]
+                "INPUT.MIN_SIZE_TRAIN", (HEIGHT,), "INPUT.MIN_SIZE_TEST", HEIGHT] + list(extra_opts)
         if like_torchvision:
             opts += ["MODEL.BACKBONE.FREEZE_CONV_BODY_AT", 0,
                      "MODEL.RESNETS.TRANS_FUNC", "BottleneckWithBatchNorm",
                      "MODEL.RESNETS.STEM_FUNC", "StemWithBatchNorm"]
-        self.cfg = load_config(os.path.join(REPO, "configs", "e2e_mask_rcnn_R_50_FPN_1x.yaml"), opts)
+        self.cfg = load_config(os.path.join(REPO, "configs", config_file), opts)
         self.model = build_detection_model(self.cfg)
         self.mean = torch.tensor(self.cfg.INPUT.PIXEL_MEAN).view(3, 1, 1)
 
