@@ -24,6 +24,12 @@ class LevelMapper(object):
     def __call__(self, boxlists):
         """list[BoxList] -> int64 Tensor[K] of level indices relative to k_min (0 = finest map)."""
         s = torch.sqrt(cat([boxlist.area() for boxlist in boxlists]))
+        if not bool(torch.isfinite(s).all()):
+            # A NaN size maps to no level: the box would be dropped silently or break the reordering later.
+            raise FloatingPointError(
+                "{} of {} boxes given to the RoI pooler have non-finite coordinates: the model has probably "
+                "diverged (non-finite features or box regression). Lower SOLVER.BASE_LR or raise "
+                "SOLVER.WARMUP_ITERS".format(int((~torch.isfinite(s)).sum()), s.numel()))
         target_lvls = torch.floor(self.lvl0 + torch.log2(s / self.s0 + self.eps))
         target_lvls = torch.clamp(target_lvls, min=self.k_min, max=self.k_max)
         return target_lvls.to(torch.int64) - self.k_min

@@ -100,3 +100,11 @@ def test_make_pooler_reads_head_keys():
     assert pooler.poolers[1].sampling_ratio == 3
     with pytest.raises(KeyError, match="ROI_MAGIC_HEAD"):
         make_pooler(cfg, "ROI_MAGIC_HEAD")
+
+
+def test_non_finite_boxes_are_reported_not_dropped():
+    pooler = Pooler((7, 7), (1 / 4, 1 / 8), sampling_ratio=2)
+    features = [torch.zeros(1, 2, 16, 16), torch.zeros(1, 2, 8, 8)]
+    boxes = BoxList(torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, float("nan"), 5.0]]), (64, 64))
+    with pytest.raises(FloatingPointError, match="1 of 2 boxes .* non-finite"):
+        pooler(features, [boxes])
