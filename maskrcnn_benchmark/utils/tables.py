@@ -2,7 +2,8 @@
 
 Inputs are the files the evaluation writes under OUTPUT_DIR/inference/<dataset>/:
   * coco_results.json: {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "segm": {...}, "max_dets": N}
-    (fractions in [0, 1], COCOeval's summary; see data/datasets/evaluation/coco/coco_eval.py);
+    (fractions in [0, 1], COCOeval's summary; see data/datasets/evaluation/coco/coco_eval.py), plus "boundary"
+    (Boundary AP, same metrics) when TEST.BOUNDARY_AP is on and "glas" {"F1", "ObjDice", "ObjHausdorff"} on GlaS;
   * cityscapes_results.json (Cityscapes only): {"AP", "AP50", "classes": {name: {"AP", "AP50"}}} from
     cityscapesscripts' instance-level evaluation (None for a class without ground truth).
 Tables print percentages with one decimal, as the paper does.
@@ -20,6 +21,9 @@ from collections import OrderedDict
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 IOU_TYPES = (("bbox", "A. bbox"), ("segm", "B. segm"))
+# Keys of the GlaS challenge metrics in coco_results.json (data/datasets/evaluation/glas).
+GLAS_TASK = "glas"
+GLAS_METRICS = ("F1", "ObjDice", "ObjHausdorff")
 # The 10 Cityscapes instance classes (cityscapesscripts' hasInstances labels, label-id order).
 CITYSCAPES_CLASSES = ("person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle",
                       "bicycle")
@@ -100,6 +104,9 @@ def load_results(path):
     for iou_type, _ in IOU_TYPES:
         if iou_type in coco:
             results[iou_type] = {m: coco[iou_type].get(m) for m in COCO_METRICS}
+    for extra in ("boundary", GLAS_TASK):  # Boundary AP (TEST.BOUNDARY_AP) and the GlaS challenge metrics
+        if isinstance(coco.get(extra), dict):
+            results[extra] = dict(coco[extra])
     cs_file = os.path.join(folder, "cityscapes_results.json")
     if os.path.isfile(cs_file):
         with open(cs_file) as f:
@@ -176,6 +183,21 @@ def make_table(dataset, baseline, gan, paper=None, markdown=False):
         ours = [[_pct(run.get(iou_type, {}).get(m)) for m in COCO_METRICS] for run in (baseline, gan)]
         ref = [[paper.get(model, {}).get(iou_type, {}).get(m) for m in COCO_METRICS] for model in ("baseline", "gan")]
         blocks.append(_render("{} - {} (AP in %)".format(title, block_title), ["model"] + list(COCO_METRICS),
+                              _block_rows(ours[0], ours[1], ref[0], ref[1]), markdown))
+    if baseline.get("boundary") or gan.get("boundary"):
+        # Not in the paper (Boundary IoU came later); ours only, for the boundary-quality claim.
+        ours = [[_pct((run.get("boundary") or {}).get(m)) for m in COCO_METRICS] for run in (baseline, gan)]
+        none = [None] * len(COCO_METRICS)
+        blocks.append(_render("{} - Boundary AP (Cheng et al. 2021; AP in %)".format(title),
+                              ["model"] + list(COCO_METRICS), _block_rows(ours[0], ours[1], none, none), markdown))
+    if baseline.get(GLAS_TASK) or gan.get(GLAS_TASK):
+        # F1 and object Dice in %, object Hausdorff in pixels (lower is better).
+        scale = {"F1": 100.0, "ObjDice": 100.0, "ObjHausdorff": 1.0}
+        ours = [[None if (run.get(GLAS_TASK) or {}).get(m) is None else scale[m] * run[GLAS_TASK][m]
+                 for m in GLAS_METRICS] for run in (baseline, gan)]
+        ref = [[paper.get(model, {}).get(GLAS_TASK, {}).get(m) for m in GLAS_METRICS] for model in ("baseline", "gan")]
+        blocks.append(_render("{} - GlaS challenge metrics (F1, ObjDice in %; ObjHausdorff in px, lower is "
+                              "better)".format(title), ["model"] + list(GLAS_METRICS),
                               _block_rows(ours[0], ours[1], ref[0], ref[1]), markdown))
     if dataset == "cityscapes":
         header = ["model"] + list(CITYSCAPES_CLASSES) + ["average"]

@@ -166,3 +166,35 @@ def test_a_dataset_outside_the_paper_has_no_reference_rows(tmp_path):
     assert "synthetic - A. bbox" in text
     assert _row(text, "Mask R-CNN (paper)") == ["n/a"] * 6
     assert "not one of the paper's datasets" in text
+
+
+def _add_to_coco_results(folder, dataset, entries):
+    path = os.path.join(folder, "inference", dataset, "coco_results.json")
+    data = json.load(open(path))
+    data.update(entries)
+    json.dump(data, open(path, "w"))
+
+
+def test_glas_metrics_and_boundary_ap_get_their_own_blocks(tmp_path):
+    base_dir = write_run(str(tmp_path / "base"), 0.30, 0.25, dataset="glas_testA")
+    gan_dir = write_run(str(tmp_path / "gan"), 0.31, 0.27, dataset="glas_testA")
+    boundary = {"AP": 0.20, "AP50": 0.5, "AP75": 0.1, "APs": -1.0, "APm": 0.2, "APl": 0.3}
+    _add_to_coco_results(base_dir, "glas_testA", {"glas": {"F1": 0.80, "ObjDice": 0.75, "ObjHausdorff": 60.0},
+                                                  "boundary": boundary})
+    _add_to_coco_results(gan_dir, "glas_testA", {"glas": {"F1": 0.84, "ObjDice": 0.78, "ObjHausdorff": 52.5},
+                                                 "boundary": dict(boundary, AP=0.23)})
+    paper = {"title": "GlaS", "gan": {"glas": {"F1": 86.0}}}
+    text = tables.make_table("glas", tables.load_results(base_dir), tables.load_results(gan_dir), paper=paper)
+    glas_block = text.split("GlaS challenge metrics")[1]
+    assert _row(glas_block, "Mask R-CNN (ours)") == ["80.0", "75.0", "60.0"]
+    assert _row(glas_block, "GAN - Mask R-CNN (ours)") == ["+4.0", "+3.0", "-7.5"]
+    assert _row(glas_block, "ours - paper, GAN")[0] == "-2.0"
+    boundary_block = text.split("Boundary AP")[1].split("GlaS challenge metrics")[0]
+    assert _row(boundary_block, "GAN - Mask R-CNN (ours)")[0] == "+3.0"
+
+
+def test_runs_without_glas_or_boundary_have_no_such_blocks(tmp_path):
+    base = tables.load_results(write_run(str(tmp_path / "base"), 0.3, 0.25))
+    gan = tables.load_results(write_run(str(tmp_path / "gan"), 0.35, 0.2))
+    text = tables.make_table("coco", base, gan)
+    assert "GlaS challenge" not in text and "Boundary AP" not in text
