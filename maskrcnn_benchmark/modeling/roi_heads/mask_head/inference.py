@@ -26,9 +26,9 @@ class MaskPostProcessor(nn.Module):
         Returns:
             list[BoxList]: the detections (same boxes and fields) plus field "mask".
         """
-        mask_prob = x.sigmoid()
         labels = torch.cat([box.get_field("labels") for box in boxes]).to(torch.int64)
-        mask_prob = mask_prob[torch.arange(labels.numel(), device=labels.device), labels][:, None]
+        # Pick each detection's class channel before the sigmoid: one [N, M, M] map, not N x classes of them.
+        mask_prob = x[torch.arange(labels.numel(), device=labels.device), labels][:, None].sigmoid()
         mask_prob = mask_prob.split([len(box) for box in boxes], dim=0)
         if self.masker is not None:
             mask_prob = self.masker(mask_prob, boxes)
