@@ -96,21 +96,16 @@ class Pooler(nn.Module):
         if len(self.poolers) == 1:
             return self.poolers[0](x[0], rois)
         levels = self.map_levels(boxes)
-        # Pool each level's RoIs in one call, then undo the grouping with one permutation
-        # (no loop over RoIs; keeps autograd paths to both features and rois).
-        outputs, order = [], []
+        # Pool each level's RoIs in one call (no loop over RoIs) and write the result straight into their rows of
+        # one output: concatenating and then permuting held two copies of every pooled feature at the peak.
+        # The in-place copy keeps autograd paths to both features and rois (its backward needs only the indices).
+        result = x[0].new_zeros((rois.shape[0], x[0].shape[1]) + self.output_size)
         for level, (feature, pooler) in enumerate(zip(x, self.poolers)):
             idx = torch.nonzero(levels == level).squeeze(1)
             if idx.numel() == 0:
                 continue
-            outputs.append(pooler(feature, rois[idx]))
-            order.append(idx)
-        if not outputs:
-            return x[0].new_zeros((0, x[0].shape[1]) + self.output_size)
-        order = torch.cat(order)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
-        return torch.cat(outputs, dim=0)[inverse]
+            result.index_copy_(0, idx, pooler(feature, rois[idx]))
+        return result
 
 
 def _cfg_node(cfg, head_name):
