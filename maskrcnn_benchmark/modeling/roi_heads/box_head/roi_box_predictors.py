@@ -14,37 +14,6 @@ def _init_predictor_layers(cls_score, bbox_pred):
         nn.init.constant_(layer.bias, 0)
 
 
-@registry.ROI_BOX_PREDICTOR.register("FastRCNNPredictor")
-class FastRCNNPredictor(nn.Module):
-    """C4 predictor: global average pooling then two linear layers.
-
-    Args:
-        in_channels (int): channels of the RoI feature map.
-        num_classes (int): number of classes including background.
-        cls_agnostic_bbox_reg (bool): predict one box (plus the unused background box) instead of one per class.
-
-    forward(x Tensor[K, in_channels, h, w]) -> (class_logits Tensor[K, num_classes],
-    box_regression Tensor[K, 4 * (2 if cls_agnostic_bbox_reg else num_classes)]).
-    """
-
-    def __init__(self, in_channels, num_classes, cls_agnostic_bbox_reg=False):
-        super().__init__()
-        num_bbox_reg_classes = 2 if cls_agnostic_bbox_reg else num_classes
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.cls_score = nn.Linear(in_channels, num_classes)
-        self.bbox_pred = nn.Linear(in_channels, num_bbox_reg_classes * 4)
-        _init_predictor_layers(self.cls_score, self.bbox_pred)
-
-    @classmethod
-    def from_config(cls, cfg, in_channels):
-        """Reads MODEL.ROI_BOX_HEAD.NUM_CLASSES and MODEL.CLS_AGNOSTIC_BBOX_REG."""
-        return cls(in_channels, cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES, cfg.MODEL.CLS_AGNOSTIC_BBOX_REG)
-
-    def forward(self, x):
-        x = self.avgpool(x).flatten(start_dim=1)
-        return self.cls_score(x), self.bbox_pred(x)
-
-
 @registry.ROI_BOX_PREDICTOR.register("FPNPredictor")
 class FPNPredictor(nn.Module):
     """FPN predictor: two linear layers on the RoI feature vector.
@@ -78,6 +47,27 @@ class FPNPredictor(nn.Module):
                                  .format(tuple(x.shape[2:])))
             x = x.flatten(start_dim=1)
         return self.cls_score(x), self.bbox_pred(x)
+
+
+@registry.ROI_BOX_PREDICTOR.register("FastRCNNPredictor")
+class FastRCNNPredictor(FPNPredictor):
+    """C4 predictor: global average pooling then two linear layers.
+
+    Args:
+        in_channels (int): channels of the RoI feature map.
+        num_classes (int): number of classes including background.
+        cls_agnostic_bbox_reg (bool): predict one box (plus the unused background box) instead of one per class.
+
+    forward(x Tensor[K, in_channels, h, w]) -> (class_logits Tensor[K, num_classes],
+    box_regression Tensor[K, 4 * (2 if cls_agnostic_bbox_reg else num_classes)]).
+    """
+
+    def __init__(self, in_channels, num_classes, cls_agnostic_bbox_reg=False):
+        super().__init__(in_channels, num_classes, cls_agnostic_bbox_reg)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return super().forward(self.avgpool(x))
 
 
 def make_roi_box_predictor(cfg, in_channels):
