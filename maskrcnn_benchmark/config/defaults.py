@@ -311,6 +311,9 @@ _C.TEST.COCO_MAX_DETS = 100
 # (added) with MASK_ON, also report Boundary AP (Cheng et al. 2021; band 2% of the image diagonal) next to mask
 # AP; on by default since boundary quality is what the adversarial mask head targets; ~1-2 ms per mask on a CPU
 _C.TEST.BOUNDARY_AP = True
+# (added) GlaS datasets: detections with at least this score make the label map that the challenge's F1, object
+# Dice and object Hausdorff are computed on (the challenge scores one segmentation, not a ranked list)
+_C.TEST.GLAS_SCORE_THRESHOLD = 0.5
 _C.TEST.BBOX_AUG = CN()
 _C.TEST.BBOX_AUG.ENABLED = False  # True: test-time augmentation of box detection
 _C.TEST.BBOX_AUG.H_FLIP = False  # add a horizontally flipped pass at the original scale

@@ -169,6 +169,7 @@ def run_test(cfg, model, distributed, output_subdir=None):
             expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL,
             output_folder=output_folder,
             max_dets=coco_max_dets(cfg),
+            glas_score_threshold=cfg.TEST.GLAS_SCORE_THRESHOLD,
         ))
         synchronize()
     return results

@@ -140,6 +140,13 @@ def test_evaluate_dispatch_reports_glas_metrics(tmp_path):
     assert saved["glas"]["F1"] == 1.0 and saved["segm"]["AP"] == pytest.approx(1.0)
     assert (tmp_path / "glas_results.json").is_file()
 
+    # The same 0.9-score detection under TEST.GLAS_SCORE_THRESHOLD 0.95 segments nothing: the gland is missed.
+    strict = evaluate(FakeGlaS(), [pred], str(tmp_path), iou_types=("bbox", "segm"), glas_score_threshold=0.95)[0]
+    assert strict.results["glas"]["F1"] == 0.0
+    assert strict.results["segm"]["AP"] == pytest.approx(1.0)  # AP ranks by score and ignores the threshold
+    with open(tmp_path / "glas_results.json") as f:
+        assert json.load(f)["score_threshold"] == 0.95
+
 
 def test_hausdorff_inside_a_ring_matches_distance_transforms():
     from maskrcnn_benchmark.data.datasets.evaluation.glas.glas_eval import _hausdorff_by_distance_transform
