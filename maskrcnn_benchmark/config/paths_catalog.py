@@ -82,7 +82,6 @@ class DatasetCatalog(object):
             "factory": "CityscapesDataset",
             "img_dir": "cityscapes/leftImg8bit/train", "gt_dir": "cityscapes/gtFine/train",
             "ann_file": "cityscapes/annotations/instancesonly_gtFine_train.json",
-            "remove_images_without_annotations": True,
         },
         "cityscapes_fine_instanceonly_seg_val": {
             "factory": "CityscapesDataset",
@@ -141,7 +140,6 @@ class DatasetCatalog(object):
         )
         if "gt_dir" in attrs:  # Cityscapes: its own evaluator needs the gtFine split
             args["gt_dir"] = os.path.join(data_dir, attrs["gt_dir"])
-            args["remove_images_without_annotations"] = attrs.get("remove_images_without_annotations", False)
         return dict(factory=attrs.get("factory", "COCODataset"), args=args)
 
 

@@ -56,7 +56,7 @@ def build_dataset(dataset_list, transforms, catalog, is_train=True, custom_specs
         entry = resolve_dataset(name, catalog, custom_specs)
         factory = getattr(D, entry["factory"])
         args = copy.deepcopy(entry["args"])
-        if entry["factory"] == "COCODataset":
+        if issubclass(factory, D.COCODataset):  # COCO, Cityscapes, ...: train only on images with instances
             args["remove_images_without_annotations"] = is_train
         args["transforms"] = transforms
         built.append(factory(**args))

@@ -22,15 +22,14 @@ def test_coco_2017_entries(data_dir, split):
     }
 
 
-@pytest.mark.parametrize("split,drop_empty", [("train", True), ("val", False)])
-def test_cityscapes_entries(data_dir, split, drop_empty):
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_cityscapes_entries(data_dir, split):
     entry = DatasetCatalog.get("cityscapes_fine_instanceonly_seg_" + split)
     assert entry["factory"] == "CityscapesDataset"
     assert entry["args"] == {
         "root": os.path.join(data_dir, "cityscapes", "leftImg8bit", split),
         "ann_file": os.path.join(data_dir, "cityscapes", "annotations", "instancesonly_gtFine_{}.json".format(split)),
         "gt_dir": os.path.join(data_dir, "cityscapes", "gtFine", split),
-        "remove_images_without_annotations": drop_empty,
     }
 
 
@@ -39,3 +38,26 @@ def test_cityscapes_factory_is_a_dataset_class():
     from maskrcnn_benchmark.data.datasets.coco import COCODataset
 
     assert issubclass(getattr(D, DatasetCatalog.get("cityscapes_fine_instanceonly_seg_val")["factory"]), COCODataset)
+
+
+@pytest.mark.parametrize("is_train", [True, False])
+def test_coco_subclasses_drop_images_without_instances_only_for_training(monkeypatch, is_train):
+    """build_dataset gives every COCODataset subclass (Cityscapes, ...) remove_images_without_annotations=is_train."""
+    from maskrcnn_benchmark.data import datasets as D
+    from maskrcnn_benchmark.data.build import build_dataset
+    from maskrcnn_benchmark.data.datasets.coco import COCODataset
+
+    received = {}
+
+    class RecordingDataset(COCODataset):
+        def __init__(self, ann_file, root, remove_images_without_annotations, transforms=None):
+            received.update(remove_images_without_annotations=remove_images_without_annotations)
+
+    class Catalog:
+        @staticmethod
+        def get(name):
+            return {"factory": "RecordingDataset", "args": {"ann_file": "a.json", "root": "imgs"}}
+
+    monkeypatch.setattr(D, "RecordingDataset", RecordingDataset, raising=False)
+    build_dataset(["anything"], None, Catalog, is_train=is_train)
+    assert received == {"remove_images_without_annotations": is_train}
