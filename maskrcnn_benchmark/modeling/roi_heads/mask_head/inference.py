@@ -21,14 +21,18 @@ class MaskPostProcessor(nn.Module):
     def forward(self, x, boxes):
         """
         Args:
-            x (Tensor[K, C, M, M]): mask logits of the K detections of ``boxes``.
+            x (Tensor[K, C, M, M]): mask logits of the K detections of ``boxes``; C == 1 means each detection's
+                own class channel was already picked (``ROIMaskHead.detection_class_logits``) or the masks are
+                class-agnostic.
             boxes (list[BoxList]): detections per image with field "labels".
         Returns:
             list[BoxList]: the detections (same boxes and fields) plus field "mask".
         """
-        labels = torch.cat([box.get_field("labels") for box in boxes]).to(torch.int64)
-        # Pick each detection's class channel before the sigmoid: one [N, M, M] map, not N x classes of them.
-        mask_prob = x[torch.arange(labels.numel(), device=labels.device), labels][:, None].sigmoid()
+        if x.shape[1] > 1:
+            labels = torch.cat([box.get_field("labels") for box in boxes]).to(torch.int64)
+            # Pick each detection's class channel before the sigmoid: one [N, M, M] map, not N x classes of them.
+            x = x[torch.arange(labels.numel(), device=labels.device), labels][:, None]
+        mask_prob = x.sigmoid()
         mask_prob = mask_prob.split([len(box) for box in boxes], dim=0)
         if self.masker is not None:
             mask_prob = self.masker(mask_prob, boxes)
