@@ -174,4 +174,5 @@ def test_masker_matches_per_box_reference_paste():
 
     probabilities = Masker(threshold=-1, padding=1)(masks, BoxList(boxes, (64, 48)))[0]
     assert probabilities.dtype == torch.float32 and float(probabilities.max()) <= 1.0
+    assert torch.equal((probabilities > 0.5).to(torch.uint8), pasted)
     assert Masker()(torch.zeros(0, 1, 28, 28), BoxList(torch.zeros(0, 4), (64, 48)))[0].shape == (0, 1, 48, 64)
