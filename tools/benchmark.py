@@ -10,7 +10,9 @@ binary mask). Measured:
 
 * train step: forward + loss sum + backward + SGD step (lr 0, so every iteration sees the same weights) on the
   batch of two, median over --iters after --warmup;
-* inference: one image per forward in eval mode, median over --iters per image after --warmup.
+* inference: one image per forward in eval mode, median over --iters per image after --warmup. Both return
+  full-image mask probabilities [N, 1, H, W] (torchvision always pastes them; ours is configured to,
+  MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS with threshold -1).
   Both models live in one process and their iterations alternate (ours, torchvision, ours, ...), so load from
   other programs on the machine hits both alike;
 * peak memory: each (model, mode) then runs --warmup + 1 iterations in its own fresh subprocess. We report the
@@ -97,8 +99,12 @@ class Ours:
         from maskrcnn_benchmark.config import load_config
         from maskrcnn_benchmark.modeling.detector import build_detection_model
 
+        # torchvision's forward pastes every detection's mask probabilities into a full-image Tensor[N, 1, H, W];
+        # ours does the same inside the model (threshold -1 keeps probabilities), so inference does the same work.
         opts = ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu", "MODEL.ROI_BOX_HEAD.NUM_CLASSES", NUM_CLASSES,
-                "INPUT.MIN_SIZE_TRAIN", (HEIGHT,), "INPUT.MIN_SIZE_TEST", HEIGHT] + list(extra_opts)
+                "INPUT.MIN_SIZE_TRAIN", (HEIGHT,), "INPUT.MIN_SIZE_TEST", HEIGHT,
+                "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS", True, "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD", -1.0,
+                ] + list(extra_opts)
         if like_torchvision:
             opts += ["MODEL.BACKBONE.FREEZE_CONV_BODY_AT", 0,
                      "MODEL.RESNETS.TRANS_FUNC", "BottleneckWithBatchNorm",
