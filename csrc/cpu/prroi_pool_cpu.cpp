@@ -1,48 +1,106 @@
 // Precise RoI Pooling on the CPU.
 //
-// Work is split over (image, channel) planes with at::parallel_for: each task builds the plane's
-// summed-area table once (in a buffer that stays in cache) and serves every RoI of that image from it,
-// so the per-RoI cost is a 3x3 stencil per bin corner whatever the box size. The stencil is separable:
-// the x taps are applied once per distinct table row the RoI's y taps touch (neighbouring edges share
-// rows when bins are small), then the y taps combine those rows with contiguous, vectorisable loops.
-// The feature gradient is the adjoint (rows of corner gradients, scattered along x into a per-plane
-// table, then a suffix sum gives d(loss)/dF). Per-RoI taps and rows are computed once for all channels.
-#include <ATen/Parallel.h>
+// A bin's integral is wy @ F @ wx^T with banded node weights (prroi_pool_math.h), the same for every
+// channel, so the weights of all RoIs are computed once and the products run over blocks of kLanes channels
+// at a time: the features are copied to a channel-blocked layout [N, C / kLanes, H, W, kLanes] in which
+// every inner loop is a contiguous, vectorisable multiply-add over the block's channels. Work is split over
+// channel blocks with at::parallel_for, so each task owns its slice of the feature gradient (no atomics, no
+// per-thread copies). Per RoI and block:
+//   forward:        G = wy @ F (one bin row at a time), out = G @ wx^T / area;
+//   features grad:  the transposed products, dF += wy^T @ (g @ wx) / area;
+//   box grad:       Lx = G @ (line taps)^T and Ly = (line taps) @ F @ wx^T, weighted by the jumps of g
+//                   across each line, plus the area term from sum g * I (see prroi_pool_math.h).
+// The inner loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time, since the
+// extension is built without -march flags to run on any machine.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "../prroi_pool.h"
 #include "../prroi_pool_math.h"
 
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define PRROI_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PRROI_VECTOR_CLONES
+#endif
+
 namespace maskrcnn_benchmark {
 namespace {
 
-using prroi::AxisTaps;
 using prroi::RoiGeometry;
 
-// What every channel needs to know about the RoIs: geometry, taps of the bin edges, RoIs per image.
-struct RoiPlan {
-  std::vector<RoiGeometry> geometry;        // [K]
-  std::vector<AxisTaps> x_taps;             // [K, PW + 1]
-  std::vector<AxisTaps> y_taps;             // [K, PH + 1]
-  std::vector<std::vector<int64_t>> rois_of_image;  // [N] -> RoI indices
-  std::vector<int64_t> row_begin;           // [K + 1] offsets into rows
-  std::vector<int> rows;                    // distinct table rows touched by each RoI's y taps, ascending
-  std::vector<int> y_slot;                  // [K, PH + 1, 3] position of each y tap's row in the RoI's rows
-  int64_t max_rows = 0;
+// Channels per block: one AVX-512 vector of float, two of double.
+constexpr int64_t kLanes = 16;
+
+// Banded weights of every RoI along one axis, in node indices relative to the RoI's window (the nodes on
+// the map that any of its bins touches).
+template <typename scalar_t>
+struct AxisPlan {
+  std::vector<int> window_first, window_count;  // [K]
+  std::vector<int> bin_first, bin_count;        // [K * bins] nodes of each bin, relative to the window
+  std::vector<int64_t> weight_begin;            // [K * bins] offsets into weights
+  std::vector<scalar_t> weights;                // integral of each node's hat over the bin
+  std::vector<int> line_first, line_count;      // [K * (bins + 1)] interpolation taps of each edge line
+  std::vector<scalar_t> line_weight;            // [K * (bins + 1) * 2]
+
+  void add_roi(double start, double bin, int64_t bins, int64_t size) {
+    int lo = static_cast<int>(size), hi = -1;
+    std::vector<prroi::NodeSpan> spans(bins);
+    for (int64_t b = 0; b < bins; ++b) {
+      spans[b] = prroi::node_span(start + b * bin, start + (b + 1) * bin, static_cast<int>(size));
+      if (spans[b].count > 0) {
+        lo = std::min(lo, spans[b].first);
+        hi = std::max(hi, spans[b].first + spans[b].count - 1);
+      }
+    }
+    const int first = hi >= lo ? lo : 0, count = hi >= lo ? hi - lo + 1 : 0;
+    window_first.push_back(first);
+    window_count.push_back(count);
+    for (int64_t b = 0; b < bins; ++b) {
+      bin_first.push_back(spans[b].first - first);
+      bin_count.push_back(spans[b].count);
+      weight_begin.push_back(static_cast<int64_t>(weights.size()));
+      for (int t = 0; t < spans[b].count; ++t)
+        weights.push_back(static_cast<scalar_t>(
+            prroi::node_weight(start + b * bin, start + (b + 1) * bin, spans[b].first + t)));
+    }
+    // A tap off the window has zero weight or lies off the map (the window holds every on-map node
+    // within one cell of the RoI), so it is dropped.
+    for (int64_t b = 0; b <= bins; ++b) {
+      const prroi::LineTaps taps = prroi::line_taps(start + b * bin, static_cast<int>(size));
+      int kept = 0;
+      scalar_t kept_weight[2] = {0, 0};
+      int kept_first = 0;
+      for (int t = 0; t < 2; ++t) {
+        const int node = taps.node + t - first;
+        if (node < 0 || node >= count) continue;
+        if (kept == 0) kept_first = node;
+        kept_weight[kept++] = static_cast<scalar_t>(taps.weight[t]);
+      }
+      line_first.push_back(kept_first);
+      line_count.push_back(kept);
+      line_weight.push_back(kept_weight[0]);
+      line_weight.push_back(kept_weight[1]);
+    }
+  }
 };
 
 template <typename scalar_t>
-RoiPlan plan_rois(const scalar_t* rois, int64_t num_rois, int64_t batch_size, int64_t height, int64_t width,
-                  int64_t pooled_h, int64_t pooled_w, double spatial_scale) {
-  RoiPlan plan;
+struct RoiPlan {
+  std::vector<RoiGeometry> geometry;  // [K]
+  AxisPlan<scalar_t> x, y;
+};
+
+template <typename scalar_t>
+RoiPlan<scalar_t> plan_rois(const scalar_t* rois, int64_t num_rois, int64_t batch_size, int64_t height,
+                            int64_t width, int64_t pooled_h, int64_t pooled_w, double spatial_scale) {
+  RoiPlan<scalar_t> plan;
   plan.geometry.resize(num_rois);
-  plan.x_taps.resize(num_rois * (pooled_w + 1));
-  plan.y_taps.resize(num_rois * (pooled_h + 1));
-  plan.rois_of_image.resize(batch_size);
   for (int64_t k = 0; k < num_rois; ++k) {
     const scalar_t* roi = rois + k * 5;
     const double index = static_cast<double>(roi[0]);
@@ -55,226 +113,312 @@ RoiPlan plan_rois(const scalar_t* rois, int64_t num_rois, int64_t batch_size, in
     }
     const RoiGeometry g = prroi::roi_geometry(roi, spatial_scale, pooled_h, pooled_w);
     plan.geometry[k] = g;
-    plan.rois_of_image[g.batch_index].push_back(k);
-    for (int64_t b = 0; b <= pooled_w; ++b)
-      plan.x_taps[k * (pooled_w + 1) + b] = prroi::axis_taps(g.x0 + b * g.bin_w, width);
-    for (int64_t a = 0; a <= pooled_h; ++a)
-      plan.y_taps[k * (pooled_h + 1) + a] = prroi::axis_taps(g.y0 + a * g.bin_h, height);
-  }
-  plan.row_begin.assign(1, 0);
-  plan.y_slot.resize(num_rois * (pooled_h + 1) * 3);
-  std::vector<int> touched;
-  for (int64_t k = 0; k < num_rois; ++k) {
-    const AxisTaps* yt = plan.y_taps.data() + k * (pooled_h + 1);
-    touched.clear();
-    for (int64_t a = 0; a <= pooled_h; ++a)
-      for (int r = 0; r < 3; ++r) touched.push_back(yt[a].index[r]);
-    std::sort(touched.begin(), touched.end());
-    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-    for (int64_t a = 0; a <= pooled_h; ++a)
-      for (int r = 0; r < 3; ++r)
-        plan.y_slot[(k * (pooled_h + 1) + a) * 3 + r] = static_cast<int>(
-            std::lower_bound(touched.begin(), touched.end(), yt[a].index[r]) - touched.begin());
-    plan.rows.insert(plan.rows.end(), touched.begin(), touched.end());
-    plan.row_begin.push_back(static_cast<int64_t>(plan.rows.size()));
-    plan.max_rows = std::max<int64_t>(plan.max_rows, static_cast<int64_t>(touched.size()));
+    plan.x.add_roi(g.x0, g.bin_w, pooled_w, width);
+    plan.y.add_roi(g.y0, g.bin_h, pooled_h, height);
   }
   return plan;
 }
 
-// Padded summed-area table of one plane: table[(j + 1) * (W + 1) + i + 1] = sum of plane[:j+1, :i+1].
+// One RoI's weights along one axis.
 template <typename scalar_t>
-void build_table(const scalar_t* plane, int64_t height, int64_t width, double* table) {
-  const int64_t stride = width + 1;
-  std::fill(table, table + stride, 0.0);
-  for (int64_t j = 0; j < height; ++j) {
-    double* row = table + (j + 1) * stride;
-    const double* above = row - stride;
-    const scalar_t* src = plane + j * width;
-    double running = 0.0;
-    row[0] = 0.0;
-    for (int64_t i = 0; i < width; ++i) {
-      running += static_cast<double>(src[i]);
-      row[i + 1] = above[i + 1] + running;
+struct AxisView {
+  int window_first, window_count;
+  const int *bin_first, *bin_count;
+  const int64_t* weight_begin;
+  const scalar_t* weights;
+  const int *line_first, *line_count;
+  const scalar_t* line_weight;
+
+  AxisView(const AxisPlan<scalar_t>& plan, int64_t k, int64_t bins)
+      : window_first(plan.window_first[k]),
+        window_count(plan.window_count[k]),
+        bin_first(plan.bin_first.data() + k * bins),
+        bin_count(plan.bin_count.data() + k * bins),
+        weight_begin(plan.weight_begin.data() + k * bins),
+        weights(plan.weights.data()),
+        line_first(plan.line_first.data() + k * (bins + 1)),
+        line_count(plan.line_count.data() + k * (bins + 1)),
+        line_weight(plan.line_weight.data() + k * (bins + 1) * 2) {}
+};
+
+// The kLanes channels of a block as one value. With GCC and Clang it is a vector type whose arithmetic is
+// lowered to the widest vectors of the clone being compiled (one AVX-512 register of float); elsewhere a
+// plain array with the same operators.
+#if defined(__GNUC__)
+typedef float FloatLanes __attribute__((vector_size(kLanes * sizeof(float)), aligned(sizeof(float))));
+typedef double DoubleLanes __attribute__((vector_size(kLanes * sizeof(double)), aligned(sizeof(double))));
+template <typename scalar_t>
+struct LaneType;
+template <>
+struct LaneType<float> {
+  using type = FloatLanes;
+};
+template <>
+struct LaneType<double> {
+  using type = DoubleLanes;
+};
+template <typename scalar_t>
+using Lanes = typename LaneType<scalar_t>::type;
+#else
+template <typename scalar_t>
+struct Lanes {
+  scalar_t v[kLanes];
+  Lanes& operator+=(const Lanes& o) {
+    for (int64_t l = 0; l < kLanes; ++l) v[l] += o.v[l];
+    return *this;
+  }
+  friend Lanes operator+(Lanes a, const Lanes& b) { return a += b; }
+  friend Lanes operator-(Lanes a, const Lanes& b) {
+    for (int64_t l = 0; l < kLanes; ++l) a.v[l] -= b.v[l];
+    return a;
+  }
+  friend Lanes operator*(Lanes a, const Lanes& b) {
+    for (int64_t l = 0; l < kLanes; ++l) a.v[l] *= b.v[l];
+    return a;
+  }
+  friend Lanes operator*(scalar_t w, Lanes a) {
+    for (int64_t l = 0; l < kLanes; ++l) a.v[l] *= w;
+    return a;
+  }
+};
+#endif
+
+template <typename scalar_t>
+inline Lanes<scalar_t> load_lanes(const scalar_t* src) {
+  Lanes<scalar_t> value;
+  std::memcpy(&value, src, sizeof(value));
+  return value;
+}
+
+template <typename scalar_t>
+inline void store_lanes(scalar_t* dst, const Lanes<scalar_t>& value) {
+  std::memcpy(dst, &value, sizeof(value));
+}
+
+// dst[node] += w * src[node] for the `count` nodes of a row of a block.
+template <typename scalar_t>
+inline void add_scaled_row(scalar_t* dst, const scalar_t* src, scalar_t w, int64_t count) {
+  for (int64_t i = 0; i < count * kLanes; i += kLanes)
+    store_lanes(dst + i, load_lanes(dst + i) + w * load_lanes(src + i));
+}
+
+// sum over a bin's nodes of weight * row[node]: one bin of a row times wx^T (or one line's taps).
+template <typename scalar_t>
+inline Lanes<scalar_t> banded_dot(const scalar_t* row, const scalar_t* weights, int first, int count) {
+  Lanes<scalar_t> total = {};
+  for (int t = 0; t < count; ++t) total += weights[t] * load_lanes(row + (first + t) * kLanes);
+  return total;
+}
+
+// row = sum over the `count` map rows from `first` of weights[t] * F[first + t][window], e.g. G[a] = wy[a] @ F.
+template <typename scalar_t>
+inline void weighted_rows(scalar_t* row, const scalar_t* plane, int64_t width, const AxisView<scalar_t>& x,
+                          const scalar_t* weights, int first, int count) {
+  std::fill(row, row + x.window_count * kLanes, scalar_t(0));
+  for (int t = 0; t < count; ++t)
+    add_scaled_row(row, plane + ((first + t) * width + x.window_first) * kLanes, weights[t], x.window_count);
+}
+
+// Forward of one RoI on one channel block: out[(a * PW + b) * kLanes + l] = mean of f over bin (a, b).
+template <typename scalar_t>
+PRROI_VECTOR_CLONES void pool_block(const scalar_t* plane, int64_t width, const AxisView<scalar_t>& x,
+                                    const AxisView<scalar_t>& y, int64_t pooled_h, int64_t pooled_w,
+                                    scalar_t inv_area, scalar_t* row, scalar_t* out) {
+  for (int64_t a = 0; a < pooled_h; ++a) {
+    weighted_rows(row, plane, width, x, y.weights + y.weight_begin[a], y.window_first + y.bin_first[a],
+                  y.bin_count[a]);
+    for (int64_t b = 0; b < pooled_w; ++b)
+      store_lanes(out + (a * pooled_w + b) * kLanes,
+                  inv_area * banded_dot(row, x.weights + x.weight_begin[b], x.bin_first[b], x.bin_count[b]));
+  }
+}
+
+// Box-gradient sums of one RoI on one channel block, per lane (see prroi_pool_math.h), written to
+//   jump_x[b] = sum_a Lx[a][b] (g[a][b-1] - g[a][b]),  jump_y[a] = sum_b Ly[a][b] (g[a-1][b] - g[a][b]),
+//   weighted = sum_{a,b} g[a][b] I[a][b],
+// and/or the features gradient d_plane += wy^T @ (g @ wx) / area; g beyond the RoI's bins is zero.
+// Both go through the rows T[a] = g[a] @ wx (node space): the features gradient spreads them with wy, and
+// the box sums need only inner products with them, Ly[a] . (g[a-1] - g[a]) = Hy[a] . (T[a-1] - T[a]) with
+// Hy[a] the map interpolated along line y_a, and sum_b g[a][b] I[a][b] = G[a] . T[a] with G[a] = wy[a] @ F.
+template <typename scalar_t>
+PRROI_VECTOR_CLONES void backward_block(const scalar_t* plane, scalar_t* d_plane, int64_t width,
+                                        const AxisView<scalar_t>& x, const AxisView<scalar_t>& y, int64_t pooled_h,
+                                        int64_t pooled_w, scalar_t inv_area, const scalar_t* grad, scalar_t* rows,
+                                        scalar_t* jump_x, scalar_t* jump_y, scalar_t* weighted) {
+  using V = Lanes<scalar_t>;
+  const int64_t row_size = x.window_count * kLanes;
+  scalar_t* previous = rows;                // T[a - 1]
+  scalar_t* current = rows + row_size;      // T[a]
+  scalar_t* map_row = rows + 2 * row_size;  // G[a] or Hy[a]
+  const bool want_box = plane != nullptr;
+  std::fill(previous, previous + row_size, scalar_t(0));
+  V weighted_sum = {};
+  if (want_box) std::fill(jump_x, jump_x + (pooled_w + 1) * kLanes, scalar_t(0));
+  for (int64_t a = 0; a <= pooled_h; ++a) {
+    std::fill(current, current + row_size, scalar_t(0));
+    if (a < pooled_h) {
+      for (int64_t b = 0; b < pooled_w; ++b) {
+        const V g = load_lanes(grad + (a * pooled_w + b) * kLanes);
+        const scalar_t* weights = x.weights + x.weight_begin[b];
+        scalar_t* node = current + x.bin_first[b] * kLanes;
+        for (int t = 0; t < x.bin_count[b]; ++t)
+          store_lanes(node + t * kLanes, load_lanes(node + t * kLanes) + weights[t] * g);
+      }
+    }
+    if (want_box) {
+      weighted_rows(map_row, plane, width, x, y.line_weight + 2 * a, y.window_first + y.line_first[a],
+                    y.line_count[a]);
+      V jump = {};
+      for (int64_t i = 0; i < row_size; i += kLanes)
+        jump += prroi::line_term(load_lanes(map_row + i), load_lanes(previous + i), load_lanes(current + i));
+      store_lanes(jump_y + a * kLanes, jump);
+    }
+    if (a < pooled_h) {
+      const scalar_t* weights = y.weights + y.weight_begin[a];
+      const int first = y.window_first + y.bin_first[a];
+      if (want_box) {
+        weighted_rows(map_row, plane, width, x, weights, first, y.bin_count[a]);
+        for (int64_t i = 0; i < row_size; i += kLanes) weighted_sum += load_lanes(map_row + i) * load_lanes(current + i);
+        V before = {};
+        for (int64_t b = 0; b <= pooled_w; ++b) {
+          const V after = b < pooled_w ? load_lanes(grad + (a * pooled_w + b) * kLanes) : V{};
+          const V line = banded_dot(map_row, x.line_weight + 2 * b, x.line_first[b], x.line_count[b]);
+          store_lanes(jump_x + b * kLanes, load_lanes(jump_x + b * kLanes) + prroi::line_term(line, before, after));
+          before = after;
+        }
+      }
+      if (d_plane != nullptr)
+        for (int t = 0; t < y.bin_count[a]; ++t)
+          add_scaled_row(d_plane + ((first + t) * width + x.window_first) * kLanes, current, weights[t] * inv_area,
+                         x.window_count);
+    }
+    std::swap(previous, current);
+  }
+  if (want_box) store_lanes(weighted, weighted_sum);
+}
+
+// dst[l * bins + i] = src[i * kLanes + l] for the block's real lanes: one RoI's block of output channels.
+template <typename scalar_t>
+PRROI_VECTOR_CLONES void store_channel_major(scalar_t* __restrict__ dst, const scalar_t* __restrict__ src,
+                                             int64_t bins, int64_t lanes) {
+  for (int64_t l = 0; l < lanes; ++l)
+    for (int64_t i = 0; i < bins; ++i) dst[l * bins + i] = src[i * kLanes + l];
+}
+
+// The inverse for the upstream gradient, read through its strides; lanes past `lanes` are zero.
+template <typename scalar_t>
+PRROI_VECTOR_CLONES void load_lane_major(scalar_t* __restrict__ dst, const scalar_t* __restrict__ src,
+                                         int64_t stride_c, int64_t stride_a, int64_t stride_b, int64_t pooled_h,
+                                         int64_t pooled_w, int64_t lanes) {
+  const int64_t bins = pooled_h * pooled_w;
+  if (lanes < kLanes) std::fill(dst, dst + bins * kLanes, scalar_t(0));
+  for (int64_t l = 0; l < lanes; ++l) {
+    const scalar_t* channel = src + l * stride_c;
+    if (stride_b == 1 && stride_a == pooled_w) {
+      for (int64_t i = 0; i < bins; ++i) dst[i * kLanes + l] = channel[i];
+    } else {
+      for (int64_t a = 0; a < pooled_h; ++a)
+        for (int64_t b = 0; b < pooled_w; ++b) dst[(a * pooled_w + b) * kLanes + l] = channel[a * stride_a + b * stride_b];
     }
   }
 }
 
-// Planes per parallel task: small problems run inline, since waking threads costs more than the work.
-int64_t planes_per_task(const RoiPlan& plan, int64_t channels, int64_t height, int64_t width, int64_t pooled_h,
-                        int64_t pooled_w) {
-  const int64_t planes = static_cast<int64_t>(plan.rois_of_image.size()) * channels;
-  const int64_t work = planes * (height + 1) * (width + 1) +
-                       static_cast<int64_t>(plan.geometry.size()) * channels * (pooled_h + 1) * (pooled_w + 1) * 9;
-  const int64_t work_per_plane = std::max<int64_t>(1, work / std::max<int64_t>(1, planes));
-  return std::max<int64_t>(1, 32768 / work_per_plane);
+// [N, C, H, W] -> [N, ceil(C / kLanes), H, W, kLanes], channels past C zero.
+at::Tensor to_channel_blocks(const at::Tensor& features) {
+  const int64_t n = features.size(0), c = features.size(1), h = features.size(2), w = features.size(3);
+  const int64_t blocks = (c + kLanes - 1) / kLanes;
+  const at::Tensor padded =
+      blocks * kLanes == c ? features : at::constant_pad_nd(features, {0, 0, 0, 0, 0, blocks * kLanes - c}, 0.0);
+  return padded.reshape({n, blocks, kLanes, h, w}).permute({0, 1, 3, 4, 2}).contiguous();
 }
 
+// Inverse of to_channel_blocks for a map of `channels` channels.
+at::Tensor from_channel_blocks(const at::Tensor& blocked, int64_t channels) {
+  const int64_t n = blocked.size(0), blocks = blocked.size(1), h = blocked.size(2), w = blocked.size(3);
+  return blocked.permute({0, 1, 4, 2, 3}).reshape({n, blocks * kLanes, h, w}).narrow(1, 0, channels).contiguous();
+}
+
+// Channel blocks per parallel task: small problems run inline, since waking threads costs more than the work.
+int64_t blocks_per_task(int64_t num_rois, int64_t blocks, int64_t pooled_h, int64_t pooled_w) {
+  const int64_t work = num_rois * blocks * kLanes * pooled_h * pooled_w;
+  return work < 65536 ? blocks : 1;
+}
+
+// Lanes of channel block `block` that hold real channels.
+inline int64_t lanes_in(int64_t block, int64_t channels) { return std::min(kLanes, channels - block * kLanes); }
+
 template <typename scalar_t>
-void forward_kernel(const scalar_t* features, const RoiPlan& plan, int64_t channels, int64_t height, int64_t width,
-                    int64_t pooled_h, int64_t pooled_w, scalar_t* output) {
-  const int64_t batch_size = static_cast<int64_t>(plan.rois_of_image.size());
-  const int64_t corners_w = pooled_w + 1, corners_h = pooled_h + 1, stride = width + 1;
-  const int64_t grain = planes_per_task(plan, channels, height, width, pooled_h, pooled_w);
-  at::parallel_for(0, batch_size * channels, grain, [&](int64_t begin, int64_t end) {
-    std::vector<double> table((height + 1) * stride);
-    std::vector<double> corner(corners_h * corners_w), row_values(plan.max_rows * corners_w);
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / channels, c = plane % channels;
-      if (plan.rois_of_image[n].empty()) continue;
-      build_table(features + plane * height * width, height, width, table.data());
-      for (int64_t k : plan.rois_of_image[n]) {
+void forward_kernel(const scalar_t* blocked, const RoiPlan<scalar_t>& plan, int64_t channels, int64_t height,
+                    int64_t width, int64_t pooled_h, int64_t pooled_w, scalar_t* output) {
+  const int64_t num_rois = static_cast<int64_t>(plan.geometry.size());
+  const int64_t blocks = (channels + kLanes - 1) / kLanes, bins = pooled_h * pooled_w;
+  const int64_t max_window = *std::max_element(plan.x.window_count.begin(), plan.x.window_count.end());
+  at::parallel_for(0, blocks, blocks_per_task(num_rois, blocks, pooled_h, pooled_w), [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> row(std::max<int64_t>(max_window, 1) * kLanes), out(bins * kLanes);
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t lanes = lanes_in(block, channels);
+      for (int64_t k = 0; k < num_rois; ++k) {
         const RoiGeometry& g = plan.geometry[k];
-        if (!(g.bin_area > 0.0)) continue;  // output was zero-initialised
-        const AxisTaps* xt = plan.x_taps.data() + k * corners_w;
-        const AxisTaps* yt = plan.y_taps.data() + k * corners_h;
-        const int* slot = plan.y_slot.data() + k * corners_h * 3;
-        const int* rows = plan.rows.data() + plan.row_begin[k];
-        const int64_t num_rows = plan.row_begin[k + 1] - plan.row_begin[k];
-        // x taps on every touched row: row_values[j][b] = sum_s wx[b][s] * T[rows[j]][ix[b][s]]
-        for (int64_t j = 0; j < num_rows; ++j) {
-          const double* trow = table.data() + static_cast<int64_t>(rows[j]) * stride;
-          double* dst = row_values.data() + j * corners_w;
-          for (int64_t b = 0; b < corners_w; ++b)
-            dst[b] = xt[b].weight[0] * trow[xt[b].index[0]] + xt[b].weight[1] * trow[xt[b].index[1]] +
-                     xt[b].weight[2] * trow[xt[b].index[2]];
+        scalar_t* dst = output + (k * channels + block * kLanes) * bins;
+        if (!(g.bin_area > 0.0)) {
+          std::fill(dst, dst + lanes * bins, scalar_t(0));
+          continue;
         }
-        // y taps: S[a][b] = sum_r wy[a][r] * row_values[slot[a][r]][b]
-        for (int64_t a = 0; a < corners_h; ++a) {
-          const double* r0 = row_values.data() + slot[a * 3] * corners_w;
-          const double* r1 = row_values.data() + slot[a * 3 + 1] * corners_w;
-          const double* r2 = row_values.data() + slot[a * 3 + 2] * corners_w;
-          const double w0 = yt[a].weight[0], w1 = yt[a].weight[1], w2 = yt[a].weight[2];
-          double* dst = corner.data() + a * corners_w;
-          for (int64_t b = 0; b < corners_w; ++b) dst[b] = w0 * r0[b] + w1 * r1[b] + w2 * r2[b];
-        }
-        scalar_t* out = output + (k * channels + c) * pooled_h * pooled_w;
-        for (int64_t ph = 0; ph < pooled_h; ++ph) {
-          const double* top = corner.data() + ph * corners_w;
-          const double* bottom = top + corners_w;
-          for (int64_t pw = 0; pw < pooled_w; ++pw)
-            out[ph * pooled_w + pw] =
-                static_cast<scalar_t>(prroi::bin_mean(g.bin_area, top[pw], top[pw + 1], bottom[pw], bottom[pw + 1]));
-        }
+        const scalar_t* plane = blocked + (g.batch_index * blocks + block) * height * width * kLanes;
+        pool_block(plane, width, AxisView<scalar_t>(plan.x, k, pooled_w), AxisView<scalar_t>(plan.y, k, pooled_h),
+                   pooled_h, pooled_w, static_cast<scalar_t>(1.0 / g.bin_area), row.data(), out.data());
+        store_channel_major(dst, out.data(), bins, lanes);
       }
     }
   });
 }
 
 template <typename scalar_t>
-void backward_kernel(const scalar_t* grad_output, const scalar_t* features, const RoiPlan& plan, int64_t channels,
-                     int64_t height, int64_t width, int64_t pooled_h, int64_t pooled_w, double spatial_scale,
-                     scalar_t* grad_features, double* grad_box_per_channel) {
-  const int64_t batch_size = static_cast<int64_t>(plan.rois_of_image.size());
-  const int64_t corners_w = pooled_w + 1, corners_h = pooled_h + 1, stride = width + 1;
-  const bool want_features = grad_features != nullptr, want_boxes = grad_box_per_channel != nullptr;
-  const int64_t grain = planes_per_task(plan, channels, height, width, pooled_h, pooled_w);
-  at::parallel_for(0, batch_size * channels, grain, [&](int64_t begin, int64_t end) {
-    std::vector<double> table(want_boxes ? (height + 1) * stride : 0);
-    std::vector<double> adjoint(want_features ? (height + 1) * stride : 0);
-    std::vector<double> s(corners_h * corners_w), sx(s.size()), sy(s.size()), corner_grad(s.size());
-    std::vector<double> row_values(plan.max_rows * corners_w), row_slopes(row_values.size());
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t n = plane / channels, c = plane % channels;
-      if (plan.rois_of_image[n].empty()) continue;  // grad_features was zero-initialised
-      if (want_boxes) build_table(features + plane * height * width, height, width, table.data());
-      if (want_features) std::fill(adjoint.begin(), adjoint.end(), 0.0);
-      for (int64_t k : plan.rois_of_image[n]) {
+void backward_kernel(const at::Tensor& grad_output, const scalar_t* blocked, const RoiPlan<scalar_t>& plan,
+                     int64_t channels, int64_t height, int64_t width, int64_t pooled_h, int64_t pooled_w,
+                     double spatial_scale, scalar_t* d_blocked, double* grad_box_per_block) {
+  const int64_t num_rois = static_cast<int64_t>(plan.geometry.size());
+  const int64_t blocks = (channels + kLanes - 1) / kLanes, bins = pooled_h * pooled_w;
+  const int64_t max_window = *std::max_element(plan.x.window_count.begin(), plan.x.window_count.end());
+  // grad_output is read through its strides: the gradient of a sum is one value expanded, and copying it
+  // to a contiguous tensor would cost as much as the forward output.
+  const scalar_t* grad_data = grad_output.data_ptr<scalar_t>();
+  const int64_t stride_k = grad_output.stride(0), stride_c = grad_output.stride(1);
+  const int64_t stride_a = grad_output.stride(2), stride_b = grad_output.stride(3);
+  at::parallel_for(0, blocks, blocks_per_task(num_rois, blocks, pooled_h, pooled_w), [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> rows(3 * std::max<int64_t>(max_window, 1) * kLanes), grad(bins * kLanes);
+    std::vector<scalar_t> jump_x((pooled_w + 1) * kLanes), jump_y((pooled_h + 1) * kLanes), weighted(kLanes);
+    for (int64_t block = begin; block < end; ++block) {
+      const int64_t lanes = lanes_in(block, channels);
+      for (int64_t k = 0; k < num_rois; ++k) {
         const RoiGeometry& g = plan.geometry[k];
         if (!(g.bin_area > 0.0)) continue;  // zero-area bins are constant 0: no gradient
-        const AxisTaps* xt = plan.x_taps.data() + k * corners_w;
-        const AxisTaps* yt = plan.y_taps.data() + k * corners_h;
-        const scalar_t* go = grad_output + (k * channels + c) * pooled_h * pooled_w;
-        const int* slot = plan.y_slot.data() + k * corners_h * 3;
-        const int* rows = plan.rows.data() + plan.row_begin[k];
-        const int64_t num_rows = plan.row_begin[k + 1] - plan.row_begin[k];
-        if (want_boxes) {
-          // S, dS/dx, dS/dy at the corners, separably as in the forward pass.
-          for (int64_t j = 0; j < num_rows; ++j) {
-            const double* trow = table.data() + static_cast<int64_t>(rows[j]) * stride;
-            double* value = row_values.data() + j * corners_w;
-            double* slope = row_slopes.data() + j * corners_w;
-            for (int64_t b = 0; b < corners_w; ++b) {
-              const double t0 = trow[xt[b].index[0]], t1 = trow[xt[b].index[1]], t2 = trow[xt[b].index[2]];
-              value[b] = xt[b].weight[0] * t0 + xt[b].weight[1] * t1 + xt[b].weight[2] * t2;
-              slope[b] = xt[b].slope[0] * t0 + xt[b].slope[1] * t1 + xt[b].slope[2] * t2;
-            }
-          }
-          for (int64_t a = 0; a < corners_h; ++a) {
-            const int64_t o0 = slot[a * 3] * corners_w, o1 = slot[a * 3 + 1] * corners_w,
-                          o2 = slot[a * 3 + 2] * corners_w;
-            const double w0 = yt[a].weight[0], w1 = yt[a].weight[1], w2 = yt[a].weight[2];
-            const double d0 = yt[a].slope[0], d1 = yt[a].slope[1], d2 = yt[a].slope[2];
-            const double* v = row_values.data();
-            const double* dv = row_slopes.data();
-            for (int64_t b = 0; b < corners_w; ++b) {
-              const int64_t at = a * corners_w + b;
-              s[at] = w0 * v[o0 + b] + w1 * v[o1 + b] + w2 * v[o2 + b];
-              sx[at] = w0 * dv[o0 + b] + w1 * dv[o1 + b] + w2 * dv[o2 + b];
-              sy[at] = d0 * v[o0 + b] + d1 * v[o1 + b] + d2 * v[o2 + b];
-            }
-          }
+        const AxisView<scalar_t> x(plan.x, k, pooled_w), y(plan.y, k, pooled_h);
+        load_lane_major(grad.data(), grad_data + k * stride_k + block * kLanes * stride_c, stride_c, stride_a,
+                        stride_b, pooled_h, pooled_w, lanes);
+        const int64_t plane_offset = (g.batch_index * blocks + block) * height * width * kLanes;
+        backward_block(grad_box_per_block != nullptr ? blocked + plane_offset : nullptr,
+                       d_blocked != nullptr ? d_blocked + plane_offset : nullptr, width, x, y, pooled_h, pooled_w,
+                       static_cast<scalar_t>(1.0 / g.bin_area), grad.data(), rows.data(), jump_x.data(),
+                       jump_y.data(), weighted.data());
+        if (grad_box_per_block != nullptr) {
+          // Lanes are summed in double: the jumps of neighbouring lines largely cancel in the box gradient.
           double box[4] = {0.0, 0.0, 0.0, 0.0};
-          for (int64_t ph = 0; ph < pooled_h; ++ph)
-            for (int64_t pw = 0; pw < pooled_w; ++pw) {
-              const int64_t ids[4] = {ph * corners_w + pw, ph * corners_w + pw + 1, (ph + 1) * corners_w + pw,
-                                      (ph + 1) * corners_w + pw + 1};
-              const double cs[4] = {s[ids[0]], s[ids[1]], s[ids[2]], s[ids[3]]};
-              const double csx[4] = {sx[ids[0]], sx[ids[1]], sx[ids[2]], sx[ids[3]]};
-              const double csy[4] = {sy[ids[0]], sy[ids[1]], sy[ids[2]], sy[ids[3]]};
-              const prroi::EdgeGrad e =
-                  prroi::bin_edge_grad(static_cast<double>(go[ph * pooled_w + pw]), g, cs, csx, csy);
-              prroi::chain_edges_to_box(e, ph, pw, pooled_h, pooled_w, spatial_scale, box);
-            }
-          double* dst = grad_box_per_channel + (k * channels + c) * 4;
+          const auto lane_sum = [lanes](const scalar_t* values) {
+            double total = 0.0;
+            for (int64_t l = 0; l < lanes; ++l) total += static_cast<double>(values[l]);
+            return total;
+          };
+          for (int64_t b = 0; b <= pooled_w; ++b)
+            prroi::chain_x_line(lane_sum(jump_x.data() + b * kLanes) / g.bin_area, static_cast<int>(b),
+                                static_cast<int>(pooled_w), spatial_scale, box);
+          for (int64_t a = 0; a <= pooled_h; ++a)
+            prroi::chain_y_line(lane_sum(jump_y.data() + a * kLanes) / g.bin_area, static_cast<int>(a),
+                                static_cast<int>(pooled_h), spatial_scale, box);
+          prroi::chain_bin_area(-lane_sum(weighted.data()) / (g.bin_area * g.bin_area), g,
+                                static_cast<int>(pooled_h), static_cast<int>(pooled_w), spatial_scale, box);
+          double* dst = grad_box_per_block + (k * blocks + block) * 4;
           for (int i = 0; i < 4; ++i) dst[i] = box[i];
-        }
-        if (want_features) {
-          // d(loss)/dS at each corner: +, -, -, + of the four-corner difference of every bin touching it.
-          std::fill(corner_grad.begin(), corner_grad.end(), 0.0);
-          for (int64_t ph = 0; ph < pooled_h; ++ph)
-            for (int64_t pw = 0; pw < pooled_w; ++pw) {
-              const double gi = static_cast<double>(go[ph * pooled_w + pw]) / g.bin_area;
-              corner_grad[ph * corners_w + pw] += gi;
-              corner_grad[ph * corners_w + pw + 1] -= gi;
-              corner_grad[(ph + 1) * corners_w + pw] -= gi;
-              corner_grad[(ph + 1) * corners_w + pw + 1] += gi;
-            }
-          // Adjoint of the separable evaluation: y taps gather corner gradients into rows, x taps scatter them.
-          std::fill(row_values.begin(), row_values.begin() + num_rows * corners_w, 0.0);
-          for (int64_t a = 0; a < corners_h; ++a) {
-            const double* cg = corner_grad.data() + a * corners_w;
-            for (int r = 0; r < 3; ++r) {
-              const double w = yt[a].weight[r];
-              double* dst = row_values.data() + slot[a * 3 + r] * corners_w;
-              for (int64_t b = 0; b < corners_w; ++b) dst[b] += w * cg[b];
-            }
-          }
-          for (int64_t j = 0; j < num_rows; ++j) {
-            double* arow = adjoint.data() + static_cast<int64_t>(rows[j]) * stride;
-            const double* src = row_values.data() + j * corners_w;
-            for (int64_t b = 0; b < corners_w; ++b) {
-              const double v = src[b];
-              arow[xt[b].index[0]] += v * xt[b].weight[0];
-              arow[xt[b].index[1]] += v * xt[b].weight[1];
-              arow[xt[b].index[2]] += v * xt[b].weight[2];
-            }
-          }
-        }
-      }
-      if (want_features) {
-        // The table entry (j, i) sums F[:j, :i], so dF[q][p] is the suffix sum of the adjoint from (q+1, p+1).
-        scalar_t* dst = grad_features + plane * height * width;
-        double* adj = adjoint.data();
-        for (int64_t j = height; j >= 1; --j) {
-          double running = 0.0;
-          double* row = adj + j * stride;
-          const double* below = row + stride;
-          for (int64_t i = width; i >= 1; --i) {
-            running += row[i];
-            row[i] = running + (j < height ? below[i] : 0.0);
-            dst[(j - 1) * width + (i - 1)] = static_cast<scalar_t>(row[i]);
-          }
         }
       }
     }
@@ -285,16 +429,17 @@ void backward_kernel(const scalar_t* grad_output, const scalar_t* features, cons
 
 at::Tensor prroi_pool_forward_cpu(const at::Tensor& features_in, const at::Tensor& rois_in, int64_t pooled_height,
                                   int64_t pooled_width, double spatial_scale) {
-  const at::Tensor features = features_in.contiguous();
   const at::Tensor rois = rois_in.contiguous();
-  const int64_t batch_size = features.size(0), channels = features.size(1);
-  const int64_t height = features.size(2), width = features.size(3), num_rois = rois.size(0);
-  at::Tensor output = at::zeros({num_rois, channels, pooled_height, pooled_width}, features.options());
-  if (num_rois == 0 || channels == 0) return output;
-  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "prroi_pool_forward_cpu", [&] {
-    const RoiPlan plan = plan_rois(rois.data_ptr<scalar_t>(), num_rois, batch_size, height, width, pooled_height,
-                                   pooled_width, spatial_scale);
-    forward_kernel(features.data_ptr<scalar_t>(), plan, channels, height, width, pooled_height, pooled_width,
+  const int64_t batch_size = features_in.size(0), channels = features_in.size(1);
+  const int64_t height = features_in.size(2), width = features_in.size(3), num_rois = rois.size(0);
+  if (num_rois == 0 || channels == 0 || height == 0 || width == 0)
+    return at::zeros({num_rois, channels, pooled_height, pooled_width}, features_in.options());
+  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, features_in.options());
+  AT_DISPATCH_FLOATING_TYPES(features_in.scalar_type(), "prroi_pool_forward_cpu", [&] {
+    const RoiPlan<scalar_t> plan = plan_rois(rois.data_ptr<scalar_t>(), num_rois, batch_size, height, width,
+                                             pooled_height, pooled_width, spatial_scale);
+    const at::Tensor blocked = to_channel_blocks(features_in);
+    forward_kernel(blocked.data_ptr<scalar_t>(), plan, channels, height, width, pooled_height, pooled_width,
                    output.data_ptr<scalar_t>());
   });
   return output;
@@ -305,29 +450,34 @@ std::tuple<at::Tensor, at::Tensor> prroi_pool_backward_cpu(const at::Tensor& gra
                                                            int64_t pooled_height, int64_t pooled_width,
                                                            double spatial_scale, bool features_need_grad,
                                                            bool rois_need_grad) {
-  const at::Tensor features = features_in.contiguous();
   const at::Tensor rois = rois_in.contiguous();
-  const at::Tensor grad_output = grad_output_in.to(features.scalar_type()).contiguous();
-  const int64_t batch_size = features.size(0), channels = features.size(1);
-  const int64_t height = features.size(2), width = features.size(3), num_rois = rois.size(0);
-  at::Tensor grad_features = features_need_grad ? at::zeros_like(features) : at::empty({0}, features.options());
-  at::Tensor grad_box_per_channel =
-      rois_need_grad ? at::zeros({num_rois, channels, 4}, features.options().dtype(at::kDouble))
-                     : at::empty({0}, features.options().dtype(at::kDouble));
-  if (num_rois > 0 && channels > 0 && (features_need_grad || rois_need_grad)) {
-    AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "prroi_pool_backward_cpu", [&] {
-      const RoiPlan plan = plan_rois(rois.data_ptr<scalar_t>(), num_rois, batch_size, height, width, pooled_height,
-                                     pooled_width, spatial_scale);
-      backward_kernel(grad_output.data_ptr<scalar_t>(), features.data_ptr<scalar_t>(), plan, channels, height,
+  const at::Tensor grad_output = grad_output_in.to(features_in.scalar_type());
+  const int64_t batch_size = features_in.size(0), channels = features_in.size(1);
+  const int64_t height = features_in.size(2), width = features_in.size(3), num_rois = rois.size(0);
+  const int64_t blocks = (channels + kLanes - 1) / kLanes;
+  at::Tensor grad_features = at::empty({0}, features_in.options());
+  at::Tensor grad_box_per_block = rois_need_grad ? at::zeros({num_rois, blocks, 4}, rois.options().dtype(at::kDouble))
+                                                 : at::empty({0}, rois.options().dtype(at::kDouble));
+  const bool any_work = num_rois > 0 && channels > 0 && height > 0 && width > 0;
+  if (features_need_grad && !any_work) grad_features = at::zeros_like(features_in, at::MemoryFormat::Contiguous);
+  if (any_work && (features_need_grad || rois_need_grad)) {
+    AT_DISPATCH_FLOATING_TYPES(features_in.scalar_type(), "prroi_pool_backward_cpu", [&] {
+      const RoiPlan<scalar_t> plan = plan_rois(rois.data_ptr<scalar_t>(), num_rois, batch_size, height, width,
+                                               pooled_height, pooled_width, spatial_scale);
+      const at::Tensor blocked = rois_need_grad ? to_channel_blocks(features_in) : at::Tensor();
+      at::Tensor d_blocked;
+      if (features_need_grad) d_blocked = at::zeros({batch_size, blocks, height, width, kLanes}, features_in.options());
+      backward_kernel(grad_output, rois_need_grad ? blocked.data_ptr<scalar_t>() : nullptr, plan, channels, height,
                       width, pooled_height, pooled_width, spatial_scale,
-                      features_need_grad ? grad_features.data_ptr<scalar_t>() : nullptr,
-                      rois_need_grad ? grad_box_per_channel.data_ptr<double>() : nullptr);
+                      features_need_grad ? d_blocked.data_ptr<scalar_t>() : nullptr,
+                      rois_need_grad ? grad_box_per_block.data_ptr<double>() : nullptr);
+      if (features_need_grad) grad_features = from_channel_blocks(d_blocked, channels);
     });
   }
   at::Tensor grad_rois = at::empty({0}, rois.options());
   if (rois_need_grad) {
     grad_rois = at::zeros({num_rois, 5}, rois.options());
-    if (num_rois > 0) grad_rois.narrow(1, 1, 4).copy_(grad_box_per_channel.sum(1));
+    if (num_rois > 0) grad_rois.narrow(1, 1, 4).copy_(grad_box_per_block.sum(1));
   }
   return std::make_tuple(grad_features, grad_rois);
 }

@@ -108,6 +108,23 @@ def test_gradients_match_reference_autograd():
     assert torch.all(ours_grads[1][:, 0] == 0)  # the batch index gets no gradient
 
 
+def test_channel_blocks_and_strided_upstream_gradients_match_reference():
+    # 21 channels span two blocks of the CPU kernel, the second partly filled; the upstream gradient of a sum is
+    # one value expanded (all strides 0) and a transposed one has strides out of order, neither copied.
+    torch.manual_seed(10)
+    features = torch.randn(2, 21, 7, 9, dtype=torch.float64, requires_grad=True)
+    rois = _rois(BOXES, BOXES).requires_grad_()
+    reference = prroi_pool2d_reference(features, rois, 3, 4, 0.5)
+    ours = prroi_pool2d(features, rois, 3, 4, 0.5)
+    torch.testing.assert_close(ours, reference, atol=1e-12, rtol=1e-12)
+    transposed = torch.randn(len(rois), 21, 4, 3, dtype=torch.float64).transpose(2, 3)
+    for upstream in (torch.ones(()).expand_as(ours), transposed):
+        ours_grads = torch.autograd.grad(ours, (features, rois), upstream, retain_graph=True)
+        reference_grads = torch.autograd.grad(reference, (features, rois), upstream, retain_graph=True)
+        for mine, theirs in zip(ours_grads, reference_grads):
+            torch.testing.assert_close(mine, theirs, atol=1e-10, rtol=1e-10)
+
+
 def test_zero_size_inverted_and_far_boxes_give_zero_and_finite_gradients():
     torch.manual_seed(6)
     features = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
