@@ -2,10 +2,11 @@
 //
 // A bin's integral is wy @ F @ wx^T with banded node weights (prroi_pool_math.h), the same for every
 // channel, so the weights of all RoIs are computed once and the products run over blocks of kLanes channels
-// at a time: the features are copied to a channel-blocked layout [N, C / kLanes, H, W, kLanes] in which
-// every inner loop is a contiguous, vectorisable multiply-add over the block's channels. Work is split over
-// channel blocks with at::parallel_for, so each task owns its slice of the feature gradient (no atomics, no
-// per-thread copies). Per RoI and block:
+// at a time. Work is split over channel blocks with at::parallel_for; a task copies its block of the features
+// into a channel-interleaved buffer [N, H, W, kLanes] (about a megabyte, so it stays in cache while every RoI
+// reads it), in which each inner loop is a contiguous, vectorisable multiply-add over the block's channels,
+// and accumulates its slice of the feature gradient in a buffer of the same layout (no atomics, no
+// per-thread copies of the whole gradient). Per RoI and block:
 //   forward:        G = wy @ F (one bin row at a time), out = G @ wx^T / area;
 //   features grad:  the transposed products, dF += wy^T @ (g @ wx) / area;
 //   box grad:       Lx = G @ (line taps)^T and Ly = (line taps) @ F @ wx^T, weighted by the jumps of g
@@ -323,19 +324,24 @@ PRROI_VECTOR_CLONES void load_lane_major(scalar_t* __restrict__ dst, const scala
   }
 }
 
-// [N, C, H, W] -> [N, ceil(C / kLanes), H, W, kLanes], channels past C zero.
-at::Tensor to_channel_blocks(const at::Tensor& features) {
-  const int64_t n = features.size(0), c = features.size(1), h = features.size(2), w = features.size(3);
-  const int64_t blocks = (c + kLanes - 1) / kLanes;
-  const at::Tensor padded =
-      blocks * kLanes == c ? features : at::constant_pad_nd(features, {0, 0, 0, 0, 0, blocks * kLanes - c}, 0.0);
-  return padded.reshape({n, blocks, kLanes, h, w}).permute({0, 1, 3, 4, 2}).contiguous();
+// Channel block `block` of every image of features [N, C, H, W] (any strides) -> blocked [N, H, W, kLanes].
+template <typename scalar_t>
+void pack_block(const scalar_t* features, at::IntArrayRef sizes, at::IntArrayRef strides, int64_t block,
+                scalar_t* blocked) {
+  const int64_t plane = sizes[2] * sizes[3] * kLanes, lanes = std::min(kLanes, sizes[1] - block * kLanes);
+  for (int64_t n = 0; n < sizes[0]; ++n)
+    load_lane_major(blocked + n * plane, features + n * strides[0] + block * kLanes * strides[1], strides[1],
+                    strides[2], strides[3], sizes[2], sizes[3], lanes);
 }
 
-// Inverse of to_channel_blocks for a map of `channels` channels.
-at::Tensor from_channel_blocks(const at::Tensor& blocked, int64_t channels) {
-  const int64_t n = blocked.size(0), blocks = blocked.size(1), h = blocked.size(2), w = blocked.size(3);
-  return blocked.permute({0, 1, 4, 2, 3}).reshape({n, blocks * kLanes, h, w}).narrow(1, 0, channels).contiguous();
+// The inverse into a contiguous [N, C, H, W] tensor, real lanes only.
+template <typename scalar_t>
+void unpack_block(const scalar_t* blocked, int64_t batch_size, int64_t channels, int64_t height, int64_t width,
+                  int64_t block, scalar_t* features) {
+  const int64_t lanes = std::min(kLanes, channels - block * kLanes);
+  for (int64_t n = 0; n < batch_size; ++n)
+    store_channel_major(features + (n * channels + block * kLanes) * height * width,
+                        blocked + n * height * width * kLanes, height * width, lanes);
 }
 
 // Channel blocks per parallel task: small problems run inline, since waking threads costs more than the work.
@@ -348,15 +354,19 @@ int64_t blocks_per_task(int64_t num_rois, int64_t blocks, int64_t pooled_h, int6
 inline int64_t lanes_in(int64_t block, int64_t channels) { return std::min(kLanes, channels - block * kLanes); }
 
 template <typename scalar_t>
-void forward_kernel(const scalar_t* blocked, const RoiPlan<scalar_t>& plan, int64_t channels, int64_t height,
-                    int64_t width, int64_t pooled_h, int64_t pooled_w, scalar_t* output) {
+void forward_kernel(const at::Tensor& features, const RoiPlan<scalar_t>& plan, int64_t pooled_h, int64_t pooled_w,
+                    scalar_t* output) {
+  const int64_t batch_size = features.size(0), channels = features.size(1);
+  const int64_t height = features.size(2), width = features.size(3);
   const int64_t num_rois = static_cast<int64_t>(plan.geometry.size());
   const int64_t blocks = (channels + kLanes - 1) / kLanes, bins = pooled_h * pooled_w;
   const int64_t max_window = *std::max_element(plan.x.window_count.begin(), plan.x.window_count.end());
   at::parallel_for(0, blocks, blocks_per_task(num_rois, blocks, pooled_h, pooled_w), [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> row(std::max<int64_t>(max_window, 1) * kLanes), out(bins * kLanes);
+    std::vector<scalar_t> blocked(batch_size * height * width * kLanes);
     for (int64_t block = begin; block < end; ++block) {
       const int64_t lanes = lanes_in(block, channels);
+      pack_block(features.data_ptr<scalar_t>(), features.sizes(), features.strides(), block, blocked.data());
       for (int64_t k = 0; k < num_rois; ++k) {
         const RoiGeometry& g = plan.geometry[k];
         scalar_t* dst = output + (k * channels + block * kLanes) * bins;
@@ -364,7 +374,7 @@ void forward_kernel(const scalar_t* blocked, const RoiPlan<scalar_t>& plan, int6
           std::fill(dst, dst + lanes * bins, scalar_t(0));
           continue;
         }
-        const scalar_t* plane = blocked + (g.batch_index * blocks + block) * height * width * kLanes;
+        const scalar_t* plane = blocked.data() + g.batch_index * height * width * kLanes;
         pool_block(plane, width, AxisView<scalar_t>(plan.x, k, pooled_w), AxisView<scalar_t>(plan.y, k, pooled_h),
                    pooled_h, pooled_w, static_cast<scalar_t>(1.0 / g.bin_area), row.data(), out.data());
         store_channel_major(dst, out.data(), bins, lanes);
@@ -374,9 +384,11 @@ void forward_kernel(const scalar_t* blocked, const RoiPlan<scalar_t>& plan, int6
 }
 
 template <typename scalar_t>
-void backward_kernel(const at::Tensor& grad_output, const scalar_t* blocked, const RoiPlan<scalar_t>& plan,
-                     int64_t channels, int64_t height, int64_t width, int64_t pooled_h, int64_t pooled_w,
-                     double spatial_scale, scalar_t* d_blocked, double* grad_box_per_block) {
+void backward_kernel(const at::Tensor& grad_output, const at::Tensor& features, const RoiPlan<scalar_t>& plan,
+                     int64_t pooled_h, int64_t pooled_w, double spatial_scale, scalar_t* grad_features,
+                     double* grad_box_per_block) {
+  const int64_t batch_size = features.size(0), channels = features.size(1);
+  const int64_t height = features.size(2), width = features.size(3), plane_size = height * width * kLanes;
   const int64_t num_rois = static_cast<int64_t>(plan.geometry.size());
   const int64_t blocks = (channels + kLanes - 1) / kLanes, bins = pooled_h * pooled_w;
   const int64_t max_window = *std::max_element(plan.x.window_count.begin(), plan.x.window_count.end());
@@ -388,17 +400,22 @@ void backward_kernel(const at::Tensor& grad_output, const scalar_t* blocked, con
   at::parallel_for(0, blocks, blocks_per_task(num_rois, blocks, pooled_h, pooled_w), [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> rows(3 * std::max<int64_t>(max_window, 1) * kLanes), grad(bins * kLanes);
     std::vector<scalar_t> jump_x((pooled_w + 1) * kLanes), jump_y((pooled_h + 1) * kLanes), weighted(kLanes);
+    std::vector<scalar_t> blocked(grad_box_per_block != nullptr ? batch_size * plane_size : 0);
+    std::vector<scalar_t> d_blocked(grad_features != nullptr ? batch_size * plane_size : 0);
     for (int64_t block = begin; block < end; ++block) {
       const int64_t lanes = lanes_in(block, channels);
+      if (grad_box_per_block != nullptr)
+        pack_block(features.data_ptr<scalar_t>(), features.sizes(), features.strides(), block, blocked.data());
+      std::fill(d_blocked.begin(), d_blocked.end(), scalar_t(0));
       for (int64_t k = 0; k < num_rois; ++k) {
         const RoiGeometry& g = plan.geometry[k];
         if (!(g.bin_area > 0.0)) continue;  // zero-area bins are constant 0: no gradient
         const AxisView<scalar_t> x(plan.x, k, pooled_w), y(plan.y, k, pooled_h);
         load_lane_major(grad.data(), grad_data + k * stride_k + block * kLanes * stride_c, stride_c, stride_a,
                         stride_b, pooled_h, pooled_w, lanes);
-        const int64_t plane_offset = (g.batch_index * blocks + block) * height * width * kLanes;
-        backward_block(grad_box_per_block != nullptr ? blocked + plane_offset : nullptr,
-                       d_blocked != nullptr ? d_blocked + plane_offset : nullptr, width, x, y, pooled_h, pooled_w,
+        const int64_t plane_offset = g.batch_index * plane_size;
+        backward_block(grad_box_per_block != nullptr ? blocked.data() + plane_offset : nullptr,
+                       grad_features != nullptr ? d_blocked.data() + plane_offset : nullptr, width, x, y, pooled_h, pooled_w,
                        static_cast<scalar_t>(1.0 / g.bin_area), grad.data(), rows.data(), jump_x.data(),
                        jump_y.data(), weighted.data());
         if (grad_box_per_block != nullptr) {
@@ -421,6 +438,8 @@ void backward_kernel(const at::Tensor& grad_output, const scalar_t* blocked, con
           for (int i = 0; i < 4; ++i) dst[i] = box[i];
         }
       }
+      if (grad_features != nullptr)
+        unpack_block(d_blocked.data(), batch_size, channels, height, width, block, grad_features);
     }
   });
 }
@@ -438,9 +457,7 @@ at::Tensor prroi_pool_forward_cpu(const at::Tensor& features_in, const at::Tenso
   AT_DISPATCH_FLOATING_TYPES(features_in.scalar_type(), "prroi_pool_forward_cpu", [&] {
     const RoiPlan<scalar_t> plan = plan_rois(rois.data_ptr<scalar_t>(), num_rois, batch_size, height, width,
                                              pooled_height, pooled_width, spatial_scale);
-    const at::Tensor blocked = to_channel_blocks(features_in);
-    forward_kernel(blocked.data_ptr<scalar_t>(), plan, channels, height, width, pooled_height, pooled_width,
-                   output.data_ptr<scalar_t>());
+    forward_kernel(features_in, plan, pooled_height, pooled_width, output.data_ptr<scalar_t>());
   });
   return output;
 }
@@ -464,14 +481,10 @@ std::tuple<at::Tensor, at::Tensor> prroi_pool_backward_cpu(const at::Tensor& gra
     AT_DISPATCH_FLOATING_TYPES(features_in.scalar_type(), "prroi_pool_backward_cpu", [&] {
       const RoiPlan<scalar_t> plan = plan_rois(rois.data_ptr<scalar_t>(), num_rois, batch_size, height, width,
                                                pooled_height, pooled_width, spatial_scale);
-      const at::Tensor blocked = rois_need_grad ? to_channel_blocks(features_in) : at::Tensor();
-      at::Tensor d_blocked;
-      if (features_need_grad) d_blocked = at::zeros({batch_size, blocks, height, width, kLanes}, features_in.options());
-      backward_kernel(grad_output, rois_need_grad ? blocked.data_ptr<scalar_t>() : nullptr, plan, channels, height,
-                      width, pooled_height, pooled_width, spatial_scale,
-                      features_need_grad ? d_blocked.data_ptr<scalar_t>() : nullptr,
+      if (features_need_grad) grad_features = at::empty(features_in.sizes(), features_in.options());
+      backward_kernel(grad_output, features_in, plan, pooled_height, pooled_width, spatial_scale,
+                      features_need_grad ? grad_features.data_ptr<scalar_t>() : nullptr,
                       rois_need_grad ? grad_box_per_block.data_ptr<double>() : nullptr);
-      if (features_need_grad) grad_features = from_channel_blocks(d_blocked, channels);
     });
   }
   at::Tensor grad_rois = at::empty({0}, rois.options());
