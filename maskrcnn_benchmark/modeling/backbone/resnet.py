@@ -107,7 +107,10 @@ class Bottleneck(nn.Module):
         out = F.relu_(self.bn1(self.conv1(x)))
         out = F.relu_(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu_(out + identity)
+        # In place (as torchvision's blocks): no norm's backward needs its output, and the block saves one
+        # activation-sized allocation, the largest maps of the body at res2.
+        out += identity
+        return F.relu_(out)
 
 
 class BasicBlock(nn.Module):
@@ -140,7 +143,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = F.relu_(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu_(out + identity)
+        out += identity  # in place, as in Bottleneck
+        return F.relu_(out)
 
 
 def _block_and_norm(trans_func):
