@@ -306,29 +306,33 @@ PRROI_VECTOR_CLONES void store_channel_major(scalar_t* __restrict__ dst, const s
     for (int64_t i = 0; i < bins; ++i) dst[l * bins + i] = src[i * kLanes + l];
 }
 
-// The inverse for the upstream gradient, read through its strides; lanes past `lanes` are zero.
+// The inverse, from `lanes` channels of rows x cols values read through their strides (the upstream gradient
+// of one RoI, or one image of the features); lanes past `lanes` are zero.
 template <typename scalar_t>
 PRROI_VECTOR_CLONES void load_lane_major(scalar_t* __restrict__ dst, const scalar_t* __restrict__ src,
-                                         int64_t stride_c, int64_t stride_a, int64_t stride_b, int64_t pooled_h,
-                                         int64_t pooled_w, int64_t lanes) {
-  const int64_t bins = pooled_h * pooled_w;
-  if (lanes < kLanes) std::fill(dst, dst + bins * kLanes, scalar_t(0));
+                                         int64_t stride_channel, int64_t stride_row, int64_t stride_col, int64_t rows,
+                                         int64_t cols, int64_t lanes) {
+  const int64_t count = rows * cols;
+  if (lanes < kLanes) std::fill(dst, dst + count * kLanes, scalar_t(0));
   for (int64_t l = 0; l < lanes; ++l) {
-    const scalar_t* channel = src + l * stride_c;
-    if (stride_b == 1 && stride_a == pooled_w) {
-      for (int64_t i = 0; i < bins; ++i) dst[i * kLanes + l] = channel[i];
+    const scalar_t* channel = src + l * stride_channel;
+    if (stride_col == 1 && stride_row == cols) {
+      for (int64_t i = 0; i < count; ++i) dst[i * kLanes + l] = channel[i];
     } else {
-      for (int64_t a = 0; a < pooled_h; ++a)
-        for (int64_t b = 0; b < pooled_w; ++b) dst[(a * pooled_w + b) * kLanes + l] = channel[a * stride_a + b * stride_b];
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) dst[(r * cols + c) * kLanes + l] = channel[r * stride_row + c * stride_col];
     }
   }
 }
+
+// Lanes of channel block `block` that hold real channels.
+inline int64_t lanes_in(int64_t block, int64_t channels) { return std::min(kLanes, channels - block * kLanes); }
 
 // Channel block `block` of every image of features [N, C, H, W] (any strides) -> blocked [N, H, W, kLanes].
 template <typename scalar_t>
 void pack_block(const scalar_t* features, at::IntArrayRef sizes, at::IntArrayRef strides, int64_t block,
                 scalar_t* blocked) {
-  const int64_t plane = sizes[2] * sizes[3] * kLanes, lanes = std::min(kLanes, sizes[1] - block * kLanes);
+  const int64_t plane = sizes[2] * sizes[3] * kLanes, lanes = lanes_in(block, sizes[1]);
   for (int64_t n = 0; n < sizes[0]; ++n)
     load_lane_major(blocked + n * plane, features + n * strides[0] + block * kLanes * strides[1], strides[1],
                     strides[2], strides[3], sizes[2], sizes[3], lanes);
@@ -338,7 +342,7 @@ void pack_block(const scalar_t* features, at::IntArrayRef sizes, at::IntArrayRef
 template <typename scalar_t>
 void unpack_block(const scalar_t* blocked, int64_t batch_size, int64_t channels, int64_t height, int64_t width,
                   int64_t block, scalar_t* features) {
-  const int64_t lanes = std::min(kLanes, channels - block * kLanes);
+  const int64_t lanes = lanes_in(block, channels);
   for (int64_t n = 0; n < batch_size; ++n)
     store_channel_major(features + (n * channels + block * kLanes) * height * width,
                         blocked + n * height * width * kLanes, height * width, lanes);
@@ -349,9 +353,6 @@ int64_t blocks_per_task(int64_t num_rois, int64_t blocks, int64_t pooled_h, int6
   const int64_t work = num_rois * blocks * kLanes * pooled_h * pooled_w;
   return work < 65536 ? blocks : 1;
 }
-
-// Lanes of channel block `block` that hold real channels.
-inline int64_t lanes_in(int64_t block, int64_t channels) { return std::min(kLanes, channels - block * kLanes); }
 
 template <typename scalar_t>
 void forward_kernel(const at::Tensor& features, const RoiPlan<scalar_t>& plan, int64_t pooled_h, int64_t pooled_w,
