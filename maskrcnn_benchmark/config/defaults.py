@@ -166,6 +166,9 @@ _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS = False  # True: paste masks into the i
 _C.MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD = 0.5  # probability above which a pasted mask pixel is on
 _C.MODEL.ROI_MASK_HEAD.DILATION = 1  # dilation of the mask head's convs
 _C.MODEL.ROI_MASK_HEAD.USE_GN = False  # True: GroupNorm in the mask head's convs
+# (added) at test time the mask predictor runs on this many detections at a time and keeps only each one's class
+# channel: bounds the [N, 256, 2R, 2R] deconv output and the [N, classes, 2R, 2R] logits (the inference memory peak)
+_C.MODEL.ROI_MASK_HEAD.TEST_CHUNK_SIZE = 32
 
 # ---------------------------------------------------------------------------- #
 # Keypoint head

@@ -163,9 +163,11 @@ def test_eval_returns_detections_with_masks_and_no_adv_inputs():
 @pytest.mark.parametrize("chunk_size", [1, 7, 1000])
 def test_eval_masks_do_not_depend_on_the_predictor_chunk_size(chunk_size):
     # Reference: the predictor on all detections at once, then each detection's class channel, then the sigmoid.
-    heads = build_roi_heads(_fpn_cfg(), 8).eval()
+    cfg = _fpn_cfg()
+    cfg.merge_from_list(["MODEL.ROI_MASK_HEAD.TEST_CHUNK_SIZE", chunk_size])
+    heads = build_roi_heads(cfg, 8).eval()
+    assert heads.mask.test_chunk_size == chunk_size
     heads.box.post_processor.score_thresh = 0.0
-    heads.mask.test_chunk_size = chunk_size
     features, proposals = _features(), _proposals(_targets())
     with torch.no_grad():
         _, detections, _ = heads(features, proposals)

@@ -53,7 +53,8 @@ class ROIMaskHead(nn.Module):
                  share_box_feature_extractor=False, test_chunk_size=32):
         super().__init__()
         if test_chunk_size < 1:
-            raise ValueError("ROIMaskHead: test_chunk_size must be >= 1, got {}".format(test_chunk_size))
+            raise ValueError("ROIMaskHead: test_chunk_size (MODEL.ROI_MASK_HEAD.TEST_CHUNK_SIZE) must be >= 1, got {}".format(
+                test_chunk_size))
         self.feature_extractor = feature_extractor
         self.predictor = predictor
         self.post_processor = post_processor
@@ -122,4 +123,5 @@ def build_roi_mask_head(cfg, in_channels):
     feature_extractor = make_roi_mask_feature_extractor(cfg, in_channels)
     predictor = make_roi_mask_predictor(cfg, feature_extractor.out_channels)
     return ROIMaskHead(feature_extractor, predictor, make_roi_mask_post_processor(cfg),
-                       make_roi_mask_loss_evaluator(cfg), cfg.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR)
+                       make_roi_mask_loss_evaluator(cfg), cfg.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR,
+                       test_chunk_size=cfg.MODEL.ROI_MASK_HEAD.TEST_CHUNK_SIZE)
