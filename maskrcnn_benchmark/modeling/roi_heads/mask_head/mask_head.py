@@ -53,8 +53,8 @@ class ROIMaskHead(nn.Module):
                  share_box_feature_extractor=False, test_chunk_size=32):
         super().__init__()
         if test_chunk_size < 1:
-            raise ValueError("ROIMaskHead: test_chunk_size (MODEL.ROI_MASK_HEAD.TEST_CHUNK_SIZE) must be >= 1, got {}".format(
-                test_chunk_size))
+            raise ValueError("ROIMaskHead: test_chunk_size (MODEL.ROI_MASK_HEAD.TEST_CHUNK_SIZE) must be >= 1, "
+                             "got {}".format(test_chunk_size))
         self.feature_extractor = feature_extractor
         self.predictor = predictor
         self.post_processor = post_processor
