@@ -94,17 +94,22 @@ def test_gradcheck_features_and_rois_jointly(spatial_scale):
     _gradcheck_boxes(features, _rois(BOXES, BOXES), 2, 3, spatial_scale, constant_rois=_rois(ZERO_SIZE, ZERO_SIZE))
 
 
+def _assert_gradients_match(ours, reference, inputs, upstream):
+    """Gradients of `ours` and `reference` to `inputs` for the same upstream gradient agree to 1e-10; returns ours."""
+    ours_grads = torch.autograd.grad(ours, inputs, upstream, retain_graph=True)
+    reference_grads = torch.autograd.grad(reference, inputs, upstream, retain_graph=True)
+    for mine, theirs in zip(ours_grads, reference_grads):
+        torch.testing.assert_close(mine, theirs, atol=1e-10, rtol=1e-10)
+    return ours_grads
+
+
 def test_gradients_match_reference_autograd():
     torch.manual_seed(5)
     features = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
     rois = _rois(BOXES, BOXES).requires_grad_()
     ours = prroi_pool2d(features, rois, 3, 2, 0.5)
     reference = prroi_pool2d_reference(features, rois, 3, 2, 0.5)
-    upstream = torch.randn_like(ours)
-    ours_grads = torch.autograd.grad(ours, (features, rois), upstream)
-    reference_grads = torch.autograd.grad(reference, (features, rois), upstream)
-    for mine, theirs in zip(ours_grads, reference_grads):
-        torch.testing.assert_close(mine, theirs, atol=1e-10, rtol=1e-10)
+    ours_grads = _assert_gradients_match(ours, reference, (features, rois), torch.randn_like(ours))
     assert torch.all(ours_grads[1][:, 0] == 0)  # the batch index gets no gradient
 
 
@@ -119,10 +124,7 @@ def test_channel_blocks_and_strided_upstream_gradients_match_reference():
     torch.testing.assert_close(ours, reference, atol=1e-12, rtol=1e-12)
     transposed = torch.randn(len(rois), 21, 4, 3, dtype=torch.float64).transpose(2, 3)
     for upstream in (torch.ones(()).expand_as(ours), transposed):
-        ours_grads = torch.autograd.grad(ours, (features, rois), upstream, retain_graph=True)
-        reference_grads = torch.autograd.grad(reference, (features, rois), upstream, retain_graph=True)
-        for mine, theirs in zip(ours_grads, reference_grads):
-            torch.testing.assert_close(mine, theirs, atol=1e-10, rtol=1e-10)
+        _assert_gradients_match(ours, reference, (features, rois), upstream)
 
 
 def test_zero_size_inverted_and_far_boxes_give_zero_and_finite_gradients():
