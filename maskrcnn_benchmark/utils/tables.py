@@ -229,11 +229,15 @@ def aggregate_seeds(runs):
     Args:
         runs: list of load_results() dicts (one per seed) of the same model.
     Returns:
-        {iou_type: {metric: {"mean", "std" (sample std, 0 for one seed), "min", "max", "n"}}} in percent,
-        ignoring runs where a metric was not computed.
+        {iou_type: {metric: {"mean", "std" (sample std, 0 for one seed), "min", "max", "n"}}} in percent for
+        "bbox", "segm" and, when any run has it, "boundary" (Boundary AP), ignoring runs where a metric was not
+        computed.
     """
     out = OrderedDict()
-    for iou_type, _ in IOU_TYPES:
+    iou_types = [iou_type for iou_type, _ in IOU_TYPES]
+    if any(run.get("boundary") for run in runs):
+        iou_types.append("boundary")
+    for iou_type in iou_types:
         per_metric = OrderedDict()
         for metric in COCO_METRICS:
             values = [_pct(run.get(iou_type, {}).get(metric)) for run in runs]
@@ -250,15 +254,20 @@ def aggregate_seeds(runs):
 
 
 def format_comparison(baseline_stats, gan_stats, title, markdown=False):
-    """Table of mean +- std (and GAN - baseline of the means) per metric, blocks A (bbox) and B (segm)."""
+    """Table of mean +- std (and GAN - baseline of the means) per metric: blocks A (bbox), B (segm) and, when either
+    model's statistics have it, Boundary AP."""
     def cell(stats):
         if stats["mean"] is None:
             return "n/a"
         return "{:.1f} ± {:.1f}".format(stats["mean"], stats["std"])
 
+    empty = {m: {"mean": None, "std": None, "n": 0} for m in COCO_METRICS}
+    block_titles = list(IOU_TYPES)
+    if "boundary" in baseline_stats or "boundary" in gan_stats:
+        block_titles.append(("boundary", "Boundary AP"))
     blocks = []
-    for iou_type, block_title in IOU_TYPES:
-        b, g = baseline_stats[iou_type], gan_stats[iou_type]
+    for iou_type, block_title in block_titles:
+        b, g = baseline_stats.get(iou_type, empty), gan_stats.get(iou_type, empty)
         header = ["model"] + list(COCO_METRICS)
         rows = [["Mask R-CNN (n={})".format(b["AP"]["n"])] + [cell(b[m]) for m in COCO_METRICS],
                 ["GAN (n={})".format(g["AP"]["n"])] + [cell(g[m]) for m in COCO_METRICS],

@@ -121,6 +121,17 @@ def test_aggregate_seeds_mean_and_sample_std():
     assert stats["bbox"]["AP50"]["n"] == 0 and stats["bbox"]["AP50"]["mean"] is None
     assert stats["segm"]["AP"]["mean"] == pytest.approx(16.5)
     assert tables.aggregate_seeds(runs[:1])["bbox"]["AP"]["std"] == 0.0
+    assert "boundary" not in stats
+
+
+def test_seed_comparison_has_a_boundary_ap_block_when_the_runs_computed_it():
+    with_boundary = [{"bbox": {"AP": 0.3}, "segm": {"AP": 0.2}, "boundary": {"AP": v}} for v in (0.10, 0.14)]
+    without = [{"bbox": {"AP": 0.3}, "segm": {"AP": 0.2}}]
+    gan, baseline = tables.aggregate_seeds(with_boundary), tables.aggregate_seeds(without)
+    assert gan["boundary"]["AP"]["mean"] == pytest.approx(12.0)
+    text = tables.format_comparison(baseline, gan, "t")
+    block = text.split("t - Boundary AP")[1]
+    assert "12.0 ± 2.8" in block and "Mask R-CNN (n=0)" in block
 
 
 def test_compare_trains_both_models_per_seed_with_the_same_schedule(tmp_path, capsys):
