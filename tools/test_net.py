@@ -10,7 +10,6 @@ With MODEL.MASK_ON, Boundary AP (task "boundary", scored on segm.json) is report
 TEST.BOUNDARY_AP is False.
 """
 import argparse
-import logging
 import os
 
 import torch
@@ -20,7 +19,7 @@ from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
-from maskrcnn_benchmark.utils.comm import get_rank, init_distributed_from_env
+from maskrcnn_benchmark.utils.comm import get_rank, init_distributed_from_env, resolve_device
 from maskrcnn_benchmark.utils.env import setup_environment
 from maskrcnn_benchmark.utils.logger import setup_logger
 from maskrcnn_benchmark.utils.miscellaneous import mkdir
@@ -41,13 +40,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config_file or None, args.opts or ())
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger("maskrcnn_benchmark").warning(
-            "MODEL.DEVICE is '%s' but CUDA is not available: testing on the CPU", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
-    distributed, local_rank = init_distributed_from_env(args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda"))
-    if distributed and cfg.MODEL.DEVICE == "cuda":
-        cfg.MODEL.DEVICE = "cuda:{}".format(local_rank)
+    distributed, local_rank = init_distributed_from_env(
+        args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available())
+    cfg.MODEL.DEVICE = str(resolve_device(cfg.MODEL.DEVICE, local_rank, distributed))
     cfg.freeze()
 
     save_dir = cfg.OUTPUT_DIR

@@ -35,24 +35,10 @@ from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
-from maskrcnn_benchmark.utils.comm import get_rank, init_distributed_from_env, synchronize
+from maskrcnn_benchmark.utils.comm import get_rank, init_distributed_from_env, resolve_device, synchronize
 from maskrcnn_benchmark.utils.env import setup_environment
 from maskrcnn_benchmark.utils.logger import setup_logger
 from maskrcnn_benchmark.utils.miscellaneous import mkdir, save_config, set_random_seed
-
-
-def resolve_device(cfg, local_rank, distributed):
-    """The torch.device to run on; "cuda" falls back to the CPU (with a warning) on machines without a GPU."""
-    device = torch.device(cfg.MODEL.DEVICE)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            logging.getLogger("maskrcnn_benchmark").warning(
-                "MODEL.DEVICE is '%s' but CUDA is not available: running on the CPU (set MODEL.DEVICE cpu to "
-                "silence this)", cfg.MODEL.DEVICE)
-            return torch.device("cpu")
-        if distributed:
-            return torch.device("cuda", local_rank)
-    return device
 
 
 def evaluation_metrics(results, dataset_names):
@@ -149,7 +135,7 @@ def main(argv=None):
     cfg = load_config(args.config_file or None, args.opts or ())
     distributed, local_rank = init_distributed_from_env(
         args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available())
-    device = resolve_device(cfg, local_rank, distributed)
+    device = resolve_device(cfg.MODEL.DEVICE, local_rank, distributed)
     # Periodic and final tests read MODEL.DEVICE: keep it equal to the device actually used.
     cfg.MODEL.DEVICE = str(device)
     cfg.freeze()

@@ -126,3 +126,23 @@ def init_distributed_from_env(local_rank=None, use_cuda=None):
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
     synchronize()
     return True, local_rank
+
+
+def resolve_device(device_name, local_rank=0, distributed=False):
+    """The torch.device that MODEL.DEVICE ``device_name`` means on this machine and process.
+
+    "cuda" falls back to the CPU, with a warning, on machines without a GPU (so a GPU config runs unchanged on a
+    laptop); under torch.distributed each process takes "cuda:<local_rank>".
+    """
+    import logging
+
+    device = torch.device(device_name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            logging.getLogger("maskrcnn_benchmark").warning(
+                "MODEL.DEVICE is '%s' but CUDA is not available: running on the CPU (set MODEL.DEVICE cpu to "
+                "silence this)", device_name)
+            return torch.device("cpu")
+        if distributed:
+            return torch.device("cuda", local_rank)
+    return device

@@ -20,6 +20,18 @@ def test_single_process_is_a_world_of_one():
     assert comm.reduce_dict(losses) is losses
 
 
+def test_resolve_device_falls_back_to_cpu_and_names_the_config_value(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level("WARNING", logger="maskrcnn_benchmark"):
+        assert comm.resolve_device("cuda") == torch.device("cpu")
+    assert "MODEL.DEVICE is 'cuda'" in caplog.text
+    assert comm.resolve_device("cpu", local_rank=1, distributed=True) == torch.device("cpu")
+    # With GPUs, each torchrun process takes its own: "cuda" -> cuda:<local_rank>.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert comm.resolve_device("cuda", local_rank=1, distributed=True) == torch.device("cuda", 1)
+    assert comm.resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
