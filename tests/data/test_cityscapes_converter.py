@@ -8,6 +8,7 @@ from PIL import Image
 
 from maskrcnn_benchmark.data.datasets.cityscapes import (
     CityscapesDataset, CityscapesFormatError, cityscapes_to_coco, convert_cityscapes_split)
+from maskrcnn_benchmark.utils.imports import import_file
 
 H, W = 64, 96
 # frame -> list of (instance id, (y0, y1, x0, x1)) drawn in order over road (7) / sky (23).
@@ -170,12 +171,8 @@ def test_missing_image_and_size_mismatch_are_named(tmp_path):
 
 
 def test_command_line_tool(tmp_path, capsys):
-    import importlib.util
-
     tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "cityscapes", "convert_cityscapes_to_coco.py")
-    spec = importlib.util.spec_from_file_location("convert_cityscapes_to_coco", tool)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file("convert_cityscapes_to_coco", tool)
     root = write_tree(str(tmp_path / "cityscapes"))
     assert module.main(["--datadir", root, "--splits", "val"]) == 0
     assert os.path.isfile(os.path.join(root, "annotations", "instancesonly_gtFine_val.json"))

@@ -1,5 +1,4 @@
 """tools/demo.py: overlays of one checkpoint, side-by-side panels of two (+ ground truth), ground-truth browsing."""
-import importlib.util
 import os
 import shutil
 
@@ -9,16 +8,14 @@ import pytest
 import torch
 
 from maskrcnn_benchmark.modeling.detector import build_detection_model
+from maskrcnn_benchmark.utils.imports import import_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
 def demo_tool():
-    spec = importlib.util.spec_from_file_location("demo_tool", os.path.join(REPO, "tools", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file("demo_tool", os.path.join(REPO, "tools", "demo.py"))
 
 
 @pytest.fixture

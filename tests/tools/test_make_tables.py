@@ -1,5 +1,4 @@
 """tools/make_tables.py: the paper's tables from hand-written metrics files, and the seed aggregation."""
-import importlib.util
 import json
 import math
 import os
@@ -7,15 +6,13 @@ import os
 import pytest
 
 from maskrcnn_benchmark.utils import tables
+from maskrcnn_benchmark.utils.imports import import_file
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "make_tables.py")
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("make_tables_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file("make_tables_tool", TOOL)
 
 
 def write_run(folder, bbox_ap, segm_ap, dataset="synthetic_val", cityscapes=None):

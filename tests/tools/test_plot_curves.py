@@ -1,20 +1,18 @@
 """tools/plot_curves.py: reading metrics.json and the evaluations of a run, and plotting two runs overlaid."""
-import importlib.util
 import json
 import os
 
 import cv2
 import pytest
 
+from maskrcnn_benchmark.utils.imports import import_file
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
 def plot_curves():
-    spec = importlib.util.spec_from_file_location("plot_curves", os.path.join(REPO, "tools", "plot_curves.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file("plot_curves", os.path.join(REPO, "tools", "plot_curves.py"))
 
 
 def _write_run(run_dir, gan):
