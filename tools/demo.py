@@ -198,12 +198,14 @@ def run_models(args):
     os.makedirs(args.output_dir, exist_ok=True)
     written = []
     for path in list_images(args.input):
-        # The models resize their input to their test size anyway: predicting on the scaled image lets the
-        # overlays be drawn at the output resolution.
-        image = scale_image(read_image(path), args.scale)
+        # The models predict on the image as it is; --scale only sets the panels' size, at which the detections
+        # are drawn (boxes scaled, masks pasted at the panel's resolution).
+        original = read_image(path)
+        image = scale_image(original, args.scale)
+        panel_size = (image.shape[1], image.shape[0])
         panels = []
         for demo in demos:
-            predictions = demo.select_top_predictions(demo.compute_prediction(image))
+            predictions = demo.select_top_predictions(demo.compute_prediction(original, output_size=panel_size))
             panels.append(demo.draw(image, predictions))
         panel_titles = titles[: len(demos)]
         if gt is not None:

@@ -5,6 +5,8 @@
 
 Builds the detector alone and loads ``--ckpt`` (default: the checkpoint OUTPUT_DIR/last_checkpoint names,
 else MODEL.WEIGHT). Checkpoints of adversarial training load too; their discriminator entries are ignored.
+A checkpoint whose tensors do not all fit the model is refused (naming the first mismatching key). When the
+checkpoint records its training categories and the test set's differ, detections are scored by category name.
 Writes predictions.pth, bbox.json/segm.json and coco_results.json under OUTPUT_DIR/inference/<dataset>/.
 With MODEL.MASK_ON, Boundary AP (task "boundary", scored on segm.json) is reported next to mask AP unless
 TEST.BOUNDARY_AP is False.
@@ -57,17 +59,19 @@ def main(argv=None):
     model = build_detection_model(cfg)
     model.to(cfg.MODEL.DEVICE)
     checkpointer = DetectronCheckpointer(cfg, model, save_dir=save_dir)
+    # strict: a checkpoint that leaves any tensor of the model unloaded would be evaluated half random.
     if args.ckpt:
-        checkpointer.load(args.ckpt, use_latest=False)
+        extra = checkpointer.load(args.ckpt, use_latest=False, strict=True)
     elif checkpointer.has_checkpoint():
-        checkpointer.load(use_latest=True)
+        extra = checkpointer.load(use_latest=True, strict=True)
     elif cfg.MODEL.WEIGHT:
-        checkpointer.load(cfg.MODEL.WEIGHT, use_latest=False)
+        extra = checkpointer.load(cfg.MODEL.WEIGHT, use_latest=False, strict=True)
     else:
         raise FileNotFoundError(
             "Nothing to test: no --ckpt given, no last_checkpoint in OUTPUT_DIR '{}' and MODEL.WEIGHT is empty. "
             "Train first (tools/train_net.py) or pass --ckpt PATH".format(save_dir))
-    return run_test(cfg, model, distributed)
+    # The training categories stored with the checkpoint: a test set with other categories is matched by name.
+    return run_test(cfg, model, distributed, model_categories=extra.get("categories"))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 
 from maskrcnn_benchmark.config import load_config
 from maskrcnn_benchmark.data import make_data_loader
+from maskrcnn_benchmark.data.categories import dataset_categories
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.engine.mixed_precision import build_mixed_precision
 from maskrcnn_benchmark.engine.trainer import (
@@ -53,7 +54,10 @@ def evaluation_metrics(results, dataset_names):
 
 
 def train(cfg, local_rank, distributed, device):
-    """Build model, optimizer, scheduler, checkpointer and loader; run do_train; return the trained model.
+    """Build model, optimizer, scheduler, checkpointer and loader; run do_train.
+
+    Returns:
+        (the trained model, the training set's categories: list of {"id", "name"} in label order).
 
     Under torch.distributed the detector and the discriminators get one DistributedDataParallel wrapper each;
     the checkpoint holds both bare modules, both optimizers, both schedulers, both loss scalers, the
@@ -101,11 +105,14 @@ def train(cfg, local_rank, distributed, device):
 
     data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed,
                                    start_iter=arguments["iteration"])
+    # Saved with every checkpoint, so test_net and demo know what the model's labels mean.
+    arguments["categories"] = dataset_categories(data_loader.dataset)
 
     test_fn = None
     if cfg.SOLVER.TEST_PERIOD > 0:
         def test_fn(iteration):
-            results = run_test(cfg, model, distributed, output_subdir="iter_{:07d}".format(iteration))
+            results = run_test(cfg, model, distributed, output_subdir="iter_{:07d}".format(iteration),
+                               model_categories=arguments["categories"])
             synchronize()
             return evaluation_metrics(results, cfg.DATASETS.TEST)
 
@@ -114,7 +121,7 @@ def train(cfg, local_rank, distributed, device):
         train_step=train_step, test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, output_dir=output_dir,
         rng_states=rng_states, skip_nonfinite_steps=cfg.SOLVER.SKIP_NONFINITE_STEPS,
     )
-    return model
+    return model, arguments["categories"]
 
 
 def parse_args(argv=None):
@@ -158,10 +165,10 @@ def main(argv=None):
     seed = set_random_seed(cfg.SOLVER.SEED, get_rank())
     logger.info("Random seed %d", seed)
 
-    model = train(cfg, local_rank, distributed, device)
+    model, categories = train(cfg, local_rank, distributed, device)
 
     if not args.skip_test:
-        results = run_test(cfg, model, distributed)
+        results = run_test(cfg, model, distributed, model_categories=categories)
         write_evaluation_metrics(output_dir, cfg.SOLVER.MAX_ITER, evaluation_metrics(results, cfg.DATASETS.TEST))
     return model
 

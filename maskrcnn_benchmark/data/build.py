@@ -6,9 +6,10 @@ import os
 
 import torch.utils.data
 
-from maskrcnn_benchmark.config.paths_catalog import parse_custom_dataset
+from maskrcnn_benchmark.config.paths_catalog import UnknownDatasetError, parse_custom_dataset
 
 from . import datasets as D
+from .categories import check_num_classes, dataset_categories
 from . import samplers
 from .collate_batch import BatchCollator
 from .transforms import build_transforms
@@ -28,11 +29,23 @@ def load_catalog(paths_catalog):
 
 def resolve_dataset(name, catalog, custom_specs=()):
     """{"factory", "args"} of dataset `name`: a DATASETS.CUSTOM entry first, else the catalog's get(name)."""
+    custom_names = []
     for spec in custom_specs:
         custom_name, ann_file, img_dir = parse_custom_dataset(spec)
         if custom_name == name:
             return {"factory": "COCODataset", "args": {"ann_file": ann_file, "root": img_dir}}
-    return catalog.get(name)
+        custom_names.append(custom_name)
+    try:
+        return catalog.get(name)
+    except (KeyError, RuntimeError) as e:
+        # KeyError: our catalog (or a PATHS_CATALOG copy of it); RuntimeError("Dataset not available: ..."):
+        # a catalog file written for maskrcnn-benchmark.
+        if isinstance(e, RuntimeError) and "not available" not in str(e):
+            raise
+        if not custom_names:
+            raise
+        raise UnknownDatasetError("{} DATASETS.CUSTOM defines: {}.".format(
+            str(e.args[0]) if e.args else name, ", ".join(custom_names))) from None
 
 
 def build_dataset(dataset_list, transforms, catalog, is_train=True, custom_specs=()):
@@ -155,6 +168,8 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     datasets = build_dataset(dataset_list, transforms, catalog, is_train, cfg.DATASETS.CUSTOM)
     if is_train:
         _check_targets_match_heads(cfg, datasets[0])
+        if not cfg.MODEL.RPN_ONLY:
+            check_num_classes(cfg, dataset_categories(datasets[0]), ", ".join(dataset_list))
     seed = cfg.SOLVER.SEED if cfg.SOLVER.SEED >= 0 else 0
 
     data_loaders = []

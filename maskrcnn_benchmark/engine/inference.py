@@ -7,6 +7,13 @@ import datetime
 import torch
 from tqdm import tqdm
 
+from maskrcnn_benchmark.data.categories import (
+    dataset_categories,
+    is_identity,
+    match_categories,
+    num_classes_key,
+    relabel_predictions,
+)
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
 from maskrcnn_benchmark.utils.comm import all_gather, get_world_size, is_main_process, synchronize
 
@@ -60,6 +67,29 @@ def resize_to_original(predictions, image_ids, dataset):
     return resized
 
 
+def _in_test_set_labels(predictions, model_categories, dataset, dataset_name):
+    """Predictions relabelled from the model's categories to the test set's, matched by name."""
+    test_categories = dataset_categories(dataset)
+    if test_categories is None:
+        return predictions
+    label_map = match_categories(model_categories, test_categories, dataset_name)
+    if is_identity(label_map, len(model_categories)):
+        return predictions
+    return relabel_predictions(predictions, label_map)
+
+
+def _warn_unknown_categories(cfg, dataset, dataset_name):
+    """Without the model's categories, labels are taken by position: say so when the class counts differ."""
+    test_categories = dataset_categories(dataset)
+    key, num_classes = num_classes_key(cfg)
+    if test_categories is not None and num_classes != len(test_categories) + 1:
+        logging.getLogger("maskrcnn_benchmark.inference").warning(
+            "The checkpoint does not say which categories the model was trained on (it predates category records "
+            "or is not a training checkpoint), and %s = %d does not fit the %d categories + background of '%s': "
+            "the model's labels are taken as the test set's by position", key, num_classes, len(test_categories),
+            dataset_name)
+
+
 def _atomic_torch_save(obj, path):
     tmp_path = path + ".tmp"
     torch.save(obj, tmp_path)
@@ -67,7 +97,8 @@ def _atomic_torch_save(obj, path):
 
 
 def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=False, device="cpu",
-              expected_results=(), expected_results_sigma_tol=4, output_folder=None, **eval_kwargs):
+              expected_results=(), expected_results_sigma_tol=4, output_folder=None, model_categories=None,
+              **eval_kwargs):
     """Predict the whole test set, save ``predictions.pth`` and evaluate it.
 
     Predictions are gathered from all processes on rank 0, moved to the CPU and resized to the original
@@ -82,6 +113,10 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
         box_only: evaluate proposals (RPN only) by average recall instead of detections.
         expected_results, expected_results_sigma_tol: optional regression check, see the evaluator.
         output_folder: where predictions.pth and the evaluator's files go (None: nothing written).
+        model_categories: the categories the model was trained on (list of {"id", "name"} in label order, as
+            stored in its checkpoint). When the test set's differ, the model's labels are matched to the test
+            set's by name (see data/categories.py) and predictions.pth holds the test set's labels. None: the
+            labels are taken as the test set's (a warning says so when the counts differ).
         eval_kwargs: passed on to :func:`evaluate` (e.g. max_dets for COCO).
     Returns:
         the evaluator's result on rank 0 (e.g. (COCOResults, coco_results, eval objects)), None elsewhere.
@@ -107,6 +142,8 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
         return None
     predictions, image_ids = gathered
     predictions = resize_to_original(predictions, image_ids, dataset)
+    if model_categories is not None and not box_only:
+        predictions = _in_test_set_labels(predictions, model_categories, dataset, dataset_name)
 
     if output_folder:
         os.makedirs(output_folder, exist_ok=True)
@@ -127,11 +164,12 @@ def coco_max_dets(cfg):
     return max(cfg.TEST.COCO_MAX_DETS, cfg.TEST.DETECTIONS_PER_IMG, cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMG)
 
 
-def run_test(cfg, model, distributed, output_subdir=None):
+def run_test(cfg, model, distributed, output_subdir=None, model_categories=None):
     """Evaluate ``model`` on every dataset of DATASETS.TEST, as train_net.py and test_net.py do.
 
     Results go to ``OUTPUT_DIR/inference/<dataset>/`` (plus ``output_subdir`` when given, e.g. for the
-    periodic evaluation during training).
+    periodic evaluation during training). ``model_categories`` (the training categories stored with the
+    checkpoint) lets a test set with other categories be scored by category name, see :func:`inference`.
 
     Returns:
         list of the evaluator's results (None entries on non-main processes).
@@ -151,6 +189,8 @@ def run_test(cfg, model, distributed, output_subdir=None):
     data_loaders_val = make_data_loader(cfg, is_train=False, is_distributed=distributed)
     results = []
     for dataset_name, data_loader_val in zip(dataset_names, data_loaders_val):
+        if model_categories is None and not cfg.MODEL.RPN_ONLY:
+            _warn_unknown_categories(cfg, data_loader_val.dataset, dataset_name)
         output_folder = None
         if cfg.OUTPUT_DIR:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
@@ -170,6 +210,7 @@ def run_test(cfg, model, distributed, output_subdir=None):
             output_folder=output_folder,
             max_dets=coco_max_dets(cfg),
             glas_score_threshold=cfg.TEST.GLAS_SCORE_THRESHOLD,
+            model_categories=model_categories,
         ))
         synchronize()
     return results

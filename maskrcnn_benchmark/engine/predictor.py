@@ -168,7 +168,8 @@ class COCODemo(DetectionVisualizer):
             INPUT.MAX_SIZE_TEST); None uses INPUT.MIN_SIZE_TEST. 224 is maskrcnn-benchmark's default.
         weight (str | None): checkpoint to load. None: the one OUTPUT_DIR/last_checkpoint names, else MODEL.WEIGHT;
             with neither the model keeps its random initialisation (a warning says so).
-        categories (list[str] | None): names indexed by label; None: from ``ann_file`` if given, else generic.
+        categories (list[str] | None): names indexed by label; None: those stored with the checkpoint, else from
+            ``ann_file`` if given, else generic.
         ann_file (str | None): COCO JSON the category names are read from.
         color_by_label (bool): colour masks and boxes by class (maskrcnn-benchmark) instead of by instance.
     """
@@ -189,10 +190,12 @@ class COCODemo(DetectionVisualizer):
         self.min_image_size = self.cfg.INPUT.MIN_SIZE_TEST if min_image_size is None else int(min_image_size)
 
         checkpointer = DetectronCheckpointer(self.cfg, self.model, save_dir=self.cfg.OUTPUT_DIR, save_to_disk=False)
+        # strict: a checkpoint that does not fit the config would draw the detections of random heads.
+        extra = {}
         if weight:
-            checkpointer.load(weight, use_latest=False)
+            extra = checkpointer.load(weight, use_latest=False, strict=True)
         elif checkpointer.has_checkpoint() or self.cfg.MODEL.WEIGHT:
-            checkpointer.load(self.cfg.MODEL.WEIGHT, use_latest=True)
+            extra = checkpointer.load(self.cfg.MODEL.WEIGHT, use_latest=True, strict=True)
         else:
             logging.getLogger(__name__).warning(
                 "No weight given, no last_checkpoint in OUTPUT_DIR '%s' and MODEL.WEIGHT is empty: the detector "
@@ -208,6 +211,9 @@ class COCODemo(DetectionVisualizer):
         self.show_mask_heatmaps = show_mask_heatmaps
         self.confidence_threshold = confidence_threshold
         num_classes = self.cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+        if categories is None and extra.get("categories"):  # the names the model was trained with
+            categories = ["__background"] + [c["name"] for c in extra["categories"]]
+            categories += ["class {}".format(k) for k in range(len(categories), num_classes)]
         if categories is None:
             categories = category_names_from_coco_json(ann_file) if ann_file else generic_category_names(num_classes)
         if len(categories) < num_classes:
@@ -231,12 +237,14 @@ class COCODemo(DetectionVisualizer):
             return self.create_mask_montage(image.copy(), top_predictions)
         return self.draw(image, top_predictions)
 
-    def compute_prediction(self, original_image):
+    def compute_prediction(self, original_image, output_size=None):
         """
         Args:
             original_image (ndarray[H, W, 3] uint8): BGR.
+            output_size ((width, height) | None): size the detections are returned in (masks pasted at it);
+                None: the original image's. The model sees the same input either way.
         Returns:
-            BoxList of every detection in the original (W, H), fields "scores", "labels", and "mask"
+            BoxList of every detection in ``output_size``, fields "scores", "labels", and "mask"
             (Tensor[N, 1, H, W]: uint8 {0, 1}, or probabilities with show_mask_heatmaps) when MASK_ON.
         """
         from maskrcnn_benchmark.structures.image_list import to_image_list
@@ -250,6 +258,7 @@ class COCODemo(DetectionVisualizer):
         image_list = to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY).to(self.device)
         with torch.no_grad():
             predictions = self.model(image_list)
+        width, height = output_size if output_size is not None else (width, height)
         prediction = predictions[0].to(torch.device("cpu")).resize((width, height))
         if prediction.has_field("mask"):
             masks = prediction.get_field("mask")

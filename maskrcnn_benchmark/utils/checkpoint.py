@@ -7,7 +7,7 @@ import zipfile
 
 import torch
 
-from maskrcnn_benchmark.utils.model_serialization import load_state_dict
+from maskrcnn_benchmark.utils.model_serialization import CheckpointMismatchError, load_state_dict
 from maskrcnn_benchmark.utils.model_zoo import cache_url
 from maskrcnn_benchmark.utils.torchvision_model_loading import (
     convert_torchvision_resnet_state_dict,
@@ -165,8 +165,11 @@ class Checkpointer:
         self.tag_last_checkpoint(save_file)
         return save_file
 
-    def load(self, f=None, use_latest=True):
+    def load(self, f=None, use_latest=True, strict=False):
         """Restore from ``f``, or from the file ``last_checkpoint`` names when it exists and use_latest is True.
+
+        ``strict``: every model tensor must be in the file with the model's shape (for testing and prediction);
+        otherwise (training, fine-tuning) what fits is loaded and the rest is listed in the log.
 
         Returns:
             dict of the remaining entries of the file (e.g. {"iteration": 1000}); empty when nothing was
@@ -179,7 +182,10 @@ class Checkpointer:
             return {}
         self.logger.info("Loading checkpoint from %s", f)
         checkpoint = self._load_file(f)
-        self._load_model(checkpoint)
+        try:
+            self._load_model(checkpoint, strict=strict)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError("{}: {}".format(f, e)) from None
         if "optimizer" in checkpoint and self.optimizer is not None:
             self.logger.info("Loading optimizer from %s", f)
             self.optimizer.load_state_dict(checkpoint.pop("optimizer"))
@@ -234,11 +240,11 @@ class Checkpointer:
     def _load_file(self, f):
         return load_checkpoint_file(f)
 
-    def _load_model(self, checkpoint):
+    def _load_model(self, checkpoint, strict=False):
         if "model" not in checkpoint:
             raise KeyError("Checkpoint has no 'model' entry (found: {}); it is not a maskrcnn_benchmark "
                            "checkpoint".format(sorted(checkpoint.keys())))
-        load_state_dict(self._bare_model(), checkpoint.pop("model"), logger=self.logger)
+        load_state_dict(self._bare_model(), checkpoint.pop("model"), logger=self.logger, strict=strict)
 
 
 class DetectronCheckpointer(Checkpointer):

@@ -74,18 +74,43 @@ def strip_prefix_if_present(state_dict, prefix):
     return stripped
 
 
-def load_state_dict(model, loaded_state_dict, logger=None):
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose tensors do not fit the model, where every tensor must (testing, prediction)."""
+
+
+def load_state_dict(model, loaded_state_dict, logger=None, strict=False):
     """Load ``loaded_state_dict`` into ``model`` by suffix matching; returns the report of
     :func:`align_and_update_state_dicts`.
 
     The "module." prefix that DistributedDataParallel adds is removed first, so checkpoints written
     from a wrapped model load into a bare one.
+
+    Args:
+        strict: every model tensor must come from the checkpoint with the model's shape (testing and
+            prediction: a head left at its random initialisation would be evaluated silently). False allows
+            the partial loads of fine-tuning (a backbone alone, or a model trained on other classes).
+    Raises:
+        CheckpointMismatchError: with ``strict``, a tensor's shape differs or a model tensor is missing; the
+            message names the first such key (and both shapes). Nothing is loaded then.
     """
     if not isinstance(loaded_state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in loaded_state_dict.values()):
         raise TypeError("load_state_dict expects a dict name -> Tensor; got {}".format(type(loaded_state_dict).__name__))
     model_state_dict = model.state_dict()
     loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
     report = align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=logger)
+    if strict and report["mismatched"]:
+        model_key, loaded_key, model_shape, loaded_shape = report["mismatched"][0]
+        raise CheckpointMismatchError(
+            "The checkpoint does not fit the model: '{}' has shape {} in the checkpoint ('{}') but {} in the model "
+            "({} mismatching tensor(s) in all). The config does not describe the model the checkpoint was trained "
+            "as (e.g. another NUM_CLASSES or backbone): use the config the checkpoint was trained with".format(
+                model_key, list(loaded_shape), loaded_key, list(model_shape), len(report["mismatched"])))
+    if strict and report["missing"]:
+        raise CheckpointMismatchError(
+            "The checkpoint does not fit the model: it has no tensor for '{}' ({} of the model's {} tensors missing). "
+            "It holds another model, or only part of one (e.g. pretrained backbone weights): test a checkpoint "
+            "written by tools/train_net.py for this config".format(
+                report["missing"][0], len(report["missing"]), len(model_state_dict)))
     # model_state_dict still holds every key (unmatched ones keep the model's values), so strict loading holds.
     model.load_state_dict(model_state_dict)
     return report

@@ -102,3 +102,29 @@ def test_show_gt_from_a_dataset_name(demo_tool, synthetic_dataset_dir, tmp_path)
     written = demo_tool.main(["--show-gt", "--dataset", "gt_check", "--output-dir", str(tmp_path), "--limit", "1",
                               "DATASETS.CUSTOM", "('{}',)".format(spec)])
     assert len(written) == 1 and cv2.imread(written[0]).shape == (128, 128, 3)
+
+
+def test_scale_sets_the_panel_size_only_not_the_predictions(demo_tool, setup, tmp_path, monkeypatch):
+    from maskrcnn_benchmark.engine.predictor import COCODemo
+
+    config_file, checkpoints, images, _ = setup
+    recorded = []
+    real = COCODemo.select_top_predictions
+
+    def recording(self, predictions):
+        top = real(self, predictions)
+        recorded.append(top)
+        return top
+
+    monkeypatch.setattr(COCODemo, "select_top_predictions", recording)
+    image = os.path.join(images, "000001.png")
+    for scale in ("1", "1.25"):
+        demo_tool.main(_common(config_file) + ["--ckpt", checkpoints[0], "--input", image, "--scale", scale,
+                                               "--output-dir", str(tmp_path / scale)])
+    plain, scaled = recorded
+    assert len(plain) > 0
+    assert scaled.size == (160, 160)
+    assert torch.equal(plain.get_field("scores"), scaled.get_field("scores"))
+    assert torch.equal(plain.get_field("labels"), scaled.get_field("labels"))
+    torch.testing.assert_close(scaled.bbox, plain.bbox * 1.25)
+    assert tuple(scaled.get_field("mask").shape[-2:]) == (160, 160)

@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -103,3 +104,87 @@ def test_adversarial_training_saves_discriminators_in_the_same_checkpoint(tiny_c
     assert "discriminators" in leftover
     for name, value in detector.state_dict().items():
         assert torch.equal(value, saved["model"][name]), name
+
+
+@pytest.fixture
+def trained_once(tiny_cfg, tmp_path, train_net):
+    """(config file, checkpoint) of the tiny model trained for one iteration on the synthetic fixture."""
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(tiny_cfg.dump())
+    train_net.main(["--config-file", str(config_file), "--skip-test", "SOLVER.MAX_ITER", "1"])
+    return str(config_file), os.path.join(tiny_cfg.OUTPUT_DIR, "model_final.pth")
+
+
+@pytest.fixture
+def test_net():
+    return import_file("test_net_under_test", os.path.join(REPO, "tools", "test_net.py"))
+
+
+def test_the_checkpoint_records_the_training_categories(tiny_cfg, trained_once):
+    _, checkpoint = trained_once
+    saved = torch.load(checkpoint, weights_only=True)["categories"]
+    ann_file = tiny_cfg.DATASETS.CUSTOM[0].split(":")[1]
+    expected = sorted(json.load(open(ann_file))["categories"], key=lambda c: c["id"])
+    assert saved == [{"id": c["id"], "name": c["name"]} for c in expected]
+
+
+def test_test_net_refuses_a_checkpoint_whose_heads_do_not_fit(trained_once, test_net, tmp_path):
+    from maskrcnn_benchmark.utils.model_serialization import CheckpointMismatchError
+
+    config_file, checkpoint = trained_once
+    with pytest.raises(CheckpointMismatchError) as e:
+        test_net.main(["--config-file", config_file, "--ckpt", checkpoint, "MODEL.ROI_BOX_HEAD.NUM_CLASSES", "5",
+                       "OUTPUT_DIR", str(tmp_path / "other")])
+    message = str(e.value)
+    assert checkpoint in message
+    # the first mismatching key in sorted order, with both shapes (4 and 5 classes x 4 coordinates)
+    assert "'roi_heads.box.predictor.bbox_pred.bias' has shape [16] in the checkpoint" in message
+    assert "but [20] in the model" in message
+
+
+def _write_test_set(tiny_cfg, tmp_path, rename):
+    """A copy of the fixture's annotations whose category names are changed by ``rename`` (id -> new name or
+    None to keep); returns its DATASETS.CUSTOM spec name and entry."""
+    _, ann_file, img_dir = tiny_cfg.DATASETS.CUSTOM[0].split(":")
+    data = json.load(open(ann_file))
+    for category in data["categories"]:
+        category["name"] = rename.get(category["id"], category["name"])
+    path = tmp_path / "renamed.json"
+    path.write_text(json.dumps(data))
+    return "renamed", "renamed:{}:{}".format(path, img_dir)
+
+
+def _detections_per_category(folder):
+    counts = {}
+    for det in json.load(open(os.path.join(folder, "bbox.json"))):
+        counts[det["category_id"]] = counts.get(det["category_id"], 0) + 1
+    return counts
+
+
+def test_test_net_matches_other_categories_by_name(tiny_cfg, trained_once, test_net, tmp_path, caplog):
+    config_file, checkpoint = trained_once
+    _, ann_file, _ = tiny_cfg.DATASETS.CUSTOM[0].split(":")
+    names = {c["id"]: c["name"] for c in json.load(open(ann_file))["categories"]}
+    # ids 1 and 2 swap their names, id 3 gets a name the model never saw
+    name, spec = _write_test_set(tiny_cfg, tmp_path, {1: names[2], 2: names[1], 3: "hexagon"})
+    common = ["--config-file", config_file, "--ckpt", checkpoint, "MODEL.ROI_HEADS.SCORE_THRESH", "0.0"]
+    test_net.main(common + ["OUTPUT_DIR", str(tmp_path / "same")])
+    same = _detections_per_category(os.path.join(str(tmp_path / "same"), "inference", "synthetic_fixture"))
+    assert set(same) == {1, 2, 3}
+    with caplog.at_level(logging.WARNING, logger="maskrcnn_benchmark"):
+        test_net.main(common + ["OUTPUT_DIR", str(tmp_path / "renamed"), "DATASETS.CUSTOM",
+                                str(tuple(tiny_cfg.DATASETS.CUSTOM) + (spec,)), "DATASETS.TEST", "('renamed',)"])
+    assert "only the model has: {}".format(names[3]) in caplog.text and "only the test set has: hexagon" in caplog.text
+    renamed = _detections_per_category(os.path.join(str(tmp_path / "renamed"), "inference", "renamed"))
+    assert renamed == {1: same[2], 2: same[1]}
+
+
+def test_test_net_refuses_a_test_set_with_no_category_of_the_model(tiny_cfg, trained_once, test_net, tmp_path):
+    config_file, checkpoint = trained_once
+    name, spec = _write_test_set(tiny_cfg, tmp_path, {1: "person", 2: "car", 3: "bicycle"})
+    with pytest.raises(ValueError) as e:
+        test_net.main(["--config-file", config_file, "--ckpt", checkpoint, "OUTPUT_DIR", str(tmp_path / "o"),
+                       "DATASETS.CUSTOM", str(tuple(tiny_cfg.DATASETS.CUSTOM) + (spec,)),
+                       "DATASETS.TEST", "('renamed',)"])
+    message = str(e.value)
+    assert "'renamed'" in message and "person" in message and "bicycle" in message
