@@ -165,23 +165,25 @@ def test_test_net_matches_other_categories_by_name(tiny_cfg, trained_once, test_
     config_file, checkpoint = trained_once
     _, ann_file, _ = tiny_cfg.DATASETS.CUSTOM[0].split(":")
     names = {c["id"]: c["name"] for c in json.load(open(ann_file))["categories"]}
-    # ids 1 and 2 swap their names, id 3 gets a name the model never saw
-    name, spec = _write_test_set(tiny_cfg, tmp_path, {1: names[2], 2: names[1], 3: "hexagon"})
+    a, b, c = sorted(names)  # the fixture's category ids
+    # a and b swap their names, c gets a name the model never saw
+    name, spec = _write_test_set(tiny_cfg, tmp_path, {a: names[b], b: names[a], c: "hexagon"})
     common = ["--config-file", config_file, "--ckpt", checkpoint, "MODEL.ROI_HEADS.SCORE_THRESH", "0.0"]
     test_net.main(common + ["OUTPUT_DIR", str(tmp_path / "same")])
     same = _detections_per_category(os.path.join(str(tmp_path / "same"), "inference", "synthetic_fixture"))
-    assert set(same) == {1, 2, 3}
+    assert set(same) == {a, b, c}
     with caplog.at_level(logging.WARNING, logger="maskrcnn_benchmark"):
         test_net.main(common + ["OUTPUT_DIR", str(tmp_path / "renamed"), "DATASETS.CUSTOM",
                                 str(tuple(tiny_cfg.DATASETS.CUSTOM) + (spec,)), "DATASETS.TEST", "('renamed',)"])
-    assert "only the model has: {}".format(names[3]) in caplog.text and "only the test set has: hexagon" in caplog.text
+    assert "only the model has: {}".format(names[c]) in caplog.text and "only the test set has: hexagon" in caplog.text
     renamed = _detections_per_category(os.path.join(str(tmp_path / "renamed"), "inference", "renamed"))
-    assert renamed == {1: same[2], 2: same[1]}
+    assert renamed == {a: same[b], b: same[a]}
 
 
 def test_test_net_refuses_a_test_set_with_no_category_of_the_model(tiny_cfg, trained_once, test_net, tmp_path):
     config_file, checkpoint = trained_once
-    name, spec = _write_test_set(tiny_cfg, tmp_path, {1: "person", 2: "car", 3: "bicycle"})
+    ids = sorted(c["id"] for c in json.load(open(tiny_cfg.DATASETS.CUSTOM[0].split(":")[1]))["categories"])
+    name, spec = _write_test_set(tiny_cfg, tmp_path, dict(zip(ids, ["person", "car", "bicycle"])))
     with pytest.raises(ValueError) as e:
         test_net.main(["--config-file", config_file, "--ckpt", checkpoint, "OUTPUT_DIR", str(tmp_path / "o"),
                        "DATASETS.CUSTOM", str(tuple(tiny_cfg.DATASETS.CUSTOM) + (spec,)),
