@@ -13,6 +13,7 @@ from torch import nn
 
 from maskrcnn_benchmark.engine.mixed_precision import backward_and_step
 from maskrcnn_benchmark.engine.trainer import (
+    NonFiniteLossError,
     check_finite_losses,
     distribute_module,
     make_baseline_train_step,
@@ -255,17 +256,26 @@ class AdversarialTrainStep(object):
     def __call__(self, images, targets, iteration):
         """Runs one iteration; returns the values to log (0-dim tensors), plus D's learning rate "d_lr"."""
         self.discriminators.train()
+        try:
+            if iteration < self.start_iter:
+                baseline_step = make_baseline_train_step(self.model, self.g_optimizer, self.precision, self.g_scaler)
+                logged = baseline_step(images, targets, iteration)
+            else:
+                logged = adversarial_iteration(
+                    self.model, self.d_scorer, self.g_optimizer, self.d_optimizer, images, targets,
+                    self.box_weight, self.mask_weight, self.adv_only, self.d_steps,
+                    precision=self.precision, g_scaler=self.g_scaler, d_scaler=self.d_scaler, iteration=iteration,
+                )
+        except NonFiniteLossError:
+            # do_train steps G's scheduler on a skipped step too: D's must move with it, or D's LR falls one
+            # iteration behind G's per skipped step
+            _advance_schedule(self.d_scheduler)
+            raise
+        # D's schedule advances every iteration, like G's, so D's LR stays D_LR_FACTOR times G's; silently
+        # where D's optimizer has not stepped (baseline iterations before START_ITER)
         if iteration < self.start_iter:
-            baseline_step = make_baseline_train_step(self.model, self.g_optimizer, self.precision, self.g_scaler)
-            logged = baseline_step(images, targets, iteration)
             _advance_schedule(self.d_scheduler)
         else:
-            logged = adversarial_iteration(
-                self.model, self.d_scorer, self.g_optimizer, self.d_optimizer, images, targets,
-                self.box_weight, self.mask_weight, self.adv_only, self.d_steps,
-                precision=self.precision, g_scaler=self.g_scaler, d_scaler=self.d_scaler, iteration=iteration,
-            )
-            # D's schedule advances every iteration, like G's, so D's LR stays D_LR_FACTOR times G's
             self.d_scheduler.step()
         logged["d_lr"] = torch.tensor(self.d_optimizer.param_groups[0]["lr"])
         return logged

@@ -18,7 +18,8 @@ CONFIGS = sorted(glob.glob(os.path.join(PAPER, "*", "*.yaml")))
 # (backbone, MIN_SIZE_TRAIN range, MIN_SIZE_TEST, IMS_PER_BATCH, MAX_ITER, STEPS, NUM_CLASSES) of Section 4
 RECIPES = {
     "phone": ("R-101-FPN", (400, 600), 400, 16, 27000, (18000, 24000), 12),
-    "cityscapes": ("R-50-FPN", (800, 1024), 1024, 8, 24000, (18000,), 9),
+    # the converter's 10 instance classes + background (test_cityscapes_class_count_matches_the_converter)
+    "cityscapes": ("R-50-FPN", (800, 1024), 1024, 8, 24000, (18000,), 11),
     "coco": ("R-101-FPN", (800, 800), 800, 8, 180000, (120000, 160000), 81),
     "glas": ("R-50-FPN", (400, 522), 522, 8, 2000, (1500,), 2),
 }
@@ -63,6 +64,25 @@ def test_config_has_the_paper_recipe_and_builds(path):
     if cfg.MODEL.GAN.ENABLED:
         discriminators = build_discriminators(cfg, model.backbone.out_channels)
         assert sum(p.numel() for p in discriminators.parameters()) > 0
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if _name(p).startswith("cityscapes/")], ids=_name)
+def test_cityscapes_class_count_matches_the_converter(path, tmp_path):
+    """The classifier has one output per category the converter writes (mapped to labels 1..N by the dataset)
+    plus background, so no converted instance (motorcycle and bicycle are the last labels) falls outside it."""
+    from maskrcnn_benchmark.data.datasets.cityscapes import CityscapesDataset, convert_cityscapes_split
+
+    converter_tests = import_file("cityscapes_converter_tests",
+                                  os.path.join(REPO, "tests", "data", "test_cityscapes_converter.py"))
+    root = converter_tests.write_tree(str(tmp_path / "cityscapes"))
+    out = str(tmp_path / "val.json")
+    convert_cityscapes_split(root, "val", out)
+    with open(out) as f:
+        categories = json.load(f)["categories"]
+    dataset = CityscapesDataset(out, os.path.join(root, "leftImg8bit", "val"), os.path.join(root, "gtFine", "val"))
+    assert len(categories) == 10
+    assert max(dataset.json_category_id_to_contiguous_id.values()) == len(categories)
+    assert load_config(path).MODEL.ROI_BOX_HEAD.NUM_CLASSES == len(categories) + 1
 
 
 @pytest.mark.parametrize("name", ["glas/mask_rcnn_R_50_FPN_glas.yaml", "phone/mask_rcnn_R_101_FPN_phone_gan.yaml"])
