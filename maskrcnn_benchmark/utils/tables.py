@@ -432,3 +432,43 @@ def format_comparison(baseline_stats, gan_stats, title, markdown=False):
             lines = [name, fmt(header), "-" * len(fmt(header))] + [fmt(r) for r in rows]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+# ---------------------------------------------------------------------------------------------- multi-variant study
+STUDY_COLUMNS = (("bbox", "box AP"), ("segm", "mask AP"), ("boundary", "Boundary AP"))
+
+
+def format_study(stats_by_variant, title, markdown=False):
+    """Table of several variants' AP (mean ± sample std over seeds, in %), then each variant's difference of means
+    to the first one (the baseline).
+
+    Args:
+        stats_by_variant: OrderedDict variant name -> aggregate_seeds() output; the first is the reference.
+    """
+    def cell(stats):
+        return "n/a" if stats is None or stats["mean"] is None else "{:.1f} ± {:.1f}".format(stats["mean"],
+                                                                                           stats["std"])
+
+    names = list(stats_by_variant)
+    header = ["variant", "n"] + [name for _, name in STUDY_COLUMNS]
+    rows = []
+    for name in names:
+        stats = stats_by_variant[name]
+        n = max((stats.get(key, {}).get("AP", {}).get("n", 0) for key, _ in STUDY_COLUMNS), default=0)
+        rows.append([name, str(n)] + [cell(stats.get(key, {}).get("AP")) for key, _ in STUDY_COLUMNS])
+    reference = stats_by_variant[names[0]] if names else {}
+    for name in names[1:]:
+        stats = stats_by_variant[name]
+        means = [(stats.get(key, {}).get("AP") or {}).get("mean") for key, _ in STUDY_COLUMNS]
+        base = [(reference.get(key, {}).get("AP") or {}).get("mean") for key, _ in STUDY_COLUMNS]
+        rows.append(["{} - {}".format(name, names[0]), ""] + [_cell(_diff(m, b), signed=True)
+                                                               for m, b in zip(means, base)])
+    name = "{} (AP in %, mean ± sample std over seeds)".format(title)
+    if markdown:
+        lines = ["**{}**".format(name), "", "| " + " | ".join(header) + " |",
+                 "|" + "|".join(["---", "---:"] + ["---:"] * len(STUDY_COLUMNS)) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(  # noqa: E731
+        c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+    return "\n".join([name, fmt(header), "-" * len(fmt(header))] + [fmt(r) for r in rows])
