@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Plot a run's training curves: detector (G) losses, discriminator (D) losses, D's probabilities, AP.
+"""Plot a run's training curves: detector (G) losses, discriminator (D) losses, D's probabilities, D's scale, AP and
+the learning rates.
 
     python tools/plot_curves.py output/nuclei_R_18_FPN output/nuclei_R_18_FPN_gan --labels baseline GAN \\
         --output curves.png
@@ -10,7 +11,9 @@ engine/trainer.py: {"iteration", "losses": {name: value}, "loss", "lr", ...} per
 last record of an iteration wins). AP comes from those "eval" records, from the periodic evaluations' files
 ``OUTPUT_DIR/inference/<dataset>/iter_<N>/coco_results.json`` (SOLVER.TEST_PERIOD) and from the final
 ``OUTPUT_DIR/inference/<dataset>/coco_results.json``, placed at the run's last logged iteration. Two runs are
-overlaid (solid and dashed lines). One PNG with four panels is written.
+overlaid (solid and dashed lines). One PNG with six panels is written. D's scale (the mean |gamma| of each
+discriminator's BatchNorms and the mean norm of D_m's embedding of the real inputs) is drawn relative to its first
+logged value, so drift in either shows as a line leaving 1; the legend gives that first value.
 """
 import argparse
 import glob
@@ -21,6 +24,10 @@ import sys
 
 AP_TASKS = ("bbox", "segm", "boundary")  # the AP curves drawn, when the evaluation reported them
 D_PROB_KEYS = ("d_box_real_prob", "d_box_fake_prob")
+# D's scale measures (engine/adversarial.py logs them)
+D_SCALE_KEYS = ("d_box_bn_gamma", "d_mask_bn_gamma", "d_mask_real_embedding_norm")
+D_SCALE_PANEL = "D scale / its first value (mean |BN gamma|, D_m real-embedding norm)"
+LR_PANEL = "learning rate (G: lr, D: d_lr)"
 
 
 def _read_records(run_dir):
@@ -116,7 +123,7 @@ def _smooth(values, window):
 
 
 def plot_runs(run_dirs, labels, output, smooth=1):
-    """Draw the four panels for 1 or 2 runs into ``output`` (PNG); returns the dict of what was plotted
+    """Draw the six panels for 1 or 2 runs into ``output`` (PNG); returns the dict of what was plotted
     {panel title: [curve labels]}."""
     import matplotlib
 
@@ -124,10 +131,11 @@ def plot_runs(run_dirs, labels, output, smooth=1):
     import matplotlib.pyplot as plt
 
     styles = ["-", "--", ":", "-."]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), dpi=80)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 6.5), dpi=80)
     panels = {
         "detector (G) losses": axes[0, 0], "discriminator (D) losses": axes[0, 1],
-        "D_b probability (real / fake boxes)": axes[1, 0], "AP on the test set": axes[1, 1],
+        "D_b probability (real / fake boxes)": axes[0, 2], D_SCALE_PANEL: axes[1, 0],
+        "AP on the test set": axes[1, 1], LR_PANEL: axes[1, 2],
     }
     plotted = {title: [] for title in panels}
     colors = {}
@@ -157,6 +165,19 @@ def plot_runs(run_dirs, labels, output, smooth=1):
                 panels["D_b probability (real / fake boxes)"].plot(its, _smooth(vals, smooth), style,
                                                                    color=color_of(name), label=curve)
                 plotted["D_b probability (real / fake boxes)"].append(curve)
+        for name in D_SCALE_KEYS:
+            if name in series and series[name][1] and series[name][1][0] != 0:
+                its, vals = series[name]
+                curve = "{} {} (first {:.3g})".format(label, name, vals[0])
+                panels[D_SCALE_PANEL].plot(its, _smooth([v / vals[0] for v in vals], smooth), style,
+                                           color=color_of(name), label=curve)
+                plotted[D_SCALE_PANEL].append(curve)
+        for name in ("lr", "d_lr"):
+            if name in series:
+                its, vals = series[name]
+                curve = "{} {}".format(label, name)
+                panels[LR_PANEL].plot(its, vals, style, color=color_of(name), label=curve)
+                plotted[LR_PANEL].append(curve)
         for name, (its, vals) in sorted(read_ap(run_dir, last_iteration).items()):
             curve = "{} {} AP".format(label, name.split("/")[-1])
             panels["AP on the test set"].plot(its, vals, style, marker="o", markersize=3,

@@ -252,10 +252,20 @@ _C.MODEL.FBNET.RPN_BN_TYPE = ""  # normalisation type of the RPN head
 # ---------------------------------------------------------------------------- #
 # (added) Adversarial heads of Le et al., "Instance Semantic Segmentation Benefits from GANs"
 # ---------------------------------------------------------------------------- #
+# The defaults follow the paper's method; some values come from the authors' code (github.com/quangle2110/
+# GAN_Mask-RCNN), not the paper: w_b = 0.025 and w_m = 0.5, D's widths (64), the max over FPN levels.
+# "The authors' variant" is the set of keys where the authors' code differs from the paper (configs
+# configs/paper/<dataset>/*_gan_authors.yaml set all three): D_LOSS_WEIGHTED, MASK_DISC.EMBED_INPUT,
+# MASK_DISC.LAYER_WEIGHTS.
 _C.MODEL.GAN = CN()
 _C.MODEL.GAN.ENABLED = False  # True: train with the box / mask discriminators (engine/adversarial.py)
-_C.MODEL.GAN.BOX_WEIGHT = 0.025  # w_b: weight of the generator's box adversarial loss (loss_box_adv)
-_C.MODEL.GAN.MASK_WEIGHT = 0.5  # w_m: weight of the generator's mask adversarial loss (loss_mask_adv)
+_C.MODEL.GAN.BOX_WEIGHT = 0.025  # w_b of Eq. (2): weight of the generator's box adversarial loss (value: authors' code)
+_C.MODEL.GAN.MASK_WEIGHT = 0.5  # w_m of Eq. (2): weight of the generator's mask adversarial loss (value: authors' code)
+# authors' variant: True weights D's losses too, L_D = w_b L_adv^Db + w_m L_adv^Dm (the paper's Eq. (3) has no weights)
+_C.MODEL.GAN.D_LOSS_WEIGHTED = False
+# True: spectral normalisation on every conv / linear layer of both discriminators, without BatchNorm, which bounds
+# D's scale (L_adv^Dm = -L_adv^Gm is otherwise unbounded: D can lower it by growing its weights and BatchNorm scales)
+_C.MODEL.GAN.SPECTRAL_NORM = False
 _C.MODEL.GAN.ADV_ONLY = False  # True: drop loss_box_reg and loss_mask, keep only the adversarial terms (Table 5)
 _C.MODEL.GAN.START_ITER = 0  # first iteration (counted from 1) with D updates and adversarial losses
 _C.MODEL.GAN.D_STEPS_PER_G_STEP = 1  # discriminator updates per detector update, all on the iteration's one forward
@@ -270,15 +280,25 @@ _C.MODEL.GAN.FEATURE_FUSION = "max"
 _C.MODEL.GAN.BOX_DISC = CN()
 _C.MODEL.GAN.BOX_DISC.ENABLED = True  # True: use the box discriminator when MODEL.GAN.ENABLED
 _C.MODEL.GAN.BOX_DISC.NUM_CONVS = 5  # conv layers of the box discriminator incl. the scoring one (paper: 3, 4, 5)
-_C.MODEL.GAN.BOX_DISC.CHANNELS = 64  # width of its first conv, doubling per layer up to 8x (input width = FPN channels)
+_C.MODEL.GAN.BOX_DISC.CHANNELS = 64  # width of its first conv, doubling per layer up to 8x (64: the authors' code)
 _C.MODEL.GAN.BOX_DISC.POOLER_TYPE = "PrRoIPool"  # RoI pooling of the box discriminator (must be box-differentiable)
 _C.MODEL.GAN.BOX_DISC.POOLER_RESOLUTION = 28  # side of its pooled RoI feature, cells
+# what D_b judges: "features" (FPN features pooled at the box, the paper) or "coordinates" (x0, y0, x1, y1 divided
+# by the image's width / height, an MLP of NUM_CONVS layers: the abstract's "contextual regions vs coordinates")
+_C.MODEL.GAN.BOX_DISC.INPUT = "features"
 _C.MODEL.GAN.MASK_DISC = CN()
 _C.MODEL.GAN.MASK_DISC.ENABLED = True  # True: use the mask discriminator when MODEL.GAN.ENABLED
 _C.MODEL.GAN.MASK_DISC.NUM_CONVS = 5  # conv layers of the mask discriminator, all feeding its embedding (3, 4, 5)
-_C.MODEL.GAN.MASK_DISC.CHANNELS = 64  # width of its first conv, doubling per layer (input width = FPN channels)
+_C.MODEL.GAN.MASK_DISC.CHANNELS = 64  # width of its first conv, doubling per layer (64: the authors' code)
 _C.MODEL.GAN.MASK_DISC.POOLER_TYPE = "ROIAlign"  # RoI pooling of the mask discriminator's image features
 _C.MODEL.GAN.MASK_DISC.POOLER_RESOLUTION = 28  # pooled RoI side, cells (= ROI_MASK_HEAD.RESOLUTION)
+# what D_m's masks multiply: "features" (RoI features, the paper), "mask" (nothing: the masks alone) or "pixels"
+# (the RoI's input image pixels): the abstract's "feature space vs pixel space"
+_C.MODEL.GAN.MASK_DISC.INPUT = "features"
+_C.MODEL.GAN.MASK_DISC.EMBED_INPUT = False  # authors' variant: True puts D_m's raw input first in its embedding
+# authors' variant: factor per conv layer on its output in D_m's embedding, one per NUM_CONVS ((1, 2, 2, 2, 4) in
+# the authors' code); () = all 1 (the paper)
+_C.MODEL.GAN.MASK_DISC.LAYER_WEIGHTS = ()
 
 # ---------------------------------------------------------------------------- #
 # Solver

@@ -13,6 +13,7 @@ from torch import nn
 
 from maskrcnn_benchmark.engine.mixed_precision import backward_and_step
 from maskrcnn_benchmark.engine.trainer import (
+    NonFiniteLossError,
     check_finite_losses,
     distribute_module,
     make_baseline_train_step,
@@ -82,13 +83,16 @@ def _scorers(discriminators):
     return scorer, scorer, discriminators
 
 
-def discriminator_losses(scores):
+def discriminator_losses(scores, weights=None):
     """D's side, Eq. (3): loss_box_disc = L_adv^Db (Eq. (5)), loss_mask_disc = L_adv^Dm (Eq. (6)).
 
     Arguments:
         scores (dict): ``DiscriminatorScores`` output on detached inputs.
+        weights (dict or None): {"loss_box_disc": w_b, "loss_mask_disc": w_m} to weight the terms as the authors'
+            code does (MODEL.GAN.D_LOSS_WEIGHTED); None: unweighted, as Eq. (3).
     Returns:
-        (dict[str, Tensor] losses, dict[str, Tensor[]] statistics: mean D_b probability on real / fake boxes)
+        (dict[str, Tensor] losses as they enter L_D, dict[str, Tensor[]] statistics: mean D_b probability on real /
+        fake boxes, mean L2 norm of D_m's embedding of the real inputs, a measure of D_m's scale)
     """
     losses, stats = {}, {}
     if "box" in scores:
@@ -98,7 +102,12 @@ def discriminator_losses(scores):
             stats["d_box_real_prob"] = real.detach().sigmoid().mean()
             stats["d_box_fake_prob"] = fake.detach().sigmoid().mean()
     if "mask" in scores:
-        losses["loss_mask_disc"] = mask_adv_discriminator_loss(*scores["mask"])
+        real, fake = scores["mask"]
+        losses["loss_mask_disc"] = mask_adv_discriminator_loss(real, fake)
+        if real.shape[0] > 0:
+            stats["d_mask_real_embedding_norm"] = real.detach().norm(dim=1).mean()
+    if weights is not None:
+        losses = {k: weights[k] * v for k, v in losses.items()}
     return losses, stats
 
 
@@ -128,7 +137,7 @@ def _float32_adv_inputs(adv_inputs):
 
 def adversarial_iteration(model, discriminators, g_optimizer, d_optimizer, images, targets,
                           box_weight, mask_weight, adv_only=False, d_steps=1, precision=None,
-                          g_scaler=None, d_scaler=None, iteration=None):
+                          g_scaler=None, d_scaler=None, iteration=None, weight_d_losses=False):
     """One training iteration of the detector (G) against the discriminators (D).
 
     Arguments:
@@ -143,10 +152,13 @@ def adversarial_iteration(model, discriminators, g_optimizer, d_optimizer, image
         precision (MixedPrecision or None): autocast region of the detector's and D's forward passes.
         g_scaler, d_scaler (GradScaler or None): one loss scaler per optimizer (float16).
         iteration (int or None): for the message of a non-finite loss.
+        weight_d_losses (bool): weight D's losses by w_b and w_m too (the authors' code; MODEL.GAN.D_LOSS_WEIGHTED).
     Returns:
         dict[str, Tensor[]] (detached): the terms of L_G as they enter it (detection losses, w_b * loss_box_adv,
-        w_m * loss_mask_adv; their sum is L_G), the terms of L_D (loss_box_disc, loss_mask_disc, from the last
-        D update), and d_box_real_prob / d_box_fake_prob (mean D_b probability before that update).
+        w_m * loss_mask_adv; their sum is L_G), the terms of L_D as they enter it (loss_box_disc, loss_mask_disc,
+        from the last D update), d_box_real_prob / d_box_fake_prob (mean D_b probability before that update),
+        and D's scale: d_mask_real_embedding_norm (mean L2 norm of D_m's embedding of the real inputs) and
+        d_box_bn_gamma / d_mask_bn_gamma (mean |gamma| of each D's BatchNorms, after the G update).
     Raises:
         NonFiniteLossError before the update that a NaN/inf term would enter (a non-finite G term found
         after the D update leaves that D update done and skips the G update).
@@ -162,11 +174,13 @@ def adversarial_iteration(model, discriminators, g_optimizer, d_optimizer, image
     with torch.autocast(device_type=adv_inputs["features"][0].device.type, enabled=False):
         d_inputs = bare_discriminators.pool_inputs(_float32_adv_inputs(adv_inputs))
 
-    # 2. D update with G frozen (detached inputs): L_D = L_adv^Db + L_adv^Dm, Eq. (3).
+    # 2. D update with G frozen (detached inputs): L_D = L_adv^Db + L_adv^Dm, Eq. (3)
+    # (the authors' variant: L_D = w_b L_adv^Db + w_m L_adv^Dm).
+    d_weights = {"loss_box_disc": box_weight, "loss_mask_disc": mask_weight} if weight_d_losses else None
     for _ in range(d_steps):
         with autocast():
             scores = d_scorer({k: v.detach() for k, v in d_inputs.items()})
-        d_losses, d_stats = discriminator_losses(scores)
+        d_losses, d_stats = discriminator_losses(scores, d_weights)
         check_finite_losses(d_losses, iteration)
         backward_and_step(sum(d_losses.values()), d_optimizer, d_scaler)
 
@@ -190,6 +204,7 @@ def adversarial_iteration(model, discriminators, g_optimizer, d_optimizer, image
             objective = objective + sum(0.0 * v for k, v in detection_losses.items() if k not in g_terms)
         backward_and_step(objective, g_optimizer, g_scaler)
 
+    d_stats.update(bare_discriminators.scale_stats())
     return {k: v.detach() for k, v in {**g_terms, **d_losses, **d_stats}.items()}
 
 
@@ -222,7 +237,7 @@ class AdversarialTrainStep(object):
 
     def __init__(self, model, discriminators, g_optimizer, d_optimizer, d_scheduler,
                  box_weight=0.025, mask_weight=0.5, adv_only=False, start_iter=0, d_steps_per_g_step=1,
-                 precision=None, g_scaler=None, d_scaler=None, distributed=False):
+                 precision=None, g_scaler=None, d_scaler=None, distributed=False, weight_d_losses=False):
         """
         Arguments:
             model (GeneralizedRCNN or its DistributedDataParallel wrapper): the detector (G).
@@ -236,6 +251,7 @@ class AdversarialTrainStep(object):
             precision (MixedPrecision or None): autocast of the forward passes (DTYPE).
             g_scaler, d_scaler (GradScaler or None): loss scalers of the two optimizers (float16).
             distributed (bool): wrap D in its own DistributedDataParallel (the detector comes wrapped).
+            weight_d_losses (bool): weight D's losses by w_b and w_m (the authors' variant).
         """
         if d_steps_per_g_step < 1:
             raise ValueError("MODEL.GAN.D_STEPS_PER_G_STEP must be >= 1, got {}".format(d_steps_per_g_step))
@@ -251,21 +267,32 @@ class AdversarialTrainStep(object):
         self.d_steps = d_steps_per_g_step
         self.precision = precision
         self.g_scaler, self.d_scaler = g_scaler, d_scaler
+        self.weight_d_losses = weight_d_losses
 
     def __call__(self, images, targets, iteration):
         """Runs one iteration; returns the values to log (0-dim tensors), plus D's learning rate "d_lr"."""
         self.discriminators.train()
+        try:
+            if iteration < self.start_iter:
+                baseline_step = make_baseline_train_step(self.model, self.g_optimizer, self.precision, self.g_scaler)
+                logged = baseline_step(images, targets, iteration)
+            else:
+                logged = adversarial_iteration(
+                    self.model, self.d_scorer, self.g_optimizer, self.d_optimizer, images, targets,
+                    self.box_weight, self.mask_weight, self.adv_only, self.d_steps,
+                    precision=self.precision, g_scaler=self.g_scaler, d_scaler=self.d_scaler, iteration=iteration,
+                    weight_d_losses=self.weight_d_losses,
+                )
+        except NonFiniteLossError:
+            # do_train steps G's scheduler on a skipped step too: D's must move with it, or D's LR falls one
+            # iteration behind G's per skipped step
+            _advance_schedule(self.d_scheduler)
+            raise
+        # D's schedule advances every iteration, like G's, so D's LR stays D_LR_FACTOR times G's; silently
+        # where D's optimizer has not stepped (baseline iterations before START_ITER)
         if iteration < self.start_iter:
-            baseline_step = make_baseline_train_step(self.model, self.g_optimizer, self.precision, self.g_scaler)
-            logged = baseline_step(images, targets, iteration)
             _advance_schedule(self.d_scheduler)
         else:
-            logged = adversarial_iteration(
-                self.model, self.d_scorer, self.g_optimizer, self.d_optimizer, images, targets,
-                self.box_weight, self.mask_weight, self.adv_only, self.d_steps,
-                precision=self.precision, g_scaler=self.g_scaler, d_scaler=self.d_scaler, iteration=iteration,
-            )
-            # D's schedule advances every iteration, like G's, so D's LR stays D_LR_FACTOR times G's
             self.d_scheduler.step()
         logged["d_lr"] = torch.tensor(self.d_optimizer.param_groups[0]["lr"])
         return logged
@@ -313,4 +340,5 @@ def build_adversarial_train_step(cfg, model, g_optimizer, device="cpu", precisio
         box_weight=gan.BOX_WEIGHT, mask_weight=gan.MASK_WEIGHT, adv_only=gan.ADV_ONLY,
         start_iter=gan.START_ITER, d_steps_per_g_step=gan.D_STEPS_PER_G_STEP,
         precision=precision, g_scaler=g_scaler, d_scaler=d_scaler, distributed=distributed,
+        weight_d_losses=gan.D_LOSS_WEIGHTED,
     )

@@ -9,10 +9,9 @@ Inputs are the files the evaluation writes under OUTPUT_DIR/inference/<dataset>/
 Tables print percentages with one decimal, as the paper does.
 
 Reference numbers of Le et al., "Instance Semantic Segmentation Benefits from Generative Adversarial Networks"
-(arXiv 2010.13757) live in PAPER_RESULTS. The searchable sources available when this was written (the paper's
-abstract pages, the authors' GAN_Mask-RCNN repository whose README is empty) do not contain its tables, so every
-published number is left as None and printed as "n/a" with a note; nothing is guessed. Supply them with
-``--paper-json`` (same structure as one PAPER_RESULTS entry) or fill PAPER_RESULTS from the paper's PDF.
+(arXiv 2010.13757) live in PAPER_RESULTS (Tables 1-4) and PAPER_ABLATIONS (Tables 5-6, phone): fractions in [0, 1]
+exactly as printed in the paper. Cells that cannot be read reliably from the paper are None, printed as "n/a", and
+each table's note says why; nothing is guessed. ``--paper-json`` of tools/make_tables.py replaces one entry.
 """
 import json
 import math
@@ -28,31 +27,107 @@ GLAS_METRICS = ("F1", "ObjDice", "ObjHausdorff")
 CITYSCAPES_CLASSES = ("person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle",
                       "bicycle")
 
-_NOT_FOUND = ("published numbers not found in the sources searched (arXiv 2010.13757 abstract pages, "
-              "github.com/quangle2110/GAN_Mask-RCNN README); pass --paper-json to add them")
+PAPER = ("Le, Tsetserukou, Youcef-Toumi, Jahanian: Instance Semantic Segmentation Benefits from Generative "
+         "Adversarial Networks (arXiv 2010.13757)")
 
-
-def _empty_reference(title, per_class=False):
-    entry = {
-        "title": title,
-        "source": None,
-        "note": _NOT_FOUND,
-        "baseline": {"bbox": {}, "segm": {}},
-        "gan": {"bbox": {}, "segm": {}},
-    }
-    if per_class:
-        entry["baseline"]["cityscapes"] = {}
-        entry["gan"]["cityscapes"] = {}
-    return entry
-
-
-# dataset key -> reference entry. Values would be percentages as printed in the paper; {} means not known.
+# dataset key -> the paper's table: fractions as printed; None = a cell that cannot be read reliably (see "note").
+# Cityscapes (Table 2) gives AP, AP50, AP75 per class as lists in the order of "classes" ("average" first).
 PAPER_RESULTS = OrderedDict([
-    ("phone", _empty_reference("Cellphone recycling")),
-    ("cityscapes", _empty_reference("Cityscapes fine (val)", per_class=True)),
-    ("coco", _empty_reference("COCO 2017 (val)")),
-    ("glas", _empty_reference("GlaS")),
+    ("phone", {
+        "title": "Cellphone recycling", "table": 1, "split": "validation", "backbone": "R-101-FPN",
+        "baseline": {
+            "bbox": {"AP": 0.5486, "AP50": 0.7333, "AP75": 0.6261, "APs": 0.3327, "APm": 0.5071, "APl": 0.7462},
+            "segm": {"AP": 0.5718, "AP50": 0.7242, "AP75": 0.6439, "APs": 0.3195, "APm": 0.5247, "APl": 0.7735}},
+        "gan": {
+            "bbox": {"AP": 0.5844, "AP50": 0.7746, "AP75": 0.6448, "APs": 0.3833, "APm": 0.5480, "APl": 0.7586},
+            "segm": {"AP": 0.5923, "AP50": 0.7607, "AP75": 0.6525, "APs": 0.3615, "APm": 0.5549, "APl": 0.7846}},
+        "note": None,
+    }),
+    ("cityscapes", {
+        "title": "Cityscapes fine (val)", "table": 2, "split": "validation", "backbone": "R-50-FPN",
+        "classes": ["average", "person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle",
+                    "bicycle"],
+        "baseline": {
+            "bbox": {"AP": [0.406, 0.378, 0.459, 0.545, 0.385, 0.572, 0.499, 0.326, 0.268, 0.32, 0.313],
+                     "AP50": [0.73, 0.721, 0.806, 0.84, 0.655, 0.827, 0.839, 0.641, 0.661, 0.682, 0.629],
+                     "AP75": [0.373, 0.349, 0.457, 0.575, 0.379, 0.679, 0.484, 0.17, 0.155, 0.208, 0.273]},
+            "segm": {"AP": [0.403, 0.329, 0.334, 0.535, 0.391, 0.594, 0.557, 0.353, 0.442, 0.271, 0.219],
+                     "AP50": [0.724, 0.693, 0.811, 0.819, 0.624, 0.817, 0.957, 0.642, 0.669, 0.652, 0.561],
+                     "AP75": [0.365, 0.28, 0.148, 0.561, 0.417, 0.696, 0.484, 0.288, 0.507, 0.145, 0.121]}},
+        "gan": {
+            "bbox": {"AP": [0.423, 0.383, 0.482, 0.552, 0.403, 0.562, 0.592, 0.359, 0.27, 0.309, 0.317],
+                     "AP50": [0.745, 0.723, 0.821, 0.844, 0.704, 0.787, 0.888, 0.764, 0.632, 0.646, 0.638],
+                     "AP75": [0.409, 0.364, 0.497, 0.58, 0.394, 0.638, 0.708, 0.298, 0.112, 0.221, 0.276]},
+            "segm": {"AP": [0.416, 0.34, 0.353, 0.545, 0.414, 0.598, 0.597, 0.407, 0.425, 0.258, 0.228],
+                     "AP50": [0.736, 0.703, 0.844, 0.825, 0.676, 0.792, 0.888, 0.763, 0.701, 0.59, 0.582],
+                     "AP75": [0.398, 0.288, 0.192, 0.576, 0.448, 0.674, 0.595, 0.483, 0.448, 0.143, 0.136]}},
+        "note": "Table 2 gives AP, AP50, AP75 only (blocks A and B: its 'average' column). It scores caravan and "
+                "trailer, which cityscapesscripts marks ignoreInEval, so its per-class numbers are not "
+                "cityscapesscripts' instance evaluation (our block C): compare them with care",
+    }),
+    ("coco", {
+        "title": "COCO 2017 (val)", "table": 3, "split": "val2017", "backbone": "R-101-FPN",
+        "baseline": {
+            "bbox": None,
+            "segm": {"AP": 0.3604, "AP50": 0.5828, "AP75": 0.3835, "APs": 0.1606, "APm": 0.3892, "APl": 0.5299}},
+        "gan": {
+            "bbox": None,
+            "segm": {"AP": 0.3681, "AP50": 0.5855, "AP75": 0.3919, "APs": 0.1685, "APm": 0.3988, "APl": 0.5452}},
+        "note": "bbox block n/a: it cannot be read reliably from the paper's text. One row survives, run label "
+                "unreadable: AP 0.3992, AP50 0.6116, AP75 0.4387, APs 0.2336, APm 0.4328, APl 0.5183; the caption "
+                "says the two runs have comparable bbox AP",
+    }),
+    ("glas", {
+        "title": "GlaS", "table": 4, "split": "test (A and B together)", "backbone": "R-50-FPN",
+        "baseline": {
+            "bbox": {"AP": 0.5689, "AP50": 0.8174, "AP75": 0.6419, "APm": 0.5940, "APl": 0.5717},
+            "segm": {"AP": 0.5892, "AP50": 0.8014, "AP75": None, "APm": 0.589, "APl": 0.6189}},
+        "gan": {
+            "bbox": {"AP": 0.5855, "AP50": 0.8398, "AP75": 0.6668, "APm": 0.6057, "APl": 0.5983},
+            "segm": {"AP": 0.6156, "AP50": 0.8236, "AP75": 0.7054, "APm": 0.6054, "APl": 0.6516}},
+        "note": "no APs column (the paper: the test set has no small objects); the baseline's segm AP75 is n/a: it "
+                "is printed as 0.9814, which cannot be right (it exceeds AP50)",
+    }),
 ])
+
+# The phone ablations of the appendix: row label -> [segm AP, bbox AP], fractions as printed.
+PAPER_ABLATIONS = OrderedDict([
+    ("phone_loss_ablation", {
+        "title": "Cellphone recycling - loss ablation", "table": 5, "split": "phone validation",
+        "columns": ["segm AP", "bbox AP"],
+        "rows": OrderedDict([("baseline loss", [0.5718, 0.5486]), ("adversarial loss only", [0.5684, 0.5620]),
+                             ("combined loss", [None, None])]),
+        "note": "the combined-loss row is not in the paper's text; Table 1's GAN row (0.5923, 0.5844) is the same "
+                "run setting",
+    }),
+    ("phone_discriminator_depth", {
+        "title": "Cellphone recycling - discriminator depth", "table": 6, "split": "phone validation",
+        "columns": ["segm AP", "bbox AP"],
+        "rows": OrderedDict([("3 conv layers", [0.5624, 0.547]), ("4 conv layers", [0.574, 0.55]),
+                             ("5 conv layers", [0.5923, 0.5844])]),
+        "note": None,
+    }),
+])
+
+
+def _paper_metrics(paper, model, iou_type):
+    """{metric: fraction or None} of the paper's `model` ("baseline"/"gan") for `iou_type` ("bbox"/"segm"); a
+    Cityscapes-style entry (per-class lists) gives its "average" column."""
+    block = (paper.get(model) or {}).get(iou_type) or {}
+    classes = paper.get("classes")
+    if classes and "average" in classes:
+        index = classes.index("average")
+        return {m: (v[index] if isinstance(v, list) else v) for m, v in block.items()}
+    return dict(block)
+
+
+def _paper_per_class(paper, model, iou_type, metric):
+    """{class name: fraction or None} of a Cityscapes-style entry (empty for the others)."""
+    classes = paper.get("classes") or []
+    values = ((paper.get(model) or {}).get(iou_type) or {}).get(metric)
+    if not isinstance(values, list):
+        return {}
+    return dict(zip(classes, values))
 
 
 # ---------------------------------------------------------------------------------------------- reading results
@@ -161,27 +236,42 @@ def _block_rows(ours_base, ours_gan, paper_base, paper_gan):
     return rows
 
 
+def _paper_note(paper):
+    parts = [paper.get("source") or PAPER]
+    if paper.get("table"):
+        parts.append("Table {}".format(paper["table"]))
+    if paper.get("split"):
+        parts.append(paper["split"])
+    if paper.get("backbone"):
+        parts.append(paper["backbone"])
+    text = ", ".join(str(p) for p in parts)
+    return text + ("; note: " + paper["note"] if paper.get("note") else "")
+
+
 def make_table(dataset, baseline, gan, paper=None, markdown=False):
     """The paper's table for `dataset` from two runs' results (see load_results).
 
     Args:
         dataset: key of PAPER_RESULTS ("phone", "cityscapes", "coco", "glas"); any other name (e.g. "synthetic")
             gives our rows only.
-        baseline, gan: load_results() dicts of the Mask R-CNN and the GAN run.
-        paper: reference entry overriding PAPER_RESULTS[dataset] (percentages; missing metrics are "n/a").
+        baseline, gan: load_results() dicts of the Mask R-CNN and the GAN run (None: not run, our rows n/a).
+        paper: reference entry overriding PAPER_RESULTS[dataset] (same structure: fractions, None = n/a).
     Returns:
         the table as text or Markdown: block A (bbox) and B (segm) with AP, AP50, AP75, APs, APm, APl, and for
-        Cityscapes block C with cityscapesscripts' AP and AP50 per class.
+        Cityscapes blocks C (masks: ours from cityscapesscripts, AP and AP50) and D (boxes) per class with the
+        paper's Table 2 per-class numbers; then notes naming the runs and the paper's table.
     """
     if paper is None:
         paper = PAPER_RESULTS.get(dataset) or {
-            "title": dataset, "note": "'{}' is not one of the paper's datasets {}: no reference rows".format(
-                dataset, list(PAPER_RESULTS))}
+            "title": dataset, "source": "no reference", "note": "'{}' is not one of the paper's datasets {}: no "
+                                                               "reference rows".format(dataset, list(PAPER_RESULTS))}
+    baseline, gan = baseline or {}, gan or {}
     title = paper.get("title", dataset)
     blocks = []
     for iou_type, block_title in IOU_TYPES:
         ours = [[_pct(run.get(iou_type, {}).get(m)) for m in COCO_METRICS] for run in (baseline, gan)]
-        ref = [[paper.get(model, {}).get(iou_type, {}).get(m) for m in COCO_METRICS] for model in ("baseline", "gan")]
+        ref = [[_pct(_paper_metrics(paper, model, iou_type).get(m)) for m in COCO_METRICS]
+               for model in ("baseline", "gan")]
         blocks.append(_render("{} - {} (AP in %)".format(title, block_title), ["model"] + list(COCO_METRICS),
                               _block_rows(ours[0], ours[1], ref[0], ref[1]), markdown))
     if baseline.get("boundary") or gan.get("boundary"):
@@ -195,31 +285,88 @@ def make_table(dataset, baseline, gan, paper=None, markdown=False):
         scale = {"F1": 100.0, "ObjDice": 100.0, "ObjHausdorff": 1.0}
         ours = [[None if (run.get(GLAS_TASK) or {}).get(m) is None else scale[m] * run[GLAS_TASK][m]
                  for m in GLAS_METRICS] for run in (baseline, gan)]
-        ref = [[paper.get(model, {}).get(GLAS_TASK, {}).get(m) for m in GLAS_METRICS] for model in ("baseline", "gan")]
+        ref = [[None if ((paper.get(model) or {}).get(GLAS_TASK) or {}).get(m) is None
+                else scale[m] * paper[model][GLAS_TASK][m] for m in GLAS_METRICS] for model in ("baseline", "gan")]
         blocks.append(_render("{} - GlaS challenge metrics (F1, ObjDice in %; ObjHausdorff in px, lower is "
                               "better)".format(title), ["model"] + list(GLAS_METRICS),
                               _block_rows(ours[0], ours[1], ref[0], ref[1]), markdown))
     if dataset == "cityscapes":
-        header = ["model"] + list(CITYSCAPES_CLASSES) + ["average"]
-        for key in ("AP", "AP50"):
+        blocks += _cityscapes_blocks(title, baseline, gan, paper, markdown)
+    notes = ["baseline: {}".format(baseline.get("path", "not run")), "GAN: {}".format(gan.get("path", "not run"))]
+    notes.append("paper: {}".format(_paper_note(paper)))
+    notes = "\n".join(("- " if markdown else "  ") + n for n in notes)
+    return "\n\n".join(blocks + [notes])
+
+
+def _cityscapes_blocks(title, baseline, gan, paper, markdown):
+    """Per-class blocks: C. masks (ours: cityscapesscripts' AP and AP50; AP75 is not computed there) and D. boxes
+    (ours n/a: our evaluation has no per-class box AP), each against Table 2's per-class numbers."""
+    header = ["model"] + list(CITYSCAPES_CLASSES) + ["average"]
+    columns = list(CITYSCAPES_CLASSES) + ["average"]
+    blocks = []
+    for block, iou_type, what in (("C", "segm", "masks"), ("D", "bbox", "boxes")):
+        for key in ("AP", "AP50", "AP75"):
             ours = []
             for run in (baseline, gan):
-                cs = run.get("cityscapes") or {}
+                cs = (run.get("cityscapes") or {}) if iou_type == "segm" else {}
                 per_class = cs.get("classes", {})
                 ours.append([_pct((per_class.get(c) or {}).get(key)) for c in CITYSCAPES_CLASSES] +
                             [_pct(cs.get(key))])
-            ref = []
-            for model in ("baseline", "gan"):
-                cs = paper.get(model, {}).get("cityscapes", {})
-                ref.append([(cs.get(c) or {}).get(key) for c in CITYSCAPES_CLASSES] + [cs.get("average", {}).get(key)])
-            blocks.append(_render(
-                "{} - C. Cityscapes instance-level {} per class (cityscapesscripts; caravan and trailer are "
-                "ignoreInEval there, so n/a)".format(title, key), header,
-                _block_rows(ours[0], ours[1], ref[0], ref[1]), markdown))
-    notes = ["baseline: {}".format(baseline.get("path", "?")), "GAN: {}".format(gan.get("path", "?"))]
-    notes.append("paper: {}".format(paper.get("source") or paper.get("note") or "n/a"))
-    notes = "\n".join(("- " if markdown else "  ") + n for n in notes)
-    return "\n\n".join(blocks + [notes])
+            ref = [[_pct(_paper_per_class(paper, model, iou_type, key).get(c)) for c in columns]
+                   for model in ("baseline", "gan")]
+            if block == "C":
+                source = "ours: cityscapesscripts, which does not score caravan and trailer"
+            else:
+                source = "ours: not computed per class"
+            blocks.append(_render("{} - {}. Cityscapes {} per class, {} ({}; paper: Table 2)".format(
+                title, block, key, what, source), header, _block_rows(ours[0], ours[1], ref[0], ref[1]), markdown))
+    return blocks
+
+
+def make_ablation_table(name, runs, paper=None, markdown=False):
+    """One of the paper's phone ablations (Table 5, loss; Table 6, discriminator depth) from a set of runs.
+
+    Args:
+        name: key of PAPER_ABLATIONS ("phone_loss_ablation", "phone_discriminator_depth").
+        runs: {row label of that entry (e.g. "adversarial loss only"): load_results() dict or None (not run)}.
+        paper: entry overriding PAPER_ABLATIONS[name].
+    Returns:
+        text or Markdown: per row, ours, the paper's and ours - paper, for segm AP and bbox AP (in %).
+    """
+    if paper is None:
+        if name not in PAPER_ABLATIONS:
+            raise KeyError("unknown ablation {!r}; use one of {}".format(name, list(PAPER_ABLATIONS)))
+        paper = PAPER_ABLATIONS[name]
+    unknown = sorted(set(runs) - set(paper["rows"]))
+    if unknown:
+        raise KeyError("{}: unknown rows {}; the table's rows are {}".format(name, unknown, list(paper["rows"])))
+    iou_types = [column.split()[0] for column in paper["columns"]]  # "segm AP" -> "segm"
+    rows = []
+    for label, reference in paper["rows"].items():
+        run = runs.get(label) or {}
+        ours = [_pct(run.get(iou_type, {}).get("AP")) for iou_type in iou_types]
+        ref = [_pct(v) for v in reference]
+        rows += [("{} (ours)".format(label), ours, False), ("{} (paper)".format(label), ref, False),
+                 ("{}: ours - paper".format(label), [_diff(o, p) for o, p in zip(ours, ref)], True)]
+    text = _render("{} (Table {}; AP in %)".format(paper["title"], paper.get("table", "?")),
+                   ["run"] + list(paper["columns"]), rows, markdown)
+    notes = ["{}: {}".format(label, (runs.get(label) or {}).get("path", "not run")) for label in paper["rows"]]
+    notes.append("paper: {}".format(_paper_note(paper)))
+    return text + "\n\n" + "\n".join(("- " if markdown else "  ") + n for n in notes)
+
+
+def render_runs(title, runs, markdown=False):
+    """Our AP of several runs side by side (no reference): bbox, segm and Boundary AP in %.
+
+    Args:
+        runs: {label: load_results() dict or None (not run: n/a)}.
+    """
+    columns = (("bbox", "bbox AP"), ("segm", "segm AP"), ("boundary", "Boundary AP"))
+    rows = [(label, [_pct(((run or {}).get(key) or {}).get("AP")) for key, _ in columns], False)
+            for label, run in runs.items()]
+    notes = ["{}: {}".format(label, (run or {}).get("path", "not run")) for label, run in runs.items()]
+    return _render(title + " (AP in %)", ["run"] + [name for _, name in columns], rows, markdown) + "\n\n" + \
+        "\n".join(("- " if markdown else "  ") + n for n in notes)
 
 
 # ---------------------------------------------------------------------------------------------- seed comparison
@@ -285,3 +432,43 @@ def format_comparison(baseline_stats, gan_stats, title, markdown=False):
             lines = [name, fmt(header), "-" * len(fmt(header))] + [fmt(r) for r in rows]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+# ---------------------------------------------------------------------------------------------- multi-variant study
+STUDY_COLUMNS = (("bbox", "box AP"), ("segm", "mask AP"), ("boundary", "Boundary AP"))
+
+
+def format_study(stats_by_variant, title, markdown=False):
+    """Table of several variants' AP (mean ± sample std over seeds, in %), then each variant's difference of means
+    to the first one (the baseline).
+
+    Args:
+        stats_by_variant: OrderedDict variant name -> aggregate_seeds() output; the first is the reference.
+    """
+    def cell(stats):
+        return "n/a" if stats is None or stats["mean"] is None else "{:.1f} ± {:.1f}".format(stats["mean"],
+                                                                                           stats["std"])
+
+    names = list(stats_by_variant)
+    header = ["variant", "n"] + [name for _, name in STUDY_COLUMNS]
+    rows = []
+    for name in names:
+        stats = stats_by_variant[name]
+        n = max((stats.get(key, {}).get("AP", {}).get("n", 0) for key, _ in STUDY_COLUMNS), default=0)
+        rows.append([name, str(n)] + [cell(stats.get(key, {}).get("AP")) for key, _ in STUDY_COLUMNS])
+    reference = stats_by_variant[names[0]] if names else {}
+    for name in names[1:]:
+        stats = stats_by_variant[name]
+        means = [(stats.get(key, {}).get("AP") or {}).get("mean") for key, _ in STUDY_COLUMNS]
+        base = [(reference.get(key, {}).get("AP") or {}).get("mean") for key, _ in STUDY_COLUMNS]
+        rows.append(["{} - {}".format(name, names[0]), ""] + [_cell(_diff(m, b), signed=True)
+                                                               for m, b in zip(means, base)])
+    name = "{} (AP in %, mean ± sample std over seeds)".format(title)
+    if markdown:
+        lines = ["**{}**".format(name), "", "| " + " | ".join(header) + " |",
+                 "|" + "|".join(["---", "---:"] + ["---:"] * len(STUDY_COLUMNS)) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(  # noqa: E731
+        c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+    return "\n".join([name, fmt(header), "-" * len(fmt(header))] + [fmt(r) for r in rows])

@@ -41,3 +41,38 @@ def test_baseline_iterations_advance_d_schedule_silently_in_step_with_g():
     assert d_scheduler.get_last_lr() == [pytest.approx(0.002)]  # past the milestone at 3
     assert all(torch.equal(a, b) for a, b in zip(d_before, discriminator.parameters()))
     assert set(logged) == {"loss_classifier", "d_lr"}
+
+
+def _tiny_adversarial_setup():
+    import os
+
+    from maskrcnn_benchmark.utils.imports import import_file
+
+    step_tests = import_file("adversarial_step_tests", os.path.join(os.path.dirname(__file__),
+                                                                    "test_adversarial_step.py"))
+    return step_tests._setup()
+
+
+@pytest.mark.parametrize("start_iter", [0, 10], ids=["adversarial", "before_start_iter"])
+def test_skipped_non_finite_step_moves_d_schedule_with_g(start_iter):
+    """do_train steps G's scheduler on a skipped step; D's LR must stay D_LR_FACTOR times G's after it."""
+    from maskrcnn_benchmark.engine.trainer import NonFiniteLossError
+
+    model, discs, g_optimizer, d_optimizer, images, targets = _tiny_adversarial_setup()
+    factor = d_optimizer.param_groups[0]["lr"] / g_optimizer.param_groups[0]["lr"]
+    # warm-up over 5 iterations: the LR changes at every iteration, so a schedule one step behind shows
+    schedule = lambda opt: WarmupMultiStepLR(opt, milestones=[4], gamma=0.1, warmup_factor=0.1,  # noqa: E731
+                                             warmup_iters=5)
+    g_scheduler, d_scheduler = schedule(g_optimizer), schedule(d_optimizer)
+    step = AdversarialTrainStep(model, discs, g_optimizer, d_optimizer, d_scheduler, start_iter=start_iter)
+    skipped = 0
+    for iteration in range(1, 7):
+        batch = images * float("nan") if iteration in (2, 3) else images
+        try:
+            step(batch, targets, iteration)
+        except NonFiniteLossError:
+            skipped += 1
+        g_scheduler.step()  # as do_train does, skipped or not
+        assert d_optimizer.param_groups[0]["lr"] == pytest.approx(factor * g_optimizer.param_groups[0]["lr"])
+    assert skipped == 2
+    assert d_scheduler.last_epoch == g_scheduler.last_epoch == 6

@@ -125,7 +125,8 @@ def test_logged_values_and_weights():
     model, discs, g_opt, d_opt, images, targets = _setup()
     logged = adversarial_iteration(model, discs, g_opt, d_opt, images, targets, box_weight=0.0, mask_weight=0.5)
     assert set(logged) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_box_adv", "loss_mask_adv",
-                           "loss_box_disc", "loss_mask_disc", "d_box_real_prob", "d_box_fake_prob"}
+                           "loss_box_disc", "loss_mask_disc", "d_box_real_prob", "d_box_fake_prob",
+                           "d_mask_real_embedding_norm", "d_box_bn_gamma", "d_mask_bn_gamma"}
     assert logged["loss_box_adv"].item() == 0.0  # logged as it enters L_G, i.e. weighted
     assert logged["loss_mask_adv"].item() > 0 and logged["loss_mask_disc"].item() < 0
     assert 0 < logged["d_box_real_prob"].item() < 1 and 0 < logged["d_box_fake_prob"].item() < 1

@@ -22,7 +22,8 @@ def _write_run(run_dir, gan):
             losses = {"loss_classifier": 1.0 / iteration, "loss_mask": 0.5}
             if gan:
                 losses.update({"loss_mask_adv": 0.7, "loss_box_disc": 1.3, "loss_mask_disc": 1.2,
-                               "d_box_real_prob": 0.6, "d_box_fake_prob": 0.4})
+                               "d_box_real_prob": 0.6, "d_box_fake_prob": 0.4, "d_lr": 0.002,
+                               "d_mask_bn_gamma": 1.0 + iteration / 100.0, "d_mask_real_embedding_norm": 4.0})
             f.write(json.dumps({"iteration": iteration, "losses": losses, "loss": 2.0, "lr": 0.01,
                                 "time": 1.0, "data_time": 0.1}) + "\n")
             if iteration == 60:  # a periodic evaluation logged by the trainer at the same iteration
@@ -53,12 +54,16 @@ def test_two_runs_overlaid_in_one_png(plot_curves, tmp_path):
     output = str(tmp_path / "curves.png")
     plotted = plot_curves.main([base, gan, "--labels", "baseline", "GAN", "--output", output])
     image = cv2.imread(output)
-    assert image is not None and image.shape == (520, 800, 3)  # 10 x 6.5 in at 80 dpi
+    assert image is not None and image.shape == (520, 1200, 3)  # 15 x 6.5 in at 80 dpi
     assert "baseline loss_mask" in plotted["detector (G) losses"]
     assert "GAN loss_mask_adv" in plotted["detector (G) losses"]
     assert plotted["discriminator (D) losses"] == ["GAN loss_box_disc", "GAN loss_mask_disc"]
     assert plotted["D_b probability (real / fake boxes)"] == ["GAN d_box_real_prob", "GAN d_box_fake_prob"]
     assert "baseline boundary AP" in plotted["AP on the test set"]
+    # D's scale relative to its first logged value (1.2 at iteration 20), the legend giving that value
+    assert plotted[plot_curves.D_SCALE_PANEL] == ["GAN d_mask_bn_gamma (first 1.2)",
+                                                  "GAN d_mask_real_embedding_norm (first 4)"]
+    assert plotted[plot_curves.LR_PANEL] == ["baseline lr", "GAN lr", "GAN d_lr"]
 
 
 def test_missing_metrics_file_is_named(plot_curves, tmp_path):

@@ -39,8 +39,9 @@ class GeneralizedRCNN(nn.Module):
         Returns:
             training: dict of losses {loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg,
                 loss_mask, (loss_kp)}; with ``return_adv_inputs`` the tuple (losses, adv_inputs), adv_inputs
-                a dict with "features" (list[Tensor[N,C,H,W]], not detached), "feature_strides" (list[int])
-                and the RoI heads' "box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois".
+                a dict with "features" (list[Tensor[N,C,H,W]], not detached), "feature_strides" (list[int]),
+                "images" (the padded input batch Tensor[N,3,H,W]), "image_sizes" (list of (height, width)) and
+                the RoI heads' "box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois".
             eval: list[BoxList] per image (in the input image size) with "scores", "labels", "mask", ...;
                 for an RPN-only model the proposals with "objectness".
         """
@@ -77,4 +78,7 @@ class GeneralizedRCNN(nn.Module):
         num_maps = len(self.roi_feature_strides)
         adv_inputs["features"] = list(features[:num_maps])
         adv_inputs["feature_strides"] = list(self.roi_feature_strides)
+        # for the ablations of D in pixel space and on box coordinates (MODEL.GAN.MASK_DISC / BOX_DISC.INPUT)
+        adv_inputs["images"] = images.tensors
+        adv_inputs["image_sizes"] = list(images.image_sizes)
         return losses, adv_inputs

@@ -36,13 +36,13 @@ def conv_plan(resolution, num_convs):
 
 
 def init_discriminator_weights(module):
-    """DCGAN initialisation: conv weights N(0, 0.02), BatchNorm scale 1 and shift 0, conv biases 0."""
+    """DCGAN initialisation: conv (and linear) weights N(0, 0.02), BatchNorm scale 1 and shift 0, biases 0."""
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.normal_(m.weight, std=INIT_STD)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -57,13 +57,14 @@ class BoxDiscriminator(nn.Module):
     The logit is returned (no sigmoid): the losses apply logsigmoid, which is stable.
     """
 
-    def __init__(self, in_channels, channels=64, num_convs=5, resolution=28):
+    def __init__(self, in_channels, channels=64, num_convs=5, resolution=28, batch_norm=True):
         """
         Arguments:
             in_channels (int): channels of the pooled RoI features (the FPN's 256).
             channels (int): width of the first conv; doubles with each further block up to 8 * channels.
             num_convs (int): conv layers including the scoring one (the paper studies 3, 4, 5).
             resolution (int): side of the square RoI features (28).
+            batch_norm (bool): BatchNorm after each hidden conv (False with spectral normalisation).
         """
         super(BoxDiscriminator, self).__init__()
         plan, _ = conv_plan(resolution, num_convs)
@@ -71,9 +72,9 @@ class BoxDiscriminator(nn.Module):
         for index, (kernel, stride, padding) in enumerate(plan[:-1]):
             width_out = channels * 2 ** min(index, 3)
             layers += [
-                # no conv bias: the BatchNorm shift right after makes it redundant
-                nn.Conv2d(width_in, width_out, kernel, stride, padding, bias=False),
-                nn.BatchNorm2d(width_out),
+                # no conv bias with BatchNorm: its shift right after makes it redundant
+                nn.Conv2d(width_in, width_out, kernel, stride, padding, bias=not batch_norm),
+                nn.BatchNorm2d(width_out) if batch_norm else nn.Identity(),
                 nn.LeakyReLU(LEAKY_SLOPE),
             ]
             width_in = width_out
@@ -96,4 +97,48 @@ class BoxDiscriminator(nn.Module):
                     self.resolution, tuple(x.shape)
                 )
             )
+        return self.layers(x).reshape(x.shape[0])
+
+
+class BoxCoordinateDiscriminator(nn.Module):
+    """An ablation of D_b that judges box coordinates instead of pooled regions (MODEL.GAN.BOX_DISC.INPUT
+    "coordinates"): the abstract claims that judging the contextual region works better than judging the box's
+    coordinates, and this is the other side of that comparison.
+
+    An MLP over (x0, y0, x1, y1) normalised by the image's width and height: ``num_layers - 1`` hidden layers
+    Linear -> BatchNorm -> LeakyReLU of width ``channels`` (doubling, capped at 8x, as D_b's convs), then a Linear
+    to one logit. The gradient reaches the predicted coordinates directly, so no box-differentiable pooling is needed.
+    """
+
+    def __init__(self, channels=64, num_layers=5, batch_norm=True):
+        """
+        Arguments:
+            channels (int): width of the first hidden layer.
+            num_layers (int): linear layers including the scoring one (>= 1).
+            batch_norm (bool): BatchNorm after each hidden layer (False with spectral normalisation).
+        """
+        super(BoxCoordinateDiscriminator, self).__init__()
+        if num_layers < 1:
+            raise ValueError("a discriminator needs at least one layer, got num_layers={}".format(num_layers))
+        layers, width_in = [], 4
+        for index in range(num_layers - 1):
+            width_out = channels * 2 ** min(index, 3)
+            layers += [nn.Linear(width_in, width_out, bias=not batch_norm),
+                       nn.BatchNorm1d(width_out) if batch_norm else nn.Identity(),
+                       nn.LeakyReLU(LEAKY_SLOPE)]
+            width_in = width_out
+        layers.append(nn.Linear(width_in, 1))
+        self.layers = nn.Sequential(*layers)
+        init_discriminator_weights(self)
+
+    def forward(self, x):
+        """
+        Arguments:
+            x (Tensor[K, 4]): boxes (x0, y0, x1, y1) divided by their image's (width, height, width, height).
+        Returns:
+            Tensor[K]: real/fake logits.
+        """
+        if x.dim() != 2 or x.shape[1] != 4:
+            raise ValueError("BoxCoordinateDiscriminator expects K x 4 normalised boxes, got {}".format(
+                tuple(x.shape)))
         return self.layers(x).reshape(x.shape[0])

@@ -2,9 +2,18 @@
 import torch
 from torch import nn
 
-from .box_discriminator import BoxDiscriminator
+from .box_discriminator import BoxCoordinateDiscriminator, BoxDiscriminator
 from .feature_pooling import RoIFeaturePooler
 from .mask_discriminator import MaskDiscriminator
+
+# What D_b judges (MODEL.GAN.BOX_DISC.INPUT): the paper's RoI features pooled at the boxes, or the boxes'
+# coordinates normalised to the image (the abstract's "contextual regions vs box coordinates" ablation).
+BOX_INPUTS = ("features", "coordinates")
+# What D_m's masks multiply (MODEL.GAN.MASK_DISC.INPUT): the paper's RoI features, nothing (the masks alone), or
+# the RoI's image pixels (the abstract's "feature space vs pixel space" ablation).
+MASK_INPUTS = ("features", "mask", "pixels")
+# input channels of D_m per MASK_INPUT other than "features" (which has the FPN's width)
+_MASK_INPUT_CHANNELS = {"mask": 1, "pixels": 3}
 
 
 def _score_together(discriminator, real, fake):
@@ -14,56 +23,116 @@ def _score_together(discriminator, real, fake):
     return both[: real.shape[0]], both[real.shape[0]:]
 
 
+def _normalised_boxes(rois, adv_inputs):
+    """(x0, y0, x1, y1) of `rois` (Tensor[K, 5], batch index first) divided by their image's (w, h, w, h)."""
+    if "image_sizes" not in adv_inputs:
+        raise KeyError("MODEL.GAN.BOX_DISC.INPUT 'coordinates' needs the detector's 'image_sizes' among its "
+                       "adversarial inputs")
+    sizes = torch.as_tensor(adv_inputs["image_sizes"], dtype=rois.dtype, device=rois.device).reshape(-1, 2)
+    height_width = sizes[rois[:, 0].long()]
+    scale = torch.stack([height_width[:, 1], height_width[:, 0]] * 2, dim=1)
+    return rois[:, 1:] / scale
+
+
+def apply_spectral_norm(module):
+    """Spectral normalisation (torch.nn.utils.parametrizations.spectral_norm) on every conv and linear layer of
+    `module`, in place; returns `module`. Each such layer's weight is divided by its largest singular value (one
+    power iteration per training forward), so with LeakyReLU between them D's output cannot grow by scaling its
+    weights (MODEL.GAN.SPECTRAL_NORM)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for name, child in list(module.named_modules()):
+        if isinstance(child, (nn.Conv2d, nn.Linear)):
+            spectral_norm(child)
+    return module
+
+
+def batchnorm_scale(module):
+    """Mean |gamma| over all BatchNorm scales of `module` (Tensor[], detached), or None without BatchNorm: how far
+    D has grown its scales, the one way (with the conv weights) it can lower the unbounded L_adv^Dm = -L_adv^Gm."""
+    gammas = [m.weight.detach().abs().flatten() for m in module.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+    if not gammas:
+        return None
+    return torch.cat(gammas).mean()
+
+
 class AdversarialDiscriminators(nn.Module):
     """D_b and D_m plus the pooling that turns the detector's adversarial inputs into their inputs.
 
     Either discriminator may be None (the box-only / mask-only ablations).
     """
 
-    def __init__(self, box_discriminator, mask_discriminator, box_pooler, mask_pooler, detach_features=True):
+    def __init__(self, box_discriminator, mask_discriminator, box_pooler, mask_pooler, detach_features=True,
+                 box_input="features", mask_input="features"):
         """
         Arguments:
-            box_discriminator (BoxDiscriminator or None): D_b.
+            box_discriminator (BoxDiscriminator, BoxCoordinateDiscriminator or None): D_b.
             mask_discriminator (MaskDiscriminator or None): D_m.
-            box_pooler, mask_pooler (RoIFeaturePooler or None): how each reads the FPN maps.
+            box_pooler, mask_pooler (RoIFeaturePooler or None): how each reads the FPN maps (the mask pooler
+                reads the image instead with mask_input "pixels"; unused with "mask" and box_input "coordinates").
             detach_features (bool): True pools from detached FPN maps, so the generator's adversarial losses
                 move the box regression and the mask head, not the backbone (see MODEL.GAN.DETACH_FEATURES).
+            box_input (str): one of BOX_INPUTS, what D_b judges.
+            mask_input (str): one of MASK_INPUTS, what D_m's masks multiply.
         """
         super(AdversarialDiscriminators, self).__init__()
         if box_discriminator is None and mask_discriminator is None:
             raise ValueError(
                 "MODEL.GAN.ENABLED needs at least one of MODEL.GAN.BOX_DISC.ENABLED, MODEL.GAN.MASK_DISC.ENABLED"
             )
+        if box_input not in BOX_INPUTS:
+            raise ValueError("unknown MODEL.GAN.BOX_DISC.INPUT {!r}; use one of {}".format(box_input, BOX_INPUTS))
+        if mask_input not in MASK_INPUTS:
+            raise ValueError("unknown MODEL.GAN.MASK_DISC.INPUT {!r}; use one of {}".format(mask_input, MASK_INPUTS))
         self.box_disc = box_discriminator
         self.mask_disc = mask_discriminator
         self.box_pooler = box_pooler
         self.mask_pooler = mask_pooler
         self.detach_features = detach_features
+        self.box_input = box_input
+        self.mask_input = mask_input
 
     def pool_inputs(self, adv_inputs):
         """Real and fake inputs of the enabled discriminators, still attached to the detector's graph.
 
         Arguments:
-            adv_inputs (dict): the detector's adversarial inputs (see CONTRACTS.md): "features",
+            adv_inputs (dict): the detector's adversarial inputs (see GeneralizedRCNN.forward): "features",
                 "feature_strides", "box_rois_pred" [P, 5], "box_rois_gt" [P, 5], "mask_logits" [M, 28, 28],
-                "mask_targets" [M, 28, 28], "mask_rois" [M, 5].
+                "mask_targets" [M, 28, 28], "mask_rois" [M, 5]; "image_sizes" (list of (height, width)) for
+                box input "coordinates" and "images" (Tensor[N, 3, H, W]) for mask input "pixels".
         Returns:
-            dict[str, Tensor]: "box_real", "box_fake" (Tensor[P, C, R, R]) when D_b is enabled;
-                "mask_real", "mask_fake" (Tensor[M, C, R, R]) when D_m is enabled.
+            dict[str, Tensor]: "box_real", "box_fake" (Tensor[P, C, R, R], or Tensor[P, 4] normalised coordinates)
+                when D_b is enabled; "mask_real", "mask_fake" (Tensor[M, C, R, R], C = 1 for the masks alone and 3
+                for mask x pixels) when D_m is enabled.
         """
         features = adv_inputs["features"]
         if self.detach_features:
             features = [level.detach() for level in features]
         strides = adv_inputs["feature_strides"]
         inputs = {}
-        if self.box_disc is not None:
+        if self.box_disc is not None and self.box_input == "coordinates":
+            inputs["box_real"] = _normalised_boxes(adv_inputs["box_rois_gt"].detach(), adv_inputs)
+            inputs["box_fake"] = _normalised_boxes(adv_inputs["box_rois_pred"], adv_inputs)
+        elif self.box_disc is not None:
             inputs["box_real"] = self.box_pooler(features, strides, adv_inputs["box_rois_gt"].detach())
             inputs["box_fake"] = self.box_pooler(features, strides, adv_inputs["box_rois_pred"])
         if self.mask_disc is not None:
-            roi_features = self.mask_pooler(features, strides, adv_inputs["mask_rois"].detach())
             # the fake mask is the probability map, so real (0/1 targets) and fake live on the same scale
-            inputs["mask_real"] = adv_inputs["mask_targets"][:, None].detach() * roi_features
-            inputs["mask_fake"] = adv_inputs["mask_logits"][:, None].sigmoid() * roi_features
+            real = adv_inputs["mask_targets"][:, None].detach()
+            fake = adv_inputs["mask_logits"][:, None].sigmoid()
+            rois = adv_inputs["mask_rois"].detach()
+            if self.mask_input == "features":
+                context = self.mask_pooler(features, strides, rois)
+            elif self.mask_input == "pixels":
+                if "images" not in adv_inputs:
+                    raise KeyError("MODEL.GAN.MASK_DISC.INPUT 'pixels' needs the detector's 'images' among its "
+                                   "adversarial inputs")
+                context = self.mask_pooler([adv_inputs["images"].detach()], [1], rois)
+            else:
+                context = None
+            inputs["mask_real"] = real if context is None else real * context
+            inputs["mask_fake"] = fake if context is None else fake * context
         return inputs
 
     def box_logits(self, real, fake):
@@ -73,6 +142,16 @@ class AdversarialDiscriminators(nn.Module):
     def mask_embeddings(self, real, fake):
         """D_m on real and fake masked features (Tensor[M, C, R, R] each) -> two Tensor[M, L] embeddings."""
         return _score_together(self.mask_disc, real, fake)
+
+    def scale_stats(self):
+        """Scale of each discriminator to log: {"d_box_bn_gamma", "d_mask_bn_gamma"} (Tensor[], mean |gamma| of
+        its BatchNorms), for the enabled discriminators that have BatchNorm."""
+        stats = {}
+        for name, disc in (("d_box_bn_gamma", self.box_disc), ("d_mask_bn_gamma", self.mask_disc)):
+            scale = batchnorm_scale(disc) if disc is not None else None
+            if scale is not None:
+                stats[name] = scale
+        return stats
 
 
 def build_discriminators(cfg, in_channels):
@@ -87,10 +166,13 @@ def build_discriminators(cfg, in_channels):
     gan = cfg.MODEL.GAN
     # ROIAlign in the discriminators samples like the mask head's pooler (PrRoIPool ignores it)
     sampling_ratio = cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO
+    batch_norm = not gan.SPECTRAL_NORM
     box_disc = box_pooler = mask_disc = mask_pooler = None
-    if gan.BOX_DISC.ENABLED:
+    if gan.BOX_DISC.ENABLED and gan.BOX_DISC.INPUT == "coordinates":
+        box_disc = BoxCoordinateDiscriminator(gan.BOX_DISC.CHANNELS, gan.BOX_DISC.NUM_CONVS, batch_norm)
+    elif gan.BOX_DISC.ENABLED:
         box_disc = BoxDiscriminator(
-            in_channels, gan.BOX_DISC.CHANNELS, gan.BOX_DISC.NUM_CONVS, gan.BOX_DISC.POOLER_RESOLUTION
+            in_channels, gan.BOX_DISC.CHANNELS, gan.BOX_DISC.NUM_CONVS, gan.BOX_DISC.POOLER_RESOLUTION, batch_norm
         )
         box_pooler = RoIFeaturePooler(
             gan.BOX_DISC.POOLER_RESOLUTION, gan.BOX_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio
@@ -104,8 +186,21 @@ def build_discriminators(cfg, in_channels):
                     gan.MASK_DISC.POOLER_RESOLUTION, mask_resolution
                 )
             )
-        mask_disc = MaskDiscriminator(in_channels, gan.MASK_DISC.CHANNELS, gan.MASK_DISC.NUM_CONVS, mask_resolution)
-        mask_pooler = RoIFeaturePooler(
-            mask_resolution, gan.MASK_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio
+        mask_channels = _MASK_INPUT_CHANNELS.get(gan.MASK_DISC.INPUT, in_channels)
+        mask_disc = MaskDiscriminator(
+            mask_channels, gan.MASK_DISC.CHANNELS, gan.MASK_DISC.NUM_CONVS, mask_resolution,
+            embed_input=gan.MASK_DISC.EMBED_INPUT, layer_weights=tuple(gan.MASK_DISC.LAYER_WEIGHTS) or None,
+            batch_norm=batch_norm,
         )
-    return AdversarialDiscriminators(box_disc, mask_disc, box_pooler, mask_pooler, gan.DETACH_FEATURES)
+        if gan.MASK_DISC.INPUT != "mask":
+            # image pixels have no FPN levels: one map at stride 1, read with ROIAlign (nothing to differentiate)
+            pixels = gan.MASK_DISC.INPUT == "pixels"
+            mask_pooler = RoIFeaturePooler(
+                mask_resolution, "ROIAlign" if pixels else gan.MASK_DISC.POOLER_TYPE,
+                "max" if pixels else gan.FEATURE_FUSION, sampling_ratio
+            )
+    discriminators = AdversarialDiscriminators(box_disc, mask_disc, box_pooler, mask_pooler, gan.DETACH_FEATURES,
+                                               box_input=gan.BOX_DISC.INPUT, mask_input=gan.MASK_DISC.INPUT)
+    if gan.SPECTRAL_NORM:
+        apply_spectral_norm(discriminators)
+    return discriminators

@@ -12,41 +12,62 @@ class MaskDiscriminator(nn.Module):
     Every one of the ``num_convs`` convs is followed by BatchNorm and LeakyReLU; the resolution falls with
     depth (28 -> 14 -> 7 -> 4 -> 2 -> 1 for five convs) while the width doubles from ``channels``. Using all
     layers makes the L1 distance compare the masks at every scale, from pixel-level detail to the whole shape.
+
+    The authors' code (SegAN's critic) differs: its embedding starts with the raw input, and the layer outputs
+    are weighted 1, 2, 2, 2, 4 (``embed_input``, ``layer_weights``; MODEL.GAN.MASK_DISC.EMBED_INPUT,
+    LAYER_WEIGHTS).
     """
 
-    def __init__(self, in_channels, channels=64, num_convs=5, resolution=28):
+    def __init__(self, in_channels, channels=64, num_convs=5, resolution=28, embed_input=False, layer_weights=None,
+                 batch_norm=True):
         """
         Arguments:
-            in_channels (int): channels of the masked RoI features (the FPN's 256).
+            in_channels (int): channels of the masked inputs (the FPN's 256 for mask x features; 1 for masks
+                alone, 3 for mask x image pixels).
             channels (int): width of the first conv; doubles with each further conv.
             num_convs (int): number of conv layers (the paper studies 3, 4, 5).
             resolution (int): side of the square inputs (28, the mask head's resolution).
+            embed_input (bool): put the raw input (weight 1) in front of the layer outputs in the embedding.
+            layer_weights (sequence of float or None): one factor per conv layer that its output is multiplied by in
+                the embedding (None: all 1).
+            batch_norm (bool): BatchNorm after each conv (False with spectral normalisation, whose bound a
+                BatchNorm's scale would undo).
         """
         super(MaskDiscriminator, self).__init__()
         plan, sizes = conv_plan(resolution, num_convs)
+        if layer_weights is not None and len(layer_weights) != num_convs:
+            raise ValueError(
+                "MODEL.GAN.MASK_DISC.LAYER_WEIGHTS has {} weights {} but the mask discriminator has {} conv layers "
+                "(MODEL.GAN.MASK_DISC.NUM_CONVS); give one weight per layer or () for all 1".format(
+                    len(layer_weights), tuple(layer_weights), num_convs))
         blocks, width_in = [], in_channels
         for index, (kernel, stride, padding) in enumerate(plan):
             width_out = channels * 2 ** index
             blocks.append(
                 nn.Sequential(
-                    nn.Conv2d(width_in, width_out, kernel, stride, padding, bias=False),
-                    nn.BatchNorm2d(width_out),
+                    nn.Conv2d(width_in, width_out, kernel, stride, padding, bias=not batch_norm),
+                    nn.BatchNorm2d(width_out) if batch_norm else nn.Identity(),
                     nn.LeakyReLU(LEAKY_SLOPE),
                 )
             )
             width_in = width_out
         self.blocks = nn.ModuleList(blocks)
         self.resolution = resolution
+        self.embed_input = embed_input
+        self.layer_weights = tuple(float(w) for w in layer_weights) if layer_weights is not None else None
         self.embedding_size = sum(channels * 2 ** i * size * size for i, size in enumerate(sizes))
+        if embed_input:
+            self.embedding_size += in_channels * resolution * resolution
         init_discriminator_weights(self)
 
     def forward(self, x):
         """
         Arguments:
             x (Tensor[K, in_channels, R, R]): a mask (K x 1 x R x R, real or predicted probabilities) multiplied
-                element-wise with the RoI's features (K may be 0).
+                element-wise with the RoI's features (K may be 0), or the mask alone / times the RoI's pixels.
         Returns:
-            Tensor[K, embedding_size]: the outputs of all layers, flattened and concatenated.
+            Tensor[K, embedding_size]: the outputs of all layers (times their ``layer_weights``), flattened and
+            concatenated, after the flattened input itself when ``embed_input``.
         """
         if x.dim() != 4 or x.shape[-2:] != (self.resolution, self.resolution):
             raise ValueError(
@@ -54,8 +75,9 @@ class MaskDiscriminator(nn.Module):
                     self.resolution, tuple(x.shape)
                 )
             )
-        outputs = []
-        for block in self.blocks:
+        outputs = [x.flatten(start_dim=1)] if self.embed_input else []
+        for index, block in enumerate(self.blocks):
             x = block(x)
-            outputs.append(x.flatten(start_dim=1))
+            weight = 1.0 if self.layer_weights is None else self.layer_weights[index]
+            outputs.append((x if weight == 1.0 else weight * x).flatten(start_dim=1))
         return torch.cat(outputs, dim=1)
