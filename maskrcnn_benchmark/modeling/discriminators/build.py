@@ -93,7 +93,8 @@ def build_discriminators(cfg, in_channels):
             in_channels, gan.BOX_DISC.CHANNELS, gan.BOX_DISC.NUM_CONVS, gan.BOX_DISC.POOLER_RESOLUTION
         )
         box_pooler = RoIFeaturePooler(
-            gan.BOX_DISC.POOLER_RESOLUTION, gan.BOX_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio
+            gan.BOX_DISC.POOLER_RESOLUTION, gan.BOX_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio,
+            cfg.MODEL.PRROI_POOL_IMPL,
         )
     if gan.MASK_DISC.ENABLED:
         mask_resolution = cfg.MODEL.ROI_MASK_HEAD.RESOLUTION
@@ -106,6 +107,6 @@ def build_discriminators(cfg, in_channels):
             )
         mask_disc = MaskDiscriminator(in_channels, gan.MASK_DISC.CHANNELS, gan.MASK_DISC.NUM_CONVS, mask_resolution)
         mask_pooler = RoIFeaturePooler(
-            mask_resolution, gan.MASK_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio
+            mask_resolution, gan.MASK_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio, cfg.MODEL.PRROI_POOL_IMPL
         )
     return AdversarialDiscriminators(box_disc, mask_disc, box_pooler, mask_pooler, gan.DETACH_FEATURES)
