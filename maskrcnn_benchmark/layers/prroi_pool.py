@@ -141,7 +141,7 @@ def _node_window(lo, hi, size):
 
 
 # Elements of the gathered windows [k, h, w, C] per chunk of RoIs: bounds the torch implementation's memory.
-_CHUNK_ELEMENTS = 1 << 23
+_CHUNK_ELEMENTS = 1 << 25
 
 
 def prroi_pool2d_torch(features, rois, pooled_height, pooled_width, spatial_scale):
@@ -178,7 +178,7 @@ def prroi_pool2d_torch(features, rois, pooled_height, pooled_width, spatial_scal
         batch_index = rois[:, 0].detach().long()
         order = torch.argsort(x_count * y_count)
         sizes = torch.stack([y_count[order], x_count[order]], dim=1).cpu().tolist()
-    nhwc = features.permute(0, 2, 3, 1)
+    pixels = features.permute(0, 2, 3, 1).reshape(batch_size * height * width, channels)  # [N H W, C]
     chunks, begin = [], 0
     while begin < num_rois:
         end, rows, cols = begin, 0, 0
@@ -192,11 +192,18 @@ def prroi_pool2d_torch(features, rois, pooled_height, pooled_width, spatial_scal
         node_x = x_first[chunk, None] + torch.arange(cols, device=features.device)  # [k, cols]
         wy = _axis_weights(y0[chunk], bin_h[chunk], pooled_height, node_y, height)  # [k, PH, rows]
         wx = _axis_weights(x0[chunk], bin_w[chunk], pooled_width, node_x, width)  # [k, PW, cols]
-        window = nhwc[batch_index[chunk, None, None], node_y.clamp(max=height - 1)[:, :, None],
-                      node_x.clamp(max=width - 1)[:, None, :]].to(compute)  # [k, rows, cols, C]
-        chunks.append(torch.einsum("kah,khwc,kbw->kcab", wy.to(compute), window, wx.to(compute)))
+        # index_select on the flattened map: its backward is an index_add over rows of C channels, far cheaper
+        # than the accumulating index_put of advanced indexing.
+        flat = ((batch_index[chunk, None, None] * height + node_y.clamp(max=height - 1)[:, :, None]) * width
+                + node_x.clamp(max=width - 1)[:, None, :])
+        window = pixels.index_select(0, flat.flatten()).view(len(chunk), rows, cols, channels).to(compute)
+        # rows first, on the window's own layout; then columns on the (PH / rows times smaller) transposed result
+        along_y = torch.bmm(wy.to(compute), window.view(len(chunk), rows, cols * channels))  # [k, PH, cols * C]
+        along_y = along_y.view(len(chunk), pooled_height, cols, channels).transpose(1, 2)  # [k, cols, PH, C]
+        pooled = torch.bmm(wx.to(compute), along_y.reshape(len(chunk), cols, pooled_height * channels))
+        chunks.append(pooled.view(len(chunk), pooled_width, pooled_height, channels))  # [k, PW, PH, C]
         begin = end
-    integral = torch.cat(chunks)[torch.argsort(order)]
+    integral = torch.cat(chunks)[torch.argsort(order)].permute(0, 3, 2, 1)  # [K, C, PH, PW]
     safe_area = torch.where(area > 0, area, torch.ones_like(area))[:, None, None, None]
     out = torch.where(area[:, None, None, None] > 0, integral / safe_area.to(compute), torch.zeros_like(integral))
     return out.to(features.dtype)
