@@ -167,8 +167,10 @@ def prroi_pool2d_torch(features, rois, pooled_height, pooled_width, spatial_scal
         return (features.new_zeros((num_rois, channels, pooled_height, pooled_width), dtype=compute)
                 + anchor).to(features.dtype)
     # Box geometry and weights in float64: they are differences of nearly equal integrals on small bins, and
-    # the RoI gradient's edge terms cancel, so float32 here would cost three digits of the RoI gradient.
-    x0, y0, x1, y1 = (rois[:, 1:].double() * spatial_scale).unbind(1)
+    # the RoI gradient's edge terms cancel, so float32 here would cost three digits of the RoI gradient
+    # (float32 on Apple's MPS, which has no float64).
+    geometry = torch.float32 if features.device.type == "mps" else torch.float64
+    x0, y0, x1, y1 = (rois[:, 1:].to(geometry) * spatial_scale).unbind(1)
     bin_w = (x1 - x0).clamp(min=0) / pooled_width
     bin_h = (y1 - y0).clamp(min=0) / pooled_height
     area = bin_w * bin_h
