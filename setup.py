@@ -57,9 +57,11 @@ def get_extensions():
         if cuda_home:
             os.environ["CUDA_HOME"] = cuda_home
             cpp_extension.CUDA_HOME = cuda_home
-        # With no GPU to detect, torch would compile for every architecture it knows: name a few.
+        # With no GPU to detect, torch would compile for every architecture it knows: take those this torch
+        # ships kernels for, with PTX of the newest so that newer GPUs still get a kernel.
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+            os.environ["TORCH_CUDA_ARCH_LIST"] = _toolkit.default_cuda_arch_list(
+                torch.cuda.get_arch_list(), _toolkit.nvcc_architectures(cuda_home))
         extension = CUDAExtension
         sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
         define_macros += [("WITH_CUDA", None)]

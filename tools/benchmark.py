@@ -1,7 +1,10 @@
 #!/usr/bin/env python
-"""Speed and memory of our R-50-FPN Mask R-CNN against torchvision's maskrcnn_resnet50_fpn, on the CPU.
+"""Speed and memory of our R-50-FPN Mask R-CNN against torchvision's maskrcnn_resnet50_fpn, on the CPU or a GPU.
 
-    python tools/benchmark.py [--iters 5] [--warmup 2] [--threads 2]
+    python tools/benchmark.py [--device cpu|cuda] [--iters 5] [--warmup 2] [--threads 2]
+
+On a GPU every timed region starts and ends with torch.cuda.synchronize, and memory is the rise of
+torch.cuda.max_memory_allocated instead of the RSS (below).
 
 Both models are built untrained (ours: configs/e2e_mask_rcnn_R_50_FPN_1x.yaml with MODEL.WEIGHT ""; torchvision:
 maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)) with 81 classes, and get the same input: a batch of
@@ -173,15 +176,37 @@ class Torchvision:
         return len(self.model(single)[0]["boxes"])
 
 
+def _to_device(value, device):
+    """Tensors, BoxLists and ImageLists moved to `device`, inside lists and dicts too."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value.to(device)
+
+
+def _synchronizer(device):
+    sys.path.insert(0, HERE)
+    from benchmark_prroi_pool import synchronizer
+
+    return synchronizer(device)
+
+
 class _Session:
     """One model with its prepared inputs and optimizer, stepping one timed iteration at a time."""
 
-    def __init__(self, impl, mode, like_torchvision):
+    def __init__(self, impl, mode, like_torchvision, device="cpu"):
         import torch
 
         torch.manual_seed(0)
-        self.runner = Ours(like_torchvision) if impl == "ours" else Torchvision()
-        self.batch, self.targets, self.singles = self.runner.prepare(*make_inputs())
+        self.runner = (Ours(like_torchvision, extra_opts=["MODEL.DEVICE", str(device)]) if impl == "ours"
+                       else Torchvision())
+        self.runner.model.to(device)
+        if impl == "ours":
+            self.runner.mean = self.runner.mean.to(device)
+        inputs = _to_device(make_inputs(), device)
+        self.batch, self.targets, self.singles = self.runner.prepare(*inputs)
+        self.synchronize = _synchronizer(device)
         self.mode = mode
         if mode == "train":
             self.runner.model.train()
@@ -198,24 +223,28 @@ class _Session:
         import torch
 
         if self.mode == "train":
+            self.synchronize()
             start = time.perf_counter()
             loss = self.runner.train_loss(self.batch, self.targets)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
+            self.synchronize()
             return [time.perf_counter() - start], []
         times, detections = [], []
         with torch.no_grad():
             for single in self.singles:
+                self.synchronize()
                 start = time.perf_counter()
                 detections.append(self.runner.infer(single))
+                self.synchronize()
                 times.append(time.perf_counter() - start)
         return times, detections
 
 
-def time_interleaved(mode, iters, warmup, like_torchvision):
+def time_interleaved(mode, iters, warmup, like_torchvision, device="cpu"):
     """Median seconds per iteration of both models, their iterations alternating in this process."""
-    sessions = {impl: _Session(impl, mode, like_torchvision) for impl in ("ours", "torchvision")}
+    sessions = {impl: _Session(impl, mode, like_torchvision, device) for impl in ("ours", "torchvision")}
     times = {impl: [] for impl in sessions}
     detections = {impl: [] for impl in sessions}
     for i in range(warmup + iters):
@@ -229,9 +258,19 @@ def time_interleaved(mode, iters, warmup, like_torchvision):
             for impl in sessions}
 
 
-def measure_memory(impl, mode, warmup, like_torchvision):
-    """Peak RSS rise (MB) of this process over warmup + 1 iterations after building model and inputs."""
-    session = _Session(impl, mode, like_torchvision)
+def measure_memory(impl, mode, warmup, like_torchvision, device="cpu"):
+    """Peak memory rise (MB) of this process over warmup + 1 iterations after building model and inputs: of its
+    RSS on the CPU, of torch.cuda.max_memory_allocated on a GPU."""
+    import torch
+
+    session = _Session(impl, mode, like_torchvision, device)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 2 ** 20
+        for _ in range(warmup + 1):
+            session.step()
+        return {"impl": impl, "mode": mode, "peak_rss_rise_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 - before}
     _reset_peak_rss()
     rss_before = _rss_mb()
     for _ in range(warmup + 1):
@@ -247,24 +286,28 @@ def main(argv=None):
     parser.add_argument("--ours-like-torchvision", action="store_true",
                         help="ours with trainable BatchNorm and no frozen stages, as torchvision without weights")
     parser.add_argument("--json", default="", help="also write the results to this file")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (memory: CUDA allocations)")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     import torch
 
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device {}: torch sees no CUDA GPU on this machine; use --device cpu".format(args.device))
     torch.set_num_threads(args.threads)
     if args.worker:
-        result = measure_memory(args.worker[0], args.worker[1], args.warmup, args.ours_like_torchvision)
+        result = measure_memory(args.worker[0], args.worker[1], args.warmup, args.ours_like_torchvision, args.device)
         print("RESULT " + json.dumps(result))
         return result
 
+    memory_name = "CUDA memory" if torch.device(args.device).type == "cuda" else "RSS"
     results = {}
     for mode in ("train", "infer"):
-        timed = time_interleaved(mode, args.iters, args.warmup, args.ours_like_torchvision)
+        timed = time_interleaved(mode, args.iters, args.warmup, args.ours_like_torchvision, args.device)
         for impl in ("ours", "torchvision"):
             results[(impl, mode)] = timed[impl]
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, mode,
-                   "--warmup", str(args.warmup), "--threads", str(args.threads)]
+                   "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device]
             if args.ours_like_torchvision:
                 cmd.append("--ours-like-torchvision")
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -273,19 +316,19 @@ def main(argv=None):
                 raise RuntimeError("benchmark memory worker {} {} failed:\n{}".format(impl, mode, proc.stderr[-4000:]))
             results[(impl, mode)]["peak_rss_rise_mb"] = json.loads(lines[-1][len("RESULT "):])["peak_rss_rise_mb"]
             r = results[(impl, mode)]
-            print("{:<12} {:<6} median {:.3f} s  peak RSS rise {:.0f} MB{}".format(
-                impl, mode, r["median_s"], r["peak_rss_rise_mb"],
+            print("{:<12} {:<6} median {:.3f} s  peak {} rise {:.0f} MB{}".format(
+                impl, mode, r["median_s"], memory_name, r["peak_rss_rise_mb"],
                 "  detections/image {}".format(r["detections"]) if r["detections"] else ""), flush=True)
 
     print("\nSettings: ours {}\n          torchvision {}".format(results[("ours", "train")]["settings"],
                                                                   results[("torchvision", "train")]["settings"]))
-    print("Input: 2 images {}x{} (h x w), {} instances each, {} classes; {} threads, median of {} after {} "
+    print("Input: 2 images {}x{} (h x w), {} instances each, {} classes; {}, {} threads, median of {} after {} "
           "warm-up, iterations alternating between the models".format(
-              HEIGHT, WIDTH, INSTANCES, NUM_CLASSES, args.threads, args.iters, args.warmup))
+              HEIGHT, WIDTH, INSTANCES, NUM_CLASSES, args.device, args.threads, args.iters, args.warmup))
     print("\n{:<26} {:>10} {:>12} {:>16}".format("", "ours", "torchvision", "ours/torchvision"))
     rows = [("train step (batch 2), s", "train", "median_s"), ("inference per image, s", "infer", "median_s"),
-            ("train peak RSS rise, MB", "train", "peak_rss_rise_mb"),
-            ("infer peak RSS rise, MB", "infer", "peak_rss_rise_mb")]
+            ("train peak {} rise, MB".format(memory_name), "train", "peak_rss_rise_mb"),
+            ("infer peak {} rise, MB".format(memory_name), "infer", "peak_rss_rise_mb")]
     summary = {}
     for label, mode, key in rows:
         ours, tv = results[("ours", mode)][key], results[("torchvision", mode)][key]

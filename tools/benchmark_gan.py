@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""Cost of the adversarial heads: the R-50-FPN training step with and without the GAN terms, on the CPU.
+"""Cost of the adversarial heads: the R-50-FPN training step with and without the GAN terms, on the CPU or a GPU.
 
-    python tools/benchmark_gan.py [--iters 5] [--warmup 2] [--threads 2]
+    python tools/benchmark_gan.py [--device cpu|cuda] [--iters 5] [--warmup 2] [--threads 2]
 
 Baseline: configs/e2e_mask_rcnn_R_50_FPN_1x.yaml, one step = forward, loss sum, backward, SGD step.
 GAN: configs/gan/e2e_mask_rcnn_R_50_FPN_1x_gan.yaml, one step = engine/adversarial.py's iteration (one detector
 forward, the discriminators' update on detached inputs, the detector's update with the discriminators frozen).
 Both get the same batch as tools/benchmark.py (two 400x600 images, shorter side 400, three instances each), are
 built untrained with the same seed, and step with learning rate 0 so every timed iteration sees the same weights.
-Their iterations alternate in one process, so load from other programs hits both alike. Prints the median seconds
-per step of each and the ratio GAN / baseline.
+Their iterations alternate in one process, so load from other programs hits both alike. On a GPU each timed step
+starts and ends with torch.cuda.synchronize. Prints the median seconds per step of each and the ratio GAN / baseline.
 """
 import argparse
 import os
@@ -19,18 +19,25 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark import Ours, make_inputs  # noqa: E402  (the same model set-up and input as the detector benchmark)
+from benchmark_prroi_pool import synchronizer  # noqa: E402
 
 ZERO_LR = ["SOLVER.BASE_LR", 0.0]
 
 
+def _on_device(runner, device):
+    """Moves the runner's model to `device`; returns its prepared batch and targets there."""
+    runner.model.to(device).train()
+    batch, targets, _ = runner.prepare(*make_inputs())
+    return batch.to(device), [target.to(device) for target in targets]
+
+
 class _BaselineStep(object):
-    def __init__(self):
+    def __init__(self, device):
         import torch
 
         torch.manual_seed(0)
-        self.runner = Ours(extra_opts=ZERO_LR)
-        self.runner.model.train()
-        self.batch, self.targets, _ = self.runner.prepare(*make_inputs())
+        self.runner = Ours(extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)])
+        self.batch, self.targets = _on_device(self.runner, device)
         params = [p for p in self.runner.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
 
@@ -42,17 +49,17 @@ class _BaselineStep(object):
 
 
 class _GanStep(object):
-    def __init__(self):
+    def __init__(self, device):
         import torch
         from maskrcnn_benchmark.engine.adversarial import build_adversarial_train_step
         from maskrcnn_benchmark.solver import make_optimizer
 
         torch.manual_seed(0)
-        self.runner = Ours(config_file=os.path.join("gan", "e2e_mask_rcnn_R_50_FPN_1x_gan.yaml"), extra_opts=ZERO_LR)
-        self.runner.model.train()
-        self.batch, self.targets, _ = self.runner.prepare(*make_inputs())
+        self.runner = Ours(config_file=os.path.join("gan", "e2e_mask_rcnn_R_50_FPN_1x_gan.yaml"),
+                           extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)])
+        self.batch, self.targets = _on_device(self.runner, device)
         optimizer = make_optimizer(self.runner.cfg, self.runner.model)
-        self.step = build_adversarial_train_step(self.runner.cfg, self.runner.model, optimizer)
+        self.step = build_adversarial_train_step(self.runner.cfg, self.runner.model, optimizer, device=device)
 
     def __call__(self, iteration):
         self.step(self.batch, self.targets, iteration)
@@ -63,25 +70,32 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for both")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     args = parser.parse_args(argv)
 
     import torch
 
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device {}: torch sees no CUDA GPU on this machine; use --device cpu".format(args.device))
     torch.set_num_threads(args.threads)
-    steps = {"baseline": _BaselineStep(), "gan": _GanStep()}
+    steps = {"baseline": _BaselineStep(device), "gan": _GanStep(device)}
+    synchronize = synchronizer(device)
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.iters):
         for name, step in steps.items():
+            synchronize()
             start = time.perf_counter()
             step(i)
+            synchronize()
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - start)
     gan = steps["gan"].runner.cfg.MODEL.GAN
     print("GAN: box D {} convs, {} channels, {}; mask D {} convs, {} channels, {}; levels '{}'".format(
         gan.BOX_DISC.NUM_CONVS, gan.BOX_DISC.CHANNELS, gan.BOX_DISC.POOLER_TYPE, gan.MASK_DISC.NUM_CONVS,
         gan.MASK_DISC.CHANNELS, gan.MASK_DISC.POOLER_TYPE, gan.FEATURE_FUSION))
-    print("Input: 2 images 400x600, batch 2; {} threads; median of {} after {} warm-up, alternating".format(
-        args.threads, args.iters, args.warmup))
+    print("Input: 2 images 400x600, batch 2; {}, {} threads; median of {} after {} warm-up, alternating".format(
+        device, args.threads, args.iters, args.warmup))
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name in steps:
         print("{:<10} train step median {:.3f} s  (all: {})".format(

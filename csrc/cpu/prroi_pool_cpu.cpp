@@ -97,21 +97,14 @@ struct RoiPlan {
   AxisPlan<scalar_t> x, y;
 };
 
+// rois [K, 5] as double, already checked by prroi_pool_check_roi_values (prroi_pool.h).
 template <typename scalar_t>
-RoiPlan<scalar_t> plan_rois(const scalar_t* rois, int64_t num_rois, int64_t batch_size, int64_t height,
-                            int64_t width, int64_t pooled_h, int64_t pooled_w, double spatial_scale) {
+RoiPlan<scalar_t> plan_rois(const double* rois, int64_t num_rois, int64_t height, int64_t width, int64_t pooled_h,
+                            int64_t pooled_w, double spatial_scale) {
   RoiPlan<scalar_t> plan;
   plan.geometry.resize(num_rois);
   for (int64_t k = 0; k < num_rois; ++k) {
-    const scalar_t* roi = rois + k * 5;
-    const double index = static_cast<double>(roi[0]);
-    TORCH_CHECK(std::isfinite(index) && index == std::floor(index) && index >= 0 && index < batch_size,
-                "prroi_pool: rois[", k, ", 0] = ", index, " is not a batch index into features (batch size ",
-                batch_size, "); column 0 of rois must hold the image index");
-    for (int col = 1; col < 5; ++col) {
-      TORCH_CHECK(std::isfinite(static_cast<double>(roi[col])), "prroi_pool: rois[", k, ", ", col, "] = ",
-                  static_cast<double>(roi[col]), " is not finite; box coordinates must be finite numbers");
-    }
+    const double* roi = rois + k * 5;
     const RoiGeometry g = prroi::roi_geometry(roi, spatial_scale, pooled_h, pooled_w);
     plan.geometry[k] = g;
     plan.x.add_roi(g.x0, g.bin_w, pooled_w, width);
@@ -299,23 +292,23 @@ PRROI_VECTOR_CLONES void backward_block(const scalar_t* plane, scalar_t* d_plane
 }
 
 // dst[l * bins + i] = src[i * kLanes + l] for the block's real lanes: one RoI's block of output channels.
-template <typename scalar_t>
-PRROI_VECTOR_CLONES void store_channel_major(scalar_t* __restrict__ dst, const scalar_t* __restrict__ src,
-                                             int64_t bins, int64_t lanes) {
+template <typename dst_t, typename src_t>
+PRROI_VECTOR_CLONES void store_channel_major(dst_t* __restrict__ dst, const src_t* __restrict__ src, int64_t bins,
+                                             int64_t lanes) {
   for (int64_t l = 0; l < lanes; ++l)
-    for (int64_t i = 0; i < bins; ++i) dst[l * bins + i] = src[i * kLanes + l];
+    for (int64_t i = 0; i < bins; ++i) dst[l * bins + i] = static_cast<dst_t>(src[i * kLanes + l]);
 }
 
 // The inverse, from `lanes` channels of rows x cols values read through their strides (the upstream gradient
 // of one RoI, or one image of the features); lanes past `lanes` are zero.
-template <typename scalar_t>
-PRROI_VECTOR_CLONES void load_lane_major(scalar_t* __restrict__ dst, const scalar_t* __restrict__ src,
+template <typename dst_t, typename src_t>
+PRROI_VECTOR_CLONES void load_lane_major(dst_t* __restrict__ dst, const src_t* __restrict__ src,
                                          int64_t stride_channel, int64_t stride_row, int64_t stride_col, int64_t rows,
                                          int64_t cols, int64_t lanes) {
   const int64_t count = rows * cols;
-  if (lanes < kLanes) std::fill(dst, dst + count * kLanes, scalar_t(0));
+  if (lanes < kLanes) std::fill(dst, dst + count * kLanes, dst_t(0));
   for (int64_t l = 0; l < lanes; ++l) {
-    const scalar_t* channel = src + l * stride_channel;
+    const src_t* channel = src + l * stride_channel;
     if (stride_col == 1 && stride_row == cols) {
       for (int64_t i = 0; i < count; ++i) dst[i * kLanes + l] = channel[i];
     } else {
@@ -329,9 +322,9 @@ PRROI_VECTOR_CLONES void load_lane_major(scalar_t* __restrict__ dst, const scala
 inline int64_t lanes_in(int64_t block, int64_t channels) { return std::min(kLanes, channels - block * kLanes); }
 
 // Channel block `block` of every image of features [N, C, H, W] (any strides) -> blocked [N, H, W, kLanes].
-template <typename scalar_t>
-void pack_block(const scalar_t* features, at::IntArrayRef sizes, at::IntArrayRef strides, int64_t block,
-                scalar_t* blocked) {
+template <typename dst_t, typename src_t>
+void pack_block(const src_t* features, at::IntArrayRef sizes, at::IntArrayRef strides, int64_t block,
+                dst_t* blocked) {
   const int64_t plane = sizes[2] * sizes[3] * kLanes, lanes = lanes_in(block, sizes[1]);
   for (int64_t n = 0; n < sizes[0]; ++n)
     load_lane_major(blocked + n * plane, features + n * strides[0] + block * kLanes * strides[1], strides[1],
@@ -339,9 +332,9 @@ void pack_block(const scalar_t* features, at::IntArrayRef sizes, at::IntArrayRef
 }
 
 // The inverse into a contiguous [N, C, H, W] tensor, real lanes only.
-template <typename scalar_t>
-void unpack_block(const scalar_t* blocked, int64_t batch_size, int64_t channels, int64_t height, int64_t width,
-                  int64_t block, scalar_t* features) {
+template <typename dst_t, typename src_t>
+void unpack_block(const src_t* blocked, int64_t batch_size, int64_t channels, int64_t height, int64_t width,
+                  int64_t block, dst_t* features) {
   const int64_t lanes = lanes_in(block, channels);
   for (int64_t n = 0; n < batch_size; ++n)
     store_channel_major(features + (n * channels + block * kLanes) * height * width,
@@ -384,8 +377,10 @@ void forward_kernel(const at::Tensor& features, const RoiPlan<scalar_t>& plan, i
   });
 }
 
-template <typename scalar_t>
-void backward_kernel(const at::Tensor& grad_output, const at::Tensor& features, const RoiPlan<scalar_t>& plan,
+// scalar_t: the tensors' type; acc_t: the type the products run in (double for the RoI gradient, whose
+// edge-line terms largely cancel, so that float32 inputs get it to float64 accuracy).
+template <typename scalar_t, typename acc_t>
+void backward_kernel(const at::Tensor& grad_output, const at::Tensor& features, const RoiPlan<acc_t>& plan,
                      int64_t pooled_h, int64_t pooled_w, double spatial_scale, scalar_t* grad_features,
                      double* grad_box_per_block) {
   const int64_t batch_size = features.size(0), channels = features.size(1);
@@ -399,30 +394,30 @@ void backward_kernel(const at::Tensor& grad_output, const at::Tensor& features, 
   const int64_t stride_k = grad_output.stride(0), stride_c = grad_output.stride(1);
   const int64_t stride_a = grad_output.stride(2), stride_b = grad_output.stride(3);
   at::parallel_for(0, blocks, blocks_per_task(num_rois, blocks, pooled_h, pooled_w), [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> rows(3 * std::max<int64_t>(max_window, 1) * kLanes), grad(bins * kLanes);
-    std::vector<scalar_t> jump_x((pooled_w + 1) * kLanes), jump_y((pooled_h + 1) * kLanes), weighted(kLanes);
-    std::vector<scalar_t> blocked(grad_box_per_block != nullptr ? batch_size * plane_size : 0);
-    std::vector<scalar_t> d_blocked(grad_features != nullptr ? batch_size * plane_size : 0);
+    std::vector<acc_t> rows(3 * std::max<int64_t>(max_window, 1) * kLanes), grad(bins * kLanes);
+    std::vector<acc_t> jump_x((pooled_w + 1) * kLanes), jump_y((pooled_h + 1) * kLanes), weighted(kLanes);
+    std::vector<acc_t> blocked(grad_box_per_block != nullptr ? batch_size * plane_size : 0);
+    std::vector<acc_t> d_blocked(grad_features != nullptr ? batch_size * plane_size : 0);
     for (int64_t block = begin; block < end; ++block) {
       const int64_t lanes = lanes_in(block, channels);
       if (grad_box_per_block != nullptr)
         pack_block(features.data_ptr<scalar_t>(), features.sizes(), features.strides(), block, blocked.data());
-      std::fill(d_blocked.begin(), d_blocked.end(), scalar_t(0));
+      std::fill(d_blocked.begin(), d_blocked.end(), acc_t(0));
       for (int64_t k = 0; k < num_rois; ++k) {
         const RoiGeometry& g = plan.geometry[k];
         if (!(g.bin_area > 0.0)) continue;  // zero-area bins are constant 0: no gradient
-        const AxisView<scalar_t> x(plan.x, k, pooled_w), y(plan.y, k, pooled_h);
+        const AxisView<acc_t> x(plan.x, k, pooled_w), y(plan.y, k, pooled_h);
         load_lane_major(grad.data(), grad_data + k * stride_k + block * kLanes * stride_c, stride_c, stride_a,
                         stride_b, pooled_h, pooled_w, lanes);
         const int64_t plane_offset = g.batch_index * plane_size;
         backward_block(grad_box_per_block != nullptr ? blocked.data() + plane_offset : nullptr,
                        grad_features != nullptr ? d_blocked.data() + plane_offset : nullptr, width, x, y, pooled_h, pooled_w,
-                       static_cast<scalar_t>(1.0 / g.bin_area), grad.data(), rows.data(), jump_x.data(),
+                       static_cast<acc_t>(1.0 / g.bin_area), grad.data(), rows.data(), jump_x.data(),
                        jump_y.data(), weighted.data());
         if (grad_box_per_block != nullptr) {
           // Lanes are summed in double: the jumps of neighbouring lines largely cancel in the box gradient.
           double box[4] = {0.0, 0.0, 0.0, 0.0};
-          const auto lane_sum = [lanes](const scalar_t* values) {
+          const auto lane_sum = [lanes](const acc_t* values) {
             double total = 0.0;
             for (int64_t l = 0; l < lanes; ++l) total += static_cast<double>(values[l]);
             return total;
@@ -449,15 +444,15 @@ void backward_kernel(const at::Tensor& grad_output, const at::Tensor& features, 
 
 at::Tensor prroi_pool_forward_cpu(const at::Tensor& features_in, const at::Tensor& rois_in, int64_t pooled_height,
                                   int64_t pooled_width, double spatial_scale) {
-  const at::Tensor rois = rois_in.contiguous();
-  const int64_t batch_size = features_in.size(0), channels = features_in.size(1);
+  const at::Tensor rois = rois_in.to(at::kDouble).contiguous();
+  const int64_t channels = features_in.size(1);
   const int64_t height = features_in.size(2), width = features_in.size(3), num_rois = rois.size(0);
   if (num_rois == 0 || channels == 0 || height == 0 || width == 0)
     return at::zeros({num_rois, channels, pooled_height, pooled_width}, features_in.options());
   at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, features_in.options());
   AT_DISPATCH_FLOATING_TYPES(features_in.scalar_type(), "prroi_pool_forward_cpu", [&] {
-    const RoiPlan<scalar_t> plan = plan_rois(rois.data_ptr<scalar_t>(), num_rois, batch_size, height, width,
-                                             pooled_height, pooled_width, spatial_scale);
+    const RoiPlan<scalar_t> plan =
+        plan_rois<scalar_t>(rois.data_ptr<double>(), num_rois, height, width, pooled_height, pooled_width, spatial_scale);
     forward_kernel(features_in, plan, pooled_height, pooled_width, output.data_ptr<scalar_t>());
   });
   return output;
@@ -468,29 +463,36 @@ std::tuple<at::Tensor, at::Tensor> prroi_pool_backward_cpu(const at::Tensor& gra
                                                            int64_t pooled_height, int64_t pooled_width,
                                                            double spatial_scale, bool features_need_grad,
                                                            bool rois_need_grad) {
-  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor rois = rois_in.to(at::kDouble).contiguous();
   const at::Tensor grad_output = grad_output_in.to(features_in.scalar_type());
-  const int64_t batch_size = features_in.size(0), channels = features_in.size(1);
+  const int64_t channels = features_in.size(1);
   const int64_t height = features_in.size(2), width = features_in.size(3), num_rois = rois.size(0);
   const int64_t blocks = (channels + kLanes - 1) / kLanes;
   at::Tensor grad_features = at::empty({0}, features_in.options());
-  at::Tensor grad_box_per_block = rois_need_grad ? at::zeros({num_rois, blocks, 4}, rois.options().dtype(at::kDouble))
-                                                 : at::empty({0}, rois.options().dtype(at::kDouble));
+  at::Tensor grad_box_per_block = rois_need_grad ? at::zeros({num_rois, blocks, 4}, rois.options())
+                                                 : at::empty({0}, rois.options());
   const bool any_work = num_rois > 0 && channels > 0 && height > 0 && width > 0;
   if (features_need_grad && !any_work) grad_features = at::zeros_like(features_in, at::MemoryFormat::Contiguous);
   if (any_work && (features_need_grad || rois_need_grad)) {
     AT_DISPATCH_FLOATING_TYPES(features_in.scalar_type(), "prroi_pool_backward_cpu", [&] {
-      const RoiPlan<scalar_t> plan = plan_rois(rois.data_ptr<scalar_t>(), num_rois, batch_size, height, width,
-                                               pooled_height, pooled_width, spatial_scale);
       if (features_need_grad) grad_features = at::empty(features_in.sizes(), features_in.options());
-      backward_kernel(grad_output, features_in, plan, pooled_height, pooled_width, spatial_scale,
-                      features_need_grad ? grad_features.data_ptr<scalar_t>() : nullptr,
-                      rois_need_grad ? grad_box_per_block.data_ptr<double>() : nullptr);
+      const auto run = [&](auto acc_zero) {
+        using acc_t = decltype(acc_zero);
+        const RoiPlan<acc_t> plan = plan_rois<acc_t>(rois.data_ptr<double>(), num_rois, height, width, pooled_height,
+                                                     pooled_width, spatial_scale);
+        backward_kernel<scalar_t, acc_t>(grad_output, features_in, plan, pooled_height, pooled_width, spatial_scale,
+                                         features_need_grad ? grad_features.data_ptr<scalar_t>() : nullptr,
+                                         rois_need_grad ? grad_box_per_block.data_ptr<double>() : nullptr);
+      };
+      if (rois_need_grad)
+        run(double(0));
+      else
+        run(scalar_t(0));
     });
   }
-  at::Tensor grad_rois = at::empty({0}, rois.options());
+  at::Tensor grad_rois = at::empty({0}, rois_in.options());
   if (rois_need_grad) {
-    grad_rois = at::zeros({num_rois, 5}, rois.options());
+    grad_rois = at::zeros({num_rois, 5}, rois_in.options());
     if (num_rois > 0) grad_rois.narrow(1, 1, 4).copy_(grad_box_per_block.sum(1));
   }
   return std::make_tuple(grad_features, grad_rois);

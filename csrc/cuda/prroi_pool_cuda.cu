@@ -4,13 +4,19 @@
 // and line taps of prroi_pool_math.h (the CPU kernel's maths). The feature gradient spreads each bin's
 // gradient over those nodes with atomics into a double buffer. The RoI gradient (edge-line integrals and the
 // area term) sums over channels and corners inside one block per RoI, so no atomics contend on the four
-// coordinates. Inputs of any of float, half, bfloat16 (and double) are read and written in their own type;
-// all arithmetic is in double.
+// coordinates. Features of any of float, half, bfloat16 (and double) are read and written in their own type;
+// RoIs are read as double (so float32 RoIs go with half features) and all arithmetic is in double.
+//
+// tests/layers/test_prroi_pool_cuda_on_host.py compiles this file with the host compiler: its shim defines
+// PRROI_HOST_EMULATION, the CUDA keywords, threads, barriers, atomics and PRROI_LAUNCH (kernel launches run
+// as host threads), so the kernels below are tested as they are written. Keep CUDA-only code behind those.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#ifndef PRROI_HOST_EMULATION
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#endif
 
 #include <algorithm>
 
@@ -22,22 +28,27 @@ namespace {
 
 using prroi::RoiGeometry;
 
+#ifndef PRROI_LAUNCH
+#define PRROI_LAUNCH(kernel, blocks, threads, stream, ...) kernel<<<blocks, threads, 0, stream>>>(__VA_ARGS__)
+#endif
+// Cap on the grid of the grid-stride kernels (the host test lowers it so that threads loop).
+#ifndef PRROI_MAX_BLOCKS
+#define PRROI_MAX_BLOCKS 65535
+#endif
+
 constexpr int kThreads = 256;
 
 inline int blocks_for(int64_t total) {
-  return static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, 65535));
+  return static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, PRROI_MAX_BLOCKS));
 }
 
-// Device-side counterpart of the CPU kernel's argument checks (a host check would need a synchronisation).
-// Returns false for a RoI that must not be read from; the assertion reports it.
-template <typename scalar_t>
-__device__ inline bool roi_is_valid(const scalar_t* roi, int batch_size) {
-  const double index = static_cast<double>(roi[0]);
-  const bool rois_column_0_is_a_batch_index_into_features = index >= 0.0 && index < batch_size;
-  const bool rois_coordinates_are_finite = isfinite(static_cast<double>(roi[1])) &&
-                                           isfinite(static_cast<double>(roi[2])) &&
-                                           isfinite(static_cast<double>(roi[3])) &&
-                                           isfinite(static_cast<double>(roi[4]));
+// Last resort only: prroi_pool_check_roi_values (prroi_pool.h) refuses such RoIs on the host before any launch,
+// with a catchable error. Returns false for a RoI that must not be read from; the assertion reports it.
+__device__ inline bool roi_is_valid(const double* roi, int batch_size) {
+  const double index = roi[0];
+  const bool rois_column_0_is_a_batch_index_into_features =
+      index >= 0.0 && index < batch_size && index == floor(index);
+  const bool rois_coordinates_are_finite = isfinite(roi[1]) && isfinite(roi[2]) && isfinite(roi[3]) && isfinite(roi[4]);
   CUDA_KERNEL_ASSERT(rois_column_0_is_a_batch_index_into_features);
   CUDA_KERNEL_ASSERT(rois_coordinates_are_finite);
   return rois_column_0_is_a_batch_index_into_features && rois_coordinates_are_finite;
@@ -105,13 +116,13 @@ __device__ double line_integral(const scalar_t* __restrict__ plane, int height, 
 }
 
 template <typename scalar_t>
-__global__ void prroi_pool_forward_kernel(const scalar_t* __restrict__ features, const scalar_t* __restrict__ rois,
+__global__ void prroi_pool_forward_kernel(const scalar_t* __restrict__ features, const double* __restrict__ rois,
                                           Shape shape, int64_t total, scalar_t* __restrict__ output) {
   const int64_t plane_size = static_cast<int64_t>(shape.height) * shape.width;
   for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < total;
        index += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     const GridIndex at = decode_index(index, shape.channels, shape.pooled_h, shape.pooled_w);
-    const scalar_t* roi = rois + at.outer * 5;
+    const double* roi = rois + at.outer * 5;
     double value = 0.0;
     if (roi_is_valid(roi, shape.batch_size)) {
       const RoiGeometry g = prroi::roi_geometry(roi, shape.spatial_scale, shape.pooled_h, shape.pooled_w);
@@ -129,13 +140,13 @@ __global__ void prroi_pool_forward_kernel(const scalar_t* __restrict__ features,
 // One thread per output bin spreads its gradient over the nodes the bin touches (atomics: bins overlap).
 template <typename scalar_t>
 __global__ void prroi_pool_features_grad_kernel(const scalar_t* __restrict__ grad_output,
-                                                const scalar_t* __restrict__ rois, Shape shape, int64_t total,
+                                                const double* __restrict__ rois, Shape shape, int64_t total,
                                                 double* __restrict__ grad_features) {
   const int64_t plane_size = static_cast<int64_t>(shape.height) * shape.width;
   for (int64_t index = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; index < total;
        index += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     const GridIndex at = decode_index(index, shape.channels, shape.pooled_h, shape.pooled_w);
-    const scalar_t* roi = rois + at.outer * 5;
+    const double* roi = rois + at.outer * 5;
     if (!roi_is_valid(roi, shape.batch_size)) continue;
     const RoiGeometry g = prroi::roi_geometry(roi, shape.spatial_scale, shape.pooled_h, shape.pooled_w);
     if (!(g.bin_area > 0.0)) continue;
@@ -159,11 +170,11 @@ __global__ void prroi_pool_features_grad_kernel(const scalar_t* __restrict__ gra
 // prroi_pool_math.h; then the block reduces, so no atomics contend on the four coordinates.
 template <typename scalar_t>
 __global__ void prroi_pool_rois_grad_kernel(const scalar_t* __restrict__ grad_output,
-                                            const scalar_t* __restrict__ features, const scalar_t* __restrict__ rois,
-                                            Shape shape, scalar_t* __restrict__ grad_rois) {
+                                            const scalar_t* __restrict__ features, const double* __restrict__ rois,
+                                            Shape shape, double* __restrict__ grad_rois) {
   __shared__ double partial[4][kThreads];
   const int64_t k = blockIdx.x;
-  const scalar_t* roi = rois + k * 5;
+  const double* roi = rois + k * 5;
   const int64_t plane_size = static_cast<int64_t>(shape.height) * shape.width;
   const int corners_h = shape.pooled_h + 1, corners_w = shape.pooled_w + 1;
   const int64_t per_roi = static_cast<int64_t>(shape.channels) * corners_h * corners_w;
@@ -210,8 +221,8 @@ __global__ void prroi_pool_rois_grad_kernel(const scalar_t* __restrict__ grad_ou
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    grad_rois[k * 5] = static_cast<scalar_t>(0.0);
-    for (int i = 0; i < 4; ++i) grad_rois[k * 5 + 1 + i] = static_cast<scalar_t>(partial[i][0]);
+    grad_rois[k * 5] = 0.0;
+    for (int i = 0; i < 4; ++i) grad_rois[k * 5 + 1 + i] = partial[i][0];
   }
 }
 
@@ -231,15 +242,15 @@ at::Tensor prroi_pool_forward_cuda(const at::Tensor& features_in, const at::Tens
                                    int64_t pooled_width, double spatial_scale) {
   const c10::cuda::CUDAGuard device_guard(features_in.device());
   const at::Tensor features = features_in.contiguous();
-  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor rois = rois_in.to(at::kDouble).contiguous();
   const Shape shape = make_shape(features, pooled_height, pooled_width, spatial_scale);
   at::Tensor output = at::empty({rois.size(0), features.size(1), pooled_height, pooled_width}, features.options());
   const int64_t total = output.numel();
   if (total == 0) return output;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "prroi_pool_forward_cuda", [&] {
-    prroi_pool_forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        features.data_ptr<scalar_t>(), rois.data_ptr<scalar_t>(), shape, total, output.data_ptr<scalar_t>());
+    PRROI_LAUNCH(prroi_pool_forward_kernel<scalar_t>, blocks_for(total), kThreads, stream,
+                 features.data_ptr<scalar_t>(), rois.data_ptr<double>(), shape, total, output.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return output;
@@ -252,7 +263,7 @@ std::tuple<at::Tensor, at::Tensor> prroi_pool_backward_cuda(const at::Tensor& gr
                                                             bool rois_need_grad) {
   const c10::cuda::CUDAGuard device_guard(features_in.device());
   const at::Tensor features = features_in.contiguous();
-  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor rois = rois_in.to(at::kDouble).contiguous();
   const at::Tensor grad_output = grad_output_in.to(features.scalar_type()).contiguous();
   const Shape shape = make_shape(features, pooled_height, pooled_width, spatial_scale);
   const int64_t num_rois = rois.size(0), total = grad_output.numel();
@@ -266,27 +277,28 @@ std::tuple<at::Tensor, at::Tensor> prroi_pool_backward_cuda(const at::Tensor& gr
       at::Tensor grad_double = at::zeros(features.sizes(), features.options().dtype(at::kDouble));
       AT_DISPATCH_FLOATING_TYPES_AND2(
           at::kHalf, at::kBFloat16, features.scalar_type(), "prroi_pool_features_grad_cuda", [&] {
-            prroi_pool_features_grad_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-                grad_output.data_ptr<scalar_t>(), rois.data_ptr<scalar_t>(), shape, total,
-                grad_double.data_ptr<double>());
+            PRROI_LAUNCH(prroi_pool_features_grad_kernel<scalar_t>, blocks_for(total), kThreads, stream,
+                         grad_output.data_ptr<scalar_t>(), rois.data_ptr<double>(), shape, total,
+                         grad_double.data_ptr<double>());
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           });
       grad_features = grad_double.to(features.scalar_type());
     }
   }
 
-  at::Tensor grad_rois = at::empty({0}, rois.options());
+  at::Tensor grad_rois = at::empty({0}, rois_in.options());
   if (rois_need_grad) {
-    grad_rois = at::zeros({num_rois, 5}, rois.options());
+    at::Tensor grad_double = at::zeros({num_rois, 5}, rois.options());
     if (num_rois > 0 && total > 0) {
       AT_DISPATCH_FLOATING_TYPES_AND2(
           at::kHalf, at::kBFloat16, features.scalar_type(), "prroi_pool_rois_grad_cuda", [&] {
-            prroi_pool_rois_grad_kernel<scalar_t><<<static_cast<unsigned int>(num_rois), kThreads, 0, stream>>>(
-                grad_output.data_ptr<scalar_t>(), features.data_ptr<scalar_t>(), rois.data_ptr<scalar_t>(), shape,
-                grad_rois.data_ptr<scalar_t>());
+            PRROI_LAUNCH(prroi_pool_rois_grad_kernel<scalar_t>, static_cast<unsigned int>(num_rois), kThreads, stream,
+                         grad_output.data_ptr<scalar_t>(), features.data_ptr<scalar_t>(), rois.data_ptr<double>(),
+                         shape, grad_double.data_ptr<double>());
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           });
     }
+    grad_rois = grad_double.to(rois_in.scalar_type());
   }
   return std::make_tuple(grad_features, grad_rois);
 }

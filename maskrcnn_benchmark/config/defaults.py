@@ -21,6 +21,7 @@ _C.MODEL.RPN_ONLY = False  # True: stop after the RPN and return proposals as de
 _C.MODEL.MASK_ON = False  # True: add the mask head (Mask R-CNN)
 _C.MODEL.RETINANET_ON = False  # kept for YAML compatibility; RetinaNet is not implemented in this package
 _C.MODEL.KEYPOINT_ON = False  # True: add the keypoint head (Keypoint R-CNN)
+_C.MODEL.PRROI_POOL_IMPL = "auto"  # Precise RoI Pooling code: "compiled" (_C kernels), "torch" (plain PyTorch, any device) or "auto" (compiled after a once-per-device self-check against torch, else torch with a warning)
 _C.MODEL.DEVICE = "cuda"  # torch device string the model and batches are moved to ("cpu", "cuda", "cuda:1")
 _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # detector class name looked up in modeling/detector
 _C.MODEL.CLS_AGNOSTIC_BBOX_REG = False  # True: one box regression for all classes instead of one per class

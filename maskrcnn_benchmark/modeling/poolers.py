@@ -35,7 +35,7 @@ class LevelMapper(object):
         return target_lvls.to(torch.int64) - self.k_min
 
 
-def _make_level_pooler(pooler_type, output_size, scale, sampling_ratio):
+def _make_level_pooler(pooler_type, output_size, scale, sampling_ratio, prroi_impl="auto"):
     if pooler_type == "ROIAlign":
         from maskrcnn_benchmark.layers import ROIAlign
 
@@ -44,8 +44,15 @@ def _make_level_pooler(pooler_type, output_size, scale, sampling_ratio):
         from maskrcnn_benchmark.layers import PrRoIPool2D
 
         # Precise RoI pooling integrates the bilinear surface exactly: no sampling ratio.
-        return PrRoIPool2D(output_size[0], output_size[1], scale)
+        return PrRoIPool2D(output_size[0], output_size[1], scale, impl=prroi_impl)
     raise ValueError("pooler_type '{}' is unknown; use 'ROIAlign' or 'PrRoIPool' (…POOLER_TYPE)".format(pooler_type))
+
+
+def _check_prroi_impl(prroi_impl):
+    from maskrcnn_benchmark.layers.prroi_pool import IMPLEMENTATIONS
+
+    if prroi_impl not in IMPLEMENTATIONS:
+        raise ValueError("MODEL.PRROI_POOL_IMPL {!r} is unknown; use one of {}".format(prroi_impl, IMPLEMENTATIONS))
 
 
 class Pooler(nn.Module):
@@ -58,20 +65,22 @@ class Pooler(nn.Module):
         sampling_ratio: RoIAlign samples per bin side (0 = adaptive); unused by PrRoIPool.
         pooler_type: "ROIAlign" (torchvision roi_align, aligned=False, as maskrcnn-benchmark) or
             "PrRoIPool" (Precise RoI Pooling, differentiable w.r.t. the box coordinates).
+        prroi_impl: PrRoIPool's implementation, "compiled", "torch" or "auto" (MODEL.PRROI_POOL_IMPL).
     forward(x, boxes): x list[Tensor[N, C, H_l, W_l]] (at least len(scales) maps; extra maps are
     ignored), boxes list[BoxList] of length N in image coordinates -> Tensor[K, C, oh, ow], K the
     total number of boxes, in the order of the concatenated boxes.
     """
 
-    def __init__(self, output_size, scales, sampling_ratio, pooler_type="ROIAlign"):
+    def __init__(self, output_size, scales, sampling_ratio, pooler_type="ROIAlign", prroi_impl="auto"):
         super().__init__()
         if isinstance(output_size, int):
             output_size = (output_size, output_size)
         self.output_size = tuple(output_size)
         self.scales = tuple(scales)
         self.pooler_type = pooler_type
+        _check_prroi_impl(prroi_impl)
         self.poolers = nn.ModuleList(
-            _make_level_pooler(pooler_type, self.output_size, scale, sampling_ratio) for scale in scales
+            _make_level_pooler(pooler_type, self.output_size, scale, sampling_ratio, prroi_impl) for scale in scales
         )
         lvl_min = -math.log2(scales[0])
         lvl_max = -math.log2(scales[-1])
@@ -131,5 +140,6 @@ def make_pooler(cfg, head_name):
     sampling_ratio = node.POOLER_SAMPLING_RATIO if "POOLER_SAMPLING_RATIO" in node else box_head.POOLER_SAMPLING_RATIO
     pooler_type = node.POOLER_TYPE if "POOLER_TYPE" in node else "ROIAlign"
     return Pooler(
-        output_size=(resolution, resolution), scales=scales, sampling_ratio=sampling_ratio, pooler_type=pooler_type
+        output_size=(resolution, resolution), scales=scales, sampling_ratio=sampling_ratio, pooler_type=pooler_type,
+        prroi_impl=cfg.MODEL.PRROI_POOL_IMPL,
     )

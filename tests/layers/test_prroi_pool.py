@@ -1,10 +1,15 @@
-"""Precise RoI Pooling: the compiled op against its plain-PyTorch reference, avg_pool2d, dense roi_align and gradcheck."""
+"""Precise RoI Pooling: the compiled op and the torch implementation against the plain-PyTorch reference,
+avg_pool2d, dense roi_align and gradcheck; input checks; the "auto" choice between them."""
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from maskrcnn_benchmark.layers.prroi_pool import PrRoIPool2D, prroi_pool2d, prroi_pool2d_reference
+from maskrcnn_benchmark.layers import prroi_pool as prroi_module
+from maskrcnn_benchmark.layers.prroi_pool import (PrRoIPool2D, compare_implementations, prroi_pool2d,
+                                                  prroi_pool2d_reference, prroi_pool2d_torch)
 
 # (batch_index, x0, y0, x1, y1) in image coordinates for a map of 5 x 6 (H x W) at spatial_scale 0.5 or 1.
 BOXES = {
@@ -163,12 +168,14 @@ def test_non_contiguous_inputs_match_contiguous():
 def test_module_matches_functional_and_has_repr():
     torch.manual_seed(8)
     pool = PrRoIPool2D(3, 4, 0.5)
-    assert repr(pool) == "PrRoIPool2D(pooled_height=3, pooled_width=4, spatial_scale=0.5)"
+    assert repr(pool) == "PrRoIPool2D(pooled_height=3, pooled_width=4, spatial_scale=0.5, impl='auto')"
     features = torch.randn(2, 3, 5, 6)
     rois = _rois(BOXES, BOXES).float()
     torch.testing.assert_close(pool(features, rois), prroi_pool2d(features, rois, 3, 4, 0.5))
     with pytest.raises(ValueError, match="pooled_height"):
         PrRoIPool2D(0, 4, 0.5)
+    with pytest.raises(ValueError, match="impl 'cuda' is unknown"):
+        PrRoIPool2D(3, 4, 0.5, impl="cuda")
 
 
 @pytest.mark.parametrize(
@@ -184,10 +191,22 @@ def test_module_matches_functional_and_has_repr():
         (lambda: torch.tensor([[0.0, 0, 0, float("inf"), 1]]), RuntimeError, r"rois\[0, 3\] = inf is not finite"),
     ],
 )
-def test_bad_rois_get_an_error_naming_them(make_rois, error, message):
+@pytest.mark.parametrize("impl", ["compiled", "torch"])
+def test_bad_rois_get_an_error_naming_them(make_rois, error, message, impl):
     features = torch.randn(2, 3, 5, 6)
     with pytest.raises(error, match=message):
-        prroi_pool2d(features, make_rois(), 2, 2, 1.0)
+        prroi_pool2d(features, make_rois(), 2, 2, 1.0, impl=impl)
+
+
+@pytest.mark.parametrize("bad", [[0, 0, 0, 1, 1, 2.5, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1, 0, float("inf"), 1, 1]])
+def test_both_implementations_refuse_bad_rois_with_the_same_message(bad):
+    features, rois = torch.randn(2, 3, 5, 6), torch.tensor(bad).view(2, 5)
+    messages = []
+    for impl in ("compiled", "torch"):
+        with pytest.raises(RuntimeError) as caught:
+            prroi_pool2d(features, rois, 2, 2, 1.0, impl=impl)
+        messages.append(str(caught.value).splitlines()[0])
+    assert messages[0] == messages[1] and messages[0].startswith("prroi_pool: rois[1, ")
 
 
 def test_extension_reports_what_was_built():
@@ -226,3 +245,145 @@ def test_cuda_gradcheck_and_empty_rois():
     features = torch.randn(2, 2, 5, 6, dtype=torch.float64, device="cuda", requires_grad=True)
     _gradcheck_boxes(features, _rois(BOXES, BOXES).cuda(), 2, 3, 0.5)
     assert prroi_pool2d(features, torch.zeros(0, 5, dtype=torch.float64, device="cuda"), 2, 2, 1.0).shape == (0, 2, 2, 2)
+
+
+def _random_rois(num_rois, batch_size, height, width, scale, generator, dtype=torch.float64):
+    """Boxes of sides log-uniform in [0.05, 30] map cells, centres across and beyond the map, in image units."""
+    centre = (torch.rand(num_rois, 2, generator=generator, dtype=dtype) * 1.6 - 0.3) * torch.tensor(
+        [width, height], dtype=dtype)
+    side = torch.exp(torch.empty(num_rois, 2, dtype=dtype).uniform_(-3, 3.4, generator=generator))
+    batch_index = torch.randint(0, batch_size, (num_rois, 1), generator=generator).to(dtype)
+    return torch.cat([batch_index, (centre - side / 2) / scale, (centre + side / 2) / scale], dim=1)
+
+
+@pytest.mark.parametrize("chunk_elements", [1 << 23, 500])  # one chunk; windows split into many chunks
+def test_torch_implementation_equals_reference_in_float64(monkeypatch, chunk_elements):
+    monkeypatch.setattr(prroi_module, "_CHUNK_ELEMENTS", chunk_elements)
+    generator = torch.Generator().manual_seed(11)
+    features = torch.randn(2, 6, 9, 13, dtype=torch.float64, generator=generator, requires_grad=True)
+    rois = torch.cat([_random_rois(30, 2, 9, 13, 0.5, generator), _rois(BOXES, BOXES), _rois(ZERO_SIZE, ZERO_SIZE)])
+    rois.requires_grad_()
+    ours = prroi_pool2d(features, rois, 3, 4, 0.5, impl="torch")
+    reference = prroi_pool2d_reference(features, rois, 3, 4, 0.5)
+    torch.testing.assert_close(ours, reference, atol=1e-13, rtol=1e-12)
+    _assert_gradients_match(ours, reference, (features, rois), torch.randn_like(ours))
+
+
+def test_torch_implementation_gradcheck_features_and_boxes():
+    torch.manual_seed(12)
+    features = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    boxes = _rois(BOXES, BOXES)
+    batch_index, coordinates = boxes[:, :1], boxes[:, 1:].clone().requires_grad_()
+
+    def pool(features, coordinates):
+        return prroi_pool2d_torch(features, torch.cat([batch_index, coordinates], dim=1), 2, 3, 0.5)
+
+    assert torch.autograd.gradcheck(pool, (features, coordinates))
+
+
+def test_torch_implementation_with_no_rois_and_a_one_pixel_map():
+    features = torch.randn(2, 3, 1, 1, dtype=torch.float64, requires_grad=True)
+    empty = prroi_pool2d_torch(features, torch.zeros(0, 5, dtype=torch.float64), 2, 2, 1.0)
+    assert empty.shape == (0, 3, 2, 2)
+    empty.sum().backward()
+    assert torch.equal(features.grad, torch.zeros_like(features))
+    rois = torch.tensor([[1, -0.5, -0.7, 0.6, 0.4], [0, 0.1, 0.1, 0.2, 0.15]], dtype=torch.float64)
+    torch.testing.assert_close(prroi_pool2d_torch(features, rois, 2, 3, 1.0),
+                               prroi_pool2d_reference(features, rois, 2, 3, 1.0), atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["compiled", "torch"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_features_take_float32_rois_and_give_them_a_float32_gradient(impl, dtype):
+    generator = torch.Generator().manual_seed(13)
+    features = torch.randn(2, 3, 9, 13, dtype=torch.float64, generator=generator)
+    rois = _random_rois(10, 2, 9, 13, 0.5, generator)
+    low = features.to(dtype).requires_grad_()
+    boxes = rois.float().requires_grad_()
+    out = prroi_pool2d(low, boxes, 2, 3, 0.5, impl=impl)
+    out.float().sum().backward()
+    assert out.dtype == dtype and low.grad.dtype == dtype and boxes.grad.dtype == torch.float32
+    exact_features, exact_rois = low.detach().double().requires_grad_(), boxes.detach().double().requires_grad_()
+    exact = prroi_pool2d_reference(exact_features, exact_rois, 2, 3, 0.5)
+    exact.sum().backward()
+    tolerance = 1e-2 if dtype == torch.bfloat16 else 2e-3
+    torch.testing.assert_close(out.double(), exact, atol=tolerance * 4, rtol=tolerance)
+    torch.testing.assert_close(boxes.grad.double(), exact_rois.grad, atol=0.05 * exact_rois.grad.abs().max().item(),
+                               rtol=0.05)
+
+
+def test_autocast_half_features_with_float32_rois():
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    rois = torch.tensor([[0, 1.0, 1.5, 6.0, 5.0]], requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = conv(torch.randn(1, 3, 8, 8))
+        assert features.dtype == torch.bfloat16
+        out = prroi_pool2d(features, rois, 2, 2, 1.0)
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16 and rois.grad.dtype == torch.float32 and torch.isfinite(rois.grad).all()
+
+
+def test_cpu_float32_rois_gradient_matches_float64_to_1e_6():
+    generator = torch.Generator().manual_seed(14)
+    features = torch.randn(2, 40, 30, 40, generator=generator).double()  # float32 values, held in float64
+    rois = _random_rois(120, 2, 30, 40, 0.25, generator).float().double()
+    upstream = torch.randn(120, 40, 7, 7, generator=generator).double()
+    grads = []
+    for dtype in (torch.float64, torch.float32):
+        boxes = rois.detach().to(dtype).requires_grad_()
+        prroi_pool2d(features.to(dtype), boxes, 7, 7, 0.25, impl="compiled").backward(upstream.to(dtype))
+        grads.append(boxes.grad.double()[:, 1:])
+    exact, single = grads
+    scale = exact.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)  # per box: the coordinates' gradients mix
+    assert ((single - exact).abs() / scale).max() < 1e-6
+
+
+def test_compiled_and_torch_agree_on_the_self_check_input():
+    assert compare_implementations("cpu") < 1e-12
+    assert compare_implementations("cpu", torch.float32) < 1e-4
+
+
+@pytest.fixture
+def fresh_auto_choice(monkeypatch):
+    monkeypatch.setattr(prroi_module, "_auto_choice", {})
+
+
+def test_auto_checks_once_per_device_and_uses_the_compiled_op_when_it_agrees(fresh_auto_choice, monkeypatch):
+    calls = []
+    real = prroi_module.compare_implementations
+    monkeypatch.setattr(prroi_module, "compare_implementations", lambda *a, **k: calls.append(a) or real(*a, **k))
+    features, rois = torch.randn(1, 2, 5, 6), torch.tensor([[0, 1.0, 1.0, 4.0, 3.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            prroi_pool2d(features, rois, 2, 2, 1.0)
+    assert len(calls) == 1 and prroi_module._auto_choice == {"cpu": "compiled"}
+
+
+def test_auto_falls_back_to_torch_with_a_warning_when_the_compiled_op_disagrees(fresh_auto_choice, monkeypatch):
+    real = prroi_module._prroi_pool2d_compiled
+
+    def off_by_a_bit(features, rois, *args):
+        return real(features, rois, *args) * (1 + 1e-3)
+
+    monkeypatch.setattr(prroi_module, "_prroi_pool2d_compiled", off_by_a_bit)
+    features = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    rois = _rois(BOXES, BOXES)
+    with pytest.warns(UserWarning, match=r"disagrees with the torch implementation on cpu \(max relative error "
+                                         r"[0-9.e-]+ in torch.float64"):
+        out = prroi_pool2d(features, rois, 2, 3, 0.5)
+    assert prroi_module._auto_choice == {"cpu": "torch"}
+    torch.testing.assert_close(out, prroi_pool2d_torch(features, rois, 2, 3, 0.5), atol=0, rtol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # decided once: no second check, no second warning
+        prroi_pool2d(features, rois, 2, 3, 0.5)
+
+
+def test_auto_falls_back_to_torch_when_the_compiled_op_fails(fresh_auto_choice, monkeypatch):
+    def no_kernel(*args):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(prroi_module, "_prroi_pool2d_compiled", no_kernel)
+    with pytest.warns(UserWarning, match="failed its self-check on cpu .*no kernel image"):
+        out = prroi_pool2d(torch.randn(1, 2, 5, 6), torch.tensor([[0, 1.0, 1.0, 4.0, 3.0]]), 2, 2, 1.0)
+    assert out.shape == (1, 2, 2, 2)

@@ -108,3 +108,27 @@ def test_non_finite_boxes_are_reported_not_dropped():
     boxes = BoxList(torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, float("nan"), 5.0]]), (64, 64))
     with pytest.raises(FloatingPointError, match="1 of 2 boxes .* non-finite"):
         pooler(features, [boxes])
+
+
+def test_prroi_pool_impl_key_reaches_every_level_and_unknown_values_are_refused_by_name():
+    from maskrcnn_benchmark.config import cfg as default_cfg
+    from maskrcnn_benchmark.modeling.discriminators.feature_pooling import RoIFeaturePooler
+    from maskrcnn_benchmark.modeling.poolers import make_pooler
+
+    cfg = default_cfg.clone()
+    cfg.merge_from_list(["MODEL.ROI_MASK_HEAD.POOLER_TYPE", "PrRoIPool", "MODEL.PRROI_POOL_IMPL", "torch"])
+    pooler = make_pooler(cfg, "ROI_MASK_HEAD")
+    assert [p.impl for p in pooler.poolers] == ["torch"] * len(pooler.poolers)
+    with pytest.raises(ValueError, match="MODEL.PRROI_POOL_IMPL 'cuda' is unknown"):
+        Pooler((2, 2), (0.25,), 0, "ROIAlign", prroi_impl="cuda")  # refused even where PrRoIPool is not used
+    with pytest.raises(ValueError, match="MODEL.PRROI_POOL_IMPL 'fast' is unknown"):
+        RoIFeaturePooler(7, "PrRoIPool", "max", 2, prroi_impl="fast")
+
+
+def test_torch_prroi_pool_impl_pools_like_the_compiled_one():
+    torch.manual_seed(0)
+    features = [torch.randn(1, 3, 16, 16, dtype=torch.float64), torch.randn(1, 3, 8, 8, dtype=torch.float64)]
+    boxes = [BoxList(torch.tensor([[2.0, 3.0, 20.0, 30.0], [1.0, 1.0, 60.0, 50.0]], dtype=torch.float64), (64, 64))]
+    pooled = [Pooler((3, 3), (0.25, 0.125), 0, "PrRoIPool", prroi_impl=impl)(features, boxes)
+              for impl in ("compiled", "torch")]
+    torch.testing.assert_close(pooled[0], pooled[1], atol=1e-12, rtol=0)

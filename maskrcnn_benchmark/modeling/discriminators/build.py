@@ -175,7 +175,8 @@ def build_discriminators(cfg, in_channels):
             in_channels, gan.BOX_DISC.CHANNELS, gan.BOX_DISC.NUM_CONVS, gan.BOX_DISC.POOLER_RESOLUTION, batch_norm
         )
         box_pooler = RoIFeaturePooler(
-            gan.BOX_DISC.POOLER_RESOLUTION, gan.BOX_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio
+            gan.BOX_DISC.POOLER_RESOLUTION, gan.BOX_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio,
+            cfg.MODEL.PRROI_POOL_IMPL,
         )
     if gan.MASK_DISC.ENABLED:
         mask_resolution = cfg.MODEL.ROI_MASK_HEAD.RESOLUTION
@@ -197,7 +198,7 @@ def build_discriminators(cfg, in_channels):
             pixels = gan.MASK_DISC.INPUT == "pixels"
             mask_pooler = RoIFeaturePooler(
                 mask_resolution, "ROIAlign" if pixels else gan.MASK_DISC.POOLER_TYPE,
-                "max" if pixels else gan.FEATURE_FUSION, sampling_ratio
+                "max" if pixels else gan.FEATURE_FUSION, sampling_ratio, cfg.MODEL.PRROI_POOL_IMPL
             )
     discriminators = AdversarialDiscriminators(box_disc, mask_disc, box_pooler, mask_pooler, gan.DETACH_FEATURES,
                                                box_input=gan.BOX_DISC.INPUT, mask_input=gan.MASK_DISC.INPUT)

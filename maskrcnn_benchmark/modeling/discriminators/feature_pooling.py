@@ -17,12 +17,12 @@ POOLER_TYPES = ("ROIAlign", "PrRoIPool")
 FUSIONS = ("max", "level")
 
 
-def _pool_one_level(features, rois, resolution, scale, pooler_type, sampling_ratio):
+def _pool_one_level(features, rois, resolution, scale, pooler_type, sampling_ratio, prroi_impl):
     if pooler_type == "PrRoIPool":
         # imported here: the op may live in a compiled extension that is built after this module is imported
         from maskrcnn_benchmark.layers.prroi_pool import prroi_pool2d
 
-        return prroi_pool2d(features, rois, resolution, resolution, scale)
+        return prroi_pool2d(features, rois, resolution, resolution, scale, impl=prroi_impl)
     return roi_align(features, rois, (resolution, resolution), scale, sampling_ratio, aligned=False)
 
 
@@ -33,7 +33,7 @@ class RoIFeaturePooler(nn.Module):
     to be configured twice.
     """
 
-    def __init__(self, resolution=28, pooler_type="PrRoIPool", fusion="max", sampling_ratio=2):
+    def __init__(self, resolution=28, pooler_type="PrRoIPool", fusion="max", sampling_ratio=2, prroi_impl="auto"):
         """
         Arguments:
             resolution (int): side of the pooled square, cells.
@@ -41,6 +41,7 @@ class RoIFeaturePooler(nn.Module):
             fusion (str): "max" (all levels, element-wise max) or "level" (FPN level assignment).
             sampling_ratio (int): ROIAlign samples per cell side (0 = adaptive); unused by PrRoIPool, which
                 integrates exactly.
+            prroi_impl (str): PrRoIPool's implementation, "compiled", "torch" or "auto" (MODEL.PRROI_POOL_IMPL).
         """
         super(RoIFeaturePooler, self).__init__()
         if pooler_type not in POOLER_TYPES:
@@ -56,6 +57,10 @@ class RoIFeaturePooler(nn.Module):
         self.pooler_type = pooler_type
         self.fusion = fusion
         self.sampling_ratio = sampling_ratio
+        from maskrcnn_benchmark.modeling.poolers import _check_prroi_impl
+
+        _check_prroi_impl(prroi_impl)
+        self.prroi_impl = prroi_impl
 
     def forward(self, features, feature_strides, rois):
         """
@@ -78,7 +83,7 @@ class RoIFeaturePooler(nn.Module):
         pooled = None
         for level_features, scale in zip(features, scales):
             level = _pool_one_level(
-                level_features, rois, self.resolution, scale, self.pooler_type, self.sampling_ratio
+                level_features, rois, self.resolution, scale, self.pooler_type, self.sampling_ratio, self.prroi_impl
             )
             pooled = level if pooled is None else torch.max(pooled, level)
         return pooled
@@ -94,6 +99,7 @@ class RoIFeaturePooler(nn.Module):
             scales=tuple(scales),
             sampling_ratio=self.sampling_ratio,
             pooler_type=self.pooler_type,
+            prroi_impl=self.prroi_impl,
         )
         batch_index = rois[:, 0].long()
         order = torch.sort(batch_index, stable=True).indices

@@ -1,0 +1,56 @@
+"""The benchmarks' device handling, exercised on the CPU: --device cuda, synchronised timings, the ratios printed."""
+import os
+
+import pytest
+import torch
+
+from maskrcnn_benchmark.utils.imports import import_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.join(REPO, "tools")
+
+
+@pytest.fixture
+def prroi_benchmark():
+    return import_file("benchmark_prroi_pool_under_test", os.path.join(TOOLS, "benchmark_prroi_pool.py"))
+
+
+def test_prroi_benchmark_synchronises_around_every_timed_run_and_prints_the_ratios(prroi_benchmark, monkeypatch,
+                                                                                   capsys):
+    events = []
+    monkeypatch.setattr(prroi_benchmark, "synchronizer", lambda device: lambda: events.append(str(device)))
+    real_time = prroi_benchmark.time_fwd_bwd
+
+    def recording_time(fn, features, rois, repeats, synchronize):
+        events.append("timing")
+        return real_time(fn, features, rois, repeats, synchronize)
+
+    monkeypatch.setattr(prroi_benchmark, "time_fwd_bwd", recording_time)
+    prroi_benchmark.main(["--rois", "6", "--channels", "3", "--map", "12x16", "--sizes", "2,3", "--repeats", "2"])
+    out = capsys.readouterr().out
+    # five timings per size (roi_align, compiled twice, torch: warm-up + 2 repeats; reference: warm-up + 1), each
+    # run between two synchronisations on the benchmark's device
+    timings = "".join("T" if e == "timing" else "s" for e in events)
+    assert timings.split("T")[1:] == ["s" * 6] * 4 + ["s" * 4] + ["s" * 6] * 4 + ["s" * 4]
+    assert set(e for e in events if e != "timing") == {"cpu"}
+    assert "MODEL.PRROI_POOL_IMPL auto -> compiled" in out
+    for size in (2, 3):
+        assert f"{size}x{size}: compiled/roi_align = " in out and "torch/roi_align = " in out
+
+
+def test_synchronizer_waits_for_the_gpu_only_on_cuda(prroi_benchmark, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    prroi_benchmark.synchronizer("cpu")()
+    assert calls == []
+    prroi_benchmark.synchronizer("cuda:1")()
+    assert calls == [torch.device("cuda:1")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when there is no GPU")
+@pytest.mark.parametrize("tool", ["benchmark_prroi_pool.py", "benchmark_gan.py"])
+def test_device_cuda_without_a_gpu_is_refused_by_name(tool, capsys):
+    module = import_file("bench_under_test_" + tool[:-3], os.path.join(TOOLS, tool))
+    with pytest.raises(SystemExit):
+        module.main(["--device", "cuda"])
+    assert "--device cuda: torch sees no CUDA GPU on this machine; use --device cpu" in capsys.readouterr().err
