@@ -330,6 +330,11 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
                 model.train()
             if iteration == max_iter:
                 save("model_final")
+        if start_iter >= max_iter:
+            # Resumed from a periodic checkpoint taken at the last iteration: the run was killed before it
+            # wrote model_final (or before last_checkpoint named it). Write it now from the same state.
+            logger.info("Training had reached iteration %d of %d; writing model_final", start_iter, max_iter)
+            save("model_final")
     finally:
         writers.close()
 
