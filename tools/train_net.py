@@ -113,6 +113,7 @@ def train(cfg, local_rank, distributed, device):
         model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD, arguments,
         train_step=train_step, test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, output_dir=output_dir,
         rng_states=rng_states, skip_nonfinite_steps=cfg.SOLVER.SKIP_NONFINITE_STEPS,
+        checkpoint_keep=cfg.SOLVER.CHECKPOINT_KEEP,
     )
     return model
 

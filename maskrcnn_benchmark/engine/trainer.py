@@ -188,7 +188,7 @@ def restore_rng_states(rng_states):
 
 def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
              train_step=None, test_period=0, test_fn=None, output_dir=None, log_period=LOG_PERIOD,
-             rng_states=None, skip_nonfinite_steps=0):
+             rng_states=None, skip_nonfinite_steps=0, checkpoint_keep=0):
     """Train until the data loader is exhausted (its length is the total iteration count, SOLVER.MAX_ITER).
 
     Every iteration: move the batch to ``device``, call ``train_step``, step the scheduler. Every
@@ -221,6 +221,8 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             iterator exists (creating it draws from the generator), so the continuation is exact.
         skip_nonfinite_steps: how many non-finite steps may be skipped in the whole run
             (SOLVER.SKIP_NONFINITE_STEPS); one more stops training. 0 stops at the first.
+        checkpoint_keep: after each successful periodic save, delete all but the newest this many periodic
+            checkpoints (SOLVER.CHECKPOINT_KEEP; 0 keeps all).
     Returns:
         the MetricLogger; its "loss" meter is the sum of the returned entries whose name starts with "loss",
         except the discriminator's (ending in "_disc").
@@ -229,6 +231,9 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         ``last_checkpoint`` still names the last good one.
     """
     logger = logging.getLogger("maskrcnn_benchmark.trainer")
+    if checkpoint_keep < 0:
+        raise ValueError("SOLVER.CHECKPOINT_KEEP must be >= 0 (0 keeps every periodic checkpoint), got {}".format(
+            checkpoint_keep))
     logger.info("Start training")
     meters = MetricLogger(delimiter="  ")
     max_iter = len(data_loader)
@@ -323,6 +328,7 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
 
             if checkpoint_period > 0 and iteration % checkpoint_period == 0:
                 save("model_{:07d}".format(iteration))
+                checkpointer.prune_periodic_checkpoints(checkpoint_keep)
             if test_fn is not None and test_period > 0 and iteration % test_period == 0 and iteration != max_iter:
                 metrics = test_fn(iteration)
                 if metrics:
