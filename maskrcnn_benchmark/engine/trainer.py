@@ -10,7 +10,14 @@ import time
 import torch
 
 from maskrcnn_benchmark.engine.mixed_precision import backward_and_step
-from maskrcnn_benchmark.utils.comm import all_gather, any_process_true, get_rank, is_main_process, reduce_dict
+from maskrcnn_benchmark.modeling.utils import NonFiniteTensorError
+from maskrcnn_benchmark.utils.comm import (
+    all_gather,
+    any_process_true,
+    get_rank,
+    is_main_process,
+    reduce_dict,
+)
 from maskrcnn_benchmark.utils.metric_logger import MetricLogger
 from maskrcnn_benchmark.utils.random_state import get_rng_state, set_rng_state
 
@@ -18,31 +25,47 @@ LOG_PERIOD = 20  # iterations between log lines (the last iteration is always lo
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term is NaN or infinite; raised before anything is updated with it.
+    """A loss term (or a tensor of the forward pass, see NonFiniteTensorError) is NaN or infinite; raised before
+    anything is updated with it.
 
-    Attributes: ``names`` (list[str]) the non-finite terms, ``iteration`` (int).
+    Attributes: ``names`` (list[str]) the non-finite terms or tensors, ``iteration`` (int).
     """
 
     def __init__(self, names, iteration, values=None):
         self.names = list(names)
         self.iteration = iteration
         shown = ", ".join("{}={}".format(n, values[n]) if values else n for n in self.names)
-        super().__init__("non-finite loss at iteration {}: {}".format(iteration, shown))
+        what = "loss" if all(n.startswith("loss") for n in self.names) else "value"
+        super().__init__("non-finite {} at iteration {}: {}".format(what, iteration, shown))
 
 
-def check_finite_losses(loss_dict, iteration):
+def check_finite_losses(loss_dict, iteration, nonfinite_here=None):
     """Raise NonFiniteLossError naming every non-finite entry of ``loss_dict`` (dict name -> Tensor).
 
+    Args:
+        nonfinite_here (dict name -> str or None): non-finite values this process found elsewhere (e.g. a
+            NonFiniteTensorError raised inside the forward pass), reported with the losses.
+
     Under torch.distributed the verdict is shared: a term non-finite on any process counts on all, so every
-    process skips (or stops at) the same step and none is left waiting in a gradient all-reduce.
+    process skips (or stops at) the same step and none is left waiting in a gradient all-reduce. A process
+    whose forward pass failed calls this with ``loss_dict={}`` and its finding, so the collectives match.
     """
-    names = sorted(loss_dict)
-    local = [not bool(torch.isfinite(loss_dict[n].detach()).all()) for n in names]
-    bad = any_process_true(local)
-    if any(bad):
-        values = {n: (float(loss_dict[n].detach().float().sum()) if here else "finite here, not on another process")
-                  for n, flag, here in zip(names, bad, local) if flag}
-        raise NonFiniteLossError([n for n, flag in zip(names, bad) if flag], iteration, values)
+    local = {n: float(loss_dict[n].detach().float().sum()) for n in sorted(loss_dict)
+             if not bool(torch.isfinite(loss_dict[n].detach()).all())}
+    local.update(nonfinite_here or {})
+    # one small all-reduce per step; the names are gathered only when something is wrong somewhere
+    if not any_process_true([bool(local)])[0]:
+        return
+    gathered = all_gather(local)
+    names = sorted(set().union(*gathered))
+    values = {}
+    for name in names:
+        if name in local:
+            values[name] = local[name]
+        else:
+            rank = next(r for r, entries in enumerate(gathered) if name in entries)
+            values[name] = "finite here, not on another process (process {})".format(rank)
+    raise NonFiniteLossError(names, iteration, values)
 
 
 def make_baseline_train_step(model, optimizer, precision=None, scaler=None):
@@ -304,7 +327,13 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             images = images.to(device)
             targets = [target.to(device) for target in targets]
             try:
-                loss_dict = train_step(images, targets, iteration)
+                try:
+                    loss_dict = train_step(images, targets, iteration)
+                except NonFiniteTensorError as error:
+                    # found inside the forward pass: share it the way the losses' check would have
+                    check_finite_losses({}, iteration, {error.name: "{} of {} values NaN or inf".format(
+                        error.count, error.total)})
+                    raise  # not reached: check_finite_losses raised NonFiniteLossError
             except NonFiniteLossError as error:
                 if arguments["skipped_nonfinite_steps"] >= skip_nonfinite_steps:
                     raise stop(error, iteration) from error
