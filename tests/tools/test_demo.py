@@ -102,3 +102,16 @@ def test_show_gt_from_a_dataset_name(demo_tool, synthetic_dataset_dir, tmp_path)
     written = demo_tool.main(["--show-gt", "--dataset", "gt_check", "--output-dir", str(tmp_path), "--limit", "1",
                               "DATASETS.CUSTOM", "('{}',)".format(spec)])
     assert len(written) == 1 and cv2.imread(written[0]).shape == (128, 128, 3)
+
+
+def test_an_unreadable_image_is_reported_and_the_others_are_still_drawn(demo_tool, setup, tmp_path, capsys):
+    config_file, checkpoints, images, _ = setup
+    broken = os.path.join(images, "000000_broken.png")
+    with open(broken, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        demo_tool.main(_common(config_file) + ["--ckpt", checkpoints[0], "--input", images, "--output-dir", str(out)])
+    assert str(info.value) == "could not read 1 image(s): {}".format(broken)
+    assert sorted(os.listdir(str(out))) == ["000000.png", "000001.png"]
+    assert "skipped: Cannot read image '{}'".format(broken) in capsys.readouterr().err
