@@ -52,12 +52,14 @@ def evaluation_metrics(results, dataset_names):
     return metrics
 
 
-def train(cfg, local_rank, distributed, device):
+def train(cfg, local_rank, distributed, device, test_at_end=True):
     """Build model, optimizer, scheduler, checkpointer and loader; run do_train; return the trained model.
 
     Under torch.distributed the detector and the discriminators get one DistributedDataParallel wrapper each;
     the checkpoint holds both bare modules, both optimizers, both schedulers, both loss scalers, the
     iteration and every process's generator states (the data order follows from the iteration).
+    With ``test_at_end`` (or SOLVER.TEST_PERIOD) the test sets are built at start too, so a missing image or a
+    broken annotation file of DATASETS.TEST stops the run before training rather than after it.
     """
     logger = logging.getLogger("maskrcnn_benchmark.trainer")
     model = build_detection_model(cfg)
@@ -101,6 +103,9 @@ def train(cfg, local_rank, distributed, device):
 
     data_loader = make_data_loader(cfg, is_train=True, is_distributed=distributed,
                                    start_iter=arguments["iteration"])
+    if cfg.SOLVER.TEST_PERIOD > 0 or test_at_end:
+        # Builds the test sets now: their annotation files and image files are checked before hours of training.
+        make_data_loader(cfg, is_train=False, is_distributed=distributed)
 
     test_fn = None
     if cfg.SOLVER.TEST_PERIOD > 0:
@@ -159,7 +164,7 @@ def main(argv=None):
     seed = set_random_seed(cfg.SOLVER.SEED, get_rank())
     logger.info("Random seed %d", seed)
 
-    model = train(cfg, local_rank, distributed, device)
+    model = train(cfg, local_rank, distributed, device, test_at_end=not args.skip_test)
 
     if not args.skip_test:
         results = run_test(cfg, model, distributed)

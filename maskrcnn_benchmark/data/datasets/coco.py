@@ -236,6 +236,11 @@ class COCODataset(torch.utils.data.Dataset):
         visible = sum(sum(1 for v in a["keypoints"][2::3] if v > 0) for a in anns)
         return visible >= _MIN_KEYPOINTS_PER_IMAGE
 
+    def missing_image_files(self):
+        """Paths of this dataset's images that do not exist (a cheap stat per image, nothing is decoded)."""
+        paths = (os.path.join(self.root, self.coco.imgs[image_id]["file_name"]) for image_id in self.ids)
+        return [path for path in paths if not os.path.isfile(path)]
+
     # ------------------------------------------------------------------ loading
     def _load_image(self, image_info):
         path = os.path.join(self.root, image_info["file_name"])
