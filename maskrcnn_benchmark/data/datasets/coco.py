@@ -17,6 +17,12 @@ _MIN_KEYPOINTS_PER_IMAGE = 10  # maskrcnn-benchmark's rule for keeping a keypoin
 
 def _load_coco_json(ann_file):
     """Read and check a COCO instances JSON; return a pycocotools COCO object built from it."""
+    return _coco_from_dict(read_coco_json(ann_file))
+
+
+def read_coco_json(ann_file):
+    """The dict of a COCO instances JSON, checked: the file exists, is JSON, has "images", "annotations" and
+    "categories" whose entries have the fields COCO requires; errors name the file and what is wrong."""
     if not os.path.isfile(ann_file):
         raise FileNotFoundError("COCO annotation file not found: '{}'".format(ann_file))
     try:
@@ -46,7 +52,7 @@ def _load_coco_json(ann_file):
                         ann_file, section, position, lacking
                     )
                 )
-    return _coco_from_dict(data)
+    return data
 
 
 def _coco_from_dict(data):
