@@ -200,10 +200,10 @@ class CheckedCfgNode(CfgNode):
                 "Config options must come in KEY VALUE pairs, got an odd number of items: {}".format(list(cfg_list))
             )
         source = "command-line options"
-        coerced = []
+        coerced, for_yacs = [], []
         for pair, (full_key, raw) in enumerate(zip(cfg_list[0::2], cfg_list[1::2])):
             if self.key_is_deprecated(full_key) or self.key_is_renamed(full_key):
-                coerced.extend([full_key, raw])
+                for_yacs.extend([full_key, raw])
                 continue
             default = _get(self, full_key)
             if default is None or isinstance(default, CfgNode):
@@ -214,8 +214,11 @@ class CheckedCfgNode(CfgNode):
                 raise _unknown_key_error(full_key, source, self)
             value = _coerce(self._decode_cfg_value(raw), default, full_key,
                             "{} (item {} of the KEY VALUE list)".format(source, 2 * pair + 2))
-            coerced.extend([full_key, value])
-        super().merge_from_list(coerced)
+            coerced.append((full_key, value))
+        super().merge_from_list(for_yacs)
+        # Set directly: yacs would decode an already decoded string again ("'2024'" -> "2024" -> 2024).
+        for full_key, value in coerced:
+            _set(self, full_key, value)
         for old, new in _LEGACY_ALIASES.items():
             if old in cfg_list[0::2]:
                 self._forward_alias(old, new)

@@ -189,7 +189,9 @@ def test_each_element_of_a_list_value_is_type_checked_naming_key_type_and_source
         cfg.clone().merge_from_list(["DATASETS.TRAIN", "('a', 5)"])
     with pytest.raises(ConfigTypeError, match="'MODEL.MASK_ON' in command-line .* must be bool, got 'yes'"):
         cfg.clone().merge_from_list(["MODEL.MASK_ON", "yes"])
-    ok = load_config(None, ["INPUT.MIN_SIZE_TRAIN", 640, "SOLVER.BASE_LR", 1, "OUTPUT_DIR", "run_2024",
+    with pytest.raises(ConfigTypeError, match="'OUTPUT_DIR' .* must be str, got 2024 .*quote it"):
+        cfg.clone().merge_from_list(["OUTPUT_DIR", "2024"])
+    ok = load_config(None, ["INPUT.MIN_SIZE_TRAIN", 640, "SOLVER.BASE_LR", 1, "OUTPUT_DIR", "'2024'",
                             "MODEL.RPN.ASPECT_RATIOS", "(1, 2)"])
-    assert ok.INPUT.MIN_SIZE_TRAIN == (640,) and ok.SOLVER.BASE_LR == 1.0 and ok.OUTPUT_DIR == "run_2024"
+    assert ok.INPUT.MIN_SIZE_TRAIN == (640,) and ok.SOLVER.BASE_LR == 1.0 and ok.OUTPUT_DIR == "2024"
     assert ok.MODEL.RPN.ASPECT_RATIOS == (1.0, 2.0) and all(isinstance(r, float) for r in ok.MODEL.RPN.ASPECT_RATIOS)
