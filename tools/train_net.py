@@ -91,7 +91,7 @@ def train(cfg, local_rank, distributed, device, test_at_end=True):
     # Every process reads the same file, so the replicas start equal (DDP also broadcasts rank 0's weights).
     extra_checkpoint_data = checkpointer.load(cfg.MODEL.WEIGHT)
     arguments.update({k: v for k, v in extra_checkpoint_data.items()
-                      if k in ("iteration", "skipped_nonfinite_steps")})
+                      if k in ("iteration", "skipped_nonfinite_steps", "num_threads")})
     rng_states = extra_checkpoint_data.get("rng_states")
     if arguments["iteration"] > 0:
         logger.info("Resuming at iteration %d of %d", arguments["iteration"], cfg.SOLVER.MAX_ITER)

@@ -209,6 +209,23 @@ def restore_rng_states(rng_states):
     set_rng_state(rng_states[rank])
 
 
+def check_thread_count(saved_num_threads, logger=None):
+    """Warn when a resumed run uses another torch.get_num_threads() than the run that wrote the checkpoint.
+
+    CPU kernels split their reductions by thread, so the same step with another thread count gives slightly
+    different floats: the resumed run then no longer repeats an uninterrupted one bit for bit.
+    Returns True when the counts match (or the checkpoint does not record one).
+    """
+    current = torch.get_num_threads()
+    if saved_num_threads is None or int(saved_num_threads) == current:
+        return True
+    (logger or logging.getLogger("maskrcnn_benchmark.trainer")).warning(
+        "The checkpoint was written with %d CPU threads and this run uses %d (torch.get_num_threads()): results "
+        "will differ from an uninterrupted run. Set OMP_NUM_THREADS=%d to continue it exactly",
+        int(saved_num_threads), current, int(saved_num_threads))
+    return False
+
+
 def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
              train_step=None, test_period=0, test_fn=None, output_dir=None, log_period=LOG_PERIOD,
              rng_states=None, skip_nonfinite_steps=0, checkpoint_keep=0):
@@ -230,7 +247,9 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         device: torch.device the batch is moved to.
         checkpoint_period: iterations between checkpoints (<= 0: only model_final).
         arguments: dict saved in every checkpoint; ``arguments["iteration"]`` is the iteration to start from
-            and is kept up to date; ``arguments["skipped_nonfinite_steps"]`` counts skipped steps.
+            and is kept up to date; ``arguments["skipped_nonfinite_steps"]`` counts skipped steps;
+            ``arguments["num_threads"]`` (read on resume, see :func:`check_thread_count`) is set to this run's
+            torch.get_num_threads(), part of what makes a resumed run repeat an uninterrupted one.
         train_step: callable (images, targets, iteration) -> dict name -> 0-dim Tensor of values to log; it
             does the forward/backward/optimizer work and raises NonFiniteLossError before updating anything
             with a non-finite loss. Default: :func:`make_baseline_train_step`. The adversarial step
@@ -262,6 +281,9 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
     max_iter = len(data_loader)
     start_iter = arguments["iteration"]
     arguments.setdefault("skipped_nonfinite_steps", 0)
+    if start_iter > 0:
+        check_thread_count(arguments.get("num_threads"), logger)
+    arguments["num_threads"] = torch.get_num_threads()
     # arguments.update(checkpointer.load()) brings the saved states along: use them, don't save them back
     saved_rng_states = arguments.pop("rng_states", None)
     if rng_states is None:

@@ -208,3 +208,24 @@ def test_checkpoint_keep_prunes_old_periodic_checkpoints_only_after_a_successful
     with pytest.raises(ValueError, match="SOLVER.CHECKPOINT_KEEP must be >= 0"):
         do_train(model, _FakeLoader(8), optimizer, scheduler, resumed, torch.device("cpu"), 2, {"iteration": 0},
                  checkpoint_keep=-1)
+
+
+def test_thread_count_is_saved_and_a_resume_with_another_count_warns(tmp_path, caplog):
+    threads = torch.get_num_threads()
+    model, optimizer, scheduler, checkpointer = _setup(tmp_path, 4)
+    do_train(model, _FakeLoader(2), optimizer, scheduler, checkpointer, torch.device("cpu"), 2, {"iteration": 0})
+    assert torch.load(str(tmp_path / "model_0000002.pth"), weights_only=True)["num_threads"] == threads
+
+    model, optimizer, scheduler, checkpointer = _setup(tmp_path, 4)
+    arguments = {"iteration": 0}
+    arguments.update(checkpointer.load())
+    torch.set_num_threads(threads + 1)
+    try:
+        with caplog.at_level(logging.WARNING):
+            do_train(model, _FakeLoader(4, start_iter=2), optimizer, scheduler, checkpointer, torch.device("cpu"),
+                     2, arguments)
+    finally:
+        torch.set_num_threads(threads)
+    assert "The checkpoint was written with {} CPU threads and this run uses {}".format(threads, threads + 1) \
+        in caplog.text and "OMP_NUM_THREADS={}".format(threads) in caplog.text
+    assert torch.load(str(tmp_path / "model_final.pth"), weights_only=True)["num_threads"] == threads + 1
