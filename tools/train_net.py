@@ -35,7 +35,14 @@ from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
-from maskrcnn_benchmark.utils.comm import get_rank, init_distributed_from_env, resolve_device, synchronize
+from maskrcnn_benchmark.utils.comm import (
+    get_rank,
+    init_distributed_from_env,
+    is_collective_timeout,
+    resolve_device,
+    stalled_process_error,
+    synchronize,
+)
 from maskrcnn_benchmark.utils.env import setup_environment
 from maskrcnn_benchmark.utils.logger import setup_logger
 from maskrcnn_benchmark.utils.miscellaneous import mkdir, save_config, set_random_seed
@@ -140,7 +147,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config_file or None, args.opts or ())
     distributed, local_rank = init_distributed_from_env(
-        args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available())
+        args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available(),
+        timeout_seconds=cfg.DISTRIBUTED.TIMEOUT)
     device = resolve_device(cfg.MODEL.DEVICE, local_rank, distributed)
     # Periodic and final tests read MODEL.DEVICE: keep it equal to the device actually used.
     cfg.MODEL.DEVICE = str(device)
@@ -164,11 +172,16 @@ def main(argv=None):
     seed = set_random_seed(cfg.SOLVER.SEED, get_rank())
     logger.info("Random seed %d", seed)
 
-    model = train(cfg, local_rank, distributed, device, test_at_end=not args.skip_test)
-
-    if not args.skip_test:
-        results = run_test(cfg, model, distributed)
-        write_evaluation_metrics(output_dir, cfg.SOLVER.MAX_ITER, evaluation_metrics(results, cfg.DATASETS.TEST))
+    try:
+        model = train(cfg, local_rank, distributed, device, test_at_end=not args.skip_test)
+        if not args.skip_test:
+            results = run_test(cfg, model, distributed)
+            write_evaluation_metrics(output_dir, cfg.SOLVER.MAX_ITER,
+                                     evaluation_metrics(results, cfg.DATASETS.TEST))
+    except RuntimeError as e:
+        if distributed and is_collective_timeout(e):
+            raise stalled_process_error(e, cfg.DISTRIBUTED.TIMEOUT) from e
+        raise
     return model
 
 

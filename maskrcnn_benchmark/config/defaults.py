@@ -328,6 +328,9 @@ _C.TEST.BBOX_AUG.SCALE_H_FLIP = False  # add a flipped pass at each extra scale
 # ---------------------------------------------------------------------------- #
 # Misc
 # ---------------------------------------------------------------------------- #
+_C.DISTRIBUTED = CN()
+_C.DISTRIBUTED.TIMEOUT = 1800  # (added) process-group timeout, s: a stalled process makes the others exit after it
+
 _C.OUTPUT_DIR = "."  # folder for checkpoints, logs and evaluation results
 # Python file defining DatasetCatalog (and ModelCatalog) classes; point it to your own catalog to add datasets
 _C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")
