@@ -96,8 +96,12 @@ def _coerce(value, default, full_key, source):
         ConfigTypeError naming the key, the expected type, the bad value and `source` (file or command line).
     """
     def refuse(bad, expected, what=""):
-        if isinstance(bad, str):
-            hint = "; quote a string, write numbers without quotes"
+        if expected is int:
+            hint = "; write a whole number, without quotes"
+        elif expected is float:
+            hint = "; write a number, without quotes"
+        elif expected is bool:
+            hint = "; write True or False"
         elif expected is str:
             hint = "; quote it (\"'{}'\") to keep it as text".format(bad)
         else:

@@ -179,7 +179,7 @@ def test_each_element_of_a_list_value_is_type_checked_naming_key_type_and_source
         c.merge_from_list(["SOLVER.MAX_ITER", 10, "INPUT.MIN_SIZE_TRAIN", "abc"])
     assert str(info.value) == (
         "Config key 'INPUT.MIN_SIZE_TRAIN' (element 0 of ['abc']) in command-line options (item 4 of the KEY VALUE "
-        "list) must be int, got 'abc' (str); quote a string, write numbers without quotes")
+        "list) must be int, got 'abc' (str); write a whole number, without quotes")
     path = tmp_path / "bad.yaml"
     path.write_text("INPUT:\n  MIN_SIZE_TRAIN: (640, 'x')\nSOLVER:\n  BASE_LR: 1\n")
     with pytest.raises(ConfigTypeError, match=r"'INPUT.MIN_SIZE_TRAIN' \(element 1 of \(640, 'x'\)\) in config "
