@@ -18,7 +18,8 @@ Ground-truth browser (to check a dataset conversion; no model)::
     python tools/demo.py --show-gt --ann-file A.json --image-dir IMAGES --output-dir gt_out
     python tools/demo.py --show-gt --dataset nuclei_dsb2018_val --output-dir gt_out
 
-Every output is a PNG named after its input image. Panels are the image's size times --scale; a panel's title is
+Every output is a PNG named after its input image. An image that cannot be read is reported and skipped; the
+others are still drawn, and the exit status is 1 with the unreadable files listed. Panels are the image's size times --scale; a panel's title is
 written in its top-left corner, so a comparison of k panels is exactly k panel widths wide.
 """
 import argparse
@@ -46,10 +47,23 @@ def list_images(path):
 
 def read_image(path):
     """BGR uint8 [H, W, 3] (grey images are expanded to three channels)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError("Image '{}' does not exist".format(path))
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError("Cannot read image '{}' (not an image file OpenCV understands)".format(path))
     return image
+
+
+def read_or_report(path, unreadable):
+    """read_image(path), or None after printing why it failed and adding ``path`` to ``unreadable``: one bad file
+    must not cost the overlays of the others."""
+    try:
+        return read_image(path)
+    except (OSError, ValueError) as e:
+        print("skipped: {}".format(e), file=sys.stderr)
+        unreadable.append(path)
+        return None
 
 
 def titled(panel, title):
@@ -147,8 +161,10 @@ def _load_cfg(config_file, opts):
     return load_config(config_file or None, opts or ())
 
 
-def run_show_gt(args):
-    """Write one GT overlay per image of the dataset; returns the written paths."""
+def run_show_gt(args, unreadable=None):
+    """Write one GT overlay per image of the dataset; returns the written paths (unreadable images are skipped
+    and appended to ``unreadable``)."""
+    unreadable = [] if unreadable is None else unreadable
     if args.dataset:
         from maskrcnn_benchmark.data.build import load_catalog, resolve_dataset
 
@@ -168,7 +184,9 @@ def run_show_gt(args):
     written = []
     for info in images:
         path = os.path.join(image_dir, info["file_name"])
-        image = read_image(path)
+        image = read_or_report(path, unreadable)
+        if image is None:
+            continue
         if image.shape[:2] != (int(info["height"]), int(info["width"])):
             raise ValueError("'{}' is {}x{} (w x h) but '{}' says {}x{}: the JSON does not describe this image".format(
                 path, image.shape[1], image.shape[0], ann_file, info["width"], info["height"]))
@@ -180,8 +198,10 @@ def run_show_gt(args):
     return written
 
 
-def run_models(args):
-    """Overlays of one model, or side-by-side panels of two (plus ground truth); returns the written paths."""
+def run_models(args, unreadable=None):
+    """Overlays of one model, or side-by-side panels of two (plus ground truth); returns the written paths
+    (unreadable images are skipped and appended to ``unreadable``)."""
+    unreadable = [] if unreadable is None else unreadable
     from maskrcnn_benchmark.engine.predictor import COCODemo
 
     cfg = _load_cfg(args.config_file, args.opts)
@@ -200,7 +220,9 @@ def run_models(args):
     for path in list_images(args.input):
         # The models predict on the image as it is; --scale only sets the panels' size, at which the detections
         # are drawn (boxes scaled, masks pasted at the panel's resolution).
-        original = read_image(path)
+        original = read_or_report(path, unreadable)
+        if original is None:
+            continue
         image = scale_image(original, args.scale)
         panel_size = (image.shape[1], image.shape[0])
         panels = []
@@ -248,13 +270,17 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    unreadable = []
     if args.show_gt:
-        written = run_show_gt(args)
+        written = run_show_gt(args, unreadable)
     else:
         if not args.input:
             raise SystemExit("--input (an image or a folder) is required unless --show-gt")
-        written = run_models(args)
+        written = run_models(args, unreadable)
     print("wrote {} image(s) to {}".format(len(written), args.output_dir))
+    if unreadable:
+        # after the others were written; the exit status says that some are missing
+        raise SystemExit("could not read {} image(s): {}".format(len(unreadable), ", ".join(unreadable)))
     return written
 
 

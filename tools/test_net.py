@@ -21,7 +21,13 @@ from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
-from maskrcnn_benchmark.utils.comm import get_rank, init_distributed_from_env, resolve_device
+from maskrcnn_benchmark.utils.comm import (
+    get_rank,
+    init_distributed_from_env,
+    is_collective_timeout,
+    resolve_device,
+    stalled_process_error,
+)
 from maskrcnn_benchmark.utils.env import setup_environment
 from maskrcnn_benchmark.utils.logger import setup_logger
 from maskrcnn_benchmark.utils.miscellaneous import mkdir
@@ -43,7 +49,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config_file or None, args.opts or ())
     distributed, local_rank = init_distributed_from_env(
-        args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available())
+        args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available(),
+        timeout_seconds=cfg.DISTRIBUTED.TIMEOUT)
     cfg.MODEL.DEVICE = str(resolve_device(cfg.MODEL.DEVICE, local_rank, distributed))
     cfg.freeze()
 
@@ -71,7 +78,12 @@ def main(argv=None):
             "Nothing to test: no --ckpt given, no last_checkpoint in OUTPUT_DIR '{}' and MODEL.WEIGHT is empty. "
             "Train first (tools/train_net.py) or pass --ckpt PATH".format(save_dir))
     # The training categories stored with the checkpoint: a test set with other categories is matched by name.
-    return run_test(cfg, model, distributed, model_categories=extra.get("categories"))
+    try:
+        return run_test(cfg, model, distributed, model_categories=extra.get("categories"))
+    except RuntimeError as e:
+        if distributed and is_collective_timeout(e):
+            raise stalled_process_error(e, cfg.DISTRIBUTED.TIMEOUT) from e
+        raise
 
 
 if __name__ == "__main__":

@@ -36,7 +36,14 @@ from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 from maskrcnn_benchmark.utils.collect_env import collect_env_info
-from maskrcnn_benchmark.utils.comm import get_rank, init_distributed_from_env, resolve_device, synchronize
+from maskrcnn_benchmark.utils.comm import (
+    get_rank,
+    init_distributed_from_env,
+    is_collective_timeout,
+    resolve_device,
+    stalled_process_error,
+    synchronize,
+)
 from maskrcnn_benchmark.utils.env import setup_environment
 from maskrcnn_benchmark.utils.logger import setup_logger
 from maskrcnn_benchmark.utils.miscellaneous import mkdir, save_config, set_random_seed
@@ -53,15 +60,17 @@ def evaluation_metrics(results, dataset_names):
     return metrics
 
 
-def train(cfg, local_rank, distributed, device):
+def train(cfg, local_rank, distributed, device, test_at_end=True):
     """Build model, optimizer, scheduler, checkpointer and loader; run do_train.
-
-    Returns:
-        (the trained model, the training set's categories: list of {"id", "name"} in label order).
 
     Under torch.distributed the detector and the discriminators get one DistributedDataParallel wrapper each;
     the checkpoint holds both bare modules, both optimizers, both schedulers, both loss scalers, the
     iteration and every process's generator states (the data order follows from the iteration).
+    With ``test_at_end`` (or SOLVER.TEST_PERIOD) the test sets are built at start too, so a missing image or a
+    broken annotation file of DATASETS.TEST stops the run before training rather than after it.
+
+    Returns:
+        (the trained model, the training set's categories: list of {"id", "name"} in label order).
     """
     logger = logging.getLogger("maskrcnn_benchmark.trainer")
     model = build_detection_model(cfg)
@@ -93,7 +102,7 @@ def train(cfg, local_rank, distributed, device):
     # Every process reads the same file, so the replicas start equal (DDP also broadcasts rank 0's weights).
     extra_checkpoint_data = checkpointer.load(cfg.MODEL.WEIGHT)
     arguments.update({k: v for k, v in extra_checkpoint_data.items()
-                      if k in ("iteration", "skipped_nonfinite_steps")})
+                      if k in ("iteration", "skipped_nonfinite_steps", "num_threads")})
     rng_states = extra_checkpoint_data.get("rng_states")
     if arguments["iteration"] > 0:
         logger.info("Resuming at iteration %d of %d", arguments["iteration"], cfg.SOLVER.MAX_ITER)
@@ -107,6 +116,9 @@ def train(cfg, local_rank, distributed, device):
                                    start_iter=arguments["iteration"])
     # Saved with every checkpoint, so test_net and demo know what the model's labels mean.
     arguments["categories"] = dataset_categories(data_loader.dataset)
+    if cfg.SOLVER.TEST_PERIOD > 0 or test_at_end:
+        # Builds the test sets now: their annotation files and image files are checked before hours of training.
+        make_data_loader(cfg, is_train=False, is_distributed=distributed)
 
     test_fn = None
     if cfg.SOLVER.TEST_PERIOD > 0:
@@ -120,6 +132,7 @@ def train(cfg, local_rank, distributed, device):
         model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD, arguments,
         train_step=train_step, test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, output_dir=output_dir,
         rng_states=rng_states, skip_nonfinite_steps=cfg.SOLVER.SKIP_NONFINITE_STEPS,
+        checkpoint_keep=cfg.SOLVER.CHECKPOINT_KEEP,
     )
     return model, arguments["categories"]
 
@@ -141,7 +154,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config_file or None, args.opts or ())
     distributed, local_rank = init_distributed_from_env(
-        args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available())
+        args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available(),
+        timeout_seconds=cfg.DISTRIBUTED.TIMEOUT)
     device = resolve_device(cfg.MODEL.DEVICE, local_rank, distributed)
     # Periodic and final tests read MODEL.DEVICE: keep it equal to the device actually used.
     cfg.MODEL.DEVICE = str(device)
@@ -165,11 +179,16 @@ def main(argv=None):
     seed = set_random_seed(cfg.SOLVER.SEED, get_rank())
     logger.info("Random seed %d", seed)
 
-    model, categories = train(cfg, local_rank, distributed, device)
-
-    if not args.skip_test:
-        results = run_test(cfg, model, distributed, model_categories=categories)
-        write_evaluation_metrics(output_dir, cfg.SOLVER.MAX_ITER, evaluation_metrics(results, cfg.DATASETS.TEST))
+    try:
+        model, categories = train(cfg, local_rank, distributed, device, test_at_end=not args.skip_test)
+        if not args.skip_test:
+            results = run_test(cfg, model, distributed, model_categories=categories)
+            write_evaluation_metrics(output_dir, cfg.SOLVER.MAX_ITER,
+                                     evaluation_metrics(results, cfg.DATASETS.TEST))
+    except RuntimeError as e:
+        if distributed and is_collective_timeout(e):
+            raise stalled_process_error(e, cfg.DISTRIBUTED.TIMEOUT) from e
+        raise
     return model
 
 

@@ -6,7 +6,9 @@
     cfg.merge_from_list(["SOLVER.MAX_ITER", 100])
 
 `cfg` is a `CheckedCfgNode`: besides yacs' own checks, a key that does not exist raises `UnknownConfigKeyError`
-naming the key, the file (or "command-line options") and the closest known key. Two conveniences keep old
+naming the key, the file (or "command-line options") and the closest known key, and a value of the wrong type
+(each element of a list/tuple value is checked: INPUT.MIN_SIZE_TRAIN "abc" is refused) raises `ConfigTypeError`
+naming the key, the expected type and the file or the position on the command line. Two conveniences keep old
 maskrcnn-benchmark YAML files loading unchanged: a scalar given for a list/tuple key becomes a 1-tuple
 (`MIN_SIZE_TRAIN: 800`), an int given for a float key becomes a float, and the legacy
 MODEL.BACKBONE.OUT_CHANNELS is copied into MODEL.RESNETS.BACKBONE_OUT_CHANNELS.
@@ -18,7 +20,7 @@ from yacs.config import CfgNode
 
 from .defaults import _C
 
-__all__ = ["cfg", "CheckedCfgNode", "UnknownConfigKeyError", "load_config"]
+__all__ = ["cfg", "CheckedCfgNode", "ConfigTypeError", "UnknownConfigKeyError", "load_config"]
 
 # A YAML file may name a base file to merge first (detectron2's convention).
 _BASE_KEY = "_BASE_"
@@ -61,11 +63,68 @@ def _unknown_key_error(full_key, source, root):
     )
 
 
-def _coerce(value, default, full_key):
-    """Lenient type fixes that yacs refuses but old maskrcnn-benchmark files rely on."""
-    if isinstance(default, (tuple, list)) and not isinstance(value, (tuple, list)):
-        return type(default)([value])
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+# Element type of list/tuple keys whose default is empty (the others take it from their default's elements).
+_ELEMENT_TYPES = {"DATASETS.TRAIN": str, "DATASETS.TEST": str, "DATASETS.CUSTOM": str, "TEST.BBOX_AUG.SCALES": int}
+
+
+class ConfigTypeError(ValueError):
+    """A config value (or one element of a list/tuple value) does not have the key's type."""
+
+
+def _type_matches(value, expected):
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _element_type(default, full_key):
+    if full_key in _ELEMENT_TYPES:
+        return _ELEMENT_TYPES[full_key]
+    types = {type(e) for e in default}
+    if len(types) == 1 and not issubclass(next(iter(types)), (list, tuple, dict)):
+        return types.pop()
+    return None  # empty default without a known type, or nested values (TEST.EXPECTED_RESULTS)
+
+
+def _coerce(value, default, full_key, source):
+    """Check `value` against the type of `default`, element by element for lists/tuples, with lenient fixes that
+    yacs refuses but old maskrcnn-benchmark files rely on (a scalar for a list key, an int for a float key).
+
+    Raises:
+        ConfigTypeError naming the key, the expected type, the bad value and `source` (file or command line).
+    """
+    def refuse(bad, expected, what=""):
+        if expected is int:
+            hint = "; write a whole number, without quotes"
+        elif expected is float:
+            hint = "; write a number, without quotes"
+        elif expected is bool:
+            hint = "; write True or False"
+        elif expected is str:
+            hint = "; quote it (\"'{}'\") to keep it as text".format(bad)
+        else:
+            hint = ""
+        raise ConfigTypeError("Config key '{}'{} in {} must be {}, got {!r} ({}){}".format(
+            full_key, what, source, expected.__name__, bad, type(bad).__name__, hint))
+
+    if isinstance(default, (tuple, list)):
+        if not isinstance(value, (tuple, list)):
+            value = [value]
+        element_type = _element_type(default, full_key)
+        if element_type is not None:
+            for position, element in enumerate(value):
+                if not _type_matches(element, element_type):
+                    refuse(element, element_type, " (element {} of {!r})".format(position, value))
+            if element_type is float:
+                value = [float(e) for e in value]
+        return type(default)(value)
+    if default is None or isinstance(default, dict):
+        return value
+    if not _type_matches(value, type(default)):
+        refuse(value, type(default))
+    if isinstance(default, float):
         return float(value)
     return value
 
@@ -90,7 +149,7 @@ def _check_tree(loaded, defaults, source, root, prefix=""):
                 )
             _check_tree(value, default, source, root, full_key + ".")
         else:
-            loaded[name] = _coerce(value, default, full_key)
+            loaded[name] = _coerce(value, default, full_key, source)
 
 
 def _get(node, full_key):
@@ -145,10 +204,10 @@ class CheckedCfgNode(CfgNode):
                 "Config options must come in KEY VALUE pairs, got an odd number of items: {}".format(list(cfg_list))
             )
         source = "command-line options"
-        coerced = []
-        for full_key, raw in zip(cfg_list[0::2], cfg_list[1::2]):
+        coerced, for_yacs = [], []
+        for pair, (full_key, raw) in enumerate(zip(cfg_list[0::2], cfg_list[1::2])):
             if self.key_is_deprecated(full_key) or self.key_is_renamed(full_key):
-                coerced.extend([full_key, raw])
+                for_yacs.extend([full_key, raw])
                 continue
             default = _get(self, full_key)
             if default is None or isinstance(default, CfgNode):
@@ -157,9 +216,13 @@ class CheckedCfgNode(CfgNode):
                         "Config key '{}' in {} is a section, give one of its keys".format(full_key, source)
                     )
                 raise _unknown_key_error(full_key, source, self)
-            value = _coerce(self._decode_cfg_value(raw), default, full_key)
-            coerced.extend([full_key, value])
-        super().merge_from_list(coerced)
+            value = _coerce(self._decode_cfg_value(raw), default, full_key,
+                            "{} (item {} of the KEY VALUE list)".format(source, 2 * pair + 2))
+            coerced.append((full_key, value))
+        super().merge_from_list(for_yacs)
+        # Set directly: yacs would decode an already decoded string again ("'2024'" -> "2024" -> 2024).
+        for full_key, value in coerced:
+            _set(self, full_key, value)
         for old, new in _LEGACY_ALIASES.items():
             if old in cfg_list[0::2]:
                 self._forward_alias(old, new)

@@ -317,6 +317,7 @@ _C.SOLVER.WARMUP_FACTOR = 1.0 / 3  # learning rate multiplier at iteration 0 of 
 _C.SOLVER.WARMUP_ITERS = 500  # warm-up length, iterations
 _C.SOLVER.WARMUP_METHOD = "linear"  # warm-up shape: "constant" or "linear"
 _C.SOLVER.CHECKPOINT_PERIOD = 2500  # save a checkpoint every this many iterations
+_C.SOLVER.CHECKPOINT_KEEP = 0  # (added) keep the newest N periodic model_<iter>.pth files (0 = keep all); model_final stays
 _C.SOLVER.IMS_PER_BATCH = 16  # images per training batch, summed over all processes
 _C.SOLVER.TEST_PERIOD = 0  # (added) evaluate on DATASETS.TEST every this many iterations (0 = only at the end)
 _C.SOLVER.SEED = 0  # (added) seed of torch / numpy / random (-1 = draw a random seed)
@@ -348,6 +349,9 @@ _C.TEST.BBOX_AUG.SCALE_H_FLIP = False  # add a flipped pass at each extra scale
 # ---------------------------------------------------------------------------- #
 # Misc
 # ---------------------------------------------------------------------------- #
+_C.DISTRIBUTED = CN()
+_C.DISTRIBUTED.TIMEOUT = 1800  # (added) process-group timeout, s: a stalled process makes the others exit after it
+
 _C.OUTPUT_DIR = "."  # folder for checkpoints, logs and evaluation results
 # Python file defining DatasetCatalog (and ModelCatalog) classes; point it to your own catalog to add datasets
 _C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")

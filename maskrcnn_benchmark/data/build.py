@@ -72,10 +72,41 @@ def build_dataset(dataset_list, transforms, catalog, is_train=True, custom_specs
         if issubclass(factory, D.COCODataset):  # COCO, Cityscapes, ...: train only on images with instances
             args["remove_images_without_annotations"] = is_train
         args["transforms"] = transforms
-        built.append(factory(**args))
+        dataset = factory(**args)
+        if is_train and len(dataset) == 0:
+            raise ValueError(_empty_training_set_message(name, dataset))
+        built.append(dataset)
+    check_image_files_exist(built, dataset_list)
     if not is_train:
         return built
     return [built[0] if len(built) == 1 else D.ConcatDataset(built)]
+
+
+def _empty_training_set_message(name, dataset):
+    ann_file = getattr(dataset, "ann_file", None)
+    skipped = getattr(dataset, "skipped_annotations", {})
+    return ("Training dataset '{}'{} has no image left to train on: every image lacks a usable annotation{}. Check "
+            "that the file is the training split and that its annotations have boxes (and segmentations for "
+            "MODEL.MASK_ON)".format(
+                name, " ('{}')".format(ann_file) if ann_file else "",
+                " ({} annotation(s) were unusable: {})".format(
+                    sum(skipped.values()), ", ".join("{} x{}".format(r, n) for r, n in sorted(skipped.items())))
+                if skipped else ""))
+
+
+def check_image_files_exist(datasets, names, shown=10):
+    """Raise FileNotFoundError listing together the missing image files of every dataset (those with
+    ``missing_image_files()``), so a wrong image folder is found at start and not when the loader reaches it."""
+    problems = []
+    for name, dataset in zip(names, datasets):
+        missing = dataset.missing_image_files() if hasattr(dataset, "missing_image_files") else []
+        if missing:
+            problems.append("dataset '{}' ('{}', images under '{}'): {} of {} image files missing: {}{}".format(
+                name, getattr(dataset, "ann_file", "?"), getattr(dataset, "root", "?"), len(missing), len(dataset),
+                ", ".join(missing[:shown]), ", ..." if len(missing) > shown else ""))
+    if problems:
+        raise FileNotFoundError("Image files not found (check the image folder of DATASETS.CUSTOM or of the paths "
+                                "catalog):\n  " + "\n  ".join(problems))
 
 
 def _quantize(values, bins):

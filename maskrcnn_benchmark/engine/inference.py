@@ -1,8 +1,11 @@
 """Run a detector over a test data loader, save the predictions and evaluate them."""
+import datetime
+import json
 import logging
 import os
+import shutil
+import tempfile
 import time
-import datetime
 
 import torch
 from tqdm import tqdm
@@ -90,10 +93,53 @@ def _warn_unknown_categories(cfg, dataset, dataset_name):
             dataset_name)
 
 
-def _atomic_torch_save(obj, path):
-    tmp_path = path + ".tmp"
-    torch.save(obj, tmp_path)
-    os.replace(tmp_path, path)
+RESULT_SET_FILE = ".result_set.json"  # names of the files the last complete evaluation left in its folder
+_STAGING_PREFIX = ".evaluation-"
+# What earlier versions wrote, removed when a folder has no RESULT_SET_FILE yet.
+_KNOWN_RESULT_NAMES = ("predictions.pth", "bbox.json", "segm.json", "keypoints.json", "coco_results.json",
+                       "box_proposals.json", "glas_results.json", "cityscapes_results.json", "cityscapes_predictions")
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def publish_result_set(staging_dir, output_folder):
+    """Move everything in ``staging_dir`` into ``output_folder`` as one set, replacing the previous set.
+
+    The previous set is what ``output_folder/.result_set.json`` lists (or, for a folder written before that file
+    existed, the file names evaluations write), so no result of an earlier evaluation stays beside the new ones.
+    Sub-folders that are not results (the ``iter_<N>`` folders of periodic evaluations) are left alone.
+    """
+    new_names = sorted(os.listdir(staging_dir))
+    manifest = os.path.join(output_folder, RESULT_SET_FILE)
+    try:
+        with open(manifest) as f:
+            old_names = json.load(f)
+    except (OSError, ValueError):
+        old_names = _KNOWN_RESULT_NAMES
+    for name in old_names:
+        if name not in new_names and os.path.basename(name) == name:
+            _remove(os.path.join(output_folder, name))
+    for name in new_names:
+        target = os.path.join(output_folder, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(staging_dir, name), target)
+    tmp_manifest = manifest + ".tmp"
+    with open(tmp_manifest, "w") as f:
+        json.dump(new_names, f)
+    os.replace(tmp_manifest, manifest)
+    os.rmdir(staging_dir)
+
+
+def _remove_stale_staging(output_folder):
+    for name in os.listdir(output_folder):
+        if name.startswith(_STAGING_PREFIX):
+            shutil.rmtree(os.path.join(output_folder, name), ignore_errors=True)
 
 
 def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=False, device="cpu",
@@ -102,8 +148,9 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
     """Predict the whole test set, save ``predictions.pth`` and evaluate it.
 
     Predictions are gathered from all processes on rank 0, moved to the CPU and resized to the original
-    image sizes; ``output_folder/predictions.pth`` holds the list of BoxList ordered by dataset index
-    (written atomically). Only rank 0 evaluates.
+    image sizes; ``output_folder/predictions.pth`` holds the list of BoxList ordered by dataset index. Only
+    rank 0 evaluates. predictions.pth and the evaluator's files are published together once the evaluation
+    succeeded (see :func:`publish_result_set`): a failed evaluation leaves the folder as it was.
 
     Args:
         model: detector, returns list[BoxList] in eval mode.
@@ -145,10 +192,6 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
     if model_categories is not None and not box_only:
         predictions = _in_test_set_labels(predictions, model_categories, dataset, dataset_name)
 
-    if output_folder:
-        os.makedirs(output_folder, exist_ok=True)
-        _atomic_torch_save(predictions, os.path.join(output_folder, "predictions.pth"))
-
     extra_args = dict(
         box_only=box_only,
         iou_types=iou_types,
@@ -156,7 +199,21 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
         expected_results_sigma_tol=expected_results_sigma_tol,
     )
     extra_args.update(eval_kwargs)
-    return evaluate(dataset=dataset, predictions=predictions, output_folder=output_folder, **extra_args)
+    if not output_folder:
+        return evaluate(dataset=dataset, predictions=predictions, output_folder=None, **extra_args)
+    # Everything is written into a staging folder and published as one set when the evaluation succeeded: an
+    # evaluation that fails leaves the previous complete set untouched and none of its own files.
+    os.makedirs(output_folder, exist_ok=True)
+    _remove_stale_staging(output_folder)
+    staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=output_folder)
+    try:
+        torch.save(predictions, os.path.join(staging, "predictions.pth"))
+        result = evaluate(dataset=dataset, predictions=predictions, output_folder=staging, **extra_args)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish_result_set(staging, output_folder)
+    return result
 
 
 def coco_max_dets(cfg):

@@ -10,7 +10,14 @@ import time
 import torch
 
 from maskrcnn_benchmark.engine.mixed_precision import backward_and_step
-from maskrcnn_benchmark.utils.comm import all_gather, any_process_true, get_rank, is_main_process, reduce_dict
+from maskrcnn_benchmark.modeling.utils import NonFiniteTensorError
+from maskrcnn_benchmark.utils.comm import (
+    all_gather,
+    any_process_true,
+    get_rank,
+    is_main_process,
+    reduce_dict,
+)
 from maskrcnn_benchmark.utils.metric_logger import MetricLogger
 from maskrcnn_benchmark.utils.random_state import get_rng_state, set_rng_state
 
@@ -18,31 +25,47 @@ LOG_PERIOD = 20  # iterations between log lines (the last iteration is always lo
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term is NaN or infinite; raised before anything is updated with it.
+    """A loss term (or a tensor of the forward pass, see NonFiniteTensorError) is NaN or infinite; raised before
+    anything is updated with it.
 
-    Attributes: ``names`` (list[str]) the non-finite terms, ``iteration`` (int).
+    Attributes: ``names`` (list[str]) the non-finite terms or tensors, ``iteration`` (int).
     """
 
     def __init__(self, names, iteration, values=None):
         self.names = list(names)
         self.iteration = iteration
         shown = ", ".join("{}={}".format(n, values[n]) if values else n for n in self.names)
-        super().__init__("non-finite loss at iteration {}: {}".format(iteration, shown))
+        what = "loss" if all(n.startswith("loss") for n in self.names) else "value"
+        super().__init__("non-finite {} at iteration {}: {}".format(what, iteration, shown))
 
 
-def check_finite_losses(loss_dict, iteration):
+def check_finite_losses(loss_dict, iteration, nonfinite_here=None):
     """Raise NonFiniteLossError naming every non-finite entry of ``loss_dict`` (dict name -> Tensor).
 
+    Args:
+        nonfinite_here (dict name -> str or None): non-finite values this process found elsewhere (e.g. a
+            NonFiniteTensorError raised inside the forward pass), reported with the losses.
+
     Under torch.distributed the verdict is shared: a term non-finite on any process counts on all, so every
-    process skips (or stops at) the same step and none is left waiting in a gradient all-reduce.
+    process skips (or stops at) the same step and none is left waiting in a gradient all-reduce. A process
+    whose forward pass failed calls this with ``loss_dict={}`` and its finding, so the collectives match.
     """
-    names = sorted(loss_dict)
-    local = [not bool(torch.isfinite(loss_dict[n].detach()).all()) for n in names]
-    bad = any_process_true(local)
-    if any(bad):
-        values = {n: (float(loss_dict[n].detach().float().sum()) if here else "finite here, not on another process")
-                  for n, flag, here in zip(names, bad, local) if flag}
-        raise NonFiniteLossError([n for n, flag in zip(names, bad) if flag], iteration, values)
+    local = {n: float(loss_dict[n].detach().float().sum()) for n in sorted(loss_dict)
+             if not bool(torch.isfinite(loss_dict[n].detach()).all())}
+    local.update(nonfinite_here or {})
+    # one small all-reduce per step; the names are gathered only when something is wrong somewhere
+    if not any_process_true([bool(local)])[0]:
+        return
+    gathered = all_gather(local)
+    names = sorted(set().union(*gathered))
+    values = {}
+    for name in names:
+        if name in local:
+            values[name] = local[name]
+        else:
+            rank = next(r for r, entries in enumerate(gathered) if name in entries)
+            values[name] = "finite here, not on another process (process {})".format(rank)
+    raise NonFiniteLossError(names, iteration, values)
 
 
 def make_baseline_train_step(model, optimizer, precision=None, scaler=None):
@@ -186,9 +209,26 @@ def restore_rng_states(rng_states):
     set_rng_state(rng_states[rank])
 
 
+def check_thread_count(saved_num_threads, logger=None):
+    """Warn when a resumed run uses another torch.get_num_threads() than the run that wrote the checkpoint.
+
+    CPU kernels split their reductions by thread, so the same step with another thread count gives slightly
+    different floats: the resumed run then no longer repeats an uninterrupted one bit for bit.
+    Returns True when the counts match (or the checkpoint does not record one).
+    """
+    current = torch.get_num_threads()
+    if saved_num_threads is None or int(saved_num_threads) == current:
+        return True
+    (logger or logging.getLogger("maskrcnn_benchmark.trainer")).warning(
+        "The checkpoint was written with %d CPU threads and this run uses %d (torch.get_num_threads()): results "
+        "will differ from an uninterrupted run. Set OMP_NUM_THREADS=%d to continue it exactly",
+        int(saved_num_threads), current, int(saved_num_threads))
+    return False
+
+
 def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
              train_step=None, test_period=0, test_fn=None, output_dir=None, log_period=LOG_PERIOD,
-             rng_states=None, skip_nonfinite_steps=0):
+             rng_states=None, skip_nonfinite_steps=0, checkpoint_keep=0):
     """Train until the data loader is exhausted (its length is the total iteration count, SOLVER.MAX_ITER).
 
     Every iteration: move the batch to ``device``, call ``train_step``, step the scheduler. Every
@@ -207,7 +247,9 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         device: torch.device the batch is moved to.
         checkpoint_period: iterations between checkpoints (<= 0: only model_final).
         arguments: dict saved in every checkpoint; ``arguments["iteration"]`` is the iteration to start from
-            and is kept up to date; ``arguments["skipped_nonfinite_steps"]`` counts skipped steps.
+            and is kept up to date; ``arguments["skipped_nonfinite_steps"]`` counts skipped steps;
+            ``arguments["num_threads"]`` (read on resume, see :func:`check_thread_count`) is set to this run's
+            torch.get_num_threads(), part of what makes a resumed run repeat an uninterrupted one.
         train_step: callable (images, targets, iteration) -> dict name -> 0-dim Tensor of values to log; it
             does the forward/backward/optimizer work and raises NonFiniteLossError before updating anything
             with a non-finite loss. Default: :func:`make_baseline_train_step`. The adversarial step
@@ -221,6 +263,8 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             iterator exists (creating it draws from the generator), so the continuation is exact.
         skip_nonfinite_steps: how many non-finite steps may be skipped in the whole run
             (SOLVER.SKIP_NONFINITE_STEPS); one more stops training. 0 stops at the first.
+        checkpoint_keep: after each successful periodic save, delete all but the newest this many periodic
+            checkpoints (SOLVER.CHECKPOINT_KEEP; 0 keeps all).
     Returns:
         the MetricLogger; its "loss" meter is the sum of the returned entries whose name starts with "loss",
         except the discriminator's (ending in "_disc").
@@ -229,11 +273,17 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         ``last_checkpoint`` still names the last good one.
     """
     logger = logging.getLogger("maskrcnn_benchmark.trainer")
+    if checkpoint_keep < 0:
+        raise ValueError("SOLVER.CHECKPOINT_KEEP must be >= 0 (0 keeps every periodic checkpoint), got {}".format(
+            checkpoint_keep))
     logger.info("Start training")
     meters = MetricLogger(delimiter="  ")
     max_iter = len(data_loader)
     start_iter = arguments["iteration"]
     arguments.setdefault("skipped_nonfinite_steps", 0)
+    if start_iter > 0:
+        check_thread_count(arguments.get("num_threads"), logger)
+    arguments["num_threads"] = torch.get_num_threads()
     # arguments.update(checkpointer.load()) brings the saved states along: use them, don't save them back
     saved_rng_states = arguments.pop("rng_states", None)
     if rng_states is None:
@@ -299,7 +349,13 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             images = images.to(device)
             targets = [target.to(device) for target in targets]
             try:
-                loss_dict = train_step(images, targets, iteration)
+                try:
+                    loss_dict = train_step(images, targets, iteration)
+                except NonFiniteTensorError as error:
+                    # found inside the forward pass: share it the way the losses' check would have
+                    check_finite_losses({}, iteration, {error.name: "{} of {} values NaN or inf".format(
+                        error.count, error.total)})
+                    raise  # not reached: check_finite_losses raised NonFiniteLossError
             except NonFiniteLossError as error:
                 if arguments["skipped_nonfinite_steps"] >= skip_nonfinite_steps:
                     raise stop(error, iteration) from error
@@ -323,6 +379,7 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
 
             if checkpoint_period > 0 and iteration % checkpoint_period == 0:
                 save("model_{:07d}".format(iteration))
+                checkpointer.prune_periodic_checkpoints(checkpoint_keep)
             if test_fn is not None and test_period > 0 and iteration % test_period == 0 and iteration != max_iter:
                 metrics = test_fn(iteration)
                 if metrics:
@@ -330,6 +387,11 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
                 model.train()
             if iteration == max_iter:
                 save("model_final")
+        if start_iter >= max_iter:
+            # Resumed from a periodic checkpoint taken at the last iteration: the run was killed before it
+            # wrote model_final (or before last_checkpoint named it). Write it now from the same state.
+            logger.info("Training had reached iteration %d of %d; writing model_final", start_iter, max_iter)
+            save("model_final")
     finally:
         writers.close()
 

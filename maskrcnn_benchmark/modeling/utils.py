@@ -9,3 +9,24 @@ def cat(tensors, dim=0):
     if len(tensors) == 1:
         return tensors[0]
     return torch.cat(tensors, dim)
+
+
+class NonFiniteTensorError(FloatingPointError):
+    """A tensor the model computed holds NaN or inf, found where it first appears (e.g. the boxes decoded from
+    the RPN's box regression) instead of later in an op that cannot say why.
+
+    Attributes: ``name`` (str) what the tensor is; ``count``, ``total`` (int) its non-finite and all elements.
+    The training loop turns it into a non-finite step with the iteration (SOLVER.SKIP_NONFINITE_STEPS).
+    """
+
+    def __init__(self, name, count, total):
+        self.name, self.count, self.total = name, count, total
+        super().__init__("{} of {} values of {} are NaN or inf".format(count, total, name))
+
+
+def check_finite(tensor, name):
+    """Raise NonFiniteTensorError naming ``name`` when ``tensor`` holds NaN or inf; return ``tensor``."""
+    finite = torch.isfinite(tensor.detach())
+    if not bool(finite.all()):
+        raise NonFiniteTensorError(name, int((~finite).sum()), finite.numel())
+    return tensor

@@ -1,7 +1,10 @@
 """Saving and restoring training state (model, optimizer, scheduler, discriminators) in one file."""
+import errno
 import logging
 import os
 import pickle
+import re
+import shutil
 import tempfile
 import zipfile
 
@@ -15,6 +18,40 @@ from maskrcnn_benchmark.utils.torchvision_model_loading import (
 )
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
+PERIODIC_CHECKPOINT_PATTERN = re.compile(r"^model_\d{7}\.pth$")  # do_train's model_{iteration:07d}.pth
+_SPACE_MARGIN = 1.05  # a checkpoint's size varies a little between saves (optimizer state appears after step 1)
+
+
+class CheckpointSpaceError(OSError):
+    """Not enough free space in the checkpoint folder; raised before anything is written (or after a failed
+    write, whose partial file is removed), so last_checkpoint still names a complete file."""
+
+
+def _tensor_bytes(obj):
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _is_disk_full_error(error):
+    """True for what a full disk raises mid-write: ENOSPC/EDQUOT, or torch's zip writer failing
+    ("[enforce fail at inline_container.cc] unexpected pos", "basic_ios::clear: iostream error")."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(error)
+    return "inline_container" in text or "iostream error" in text or "file write failed" in text
+
+
+def _space_message(save_file, needed, free):
+    return ("Not enough free disk space to save checkpoint {} in OUTPUT_DIR '{}': it needs about {} bytes "
+            "({:.1f} MB) and {} bytes ({:.1f} MB) are free. Free some space (SOLVER.CHECKPOINT_KEEP prunes old "
+            "periodic checkpoints) or point OUTPUT_DIR at a larger disk; last_checkpoint still names the previous "
+            "checkpoint".format(os.path.basename(save_file), os.path.dirname(os.path.abspath(save_file)), needed,
+                                needed / 1e6, free, free / 1e6))
 
 
 def _atomic_write(path, write_fn):
@@ -143,6 +180,9 @@ class Checkpointer:
 
         Raises:
             FloatingPointError: the model or the discriminators hold NaN/inf (nothing is written).
+            CheckpointSpaceError: the folder's free space is below the estimated size (the last checkpoint's
+                size, or the tensors' bytes) or the disk filled up while writing; names the folder, the bytes
+                needed and the bytes free.
         """
         if not self.save_dir or not self.save_to_disk:
             return None
@@ -161,9 +201,45 @@ class Checkpointer:
         save_file = os.path.join(self.save_dir, "{}.pth".format(name))
         self.logger.info("Saving checkpoint to %s", save_file)
         _check_finite(data, save_file)
-        _atomic_write(save_file, lambda tmp: _save_durably(data, tmp))
+        needed = self._estimated_size(data)
+        free = shutil.disk_usage(self.save_dir).free
+        if free < needed:
+            raise CheckpointSpaceError(errno.ENOSPC, _space_message(save_file, needed, free))
+        try:
+            _atomic_write(save_file, lambda tmp: _save_durably(data, tmp))
+        except (RuntimeError, OSError) as e:
+            if not _is_disk_full_error(e):
+                raise
+            raise CheckpointSpaceError(errno.ENOSPC, _space_message(
+                save_file, needed, shutil.disk_usage(self.save_dir).free)) from e
         self.tag_last_checkpoint(save_file)
         return save_file
+
+    def _estimated_size(self, data):
+        """Bytes a save of ``data`` needs: the last checkpoint's size, or the tensors' bytes when larger."""
+        last = self.get_checkpoint_file() if self.has_checkpoint() else ""
+        last_size = os.path.getsize(last) if last and os.path.isfile(last) else 0
+        return int(max(last_size, _tensor_bytes(data)) * _SPACE_MARGIN)
+
+    def prune_periodic_checkpoints(self, keep):
+        """Delete all but the newest ``keep`` periodic checkpoints (``model_<7 digits>.pth``) of save_dir.
+
+        Call it after a save succeeded. The file last_checkpoint names and model_final.pth are never deleted;
+        ``keep`` <= 0 keeps everything. Returns the deleted paths.
+        """
+        if keep <= 0 or not self.save_dir or not self.save_to_disk or not os.path.isdir(self.save_dir):
+            return []
+        periodic = sorted(n for n in os.listdir(self.save_dir) if PERIODIC_CHECKPOINT_PATTERN.match(n))
+        last = os.path.abspath(self.get_checkpoint_file()) if self.has_checkpoint() else None
+        removed = []
+        for name in periodic[:-keep]:
+            path = os.path.join(self.save_dir, name)
+            if os.path.abspath(path) == last:
+                continue
+            os.remove(path)
+            removed.append(path)
+            self.logger.info("Removed %s (SOLVER.CHECKPOINT_KEEP %d)", path, keep)
+        return removed
 
     def load(self, f=None, use_latest=True, strict=False):
         """Restore from ``f``, or from the file ``last_checkpoint`` names when it exists and use_latest is True.

@@ -3,8 +3,14 @@
 Every function also works without an initialised process group, where it behaves as a world of one
 process, so single-process code needs no special cases.
 """
+import datetime
+import time
+
 import torch
 import torch.distributed as dist
+
+DEFAULT_TIMEOUT_SECONDS = 1800  # DISTRIBUTED.TIMEOUT's default: torch's own default for gloo
+_STALL_KEY = "maskrcnn_benchmark/collective_timeout/rank{}"
 
 
 def _is_distributed():
@@ -99,7 +105,7 @@ def any_process_true(flags):
     return values.bool().cpu().tolist()
 
 
-def init_distributed_from_env(local_rank=None, use_cuda=None):
+def init_distributed_from_env(local_rank=None, use_cuda=None, timeout_seconds=DEFAULT_TIMEOUT_SECONDS):
     """Join the process group that torchrun (or ``torch.distributed.launch``) describes in the environment.
 
     Reads WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT (``env://``). Uses nccl when running on
@@ -108,6 +114,9 @@ def init_distributed_from_env(local_rank=None, use_cuda=None):
     Args:
         local_rank: this process's GPU index; defaults to $LOCAL_RANK (0 if unset).
         use_cuda: pick nccl and bind the process to its GPU; defaults to ``torch.cuda.is_available()``.
+        timeout_seconds: process-group timeout (DISTRIBUTED.TIMEOUT): a collective that waits longer than this
+            for a stalled process fails (gloo raises; NCCL's watchdog aborts the process), see
+            :func:`stalled_process_error`.
     Returns:
         (distributed: bool, local_rank: int). With WORLD_SIZE unset or 1 nothing is initialised.
     """
@@ -123,7 +132,10 @@ def init_distributed_from_env(local_rank=None, use_cuda=None):
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not _is_distributed():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
+        if timeout_seconds <= 0:
+            raise ValueError("DISTRIBUTED.TIMEOUT must be > 0 seconds, got {}".format(timeout_seconds))
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
+                                timeout=datetime.timedelta(seconds=timeout_seconds))
     synchronize()
     return True, local_rank
 
@@ -146,3 +158,59 @@ def resolve_device(device_name, local_rank=0, distributed=False):
         if distributed:
             return torch.device("cuda", local_rank)
     return device
+
+
+class StalledProcessError(RuntimeError):
+    """A collective timed out because other processes stopped answering; ``stalled_ranks`` lists them (empty
+    when they could not be determined)."""
+
+    def __init__(self, message, stalled_ranks):
+        super().__init__(message)
+        self.stalled_ranks = list(stalled_ranks)
+
+
+def is_collective_timeout(error):
+    """True for the errors a timed-out (or peer-abandoned) torch.distributed collective raises."""
+    if not isinstance(error, RuntimeError):
+        return False
+    text = str(error)
+    return isinstance(error, getattr(dist, "DistBackendError", ())) or any(
+        phrase in text for phrase in ("Timed out waiting", "timeout caused pair closure", "Connection closed by peer",
+                                      "Connection reset by peer"))
+
+
+def stalled_process_error(error, timeout_seconds, grace_seconds=None):
+    """After ``error`` (a timed-out collective, see is_collective_timeout), find which processes stopped answering
+    and return a StalledProcessError naming them, for the caller to raise.
+
+    Every process that sees the timeout reports it in the rendezvous store, then waits ``grace_seconds``
+    (default: the timeout, at most 60 s) for the others' reports: the ranks without one are the stalled ones.
+    """
+    rank, world_size = get_rank(), get_world_size()
+    grace = min(float(timeout_seconds), 60.0) if grace_seconds is None else float(grace_seconds)
+    stalled, note = None, ""
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        store.set_timeout(datetime.timedelta(seconds=max(grace, 1.0)))
+        store.set(_STALL_KEY.format(rank), "1")
+        deadline = time.time() + grace
+        while True:
+            answered = [r for r in range(world_size) if store.check([_STALL_KEY.format(r)])]
+            if len(answered) == world_size or time.time() >= deadline:
+                break
+            time.sleep(0.2)
+        stalled = [r for r in range(world_size) if r not in answered]
+        if rank == 0:
+            time.sleep(1.0)  # rank 0 hosts the store: let the others read it before this process exits
+    except Exception as store_error:  # the store lives in rank 0's process: a stopped rank 0 takes it along
+        note = " (the rendezvous store, hosted by rank 0, did not answer either: {})".format(store_error)
+        stalled = [0] if rank != 0 else None
+    if stalled:
+        who = "Process(es) of rank {} stopped answering".format(", ".join(str(r) for r in stalled))
+    else:
+        who = "Another process stopped answering (which one could not be determined)"
+    return StalledProcessError(
+        "{}: a collective operation on rank {} waited longer than DISTRIBUTED.TIMEOUT ({} s) and this process "
+        "exits{}. Check that process (stopped, swapping, stuck reading data?), then restart the run: it resumes "
+        "from last_checkpoint. Underlying error: {}".format(who, rank, timeout_seconds, note, error),
+        stalled or [])

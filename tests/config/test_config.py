@@ -169,3 +169,29 @@ def test_catalog_coco_entries_and_model_urls():
     assert ModelCatalog.get("torchvision/resnet18").startswith("https://download.pytorch.org/models/resnet18")
     with pytest.raises(KeyError, match="MSRA/R-50"):
         ModelCatalog.get("ImageNetPretrained/MSRA/R-49")
+
+
+def test_each_element_of_a_list_value_is_type_checked_naming_key_type_and_source(tmp_path):
+    from maskrcnn_benchmark.config import ConfigTypeError
+
+    c = cfg.clone()
+    with pytest.raises(ConfigTypeError) as info:
+        c.merge_from_list(["SOLVER.MAX_ITER", 10, "INPUT.MIN_SIZE_TRAIN", "abc"])
+    assert str(info.value) == (
+        "Config key 'INPUT.MIN_SIZE_TRAIN' (element 0 of ['abc']) in command-line options (item 4 of the KEY VALUE "
+        "list) must be int, got 'abc' (str); write a whole number, without quotes")
+    path = tmp_path / "bad.yaml"
+    path.write_text("INPUT:\n  MIN_SIZE_TRAIN: (640, 'x')\nSOLVER:\n  BASE_LR: 1\n")
+    with pytest.raises(ConfigTypeError, match=r"'INPUT.MIN_SIZE_TRAIN' \(element 1 of \(640, 'x'\)\) in config "
+                                              r"file '{}' must be int".format(path)):
+        cfg.clone().merge_from_file(str(path))
+    with pytest.raises(ConfigTypeError, match="'DATASETS.TRAIN' .* must be str, got 5"):
+        cfg.clone().merge_from_list(["DATASETS.TRAIN", "('a', 5)"])
+    with pytest.raises(ConfigTypeError, match="'MODEL.MASK_ON' in command-line .* must be bool, got 'yes'"):
+        cfg.clone().merge_from_list(["MODEL.MASK_ON", "yes"])
+    with pytest.raises(ConfigTypeError, match="'OUTPUT_DIR' .* must be str, got 2024 .*quote it"):
+        cfg.clone().merge_from_list(["OUTPUT_DIR", "2024"])
+    ok = load_config(None, ["INPUT.MIN_SIZE_TRAIN", 640, "SOLVER.BASE_LR", 1, "OUTPUT_DIR", "'2024'",
+                            "MODEL.RPN.ASPECT_RATIOS", "(1, 2)"])
+    assert ok.INPUT.MIN_SIZE_TRAIN == (640,) and ok.SOLVER.BASE_LR == 1.0 and ok.OUTPUT_DIR == "2024"
+    assert ok.MODEL.RPN.ASPECT_RATIOS == (1.0, 2.0) and all(isinstance(r, float) for r in ok.MODEL.RPN.ASPECT_RATIOS)

@@ -115,3 +115,50 @@ def test_mask_head_without_masks_in_data_fails_before_training(tiny_cfg, tmp_pat
                               "DATASETS.TRAIN", ("boxes",)])
     with pytest.raises(ValueError, match="MODEL.MASK_ON.*boxes.json"):
         make_data_loader(tiny_cfg, is_train=True)
+
+
+def _custom_dataset(tiny_cfg, tmp_path, name, images, annotations):
+    import json
+
+    ann_file = tmp_path / (name + ".json")
+    ann_file.write_text(json.dumps({"images": images, "annotations": annotations,
+                                    "categories": [{"id": 1, "name": "thing"}]}))
+    tiny_cfg.merge_from_list(["DATASETS.CUSTOM", tuple(tiny_cfg.DATASETS.CUSTOM) + (
+        "{}:{}:{}".format(name, ann_file, tmp_path),)])
+    return str(ann_file)
+
+
+def test_missing_image_files_of_train_and_test_sets_are_listed_together_at_start(tiny_cfg, tmp_path,
+                                                                                synthetic_dataset_dir):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(str(tmp_path / "present.png"))
+    images = [{"id": i, "file_name": name, "width": 32, "height": 32}
+              for i, name in enumerate(("present.png", "gone_1.png", "gone_2.png"), 1)]
+    annotations = [{"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 8, 8], "area": 64, "iscrowd": 0,
+                    "segmentation": [[2, 2, 10, 2, 10, 10, 2, 10]]} for i in (1, 2, 3)]
+    ann_file = _custom_dataset(tiny_cfg, tmp_path, "holes", images, annotations)
+    tiny_cfg.merge_from_list(["DATASETS.TEST", ("synthetic_fixture", "holes")])
+    with pytest.raises(FileNotFoundError) as info:
+        make_data_loader(tiny_cfg, is_train=False)
+    message = str(info.value)
+    assert "dataset 'holes' ('{}', images under '{}'): 2 of 3 image files missing".format(ann_file, tmp_path) \
+        in message
+    assert str(tmp_path / "gone_1.png") in message and str(tmp_path / "gone_2.png") in message
+    assert "synthetic_fixture" not in message
+
+
+def test_empty_training_set_after_filtering_is_refused_naming_its_file(tiny_cfg, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(str(tmp_path / "a.png"))
+    images = [{"id": 1, "file_name": "a.png", "width": 32, "height": 32}]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 8, 8], "area": 64, "iscrowd": 0,
+                    "segmentation": [[2, 2, 10, 2]]}]
+    ann_file = _custom_dataset(tiny_cfg, tmp_path, "nothing_usable", images, annotations)
+    tiny_cfg.merge_from_list(["DATASETS.TRAIN", ("nothing_usable",)])
+    with pytest.raises(ValueError) as info:
+        make_data_loader(tiny_cfg, is_train=True)
+    message = str(info.value)
+    assert "Training dataset 'nothing_usable' ('{}') has no image left to train on".format(ann_file) in message
+    assert "1 annotation(s) were unusable: polygon with < 3 points x1" in message

@@ -108,3 +108,27 @@ def test_expected_results_check_and_unknown_metric(tmp_path, caplog):
     assert "FAIL: bbox > AP50" in caplog.text
     with pytest.raises(ValueError, match="segm/AP"):
         inference(_OracleDetector(dataset), loader, "tiny", expected_results=[["segm", "AP", 0.2, 0.01]])
+
+
+def test_results_are_published_as_one_set_and_a_failed_evaluation_leaves_the_previous_set(tmp_path, monkeypatch):
+    out = tmp_path / "inference" / "tiny"
+    out.mkdir(parents=True)
+    (out / "segm.json").write_text("[]")  # an earlier run's result this evaluation does not produce
+    (out / "iter_0000005").mkdir()  # a periodic evaluation's folder is not part of the set
+    dataset = _TinyCocoDataset()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=_collate)
+    inference(_OracleDetector(dataset), loader, "tiny", iou_types=("bbox",), output_folder=str(out))
+    first_set = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert first_set == ["bbox.json", "coco_results.json", "iter_0000005", "predictions.pth"]
+    before = {name: (out / name).read_bytes() for name in ("bbox.json", "coco_results.json", "predictions.pth")}
+
+    import maskrcnn_benchmark.data.datasets.evaluation.coco.coco_eval as coco_eval
+
+    def failing_summary(*args, **kwargs):
+        raise RuntimeError("evaluation failed after writing bbox.json")
+
+    monkeypatch.setattr(coco_eval, "check_expected_results", failing_summary)
+    with pytest.raises(RuntimeError, match="after writing bbox.json"):
+        inference(_OracleDetector(dataset), loader, "tiny", iou_types=("bbox",), output_folder=str(out))
+    assert sorted(p.name for p in out.iterdir()) == sorted(first_set + [".result_set.json"])
+    assert {name: (out / name).read_bytes() for name in before} == before

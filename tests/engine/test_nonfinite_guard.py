@@ -95,3 +95,41 @@ def test_checkpointer_refuses_non_finite_weights(tmp_path):
         checkpointer.save("model_0000002")
     assert not (tmp_path / "model_0000002.pth").exists()
     assert checkpointer.get_checkpoint_file().endswith("model_0000001.pth")
+
+
+def _diverge_rpn_regression(monkeypatch, at_calls):
+    """Make the RPN's box regression infinite on the given (1-based) training calls, as a too-high learning
+    rate does: the boxes decoded from it are the first non-finite tensor of the forward pass."""
+    from maskrcnn_benchmark.modeling.rpn.rpn import RPNHead
+
+    real_forward = RPNHead.forward
+    calls = []
+
+    def forward(self, x):
+        logits, bbox_reg = real_forward(self, x)
+        if self.training:
+            calls.append(1)
+            if len(calls) in at_calls:
+                bbox_reg = [r * float("inf") for r in bbox_reg]
+        return logits, bbox_reg
+
+    monkeypatch.setattr(RPNHead, "forward", forward)
+
+
+def test_non_finite_rpn_boxes_are_named_with_the_iteration_and_the_skip_policy_applies(tiny_cfg, tmp_path,
+                                                                                        monkeypatch):
+    _diverge_rpn_regression(monkeypatch, {2, 3})
+    out = tiny_cfg.OUTPUT_DIR
+    with pytest.raises(FloatingPointError) as info:
+        _main(tiny_cfg, tmp_path, ["SOLVER.MAX_ITER", "4", "SOLVER.SKIP_NONFINITE_STEPS", "1"])
+    message = str(info.value)
+    assert message.startswith("the RPN proposals decoded from rpn_box_regression (level 0) is not finite at "
+                              "iteration 3")
+    assert "values NaN or inf" in message and os.path.join(out, "model_0000002.pth") in message
+    with open(os.path.join(out, "log.txt")) as f:
+        assert "Skipped iteration 2: non-finite value at iteration 2: the RPN proposals decoded from " \
+               "rpn_box_regression (level 0)=" in f.read()
+    first, skipped = _load(out, "model_0000001.pth"), _load(out, "model_0000002.pth")
+    assert skipped["skipped_nonfinite_steps"] == 1
+    for name, value in first["model"].items():
+        assert torch.equal(value, skipped["model"][name]), name

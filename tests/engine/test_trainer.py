@@ -184,3 +184,48 @@ def test_tensorboard_scalars_written_when_available(tmp_path, monkeypatch):
              output_dir=str(tmp_path), log_period=1)
     assert calls[0] == ("init", str(tmp_path / "tensorboard"))
     assert ("train/loss_classifier", 1) in calls and ("train/lr", 2) in calls and calls[-1] == ("close",)
+
+
+def test_checkpoint_keep_prunes_old_periodic_checkpoints_only_after_a_successful_save(tmp_path, monkeypatch):
+    model, optimizer, scheduler, checkpointer = _setup(tmp_path, 6)
+    do_train(model, _FakeLoader(6), optimizer, scheduler, checkpointer, torch.device("cpu"), 2, {"iteration": 0},
+             checkpoint_keep=2)
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["model_0000004.pth", "model_0000006.pth",
+                                                                "model_final.pth"]
+    # a save that fails deletes nothing
+    resumed = Checkpointer(model, optimizer, scheduler, str(tmp_path))
+    resumed.tag_last_checkpoint(str(tmp_path / "model_0000004.pth"))
+
+    def failing_save(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="OUTPUT_DIR"):
+        do_train(model, _FakeLoader(8, start_iter=4), optimizer, scheduler, resumed, torch.device("cpu"), 2,
+                 {"iteration": 4}, checkpoint_keep=1)
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["model_0000004.pth", "model_0000006.pth",
+                                                                "model_final.pth"]
+    with pytest.raises(ValueError, match="SOLVER.CHECKPOINT_KEEP must be >= 0"):
+        do_train(model, _FakeLoader(8), optimizer, scheduler, resumed, torch.device("cpu"), 2, {"iteration": 0},
+                 checkpoint_keep=-1)
+
+
+def test_thread_count_is_saved_and_a_resume_with_another_count_warns(tmp_path, caplog):
+    threads = torch.get_num_threads()
+    model, optimizer, scheduler, checkpointer = _setup(tmp_path, 4)
+    do_train(model, _FakeLoader(2), optimizer, scheduler, checkpointer, torch.device("cpu"), 2, {"iteration": 0})
+    assert torch.load(str(tmp_path / "model_0000002.pth"), weights_only=True)["num_threads"] == threads
+
+    model, optimizer, scheduler, checkpointer = _setup(tmp_path, 4)
+    arguments = {"iteration": 0}
+    arguments.update(checkpointer.load())
+    torch.set_num_threads(threads + 1)
+    try:
+        with caplog.at_level(logging.WARNING):
+            do_train(model, _FakeLoader(4, start_iter=2), optimizer, scheduler, checkpointer, torch.device("cpu"),
+                     2, arguments)
+    finally:
+        torch.set_num_threads(threads)
+    assert "The checkpoint was written with {} CPU threads and this run uses {}".format(threads, threads + 1) \
+        in caplog.text and "OMP_NUM_THREADS={}".format(threads) in caplog.text
+    assert torch.load(str(tmp_path / "model_final.pth"), weights_only=True)["num_threads"] == threads + 1

@@ -210,3 +210,35 @@ def test_box_only_reports_average_recall_of_proposals(tmp_path):
 
     assert float(evaluate_box_proposals(proposals, dataset, limit=1)["ar"]) == pytest.approx(0.5)
     assert json.loads((tmp_path / "box_proposals.json").read_text())["box_proposal"]["AR@100"] == pytest.approx(1.0)
+
+
+def test_annotations_training_skips_are_left_out_of_evaluation_instead_of_crashing_it(tmp_path, caplog):
+    """A 2-point polygon (skipped in training) and a NaN box must not reach pycocotools; an annotation without
+    "area"/"iscrowd" is scored with the filled-in values; AP is that of the usable GT."""
+    import logging
+
+    from maskrcnn_benchmark.data.datasets import COCODataset
+
+    broken = [
+        dict(_rect_annotation(5, 11, 3, 40, 2, 10, 10), segmentation=[[40, 2, 50, 2]]),  # polygon with 2 points
+        dict(_rect_annotation(6, 12, 7, 1, 1, 5, 5), bbox=[1, 1, float("nan"), 5]),  # non-finite box
+    ]
+    # GT itself: earlier evaluations replaced its polygons by RLEs in place (pycocotools does)
+    fresh = [_rect_annotation(a["id"], a["image_id"], a["category_id"], *a["bbox"]) for a in GT]
+    lacking = [{k: v for k, v in a.items() if k not in ("area", "iscrowd")} for a in fresh]
+    ann_file = tmp_path / "gt.json"
+    ann_file.write_text(json.dumps({
+        "images": [{"id": i, "width": w, "height": h, "file_name": "{}.png".format(i)}
+                   for i, (w, h) in IMAGE_SIZES.items()],
+        "categories": [{"id": c, "name": "cat{}".format(c)} for c in JSON_CATEGORY_IDS],
+        "annotations": lacking + broken}))
+    with caplog.at_level(logging.WARNING):
+        dataset = COCODataset(str(ann_file), str(tmp_path), remove_images_without_annotations=False)
+    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warning) == 1 and "skipped 2 unusable annotation(s)" in warning[0]
+    assert "polygon with < 3 points x1" in warning[0] and "bbox with a non-finite or non-numeric value x1" in warning[0]
+    assert sorted(dataset.coco.anns) == [1, 2, 3, 4]
+    results, _, _ = evaluate(dataset, _perfect_predictions(dataset, with_masks=True), str(tmp_path / "out"),
+                             iou_types=("bbox", "segm"))
+    assert results.results["bbox"]["AP"] == pytest.approx(1.0)
+    assert results.results["segm"]["AP"] == pytest.approx(1.0)

@@ -128,3 +128,16 @@ def test_scale_sets_the_panel_size_only_not_the_predictions(demo_tool, setup, tm
     assert torch.equal(plain.get_field("labels"), scaled.get_field("labels"))
     torch.testing.assert_close(scaled.bbox, plain.bbox * 1.25)
     assert tuple(scaled.get_field("mask").shape[-2:]) == (160, 160)
+
+
+def test_an_unreadable_image_is_reported_and_the_others_are_still_drawn(demo_tool, setup, tmp_path, capsys):
+    config_file, checkpoints, images, _ = setup
+    broken = os.path.join(images, "000000_broken.png")
+    with open(broken, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        demo_tool.main(_common(config_file) + ["--ckpt", checkpoints[0], "--input", images, "--output-dir", str(out)])
+    assert str(info.value) == "could not read 1 image(s): {}".format(broken)
+    assert sorted(os.listdir(str(out))) == ["000000.png", "000001.png"]
+    assert "skipped: Cannot read image '{}'".format(broken) in capsys.readouterr().err

@@ -123,3 +123,17 @@ def test_augmentation_missing_image_named_and_nothing_written(tmp_path):
         augment_coco_dataset(ann_file, str(tmp_path / "src" / "images"), str(tmp_path / "aug"), num_images=6)
     assert not (tmp_path / "aug").exists()
     assert [n for n in os.listdir(str(tmp_path)) if n.startswith(".aug")] == []
+
+
+@pytest.mark.parametrize("content, expected", [("images: [1, 2]\n", "is not valid JSON"),
+                                               ('{"images": []}', "missing top-level key(s)")])
+def test_split_cli_on_a_file_that_is_not_coco_json_names_it(tmp_path, capsys, content, expected):
+    from maskrcnn_benchmark.utils.imports import import_file
+
+    tool = import_file("split_dataset_under_test", os.path.join(REPO, "tools", "phone", "split_dataset.py"))
+    path = tmp_path / "all.yaml"
+    path.write_text(content)
+    assert tool.main([str(path), str(tmp_path / "out"), "--group-field", "model"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'{}'".format(path) in err and expected in err
+    assert not (tmp_path / "out").exists()

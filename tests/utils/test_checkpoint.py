@@ -161,3 +161,66 @@ def test_detector_alone_loads_from_an_adversarial_checkpoint(tmp_path):
     for a, b in zip(model.state_dict().values(), detector.state_dict().values()):
         assert torch.equal(a, b)
     assert leftover["iteration"] == 5 and "discriminators" in leftover
+
+
+def _space_error_checks(message, tmp_path, needed_at_least, free):
+    assert "OUTPUT_DIR '{}'".format(tmp_path) in message and "model_0000003.pth" in message
+    needed = int(message.split("needs about ")[1].split(" bytes")[0])
+    assert needed >= needed_at_least
+    assert "and {} bytes".format(free) in message
+
+
+def test_save_refuses_when_free_space_is_below_the_last_checkpoint_size(tmp_path, monkeypatch):
+    import collections
+
+    from maskrcnn_benchmark.utils import checkpoint as checkpoint_module
+
+    model, optimizer, scheduler, *_ = _make_state(0)
+    ckpt = Checkpointer(model, optimizer, scheduler, str(tmp_path))
+    ckpt.save("model_0000002", iteration=2)
+    before = (tmp_path / "model_0000002.pth").read_bytes()
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint_module.shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9 - 1000, 1000))
+    with pytest.raises(checkpoint_module.CheckpointSpaceError) as info:
+        ckpt.save("model_0000003", iteration=3)
+    _space_error_checks(str(info.value), tmp_path, len(before), 1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000002.pth"]
+    assert (tmp_path / "model_0000002.pth").read_bytes() == before
+
+
+def test_disk_filling_up_during_the_write_gives_the_space_message_and_keeps_the_last_checkpoint(tmp_path,
+                                                                                                 monkeypatch):
+    from maskrcnn_benchmark.utils import checkpoint as checkpoint_module
+
+    model, optimizer, scheduler, *_ = _make_state(0)
+    ckpt = Checkpointer(model, optimizer, scheduler, str(tmp_path))
+    ckpt.save("model_0000002", iteration=2)
+    real_save = torch.save
+
+    def save_to_full_disk(obj, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"PK\x03\x04partial")
+        real_save(obj, "/dev/full")  # the RuntimeError torch raises when the disk is full
+
+    monkeypatch.setattr(torch, "save", save_to_full_disk)
+    with pytest.raises(checkpoint_module.CheckpointSpaceError) as info:
+        ckpt.save("model_0000003", iteration=3)
+    free = int(str(info.value).split(" bytes (")[1].split("and ")[-1])
+    _space_error_checks(str(info.value), tmp_path, 1, free)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000002.pth"]
+    monkeypatch.setattr(torch, "save", real_save)
+    assert Checkpointer(model, optimizer, scheduler, str(tmp_path)).load()["iteration"] == 2
+
+
+def test_prune_keeps_the_newest_periodic_checkpoints_and_model_final(tmp_path):
+    model, optimizer, scheduler, *_ = _make_state(0)
+    ckpt = Checkpointer(model, optimizer, scheduler, str(tmp_path))
+    for iteration in (1, 2, 3, 10):
+        ckpt.save("model_{:07d}".format(iteration), iteration=iteration)
+        ckpt.prune_periodic_checkpoints(2)
+    ckpt.save("model_final", iteration=10)
+    ckpt.prune_periodic_checkpoints(2)
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["model_0000003.pth", "model_0000010.pth",
+                                                                "model_final.pth"]
+    assert ckpt.prune_periodic_checkpoints(0) == []

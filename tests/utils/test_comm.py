@@ -73,3 +73,36 @@ def test_all_gather_and_reduce_dict_across_two_processes(tmp_path):
     # names missing on a process are averaged over the processes that have them
     assert r0["partial"]["d_prob"].item() == pytest.approx(0.25) and r0["partial"]["loss_a"].item() == 2.0
     assert r0["flags"] == r1["flags"] == [True, False]  # every process takes the same branch
+
+
+def _stall_worker(rank, world_size, port, result_dir):
+    import time
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    comm.init_distributed_from_env(use_cuda=False, timeout_seconds=2)
+    comm.synchronize()
+    if rank == 1:  # stalls (stopped, not dead) while the others wait in a collective
+        time.sleep(10)
+        os._exit(0)
+    started = time.time()
+    try:
+        comm.all_gather({"rank": rank})
+        message = "no timeout"
+    except RuntimeError as e:
+        assert comm.is_collective_timeout(e), e
+        error = comm.stalled_process_error(e, 2, grace_seconds=3)
+        message = "{}|{}".format(error.stalled_ranks, error)
+    with open(os.path.join(result_dir, "rank{}.txt".format(rank)), "w") as f:
+        f.write("{:.1f}|{}".format(time.time() - started, message))
+    os._exit(0)
+
+
+def test_a_stalled_rank_makes_the_others_exit_naming_it(tmp_path):
+    mp.spawn(_stall_worker, args=(3, _free_port(), str(tmp_path)), nprocs=3, join=True)
+    for rank in (0, 2):
+        waited, stalled, message = (tmp_path / "rank{}.txt".format(rank)).read_text().split("|", 2)
+        assert stalled == "[1]"
+        assert message.startswith("Process(es) of rank 1 stopped answering: a collective operation on rank {} waited "
+                                  "longer than DISTRIBUTED.TIMEOUT (2 s)".format(rank))
+        assert float(waited) < 9  # the timeout and the grace period, not the stalled rank's 10 s

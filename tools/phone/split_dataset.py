@@ -26,7 +26,11 @@ def main(argv=None):
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    data = load_coco_json(args.ann_file)
+    try:
+        data = load_coco_json(args.ann_file)
+    except (OSError, ValueError) as e:  # missing, not JSON, not COCO: the message names the file
+        print("error: {}".format(e), file=sys.stderr)
+        return 1
     group_key = make_group_key(pattern=args.group_regex, field=args.group_field)
     try:
         train_ids, val_ids = split_by_group(data["images"], group_key, args.val_fraction, args.seed)

@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 
 import numpy as np
@@ -16,8 +17,12 @@ _MIN_KEYPOINTS_PER_IMAGE = 10  # maskrcnn-benchmark's rule for keeping a keypoin
 
 def _load_coco_json(ann_file):
     """Read and check a COCO instances JSON; return a pycocotools COCO object built from it."""
-    from pycocotools.coco import COCO
+    return _coco_from_dict(read_coco_json(ann_file))
 
+
+def read_coco_json(ann_file):
+    """The dict of a COCO instances JSON, checked: the file exists, is JSON, has "images", "annotations" and
+    "categories" whose entries have the fields COCO requires; errors name the file and what is wrong."""
     if not os.path.isfile(ann_file):
         raise FileNotFoundError("COCO annotation file not found: '{}'".format(ann_file))
     try:
@@ -47,11 +52,105 @@ def _load_coco_json(ann_file):
                         ann_file, section, position, lacking
                     )
                 )
+    return data
+
+
+def _coco_from_dict(data):
+    from pycocotools.coco import COCO
+
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress we do not want in logs
         coco.createIndex()
     return coco
+
+
+def _is_finite_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def unusable_annotation_reason(ann, image_info, category_ids, has_masks):
+    """Why a COCO annotation cannot be used as ground truth, or None when it can.
+
+    The one validation of ground truth: COCODataset applies it when it is built, so training targets and the
+    ground truth the evaluators score against (``dataset.coco``) hold the same annotations.
+
+    Args:
+        ann (dict): one entry of the file's "annotations".
+        image_info (dict): its image's entry ("width", "height" when known).
+        category_ids (collection): the category ids of the file's "categories".
+        has_masks (bool): the file has segmentations, so every non-crowd annotation needs one.
+    Returns:
+        str naming the problem (used as the key of the skipped-annotation counts), or None.
+    """
+    if ann["category_id"] not in category_ids:
+        return "category id not in the file's categories"
+    bbox = ann["bbox"]
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        return "bbox is not [x, y, w, h]"
+    if not all(_is_finite_number(v) for v in bbox):
+        return "bbox with a non-finite or non-numeric value"
+    if bbox[2] <= 0 or bbox[3] <= 0:
+        return "zero-area box"
+    width, height = image_info.get("width"), image_info.get("height")
+    if width is not None and height is not None and (
+            bbox[0] >= width or bbox[1] >= height or bbox[0] + bbox[2] <= 0 or bbox[1] + bbox[3] <= 0):
+        return "box outside the image"
+    if "keypoints" in ann and not (isinstance(ann["keypoints"], list)
+                                   and all(_is_finite_number(v) for v in ann["keypoints"])):
+        return "keypoints with a non-finite or non-numeric value"
+    if "area" in ann and not _is_finite_number(ann["area"]):
+        return "area with a non-finite or non-numeric value"
+    seg = ann.get("segmentation")
+    if not has_masks or (ann.get("iscrowd", 0) and seg is None):
+        return None
+    if seg is None or (isinstance(seg, list) and len(seg) == 0):
+        return "missing segmentation"
+    if isinstance(seg, list):
+        parts = [p for p in seg if isinstance(p, list) and len(p) >= 6]
+        if not parts:
+            return "polygon with < 3 points"
+        if not all(_is_finite_number(v) for p in parts for v in p):
+            return "polygon with a non-finite or non-numeric coordinate"
+    elif isinstance(seg, dict):
+        if "counts" not in seg or "size" not in seg:
+            return "RLE without 'counts'/'size'"
+        if list(seg["size"]) != [image_info.get("height"), image_info.get("width")]:
+            return "RLE size differs from the image size"
+    else:
+        return "segmentation is neither polygons nor RLE"
+    return None
+
+
+def cleaned_annotation(ann, image_info):
+    """A usable annotation as training and evaluation read it: degenerate parts of a multi-part polygon
+    dropped, and the "iscrowd" and "area" fields pycocotools' evaluation needs filled in when the file lacks
+    them (area of the segmentation, else of the box)."""
+    ann = dict(ann)
+    seg = ann.get("segmentation")
+    if isinstance(seg, list):
+        ann["segmentation"] = [p for p in seg if isinstance(p, list) and len(p) >= 6]
+    ann.setdefault("iscrowd", 0)
+    if "area" not in ann:
+        ann["area"] = _segmentation_area(ann["segmentation"], image_info) if seg else None
+        if ann["area"] is None:
+            ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+    return ann
+
+
+def _segmentation_area(seg, image_info):
+    from pycocotools import mask as mask_utils
+
+    height, width = image_info.get("height"), image_info.get("width")
+    if height is None or width is None:
+        return None
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg["counts"], list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        rle = seg
+    return float(mask_utils.area(rle))
 
 
 class COCODataset(torch.utils.data.Dataset):
@@ -61,7 +160,8 @@ class COCODataset(torch.utils.data.Dataset):
     sorted category ids), "masks" (SegmentationMask; polygons, or binary masks when an image has RLE annotations)
     and "keypoints" (PersonKeypoints) when the file has them. Crowd regions are never targets. Annotations that
     cannot be used (box of zero area, polygon with < 3 points, unknown category id, broken segmentation) are dropped
-    at construction; their count is logged once per dataset.
+    at construction; their count is logged once per dataset. ``self.coco`` then holds only the usable
+    annotations (see :func:`unusable_annotation_reason`), so evaluation scores against the same ground truth.
 
     Args:
         ann_file (str): COCO instances JSON.
@@ -83,19 +183,23 @@ class COCODataset(torch.utils.data.Dataset):
         self.categories = {cat["id"]: cat.get("name", str(cat["id"])) for cat in self.coco.dataset["categories"]}
 
         self._has_masks = any("segmentation" in a for a in self.coco.dataset["annotations"])
+        self._has_keypoints = any("keypoints" in a for a in self.coco.dataset["annotations"])
         skipped = collections.Counter()
+        usable = []
         self._clean_annotations = {}
         for image_id in sorted(self.coco.imgs.keys()):
             image_info = self.coco.imgs[image_id]
             kept = []
             for ann in self.coco.imgToAnns.get(image_id, []):
-                reason = self._unusable_reason(ann, image_info)
+                reason = unusable_annotation_reason(ann, image_info, self.json_category_id_to_contiguous_id,
+                                                    self._has_masks)
                 if reason is not None:
                     skipped[reason] += 1
                     continue
-                if ann.get("iscrowd", 0):
-                    continue
-                kept.append(self._cleaned(ann))
+                ann = cleaned_annotation(ann, image_info)
+                usable.append(ann)
+                if not ann["iscrowd"]:
+                    kept.append(ann)
             self._clean_annotations[image_id] = kept
         if skipped:
             logger.warning(
@@ -103,6 +207,9 @@ class COCODataset(torch.utils.data.Dataset):
                 ", ".join("{} x{}".format(reason, n) for reason, n in sorted(skipped.items())),
             )
         self.skipped_annotations = dict(skipped)
+        # The evaluators score against self.coco: it holds exactly the annotations training uses (plus the valid
+        # crowd regions), so an annotation skipped here can neither crash evaluation nor count in it.
+        self.coco = _coco_from_dict(dict(self.coco.dataset, annotations=usable))
 
         ids = sorted(self.coco.imgs.keys())
         if remove_images_without_annotations:
@@ -124,45 +231,7 @@ class COCODataset(torch.utils.data.Dataset):
     @property
     def has_keypoints(self):
         """True when the file's annotations have person keypoints."""
-        return any("keypoints" in a for a in self.coco.dataset["annotations"])
-
-    # ------------------------------------------------------------------ annotation checks
-    def _unusable_reason(self, ann, image_info):
-        if ann["category_id"] not in self.json_category_id_to_contiguous_id:
-            return "category id not in the file's categories"
-        bbox = ann["bbox"]
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-            return "bbox is not [x, y, w, h]"
-        if bbox[2] <= 0 or bbox[3] <= 0:
-            return "zero-area box"
-        width, height = image_info.get("width"), image_info.get("height")
-        if width is not None and height is not None and (
-                bbox[0] >= width or bbox[1] >= height or bbox[0] + bbox[2] <= 0 or bbox[1] + bbox[3] <= 0):
-            return "box outside the image"
-        if ann.get("iscrowd", 0) or not self._has_masks:
-            return None
-        seg = ann.get("segmentation")
-        if seg is None or (isinstance(seg, list) and len(seg) == 0):
-            return "missing segmentation"
-        if isinstance(seg, list):
-            if not any(isinstance(p, list) and len(p) >= 6 for p in seg):
-                return "polygon with < 3 points"
-        elif isinstance(seg, dict):
-            if "counts" not in seg or "size" not in seg:
-                return "RLE without 'counts'/'size'"
-            if list(seg["size"]) != [image_info.get("height"), image_info.get("width")]:
-                return "RLE size differs from the image size"
-        else:
-            return "segmentation is neither polygons nor RLE"
-        return None
-
-    @staticmethod
-    def _cleaned(ann):
-        seg = ann.get("segmentation")
-        if isinstance(seg, list):
-            # Drop the degenerate parts of a multi-part polygon; the annotation keeps its valid parts.
-            ann = dict(ann, segmentation=[p for p in seg if isinstance(p, list) and len(p) >= 6])
-        return ann
+        return self._has_keypoints
 
     @staticmethod
     def _has_valid_annotation(anns):
@@ -172,6 +241,11 @@ class COCODataset(torch.utils.data.Dataset):
             return True
         visible = sum(sum(1 for v in a["keypoints"][2::3] if v > 0) for a in anns)
         return visible >= _MIN_KEYPOINTS_PER_IMAGE
+
+    def missing_image_files(self):
+        """Paths of this dataset's images that do not exist (a cheap stat per image, nothing is decoded)."""
+        paths = (os.path.join(self.root, self.coco.imgs[image_id]["file_name"]) for image_id in self.ids)
+        return [path for path in paths if not os.path.isfile(path)]
 
     # ------------------------------------------------------------------ loading
     def _load_image(self, image_info):

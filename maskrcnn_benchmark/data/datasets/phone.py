@@ -27,15 +27,10 @@ logger = logging.getLogger(__name__)
 
 
 def load_coco_json(ann_file):
-    """The dict of a COCO annotation file, checked for "images", "annotations" and "categories"."""
-    if not os.path.isfile(ann_file):
-        raise FileNotFoundError("COCO annotation file not found: '{}'".format(ann_file))
-    with open(ann_file) as f:
-        data = json.load(f)
-    missing = [k for k in ("images", "annotations", "categories") if k not in data]
-    if missing:
-        raise ValueError("'{}' is not a COCO annotation file: missing key(s) {}".format(ann_file, missing))
-    return data
+    """The dict of a COCO annotation file, checked as COCODataset checks it (see coco.read_coco_json)."""
+    from maskrcnn_benchmark.data.datasets.coco import read_coco_json
+
+    return read_coco_json(ann_file)
 
 
 def make_group_key(pattern=None, field=None):

@@ -2,6 +2,7 @@
 import torch
 from torchvision.ops import batched_nms
 
+from maskrcnn_benchmark.modeling.utils import check_finite
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 
 from .utils import permute_and_flatten
@@ -46,6 +47,8 @@ class RPNPostProcessor(torch.nn.Module):
             obj, topk_idx = obj.topk(k, dim=1, sorted=True)
             reg = reg.gather(1, topk_idx[:, :, None].expand(N, k, 4))
             proposals = self.box_coder.decode(reg.reshape(-1, 4), anchors[topk_idx.reshape(-1)])
+            # Checked before clipping, which would turn an infinite box into one reaching the image edge.
+            check_finite(proposals, "the RPN proposals decoded from rpn_box_regression (level {})".format(level))
             boxes_all.append(proposals.view(N, k, 4))
             scores_all.append(obj.sigmoid())
             levels_all.append(torch.full((k,), level, dtype=torch.int64, device=obj.device))

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from maskrcnn_benchmark.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
 from maskrcnn_benchmark.modeling.box_coder import BoxCoder
 from maskrcnn_benchmark.modeling.matcher import Matcher
+from maskrcnn_benchmark.modeling.utils import check_finite
 from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
 
 
@@ -137,7 +138,8 @@ class FastRCNNLossComputation:
         positive = torch.nonzero(labels > 0).squeeze(1)
         proposal_boxes = torch.cat([p.bbox for p in proposals], dim=0)[positive]
         deltas = box_regression[positive[:, None], _gt_class_columns(labels[positive], self.cls_agnostic_bbox_reg)]
-        pred_boxes = self.box_coder.decode(deltas, proposal_boxes)
+        pred_boxes = check_finite(self.box_coder.decode(deltas, proposal_boxes),
+                                  "the box head's predicted boxes decoded from box_regression (box_rois_pred)")
 
         device = box_regression.device
         counts = torch.tensor([len(p) for p in proposals], device=device)
