@@ -1,4 +1,5 @@
 """Detector builders selected by MODEL.META_ARCHITECTURE."""
+from maskrcnn_benchmark.config import check_implemented_keys
 from maskrcnn_benchmark.modeling.backbone import build_backbone
 from maskrcnn_benchmark.modeling.rpn.rpn import build_rpn
 
@@ -26,7 +27,8 @@ _DETECTION_META_ARCHITECTURES = {"GeneralizedRCNN": build_generalized_rcnn}
 
 
 def build_detection_model(cfg):
-    """Build the detector named by MODEL.META_ARCHITECTURE."""
+    """Build the detector named by MODEL.META_ARCHITECTURE; refuses a config that sets an unimplemented key."""
+    check_implemented_keys(cfg)
     name = cfg.MODEL.META_ARCHITECTURE
     if name not in _DETECTION_META_ARCHITECTURES:
         raise KeyError("MODEL.META_ARCHITECTURE='{}' is unknown; known: {}".format(
