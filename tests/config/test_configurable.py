@@ -168,10 +168,32 @@ class _MBStyleMaskPredictor(nn.Module):
         return self.logits(torch.relu(self.up(x)))
 
 
+class _MBStyleBackbone(nn.Module):
+    """A user backbone as maskrcnn-benchmark builds them: maps at strides 4..64 and only ``out_channels``."""
+
+    def __init__(self, out_channels):
+        super().__init__()
+        self.stem = nn.Conv2d(3, out_channels, 3, stride=4, padding=1)
+        self.downsample = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
+                                        for _ in range(4))
+        self.out_channels = out_channels
+
+    def forward(self, x):
+        maps = [self.stem(x)]
+        for layer in self.downsample:
+            maps.append(layer(maps[-1]))
+        return maps
+
+
+def _build_mb_style_backbone(cfg):
+    return _MBStyleBackbone(cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS)
+
+
 @pytest.fixture
 def mb_style_entries():
     """Register maskrcnn-benchmark-style user classes for one test, then remove them."""
     added = [
+        (registry.BACKBONES, "USER-FPN", _build_mb_style_backbone),
         (registry.RPN_HEADS, "UserRPNHead", _MBStyleRPNHead),
         (registry.ROI_BOX_FEATURE_EXTRACTORS, "UserBoxFeatureExtractor", _MBStyleBoxFeatureExtractor),
         (registry.ROI_BOX_PREDICTOR, "UserBoxPredictor", _MBStyleBoxPredictor),
@@ -186,6 +208,7 @@ def mb_style_entries():
 
 def test_user_classes_registered_the_maskrcnn_benchmark_way_are_built_and_run(tiny_cfg, mb_style_entries):
     tiny_cfg.merge_from_list([
+        "MODEL.BACKBONE.CONV_BODY", "USER-FPN",
         "MODEL.RPN.RPN_HEAD", "UserRPNHead",
         "MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR", "UserBoxFeatureExtractor",
         "MODEL.ROI_BOX_HEAD.PREDICTOR", "UserBoxPredictor",
@@ -193,6 +216,7 @@ def test_user_classes_registered_the_maskrcnn_benchmark_way_are_built_and_run(ti
     ])
     torch.manual_seed(0)
     model = build_detection_model(tiny_cfg).train()
+    assert isinstance(model.backbone, _MBStyleBackbone)
     assert isinstance(model.rpn.head, _MBStyleRPNHead)
     assert model.rpn.head.built_with == ("UserRPNHead", 64, 3)  # cfg, backbone channels, anchors per location
     box_head = model.roi_heads.box
@@ -200,8 +224,10 @@ def test_user_classes_registered_the_maskrcnn_benchmark_way_are_built_and_run(ti
     assert isinstance(box_head.predictor, _MBStyleBoxPredictor) and box_head.predictor.cls_score.in_features == 32
     assert isinstance(model.roi_heads.mask.predictor, _MBStyleMaskPredictor)
 
-    losses = model(_images(), _targets())
+    losses, adv_inputs = model(_images(), _targets(), return_adv_inputs=True)
     assert {"loss_objectness", "loss_classifier", "loss_box_reg", "loss_mask"} <= set(losses)
+    # what the discriminators need comes out although the backbone has no feature_strides: from POOLER_SCALES
+    assert adv_inputs["feature_strides"] == [4, 8, 16, 32] and len(adv_inputs["features"]) == 4
     sum(losses.values()).backward()
     assert model.rpn.head.conv.weight.grad.abs().sum() > 0
     assert box_head.predictor.cls_score.weight.grad.abs().sum() > 0

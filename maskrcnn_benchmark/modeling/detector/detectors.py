@@ -10,6 +10,10 @@ def build_generalized_rcnn(cfg):
     """GeneralizedRCNN from cfg: backbone (MODEL.BACKBONE/RESNETS/FPN), RPN (MODEL.RPN) and, unless
     MODEL.RPN_ONLY, the RoI heads (MODEL.ROI_*)."""
     backbone = build_backbone(cfg)
+    if not hasattr(backbone, "feature_strides"):
+        # A backbone registered maskrcnn-benchmark's way has only out_channels; the strides of the maps the RoI
+        # heads pool from (which the discriminators need) are those the pooler scales say.
+        backbone.feature_strides = [int(round(1.0 / scale)) for scale in cfg.MODEL.ROI_BOX_HEAD.POOLER_SCALES]
     rpn = build_rpn(cfg, backbone.out_channels)
     roi_heads = None
     if not cfg.MODEL.RPN_ONLY:
