@@ -12,6 +12,10 @@ naming the key, the expected type and the file or the position on the command li
 maskrcnn-benchmark YAML files loading unchanged: a scalar given for a list/tuple key becomes a 1-tuple
 (`MIN_SIZE_TRAIN: 800`), an int given for a float key becomes a float, and the legacy
 MODEL.BACKBONE.OUT_CHANNELS is copied into MODEL.RESNETS.BACKBONE_OUT_CHANNELS.
+
+No key is silently ignored: a key of maskrcnn-benchmark's defaults that this package does not implement (see
+`UNIMPLEMENTED_KEYS`) may stay at its default, but a file or option setting it to another value raises
+`UnimplementedConfigKeyError` naming the key, its source and what to do instead.
 """
 import difflib
 import os
@@ -20,13 +24,31 @@ from yacs.config import CfgNode
 
 from .defaults import _C
 
-__all__ = ["cfg", "CheckedCfgNode", "ConfigTypeError", "UnknownConfigKeyError", "load_config"]
+__all__ = ["cfg", "CheckedCfgNode", "ConfigTypeError", "UnknownConfigKeyError", "UnimplementedConfigKeyError",
+           "UNIMPLEMENTED_KEYS", "check_implemented_keys", "load_config"]
 
 # A YAML file may name a base file to merge first (detectron2's convention).
 _BASE_KEY = "_BASE_"
 
 # Old key -> current key; the old key stays in the defaults (so old files load) and its value is forwarded.
 _LEGACY_ALIASES = {"MODEL.BACKBONE.OUT_CHANNELS": "MODEL.RESNETS.BACKBONE_OUT_CHANNELS"}
+
+# Keys that exist so maskrcnn-benchmark files load, but that nothing in this package reads: key -> what they would
+# do and what to use instead. Set to anything but their default, they are refused rather than ignored.
+_TTA = "test-time augmentation (TEST.BBOX_AUG) is not implemented; remove the TEST.BBOX_AUG section"
+UNIMPLEMENTED_KEYS = {
+    "MODEL.BACKBONE.USE_GN": "GroupNorm in the ResNet body is chosen by MODEL.RESNETS.TRANS_FUNC "
+                             "'BottleneckWithGN' and MODEL.RESNETS.STEM_FUNC 'StemWithGN' (MODEL.FPN.USE_GN for the "
+                             "FPN); remove MODEL.BACKBONE.USE_GN",
+    "MODEL.ROI_MASK_HEAD.MLP_HEAD_DIM": "no mask head of this package has fully connected layers; remove the key",
+    "MODEL.ROI_KEYPOINT_HEAD.MLP_HEAD_DIM": "the keypoint head has no fully connected layers; remove the key",
+    "TEST.BBOX_AUG.ENABLED": _TTA,
+    "TEST.BBOX_AUG.H_FLIP": _TTA,
+    "TEST.BBOX_AUG.SCALES": _TTA,
+    "TEST.BBOX_AUG.MAX_SIZE": _TTA,
+    "TEST.BBOX_AUG.SCALE_H_FLIP": _TTA,
+    "AMP_VERBOSE": "apex.amp is not used (mixed precision is torch.autocast, chosen by DTYPE); remove the key",
+}
 
 
 class UnknownConfigKeyError(KeyError):
@@ -61,6 +83,36 @@ def _unknown_key_error(full_key, source, root):
     return UnknownConfigKeyError(
         "Unknown config key '{}' in {}. {}".format(full_key, source, hint)
     )
+
+
+class UnimplementedConfigKeyError(ValueError):
+    """A YAML file or an option sets a key this package does not implement to a non-default value."""
+
+
+def _comparable(value):
+    return tuple(_comparable(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _check_implemented(full_key, value, source):
+    """Refuse `value` for an unimplemented key unless it is the key's default (files written for the defaults)."""
+    if full_key not in UNIMPLEMENTED_KEYS:
+        return
+    default = _get(_C, full_key)
+    if _comparable(value) != _comparable(default):
+        raise UnimplementedConfigKeyError(
+            "Config key '{}' = {!r} in {} is not implemented by this package, so it would be ignored: {}. "
+            "(Its default {!r} is accepted.)".format(full_key, value, source, UNIMPLEMENTED_KEYS[full_key], default))
+
+
+def check_implemented_keys(config, source="the config"):
+    """Raise UnimplementedConfigKeyError if `config` holds a non-default value for a key of UNIMPLEMENTED_KEYS.
+
+    Merges check every key as it is read; this catches values assigned in Python (``cfg.AMP_VERBOSE = True``).
+    """
+    for full_key in UNIMPLEMENTED_KEYS:
+        value = _get(config, full_key)
+        if value is not None:
+            _check_implemented(full_key, value, source)
 
 
 # Element type of list/tuple keys whose default is empty (the others take it from their default's elements).
@@ -150,6 +202,7 @@ def _check_tree(loaded, defaults, source, root, prefix=""):
             _check_tree(value, default, source, root, full_key + ".")
         else:
             loaded[name] = _coerce(value, default, full_key, source)
+            _check_implemented(full_key, loaded[name], source)
 
 
 def _get(node, full_key):
@@ -218,6 +271,7 @@ class CheckedCfgNode(CfgNode):
                 raise _unknown_key_error(full_key, source, self)
             value = _coerce(self._decode_cfg_value(raw), default, full_key,
                             "{} (item {} of the KEY VALUE list)".format(source, 2 * pair + 2))
+            _check_implemented(full_key, value, source)
             coerced.append((full_key, value))
         super().merge_from_list(for_yacs)
         # Set directly: yacs would decode an already decoded string again ("'2024'" -> "2024" -> 2024).

@@ -77,7 +77,7 @@ _C.MODEL.BACKBONE.CONV_BODY = "R-50-C4"
 _C.MODEL.BACKBONE.FREEZE_CONV_BODY_AT = 2
 # Legacy alias (old maskrcnn-benchmark YAMLs): a value > 0 is copied into MODEL.RESNETS.BACKBONE_OUT_CHANNELS on merge
 _C.MODEL.BACKBONE.OUT_CHANNELS = 0
-_C.MODEL.BACKBONE.USE_GN = False  # legacy key of old YAMLs, unused: choose GroupNorm via RESNETS.TRANS_FUNC/STEM_FUNC
+_C.MODEL.BACKBONE.USE_GN = False  # not implemented (True is refused): choose GroupNorm via RESNETS.TRANS_FUNC/STEM_FUNC
 
 # ---------------------------------------------------------------------------- #
 # FPN
@@ -122,7 +122,7 @@ _C.MODEL.RPN.RPN_HEAD = "SingleConvRPNHead"  # RPN head name in modeling.registr
 # RoI heads (shared sampling / post-processing)
 # ---------------------------------------------------------------------------- #
 _C.MODEL.ROI_HEADS = CN()
-_C.MODEL.ROI_HEADS.USE_FPN = False  # True: pool each RoI from the FPN level matching its size
+_C.MODEL.ROI_HEADS.USE_FPN = False  # True: pool RoIs from the FPN level fitting their size (needs >1 POOLER_SCALES)
 _C.MODEL.ROI_HEADS.FG_IOU_THRESHOLD = 0.5  # proposal with IoU >= this to a GT box is foreground
 _C.MODEL.ROI_HEADS.BG_IOU_THRESHOLD = 0.5  # proposal with max IoU < this is background
 _C.MODEL.ROI_HEADS.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # (wx, wy, ww, wh) scaling of box regression targets
@@ -159,7 +159,7 @@ _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14  # side of the pooled RoI feature,
 _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per cell side (0 = adaptive)
 _C.MODEL.ROI_MASK_HEAD.POOLER_SCALES = (1.0 / 16,)  # 1/stride of each pooled feature map
 _C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlign"  # (added) RoI feature pooling: "ROIAlign" or "PrRoIPool"
-_C.MODEL.ROI_MASK_HEAD.MLP_HEAD_DIM = 1024  # width of the FC layers when the mask head shares an MLP box extractor
+_C.MODEL.ROI_MASK_HEAD.MLP_HEAD_DIM = 1024  # not implemented, no FC mask head (another value is refused)
 _C.MODEL.ROI_MASK_HEAD.CONV_LAYERS = (256, 256, 256, 256)  # channels of each conv of the FPN mask head
 _C.MODEL.ROI_MASK_HEAD.RESOLUTION = 14  # side of the predicted mask, cells (28 with FPN)
 _C.MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR = True  # True: reuse the box head's features (C4 models)
@@ -181,9 +181,11 @@ _C.MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION = 14  # side of the pooled RoI feat
 _C.MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO = 0  # RoIAlign samples per cell side (0 = adaptive)
 _C.MODEL.ROI_KEYPOINT_HEAD.POOLER_SCALES = (1.0 / 16,)  # 1/stride of each pooled feature map
 _C.MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE = "ROIAlign"  # (added) RoI feature pooling: "ROIAlign" or "PrRoIPool"
-_C.MODEL.ROI_KEYPOINT_HEAD.MLP_HEAD_DIM = 1024  # width of FC layers (unused by the conv keypoint head)
+_C.MODEL.ROI_KEYPOINT_HEAD.MLP_HEAD_DIM = 1024  # not implemented, no FC keypoint head (another value is refused)
 _C.MODEL.ROI_KEYPOINT_HEAD.CONV_LAYERS = tuple(512 for _ in range(8))  # channels of each conv of the keypoint head
-_C.MODEL.ROI_KEYPOINT_HEAD.RESOLUTION = 14  # side of the keypoint heat map target, cells
+# side of the keypoint heat map, cells: the predictor's output side (4 x POOLER_RESOLUTION for KeypointRCNNPredictor);
+# 14 (default) takes whatever the predictor outputs, another value must equal it
+_C.MODEL.ROI_KEYPOINT_HEAD.RESOLUTION = 14
 _C.MODEL.ROI_KEYPOINT_HEAD.NUM_CLASSES = 17  # keypoints per instance (COCO person: 17)
 _C.MODEL.ROI_KEYPOINT_HEAD.SHARE_BOX_FEATURE_EXTRACTOR = True  # True: reuse the box head's features
 
@@ -339,7 +341,7 @@ _C.TEST.BOUNDARY_AP = True
 # (added) GlaS datasets: detections with at least this score make the label map that the challenge's F1, object
 # Dice and object Hausdorff are computed on (the challenge scores one segmentation, not a ranked list)
 _C.TEST.GLAS_SCORE_THRESHOLD = 0.5
-_C.TEST.BBOX_AUG = CN()
+_C.TEST.BBOX_AUG = CN()  # test-time augmentation: not implemented, any non-default value below is refused
 _C.TEST.BBOX_AUG.ENABLED = False  # True: test-time augmentation of box detection
 _C.TEST.BBOX_AUG.H_FLIP = False  # add a horizontally flipped pass at the original scale
 _C.TEST.BBOX_AUG.SCALES = ()  # extra shorter-side sizes to test at, px
@@ -356,4 +358,4 @@ _C.OUTPUT_DIR = "."  # folder for checkpoints, logs and evaluation results
 # Python file defining DatasetCatalog (and ModelCatalog) classes; point it to your own catalog to add datasets
 _C.PATHS_CATALOG = os.path.join(os.path.dirname(__file__), "paths_catalog.py")
 _C.DTYPE = "float32"  # training autocast: "float32" (off), "float16" (CUDA, loss scaling) or "bfloat16"
-_C.AMP_VERBOSE = False  # kept for YAML compatibility (apex.amp verbosity); unused
+_C.AMP_VERBOSE = False  # apex.amp verbosity: not implemented (apex is not used), True is refused

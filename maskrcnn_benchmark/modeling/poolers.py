@@ -131,7 +131,7 @@ def make_pooler(cfg, head_name):
 
     Reads POOLER_RESOLUTION, POOLER_SCALES, POOLER_SAMPLING_RATIO and POOLER_TYPE of that node; a
     node without POOLER_SCALES / POOLER_SAMPLING_RATIO (the discriminators) uses the box head's, so
-    it pools from the same maps.
+    it pools from the same maps. MODEL.ROI_HEADS.USE_FPN True requires several scales.
     """
     node = _cfg_node(cfg, head_name)
     box_head = cfg.MODEL.ROI_BOX_HEAD
@@ -139,6 +139,12 @@ def make_pooler(cfg, head_name):
     scales = node.POOLER_SCALES if "POOLER_SCALES" in node else box_head.POOLER_SCALES
     sampling_ratio = node.POOLER_SAMPLING_RATIO if "POOLER_SAMPLING_RATIO" in node else box_head.POOLER_SAMPLING_RATIO
     pooler_type = node.POOLER_TYPE if "POOLER_TYPE" in node else "ROIAlign"
+    if cfg.MODEL.ROI_HEADS.USE_FPN and len(scales) < 2:
+        # The pooler is multi-level exactly when it has several scales; the key must agree, not be ignored.
+        raise ValueError(
+            "MODEL.ROI_HEADS.USE_FPN is True but MODEL.{}.POOLER_SCALES has one scale {}: give one scale per FPN "
+            "level (e.g. (0.25, 0.125, 0.0625, 0.03125)), or set MODEL.ROI_HEADS.USE_FPN False for a single-map "
+            "(C4) backbone".format(head_name if "POOLER_SCALES" in node else "ROI_BOX_HEAD", tuple(scales)))
     return Pooler(
         output_size=(resolution, resolution), scales=scales, sampling_ratio=sampling_ratio, pooler_type=pooler_type,
         prroi_impl=cfg.MODEL.PRROI_POOL_IMPL,

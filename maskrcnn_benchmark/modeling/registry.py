@@ -2,6 +2,12 @@
 
 A config key such as ``MODEL.BACKBONE.CONV_BODY = "R-50-FPN"`` or
 ``MODEL.ROI_BOX_HEAD.PREDICTOR = "FPNPredictor"`` is looked up in one of the registries below.
+
+The builders call an entry as maskrcnn-benchmark does: ``BACKBONES[name](cfg)``, ``RPN_HEADS[name](cfg,
+in_channels, num_anchors)`` and ``ROI_*_FEATURE_EXTRACTORS[name](cfg, in_channels)`` / ``ROI_*_PREDICTOR[name](cfg,
+in_channels)``. So a class written for maskrcnn-benchmark (``__init__(self, cfg, in_channels)``) or a builder
+function can be registered as it is; the package's own classes take explicit arguments and accept that call through
+``config.configurable`` (see its docstring).
 """
 
 

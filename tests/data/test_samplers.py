@@ -33,6 +33,47 @@ def test_grouped_batches_never_mix_groups_and_cover_every_index():
     assert all(len(b) == 3 for b in dropped) and len(dropped) == 3
 
 
+class _ListSampler(torch.utils.data.Sampler):
+    """Yields a fixed list of indices (a sampler order chosen by the test)."""
+
+    def __init__(self, order):
+        self.order = list(order)
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self):
+        return len(self.order)
+
+
+def test_grouped_batches_follow_the_position_of_their_first_index():
+    # groups a=0, b=1; batch_size 2. Group a: 0, 3, 4 -> [0, 3] (starts at position 0), [4] (4);
+    # group b: 1, 2 -> [1, 2] (position 1). maskrcnn-benchmark's order: by first position, so [0, 3] comes before
+    # [1, 2] although [1, 2] is complete earlier.
+    sampler = GroupedBatchSampler(_ListSampler(range(5)), [0, 1, 1, 0, 0], batch_size=2)
+    assert list(sampler) == [[0, 3], [1, 2], [4]]
+    assert len(sampler) == 3
+    # An uneven batch takes the place of its first index, not the end of the epoch.
+    sampler = GroupedBatchSampler(_ListSampler(range(7)), [0, 0, 0, 1, 1, 1, 1], batch_size=2)
+    assert list(sampler) == [[0, 1], [2], [3, 4], [5, 6]]
+
+
+def test_grouped_batches_in_a_shuffled_order_and_drop_uneven():
+    # order [5, 0, 3, 1, 4, 2], groups by index [0, 0, 1, 1, 0, 1]:
+    # group 1 in order: 5 (pos 0), 3 (pos 2), 2 (pos 5) -> [5, 3] @0, [2] @5
+    # group 0 in order: 0 (pos 1), 1 (pos 3), 4 (pos 4) -> [0, 1] @1, [4] @4
+    order, group_ids = [5, 0, 3, 1, 4, 2], [0, 0, 1, 1, 0, 1]
+    sampler = GroupedBatchSampler(_ListSampler(order), group_ids, batch_size=2)
+    assert list(sampler) == [[5, 3], [0, 1], [4], [2]]
+    dropped = GroupedBatchSampler(_ListSampler(order), group_ids, batch_size=2, drop_uneven=True)
+    assert list(dropped) == [[5, 3], [0, 1]]
+    assert len(dropped) == 2
+    # A sampler that yields only part of the dataset (a distributed shard): only those indices are batched.
+    shard = GroupedBatchSampler(_ListSampler([4, 2, 0]), group_ids, batch_size=2)
+    assert list(shard) == [[4, 0], [2]]
+    assert len(shard) == 2
+
+
 def test_aspect_ratio_grouping_from_image_sizes():
     sizes = [(40, 30), (30, 40), (40, 30), (30, 40), (50, 20), (20, 50), (40, 30), (30, 40)]
     dataset = _SizedDataset(sizes)

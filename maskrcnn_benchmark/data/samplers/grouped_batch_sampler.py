@@ -3,16 +3,21 @@ from torch.utils.data.sampler import BatchSampler, Sampler
 
 
 class GroupedBatchSampler(BatchSampler):
-    """Wrap a sampler so every yielded batch holds indices of a single group.
+    """Wrap a sampler so every yielded batch holds indices of a single group, in maskrcnn-benchmark's batch order.
 
-    Indices come in the sampler's order; each group fills its own buffer, and a batch is emitted when a buffer
-    reaches `batch_size`. Grouping by aspect ratio keeps padding small when images are batched.
+    The indices the sampler yields are split by group, each group keeping the sampler's order, and each group's
+    list is cut into consecutive chunks of ``batch_size`` (its last chunk may be shorter). The batches are then
+    yielded in the order of the sampler's position of their first index, so the batch sequence follows the
+    sampler's order as closely as grouping allows. Example: sampler order [0, 1, 2, 3, 4, 5], groups
+    [a, b, a, a, b, b], batch_size 2 -> [0, 2], [1, 4], [3], [5] ([3] starts at position 3, [5] at 5).
+    Grouping by aspect ratio keeps padding small when images are batched.
 
     Args:
         sampler (Sampler): yields dataset indices.
         group_ids (sequence[int]): group of each dataset index.
         batch_size (int): images per batch.
-        drop_uneven (bool): drop the incomplete batches left at the end of an epoch (else they are yielded).
+        drop_uneven (bool): drop every batch shorter than ``batch_size`` (the last chunk of each group);
+            otherwise they are yielded at the place their first index gives them.
     """
 
     def __init__(self, sampler, group_ids, batch_size, drop_uneven=False):
@@ -25,21 +30,27 @@ class GroupedBatchSampler(BatchSampler):
         self.batch_size = batch_size
         self.drop_uneven = drop_uneven
 
+    def _batches(self, sampled):
+        """Cut the sampled indices (in sampler order) into single-group batches ordered by their first index."""
+        by_group = {}
+        for position, idx in enumerate(sampled):
+            by_group.setdefault(self.group_ids[idx], []).append((position, idx))
+        chunks = [
+            entries[start:start + self.batch_size]
+            for entries in by_group.values()
+            for start in range(0, len(entries), self.batch_size)
+        ]
+        if self.drop_uneven:
+            chunks = [chunk for chunk in chunks if len(chunk) == self.batch_size]
+        # Within a group positions increase, so a chunk's first entry holds its earliest sampler position.
+        chunks.sort(key=lambda chunk: chunk[0][0])
+        return [[idx for _, idx in chunk] for chunk in chunks]
+
     def __iter__(self):
-        buffers = {}
-        for idx in self.sampler:
-            group = self.group_ids[idx]
-            buffer = buffers.setdefault(group, [])
-            buffer.append(idx)
-            if len(buffer) == self.batch_size:
-                yield list(buffer)
-                buffer.clear()
-        if not self.drop_uneven:
-            for group in sorted(buffers):
-                if buffers[group]:
-                    yield list(buffers[group])
+        return iter(self._batches(list(self.sampler)))
 
     def __len__(self):
+        # The count per group does not depend on the order, only on which indices the sampler yields.
         counts = {}
         for idx in self.sampler:
             group = self.group_ids[idx]

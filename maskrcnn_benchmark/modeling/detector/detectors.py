@@ -1,4 +1,5 @@
 """Detector builders selected by MODEL.META_ARCHITECTURE."""
+from maskrcnn_benchmark.config import check_implemented_keys
 from maskrcnn_benchmark.modeling.backbone import build_backbone
 from maskrcnn_benchmark.modeling.rpn.rpn import build_rpn
 
@@ -9,6 +10,10 @@ def build_generalized_rcnn(cfg):
     """GeneralizedRCNN from cfg: backbone (MODEL.BACKBONE/RESNETS/FPN), RPN (MODEL.RPN) and, unless
     MODEL.RPN_ONLY, the RoI heads (MODEL.ROI_*)."""
     backbone = build_backbone(cfg)
+    if not hasattr(backbone, "feature_strides"):
+        # A backbone registered maskrcnn-benchmark's way has only out_channels; the strides of the maps the RoI
+        # heads pool from (which the discriminators need) are those the pooler scales say.
+        backbone.feature_strides = [int(round(1.0 / scale)) for scale in cfg.MODEL.ROI_BOX_HEAD.POOLER_SCALES]
     rpn = build_rpn(cfg, backbone.out_channels)
     roi_heads = None
     if not cfg.MODEL.RPN_ONLY:
@@ -26,7 +31,8 @@ _DETECTION_META_ARCHITECTURES = {"GeneralizedRCNN": build_generalized_rcnn}
 
 
 def build_detection_model(cfg):
-    """Build the detector named by MODEL.META_ARCHITECTURE."""
+    """Build the detector named by MODEL.META_ARCHITECTURE; refuses a config that sets an unimplemented key."""
+    check_implemented_keys(cfg)
     name = cfg.MODEL.META_ARCHITECTURE
     if name not in _DETECTION_META_ARCHITECTURES:
         raise KeyError("MODEL.META_ARCHITECTURE='{}' is unknown; known: {}".format(

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
 from maskrcnn_benchmark.modeling.box_coder import BoxCoder
 
@@ -19,9 +20,11 @@ class RPNHead(nn.Module):
         in_channels: channels of the feature maps.
         num_anchors: anchors per location A.
     forward: list[Tensor[N, C, H_l, W_l]] -> (list[Tensor[N, A, H_l, W_l]], list[Tensor[N, 4A, H_l, W_l]]);
-    the same weights run on every level.
+    the same weights run on every level. Also built as ``RPNHead(cfg, in_channels, num_anchors)``
+    (maskrcnn-benchmark's call).
     """
 
+    @configurable
     def __init__(self, in_channels, num_anchors):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, stride=1, padding=1)
@@ -30,6 +33,11 @@ class RPNHead(nn.Module):
         for layer in (self.conv, self.cls_logits, self.bbox_pred):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.constant_(layer.bias, 0)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels, num_anchors):
+        """Reads no key: the head's sizes are the backbone's channels and the anchor generator's count."""
+        return {"in_channels": in_channels, "num_anchors": num_anchors}
 
     def forward(self, x):
         logits = []
@@ -88,7 +96,8 @@ def build_rpn(cfg, in_channels):
     """RPNModule from cfg.MODEL.RPN.* (anchors, head, matcher/sampler, post-processing) and MODEL.RPN_ONLY."""
     anchor_generator = make_anchor_generator(cfg)
     num_anchors = anchor_generator.num_anchors_per_location()[0]
-    head = registry.RPN_HEADS[cfg.MODEL.RPN.RPN_HEAD](in_channels, num_anchors)
+    # maskrcnn-benchmark's call, so heads registered with its signature (cfg, in_channels, num_anchors) work.
+    head = registry.RPN_HEADS[cfg.MODEL.RPN.RPN_HEAD](cfg, in_channels, num_anchors)
     rpn_box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
     return RPNModule(
         anchor_generator=anchor_generator,

@@ -2,12 +2,13 @@
 
 Every extractor takes ``(features, proposals)`` with ``features`` the backbone maps (list of Tensor[N,C,H,W]) and
 ``proposals`` a list of BoxList (one per image), and returns Tensor[K, out_channels(, h, w)] for the K proposals of
-all images, concatenated in image order. Each class has explicit constructor arguments plus ``from_config(cfg,
-in_channels)``; the registry entries are the classes (see ``make_roi_box_feature_extractor``).
+all images, concatenated in image order. Each class takes explicit constructor arguments, or ``(cfg,
+in_channels)`` as maskrcnn-benchmark's registry calls it (config/configurable.py).
 """
 from torch import nn
 from torch.nn import functional as F
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
 from maskrcnn_benchmark.modeling.make_layers import group_norm, make_fc
 from maskrcnn_benchmark.modeling.poolers import make_pooler
@@ -22,6 +23,7 @@ class ResNet50Conv5ROIFeatureExtractor(nn.Module):
         head (nn.Module): the res5 stage, Tensor[K, in_channels, R, R] -> Tensor[K, head.out_channels, R/2, R/2].
     """
 
+    @configurable
     def __init__(self, pooler, head):
         super().__init__()
         self.pooler = pooler
@@ -30,7 +32,7 @@ class ResNet50Conv5ROIFeatureExtractor(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, in_channels, head_name="ROI_BOX_HEAD"):
-        """Builds the pooler from ``MODEL.<head_name>.POOLER_*`` and res5 from ``MODEL.RESNETS``."""
+        """Pooler from ``MODEL.<head_name>.POOLER_*``, res5 from ``MODEL.RESNETS`` (in_channels: res4's, implied)."""
         # Imported here so the FPN heads do not depend on the ResNet module being importable.
         from maskrcnn_benchmark.modeling.backbone import resnet
 
@@ -45,7 +47,7 @@ class ResNet50Conv5ROIFeatureExtractor(nn.Module):
             res2_out_channels=cfg.MODEL.RESNETS.RES2_OUT_CHANNELS,
             dilation=cfg.MODEL.RESNETS.RES5_DILATION,
         )
-        return cls(pooler, head)
+        return {"pooler": pooler, "head": head}
 
     def forward(self, x, proposals):
         """x: list[Tensor[N,C,H,W]]; proposals: list[BoxList] -> Tensor[K, out_channels, R/2, R/2]."""
@@ -65,6 +67,7 @@ class FPN2MLPFeatureExtractor(nn.Module):
         use_gn (bool): GroupNorm after each fc.
     """
 
+    @configurable
     def __init__(self, pooler, in_channels, resolution, representation_size, use_gn=False):
         super().__init__()
         self.pooler = pooler
@@ -76,8 +79,8 @@ class FPN2MLPFeatureExtractor(nn.Module):
     def from_config(cls, cfg, in_channels):
         """Reads MODEL.ROI_BOX_HEAD.{POOLER_*, MLP_HEAD_DIM, USE_GN}."""
         head = cfg.MODEL.ROI_BOX_HEAD
-        return cls(make_pooler(cfg, "ROI_BOX_HEAD"), in_channels, head.POOLER_RESOLUTION, head.MLP_HEAD_DIM,
-                   head.USE_GN)
+        return {"pooler": make_pooler(cfg, "ROI_BOX_HEAD"), "in_channels": in_channels,
+                "resolution": head.POOLER_RESOLUTION, "representation_size": head.MLP_HEAD_DIM, "use_gn": head.USE_GN}
 
     def forward(self, x, proposals):
         """x: list[Tensor[N,C,H,W]]; proposals: list[BoxList] -> Tensor[K, representation_size]."""
@@ -103,6 +106,7 @@ class FPNXconv1fcFeatureExtractor(nn.Module):
         use_gn (bool): GroupNorm after each conv (then the convs have no bias).
     """
 
+    @configurable
     def __init__(self, pooler, in_channels, resolution, conv_head_dim, num_stacked_convs, mlp_head_dim,
                  dilation=1, use_gn=False):
         super().__init__()
@@ -129,8 +133,10 @@ class FPNXconv1fcFeatureExtractor(nn.Module):
     def from_config(cls, cfg, in_channels):
         """Reads MODEL.ROI_BOX_HEAD.{POOLER_*, CONV_HEAD_DIM, NUM_STACKED_CONVS, MLP_HEAD_DIM, DILATION, USE_GN}."""
         head = cfg.MODEL.ROI_BOX_HEAD
-        return cls(make_pooler(cfg, "ROI_BOX_HEAD"), in_channels, head.POOLER_RESOLUTION, head.CONV_HEAD_DIM,
-                   head.NUM_STACKED_CONVS, head.MLP_HEAD_DIM, head.DILATION, head.USE_GN)
+        return {"pooler": make_pooler(cfg, "ROI_BOX_HEAD"), "in_channels": in_channels,
+                "resolution": head.POOLER_RESOLUTION, "conv_head_dim": head.CONV_HEAD_DIM,
+                "num_stacked_convs": head.NUM_STACKED_CONVS, "mlp_head_dim": head.MLP_HEAD_DIM,
+                "dilation": head.DILATION, "use_gn": head.USE_GN}
 
     def forward(self, x, proposals):
         """x: list[Tensor[N,C,H,W]]; proposals: list[BoxList] -> Tensor[K, mlp_head_dim]."""
@@ -140,17 +146,15 @@ class FPNXconv1fcFeatureExtractor(nn.Module):
 
 
 def build_from_registry(registry_dict, name, key, cfg, in_channels):
-    """Builds registry entry ``name`` (looked up for config key ``key``) from the config.
+    """Builds registry entry ``name`` (looked up for config key ``key``) as maskrcnn-benchmark does:
+    ``entry(cfg, in_channels)``.
 
-    Entries are classes with ``from_config(cfg, in_channels)``; plain callables ``f(cfg, in_channels)`` (the
-    maskrcnn-benchmark convention for user-registered modules) are accepted too.
+    Our classes accept that call through ``@configurable``; a user's class with maskrcnn-benchmark's signature
+    ``__init__(self, cfg, in_channels)`` or a builder function ``f(cfg, in_channels)`` is called the same way.
     """
     if name not in registry_dict:
         raise KeyError("{} = {!r} is not registered; choose one of {}".format(key, name, sorted(registry_dict)))
-    entry = registry_dict[name]
-    if hasattr(entry, "from_config"):
-        return entry.from_config(cfg, in_channels)
-    return entry(cfg, in_channels)
+    return registry_dict[name](cfg, in_channels)
 
 
 def make_roi_box_feature_extractor(cfg, in_channels):

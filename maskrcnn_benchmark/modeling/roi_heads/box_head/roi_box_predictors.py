@@ -1,6 +1,7 @@
 """Box predictors: per-RoI class logits and class-specific (or class-agnostic) box regression deltas."""
 from torch import nn
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
 
 from .roi_box_feature_extractors import build_from_registry
@@ -27,6 +28,7 @@ class FPNPredictor(nn.Module):
     box_regression Tensor[K, 4 * (2 if cls_agnostic_bbox_reg else num_classes)]).
     """
 
+    @configurable
     def __init__(self, in_channels, num_classes, cls_agnostic_bbox_reg=False):
         super().__init__()
         num_bbox_reg_classes = 2 if cls_agnostic_bbox_reg else num_classes
@@ -37,7 +39,8 @@ class FPNPredictor(nn.Module):
     @classmethod
     def from_config(cls, cfg, in_channels):
         """Reads MODEL.ROI_BOX_HEAD.NUM_CLASSES and MODEL.CLS_AGNOSTIC_BBOX_REG."""
-        return cls(in_channels, cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES, cfg.MODEL.CLS_AGNOSTIC_BBOX_REG)
+        return {"in_channels": in_channels, "num_classes": cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES,
+                "cls_agnostic_bbox_reg": cfg.MODEL.CLS_AGNOSTIC_BBOX_REG}
 
     def forward(self, x):
         if x.ndimension() == 4:
@@ -62,6 +65,7 @@ class FastRCNNPredictor(FPNPredictor):
     box_regression Tensor[K, 4 * (2 if cls_agnostic_bbox_reg else num_classes)]).
     """
 
+    @configurable
     def __init__(self, in_channels, num_classes, cls_agnostic_bbox_reg=False):
         super().__init__(in_channels, num_classes, cls_agnostic_bbox_reg)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

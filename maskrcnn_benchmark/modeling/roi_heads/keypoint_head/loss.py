@@ -4,6 +4,10 @@ from torch.nn import functional as F
 
 from maskrcnn_benchmark.structures.keypoint import keypoints_to_heat_map
 
+# Default of MODEL.ROI_KEYPOINT_HEAD.RESOLUTION: means "the predictor's output size" (maskrcnn-benchmark's default
+# 14 never matches its own predictor, whose output is 4 x POOLER_RESOLUTION).
+_DEFAULT_RESOLUTION = 14
+
 
 def keypoint_rcnn_loss(keypoint_logits, heatmaps, valid):
     """Cross-entropy over the S*S heat-map cells of every visible keypoint (one-hot target cell).
@@ -37,7 +41,15 @@ def _keypoint_tensor(keypoints):
 
 
 class KeypointRCNNLossComputation:
-    """Selects the RoIs the keypoint head trains on and computes their heat-map loss."""
+    """Selects the RoIs the keypoint head trains on and computes their heat-map loss.
+
+    Args:
+        heat_map_size (int or None): expected side of the predictor's heat maps (MODEL.ROI_KEYPOINT_HEAD.RESOLUTION);
+            a predictor output of another size is refused. None: take the predictor's size.
+    """
+
+    def __init__(self, heat_map_size=None):
+        self.heat_map_size = heat_map_size
 
     def subsample(self, proposals, targets):
         """Keeps the foreground sampled RoIs whose matched instance has a visible keypoint inside the RoI.
@@ -73,6 +85,10 @@ class KeypointRCNNLossComputation:
         """keypoint_logits Tensor[P, K, S, S] for the kept ``proposals`` (from ``subsample``) -> loss_kp."""
         heatmaps, valid = [], []
         size = keypoint_logits.shape[-1]
+        if self.heat_map_size is not None and size != self.heat_map_size:
+            raise ValueError("keypoint predictor outputs {}x{} heat maps but MODEL.ROI_KEYPOINT_HEAD.RESOLUTION is {}; "
+                             "set it to {} (or to the default 14, which takes the predictor's size)".format(
+                                 size, size, self.heat_map_size, size))
         for proposals_per_image in proposals:
             if len(proposals_per_image) == 0:
                 continue
@@ -86,5 +102,7 @@ class KeypointRCNNLossComputation:
 
 
 def make_roi_keypoint_loss_evaluator(cfg):
-    """The keypoint loss reads no config: the heat-map size is the predictor's output size."""
-    return KeypointRCNNLossComputation()
+    """The heat-map size is the predictor's output size; MODEL.ROI_KEYPOINT_HEAD.RESOLUTION, when set to anything
+    but its default 14, must equal it (maskrcnn-benchmark's keypoint configs set 56 = 4 x POOLER_RESOLUTION)."""
+    resolution = cfg.MODEL.ROI_KEYPOINT_HEAD.RESOLUTION
+    return KeypointRCNNLossComputation(heat_map_size=None if resolution == _DEFAULT_RESOLUTION else resolution)

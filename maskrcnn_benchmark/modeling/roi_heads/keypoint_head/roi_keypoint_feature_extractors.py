@@ -2,6 +2,7 @@
 from torch import nn
 from torch.nn import functional as F
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
 from maskrcnn_benchmark.modeling.poolers import make_pooler
 
@@ -18,6 +19,7 @@ class KeypointRCNNFeatureExtractor(nn.Module):
         conv_layers (tuple[int]): output channels of each conv (MODEL.ROI_KEYPOINT_HEAD.CONV_LAYERS).
     """
 
+    @configurable
     def __init__(self, pooler, in_channels, conv_layers=tuple(512 for _ in range(8))):
         super().__init__()
         self.pooler = pooler
@@ -35,7 +37,8 @@ class KeypointRCNNFeatureExtractor(nn.Module):
     @classmethod
     def from_config(cls, cfg, in_channels):
         """Reads MODEL.ROI_KEYPOINT_HEAD.{POOLER_*, CONV_LAYERS}."""
-        return cls(make_pooler(cfg, "ROI_KEYPOINT_HEAD"), in_channels, tuple(cfg.MODEL.ROI_KEYPOINT_HEAD.CONV_LAYERS))
+        return {"pooler": make_pooler(cfg, "ROI_KEYPOINT_HEAD"), "in_channels": in_channels,
+                "conv_layers": tuple(cfg.MODEL.ROI_KEYPOINT_HEAD.CONV_LAYERS)}
 
     def forward(self, x, proposals):
         """x: list[Tensor[N,C,H,W]]; proposals: list[BoxList] -> Tensor[K, conv_layers[-1], R, R]."""

@@ -2,6 +2,7 @@
 from torch import nn
 from torch.nn import functional as F
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
 
 from ..box_head.roi_box_feature_extractors import build_from_registry
@@ -16,6 +17,7 @@ class KeypointRCNNPredictor(nn.Module):
         num_keypoints (int): keypoints per instance (MODEL.ROI_KEYPOINT_HEAD.NUM_CLASSES).
     """
 
+    @configurable
     def __init__(self, in_channels, num_keypoints):
         super().__init__()
         self.kps_score = nn.ConvTranspose2d(in_channels, num_keypoints, 4, stride=2, padding=1)
@@ -26,7 +28,7 @@ class KeypointRCNNPredictor(nn.Module):
     @classmethod
     def from_config(cls, cfg, in_channels):
         """Reads MODEL.ROI_KEYPOINT_HEAD.NUM_CLASSES."""
-        return cls(in_channels, cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_CLASSES)
+        return {"in_channels": in_channels, "num_keypoints": cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_CLASSES}
 
     def forward(self, x):
         """x Tensor[K, in_channels, R, R] -> Tensor[K, num_keypoints, 4R, 4R]."""

@@ -2,6 +2,7 @@
 from torch import nn
 from torch.nn import functional as F
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
 from maskrcnn_benchmark.modeling.make_layers import make_conv3x3
 from maskrcnn_benchmark.modeling.poolers import make_pooler
@@ -10,12 +11,17 @@ from ..box_head.roi_box_feature_extractors import ResNet50Conv5ROIFeatureExtract
 
 
 @registry.ROI_MASK_FEATURE_EXTRACTORS.register("ResNet50Conv5ROIFeatureExtractor")
-def build_resnet50_conv5_mask_feature_extractor(cfg, in_channels):
+class MaskResNet50Conv5ROIFeatureExtractor(ResNet50Conv5ROIFeatureExtractor):
     """C4 mask features: the box head's res5 extractor with the MODEL.ROI_MASK_HEAD pooler settings.
 
     Used only when MODEL.ROI_MASK_HEAD.SHARE_BOX_FEATURE_EXTRACTOR is False (otherwise the box head's is reused).
+    Same arguments as ResNet50Conv5ROIFeatureExtractor.
     """
-    return ResNet50Conv5ROIFeatureExtractor.from_config(cfg, in_channels, head_name="ROI_MASK_HEAD")
+
+    @classmethod
+    def from_config(cls, cfg, in_channels):
+        """Pooler from MODEL.ROI_MASK_HEAD.POOLER_*, res5 from MODEL.RESNETS."""
+        return super().from_config(cfg, in_channels, head_name="ROI_MASK_HEAD")
 
 
 @registry.ROI_MASK_FEATURE_EXTRACTORS.register("MaskRCNNFPNFeatureExtractor")
@@ -30,6 +36,7 @@ class MaskRCNNFPNFeatureExtractor(nn.Module):
         use_gn (bool): GroupNorm after each conv.
     """
 
+    @configurable
     def __init__(self, pooler, in_channels, conv_layers=(256, 256, 256, 256), dilation=1, use_gn=False):
         super().__init__()
         self.pooler = pooler
@@ -47,8 +54,8 @@ class MaskRCNNFPNFeatureExtractor(nn.Module):
     def from_config(cls, cfg, in_channels):
         """Reads MODEL.ROI_MASK_HEAD.{POOLER_*, CONV_LAYERS, DILATION, USE_GN}."""
         head = cfg.MODEL.ROI_MASK_HEAD
-        return cls(make_pooler(cfg, "ROI_MASK_HEAD"), in_channels, tuple(head.CONV_LAYERS), head.DILATION,
-                   head.USE_GN)
+        return {"pooler": make_pooler(cfg, "ROI_MASK_HEAD"), "in_channels": in_channels,
+                "conv_layers": tuple(head.CONV_LAYERS), "dilation": head.DILATION, "use_gn": head.USE_GN}
 
     def forward(self, x, proposals):
         """x: list[Tensor[N,C,H,W]]; proposals: list[BoxList] -> Tensor[K, conv_layers[-1], R, R]."""

@@ -2,6 +2,7 @@
 from torch import nn
 from torch.nn import functional as F
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
 
 from ..box_head.roi_box_feature_extractors import build_from_registry
@@ -26,6 +27,7 @@ class MaskRCNNC4Predictor(nn.Module):
         num_classes (int): number of classes including background.
     """
 
+    @configurable
     def __init__(self, in_channels, dim_reduced, num_classes):
         super().__init__()
         self.conv5_mask = nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)
@@ -35,7 +37,8 @@ class MaskRCNNC4Predictor(nn.Module):
     @classmethod
     def from_config(cls, cfg, in_channels):
         """Reads MODEL.ROI_MASK_HEAD.CONV_LAYERS[-1] and MODEL.ROI_BOX_HEAD.NUM_CLASSES."""
-        return cls(in_channels, cfg.MODEL.ROI_MASK_HEAD.CONV_LAYERS[-1], cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES)
+        return {"in_channels": in_channels, "dim_reduced": cfg.MODEL.ROI_MASK_HEAD.CONV_LAYERS[-1],
+                "num_classes": cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES}
 
     def forward(self, x):
         """x Tensor[K, in_channels, R, R] -> Tensor[K, num_classes, 2R, 2R]."""
@@ -51,6 +54,7 @@ class MaskRCNNConv1x1Predictor(nn.Module):
         num_classes (int): number of classes including background.
     """
 
+    @configurable
     def __init__(self, in_channels, num_classes):
         super().__init__()
         self.mask_fcn_logits = nn.Conv2d(in_channels, num_classes, 1, 1, 0)
@@ -59,7 +63,7 @@ class MaskRCNNConv1x1Predictor(nn.Module):
     @classmethod
     def from_config(cls, cfg, in_channels):
         """Reads MODEL.ROI_BOX_HEAD.NUM_CLASSES."""
-        return cls(in_channels, cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES)
+        return {"in_channels": in_channels, "num_classes": cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES}
 
     def forward(self, x):
         """x Tensor[K, in_channels, R, R] -> Tensor[K, num_classes, R, R]."""
