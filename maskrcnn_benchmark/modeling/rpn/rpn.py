@@ -85,7 +85,12 @@ class RPNModule(nn.Module):
 
 
 def build_rpn(cfg, in_channels):
-    """RPNModule from cfg.MODEL.RPN.* (anchors, head, matcher/sampler, post-processing) and MODEL.RPN_ONLY."""
+    """RPNModule from cfg.MODEL.RPN.* (anchors, head, matcher/sampler, post-processing) and MODEL.RPN_ONLY;
+    with MODEL.RETINANET_ON the RetinaNet module (MODEL.RETINANET.*) instead, as maskrcnn-benchmark."""
+    if cfg.MODEL.RETINANET_ON:
+        from .retinanet.retinanet import build_retinanet
+
+        return build_retinanet(cfg, in_channels)
     anchor_generator = make_anchor_generator(cfg)
     num_anchors = anchor_generator.num_anchors_per_location()[0]
     head = registry.RPN_HEADS[cfg.MODEL.RPN.RPN_HEAD](in_channels, num_anchors)
