@@ -141,6 +141,9 @@ class IRFBlock(nn.Module):
         self.upscale, stride = _upsample_and_stride(stride)
         last_dw_norm = None if dw_skip_bn else norm
         if kernel == 1:
+            if stride != 1:  # maskrcnn-benchmark silently dropped the stride here
+                raise ValueError("ir_k1 blocks have no depthwise conv to carry stride {}; use stride 1 or a k3-k7 "
+                                 "block in the architecture definition".format(stride))
             self.dw = nn.Sequential()
         elif cascade_dw:
             self.dw = nn.Sequential(OrderedDict([
