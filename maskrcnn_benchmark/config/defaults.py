@@ -230,12 +230,12 @@ _C.MODEL.RETINANET.INFERENCE_TH = 0.05  # test: class score (0-1) a candidate mu
 _C.MODEL.RETINANET.NMS_TH = 0.4  # test: IoU threshold of the per-class NMS (TEST.DETECTIONS_PER_IMG kept)
 
 # ---------------------------------------------------------------------------- #
-# FBNet: accepted so maskrcnn-benchmark YAMLs load; not implemented here
+# FBNet (CONV_BODY "FBNet", RPN_HEAD "FBNet.rpn_head", FEATURE_EXTRACTOR "FBNet.roi_head(_mask)"; backbone/fbnet.py)
 # ---------------------------------------------------------------------------- #
 _C.MODEL.FBNET = CN()
-_C.MODEL.FBNET.ARCH = "default"  # FBNet architecture name
-_C.MODEL.FBNET.ARCH_DEF = ""  # custom architecture definition
-_C.MODEL.FBNET.BN_TYPE = "bn"  # normalisation type
+_C.MODEL.FBNET.ARCH = "default"  # built-in architecture (backbone/fbnet_modeldef.py), or the name of ARCH_DEF
+_C.MODEL.FBNET.ARCH_DEF = ""  # architecture definition as JSON (maskrcnn-benchmark format) when ARCH is not built in
+_C.MODEL.FBNET.BN_TYPE = "bn"  # normalisation: "bn" BatchNorm, "af" frozen BatchNorm, "gn" GroupNorm (MODEL.GROUP_NORM.NUM_GROUPS)
 _C.MODEL.FBNET.SCALE_FACTOR = 1.0  # channel width multiplier
 _C.MODEL.FBNET.WIDTH_DIVISOR = 1  # channels rounded to multiples of this
 _C.MODEL.FBNET.DW_CONV_SKIP_BN = True  # no BN after depthwise convs
@@ -249,8 +249,8 @@ _C.MODEL.FBNET.KPTS_HEAD_STRIDE = 0  # stride override of the keypoint head
 _C.MODEL.FBNET.MASK_HEAD_LAST_SCALE = 0.0  # last-layer scale of the mask head
 _C.MODEL.FBNET.MASK_HEAD_BLOCKS = []  # blocks of the mask head
 _C.MODEL.FBNET.MASK_HEAD_STRIDE = 0  # stride override of the mask head
-_C.MODEL.FBNET.RPN_HEAD_BLOCKS = 0  # blocks of the RPN head (0 = all)
-_C.MODEL.FBNET.RPN_BN_TYPE = ""  # normalisation type of the RPN head
+_C.MODEL.FBNET.RPN_HEAD_BLOCKS = 0  # RPN head uses the last this many blocks of the "rpn" stages (0 = all)
+_C.MODEL.FBNET.RPN_BN_TYPE = ""  # normalisation of the RPN head ("" = BN_TYPE)
 
 # ---------------------------------------------------------------------------- #
 # (added) Adversarial heads of Le et al., "Instance Semantic Segmentation Benefits from GANs"
