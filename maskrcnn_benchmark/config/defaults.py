@@ -19,7 +19,7 @@ _C = CN()
 _C.MODEL = CN()
 _C.MODEL.RPN_ONLY = False  # True: stop after the RPN and return proposals as detections (no RoI heads)
 _C.MODEL.MASK_ON = False  # True: add the mask head (Mask R-CNN)
-_C.MODEL.RETINANET_ON = False  # kept for YAML compatibility; RetinaNet is not implemented in this package
+_C.MODEL.RETINANET_ON = False  # True: RetinaNet (MODEL.RETINANET) replaces the RPN; no RoI heads (modeling/rpn/retinanet/)
 _C.MODEL.KEYPOINT_ON = False  # True: add the keypoint head (Keypoint R-CNN)
 _C.MODEL.PRROI_POOL_IMPL = "auto"  # Precise RoI Pooling code: "compiled" (_C kernels), "torch" (plain PyTorch, any device) or "auto" (compiled after a once-per-device self-check against torch, else torch with a warning)
 _C.MODEL.DEVICE = "cuda"  # torch device string the model and batches are moved to ("cpu", "cuda", "cuda:1")
@@ -209,33 +209,36 @@ _C.MODEL.RESNETS.WITH_MODULATED_DCN = False  # kept for YAML compatibility; defo
 _C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1  # kept for YAML compatibility; deformable convs unsupported
 
 # ---------------------------------------------------------------------------- #
-# RetinaNet and FBNet: accepted so maskrcnn-benchmark YAMLs load; not implemented here
+# RetinaNet (MODEL.RETINANET_ON; backbone e.g. R-50-FPN-RETINANET giving P3-P7)
 # ---------------------------------------------------------------------------- #
 _C.MODEL.RETINANET = CN()
 _C.MODEL.RETINANET.NUM_CLASSES = 81  # classes including background
-_C.MODEL.RETINANET.ANCHOR_SIZES = (32, 64, 128, 256, 512)  # anchor sides per level, px
+_C.MODEL.RETINANET.ANCHOR_SIZES = (32, 64, 128, 256, 512)  # base anchor side per level, px (times the octave scales)
 _C.MODEL.RETINANET.ASPECT_RATIOS = (0.5, 1.0, 2.0)  # anchor height/width ratios
-_C.MODEL.RETINANET.ANCHOR_STRIDES = (8, 16, 32, 64, 128)  # feature strides per level, px
-_C.MODEL.RETINANET.STRADDLE_THRESH = 0  # anchors more than this many px outside the image are dropped
-_C.MODEL.RETINANET.OCTAVE = 2.0  # scale ratio between octaves
-_C.MODEL.RETINANET.SCALES_PER_OCTAVE = 3  # anchor scales per octave
-_C.MODEL.RETINANET.USE_C5 = True  # True: P6 from C5, False: from P5
-_C.MODEL.RETINANET.NUM_CONVS = 4  # convs in each classification / box tower
-_C.MODEL.RETINANET.BBOX_REG_WEIGHT = 4.0  # weight of the box regression loss
+_C.MODEL.RETINANET.ANCHOR_STRIDES = (8, 16, 32, 64, 128)  # feature strides per level, px (must be the backbone's)
+_C.MODEL.RETINANET.STRADDLE_THRESH = 0  # anchors more than this many px outside the image are ignored in the loss; -1 keeps all
+_C.MODEL.RETINANET.OCTAVE = 2.0  # anchor sizes of a level are ANCHOR_SIZES * OCTAVE ** (i / SCALES_PER_OCTAVE)
+_C.MODEL.RETINANET.SCALES_PER_OCTAVE = 3  # anchor scales per level (i = 0 .. SCALES_PER_OCTAVE - 1)
+_C.MODEL.RETINANET.USE_C5 = True  # True: P6 from C5, False: from P5 (backbones *-FPN-RETINANET)
+_C.MODEL.RETINANET.NUM_CONVS = 4  # 3x3 conv + ReLU layers in each classification / box tower (before the predictor)
+_C.MODEL.RETINANET.BBOX_REG_WEIGHT = 4.0  # box loss = smooth-L1 sum / (positives * this), maskrcnn-benchmark's normaliser
 _C.MODEL.RETINANET.BBOX_REG_BETA = 0.11  # smooth L1 beta of the box regression loss
-_C.MODEL.RETINANET.PRE_NMS_TOP_N = 1000  # locations kept per level before NMS
-_C.MODEL.RETINANET.FG_IOU_THRESHOLD = 0.5  # anchor IoU for positives
-_C.MODEL.RETINANET.BG_IOU_THRESHOLD = 0.4  # anchor IoU below which negatives
-_C.MODEL.RETINANET.LOSS_ALPHA = 0.25  # focal loss alpha
-_C.MODEL.RETINANET.LOSS_GAMMA = 2.0  # focal loss gamma
-_C.MODEL.RETINANET.PRIOR_PROB = 0.01  # initial foreground probability of the logits
-_C.MODEL.RETINANET.INFERENCE_TH = 0.05  # score threshold at inference
-_C.MODEL.RETINANET.NMS_TH = 0.4  # NMS IoU threshold
+_C.MODEL.RETINANET.PRE_NMS_TOP_N = 1000  # test: (anchor, class) candidates kept per level and image before NMS
+_C.MODEL.RETINANET.FG_IOU_THRESHOLD = 0.5  # anchor IoU >= this: positive (plus each GT's best anchors)
+_C.MODEL.RETINANET.BG_IOU_THRESHOLD = 0.4  # anchor IoU < this: negative; in between: ignored
+_C.MODEL.RETINANET.LOSS_ALPHA = 0.25  # focal loss alpha: weight of positives (1 - alpha for negatives)
+_C.MODEL.RETINANET.LOSS_GAMMA = 2.0  # focal loss gamma: focusing exponent
+_C.MODEL.RETINANET.PRIOR_PROB = 0.01  # initial foreground probability of every class logit (bias init)
+_C.MODEL.RETINANET.INFERENCE_TH = 0.05  # test: class score (0-1) a candidate must exceed
+_C.MODEL.RETINANET.NMS_TH = 0.4  # test: IoU threshold of the per-class NMS (TEST.DETECTIONS_PER_IMG kept)
 
+# ---------------------------------------------------------------------------- #
+# FBNet (CONV_BODY "FBNet", RPN_HEAD "FBNet.rpn_head", FEATURE_EXTRACTOR "FBNet.roi_head(_mask)"; backbone/fbnet.py)
+# ---------------------------------------------------------------------------- #
 _C.MODEL.FBNET = CN()
-_C.MODEL.FBNET.ARCH = "default"  # FBNet architecture name
-_C.MODEL.FBNET.ARCH_DEF = ""  # custom architecture definition
-_C.MODEL.FBNET.BN_TYPE = "bn"  # normalisation type
+_C.MODEL.FBNET.ARCH = "default"  # built-in architecture (backbone/fbnet_modeldef.py), or the name of ARCH_DEF
+_C.MODEL.FBNET.ARCH_DEF = ""  # architecture definition as JSON (maskrcnn-benchmark format) when ARCH is not built in
+_C.MODEL.FBNET.BN_TYPE = "bn"  # normalisation: "bn" BatchNorm, "af" frozen BatchNorm, "gn" GroupNorm (MODEL.GROUP_NORM.NUM_GROUPS)
 _C.MODEL.FBNET.SCALE_FACTOR = 1.0  # channel width multiplier
 _C.MODEL.FBNET.WIDTH_DIVISOR = 1  # channels rounded to multiples of this
 _C.MODEL.FBNET.DW_CONV_SKIP_BN = True  # no BN after depthwise convs
@@ -249,8 +252,8 @@ _C.MODEL.FBNET.KPTS_HEAD_STRIDE = 0  # stride override of the keypoint head
 _C.MODEL.FBNET.MASK_HEAD_LAST_SCALE = 0.0  # last-layer scale of the mask head
 _C.MODEL.FBNET.MASK_HEAD_BLOCKS = []  # blocks of the mask head
 _C.MODEL.FBNET.MASK_HEAD_STRIDE = 0  # stride override of the mask head
-_C.MODEL.FBNET.RPN_HEAD_BLOCKS = 0  # blocks of the RPN head (0 = all)
-_C.MODEL.FBNET.RPN_BN_TYPE = ""  # normalisation type of the RPN head
+_C.MODEL.FBNET.RPN_HEAD_BLOCKS = 0  # RPN head uses the last this many blocks of the "rpn" stages (0 = all)
+_C.MODEL.FBNET.RPN_BN_TYPE = ""  # normalisation of the RPN head ("" = BN_TYPE)
 
 # ---------------------------------------------------------------------------- #
 # (added) Adversarial heads of Le et al., "Instance Semantic Segmentation Benefits from GANs"
@@ -332,7 +335,7 @@ _C.TEST = CN()
 _C.TEST.EXPECTED_RESULTS = []  # [[task, metric, value, std], ...] checked after evaluation (CI)
 _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4  # tolerance of that check, in standard deviations
 _C.TEST.IMS_PER_BATCH = 8  # images per test batch, summed over all processes
-_C.TEST.DETECTIONS_PER_IMG = 100  # maximum detections kept per image at test
+_C.TEST.DETECTIONS_PER_IMG = 100  # maximum detections kept per image at test (RetinaNet; COCO eval maxDets)
 # (added) maxDets the COCO AP is computed at; evaluation uses max(this, TEST.DETECTIONS_PER_IMG)
 _C.TEST.COCO_MAX_DETS = 100
 # (added) with MASK_ON, also report Boundary AP (Cheng et al. 2021; band 2% of the image diagonal) next to mask

@@ -260,7 +260,7 @@ def run_test(cfg, model, distributed, output_subdir=None, model_categories=None)
             data_loader_val,
             dataset_name=dataset_name,
             iou_types=iou_types,
-            box_only=cfg.MODEL.RPN_ONLY,
+            box_only=cfg.MODEL.RPN_ONLY and not cfg.MODEL.RETINANET_ON,  # RetinaNet's outputs are detections
             device=cfg.MODEL.DEVICE,
             expected_results=cfg.TEST.EXPECTED_RESULTS,
             expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL,

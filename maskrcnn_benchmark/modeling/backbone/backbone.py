@@ -56,6 +56,8 @@ def build_resnet_fpn_backbone(cfg):
     return _wrap([("body", body), ("fpn", fpn)], out_channels, body.strides + [body.strides[-1] * 2])
 
 
+@registry.BACKBONES.register("R-18-FPN-RETINANET")
+@registry.BACKBONES.register("R-34-FPN-RETINANET")
 @registry.BACKBONES.register("R-50-FPN-RETINANET")
 @registry.BACKBONES.register("R-101-FPN-RETINANET")
 def build_resnet_fpn_p3p7_backbone(cfg):

@@ -35,11 +35,13 @@ STAGE_SPECS = {
     "R-50-FPN": _stage_specs(_DEPTH_BLOCKS[50], {1, 2, 3, 4}),
     "R-101-FPN": _stage_specs(_DEPTH_BLOCKS[101], {1, 2, 3, 4}),
     "R-152-FPN": _stage_specs(_DEPTH_BLOCKS[152], {1, 2, 3, 4}),
+    "R-18-FPN-RETINANET": _stage_specs(_DEPTH_BLOCKS[18], {1, 2, 3, 4}),
+    "R-34-FPN-RETINANET": _stage_specs(_DEPTH_BLOCKS[34], {1, 2, 3, 4}),
     "R-50-FPN-RETINANET": _stage_specs(_DEPTH_BLOCKS[50], {1, 2, 3, 4}),
     "R-101-FPN-RETINANET": _stage_specs(_DEPTH_BLOCKS[101], {1, 2, 3, 4}),
 }
 # Bodies built from basic blocks (two 3x3 convs, expansion 1) rather than bottlenecks.
-BASIC_BLOCK_BODIES = {"R-18-FPN", "R-34-FPN"}
+BASIC_BLOCK_BODIES = {"R-18-FPN", "R-34-FPN", "R-18-FPN-RETINANET", "R-34-FPN-RETINANET"}
 
 
 def _kaiming(conv):

@@ -57,7 +57,8 @@ class AnchorGenerator(nn.Module):
     """Anchors for every location of every feature map.
 
     Args:
-        sizes: anchor sizes (px); with several ``anchor_strides`` (FPN) exactly one size per map.
+        sizes: anchor sizes (px); with several ``anchor_strides`` (FPN) one entry per map, either a number or a
+            tuple of sizes (RetinaNet's octave scales: several sizes on one map).
         aspect_ratios: height/width ratios, shared by all maps.
         anchor_strides: stride of each feature map (px).
         straddle_thresh: anchors reaching more than this many px outside the image get
@@ -71,13 +72,17 @@ class AnchorGenerator(nn.Module):
                  straddle_thresh=0):
         super().__init__()
         if len(anchor_strides) == 1:
+            if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):  # one level given RetinaNet's way
+                sizes = tuple(sizes[0])
             cell_anchors = [generate_anchors(anchor_strides[0], sizes, aspect_ratios)]
         else:
             if len(anchor_strides) != len(sizes):
                 raise ValueError(
                     "FPN anchors need one size per stride: MODEL.RPN.ANCHOR_SIZES {} vs ANCHOR_STRIDE {}".format(
                         tuple(sizes), tuple(anchor_strides)))
-            cell_anchors = [generate_anchors(s, (size,), aspect_ratios) for s, size in zip(anchor_strides, sizes)]
+            cell_anchors = [
+                generate_anchors(s, tuple(size) if isinstance(size, (tuple, list)) else (size,), aspect_ratios)
+                for s, size in zip(anchor_strides, sizes)]
         self.strides = tuple(anchor_strides)
         self.cell_anchors = BufferList(cell_anchors)
         self.straddle_thresh = straddle_thresh
@@ -153,3 +158,28 @@ def make_anchor_generator(cfg):
             "without MODEL.RPN.USE_FPN, MODEL.RPN.ANCHOR_STRIDE must have one entry; got {}".format(tuple(strides)))
     return AnchorGenerator(tuple(sizes), tuple(cfg.MODEL.RPN.ASPECT_RATIOS), tuple(strides),
                            cfg.MODEL.RPN.STRADDLE_THRESH)
+
+
+def retinanet_anchor_sizes(anchor_sizes, octave, scales_per_octave):
+    """RetinaNet's anchor sizes per level: each base size times octave ** (i / scales_per_octave), i < scales_per_octave.
+
+    (32, 64), octave 2, 3 scales -> ((32, 40.3, 50.8), (64, 80.6, 101.6)).
+    """
+    if scales_per_octave < 1:
+        raise ValueError("MODEL.RETINANET.SCALES_PER_OCTAVE must be >= 1, got {}".format(scales_per_octave))
+    return tuple(
+        tuple(size * octave ** (i / float(scales_per_octave)) for i in range(scales_per_octave))
+        for size in anchor_sizes)
+
+
+def make_anchor_generator_retinanet(cfg):
+    """AnchorGenerator from MODEL.RETINANET.{ANCHOR_SIZES, ASPECT_RATIOS, ANCHOR_STRIDES, STRADDLE_THRESH, OCTAVE,
+    SCALES_PER_OCTAVE}: len(ASPECT_RATIOS) * SCALES_PER_OCTAVE anchors per location of each level."""
+    retina = cfg.MODEL.RETINANET
+    if len(retina.ANCHOR_STRIDES) != len(retina.ANCHOR_SIZES):
+        raise ValueError(
+            "MODEL.RETINANET.ANCHOR_STRIDES {} and MODEL.RETINANET.ANCHOR_SIZES {} need one entry per pyramid level"
+            .format(tuple(retina.ANCHOR_STRIDES), tuple(retina.ANCHOR_SIZES)))
+    sizes = retinanet_anchor_sizes(retina.ANCHOR_SIZES, retina.OCTAVE, retina.SCALES_PER_OCTAVE)
+    return AnchorGenerator(sizes, tuple(retina.ASPECT_RATIOS), tuple(retina.ANCHOR_STRIDES),
+                           retina.STRADDLE_THRESH)

@@ -49,6 +49,27 @@ class RPNHead(nn.Module):
         return logits, bbox_reg
 
 
+class RPNHeadConvRegressor(nn.Module):
+    """1x1 convs to objectness (A logits) and box deltas (4A) on already computed head features (FBNet's RPN head
+    puts its blocks before it).
+
+    Args:
+        in_channels: channels of the head features.  num_anchors: anchors per location A.
+    forward: list[Tensor[N, C, H_l, W_l]] -> (list[Tensor[N, A, H_l, W_l]], list[Tensor[N, 4A, H_l, W_l]]).
+    """
+
+    def __init__(self, in_channels, num_anchors):
+        super().__init__()
+        self.cls_logits = nn.Conv2d(in_channels, num_anchors, kernel_size=1, stride=1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, kernel_size=1, stride=1)
+        for layer in (self.cls_logits, self.bbox_pred):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.constant_(layer.bias, 0)
+
+    def forward(self, x):
+        return [self.cls_logits(y) for y in x], [self.bbox_pred(y) for y in x]
+
+
 class RPNModule(nn.Module):
     """Run the head on the backbone maps, return proposals and (in training) the RPN losses.
 
@@ -93,7 +114,12 @@ class RPNModule(nn.Module):
 
 
 def build_rpn(cfg, in_channels):
-    """RPNModule from cfg.MODEL.RPN.* (anchors, head, matcher/sampler, post-processing) and MODEL.RPN_ONLY."""
+    """RPNModule from cfg.MODEL.RPN.* (anchors, head, matcher/sampler, post-processing) and MODEL.RPN_ONLY;
+    with MODEL.RETINANET_ON the RetinaNet module (MODEL.RETINANET.*) instead, as maskrcnn-benchmark."""
+    if cfg.MODEL.RETINANET_ON:
+        from .retinanet.retinanet import build_retinanet
+
+        return build_retinanet(cfg, in_channels)
     anchor_generator = make_anchor_generator(cfg)
     num_anchors = anchor_generator.num_anchors_per_location()[0]
     # maskrcnn-benchmark's call, so heads registered with its signature (cfg, in_channels, num_anchors) work.
