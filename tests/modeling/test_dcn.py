@@ -154,31 +154,68 @@ def test_training_step_updates_the_offsets(modulated):
     assert offset.weight.abs().sum() > 0
 
 
+def _small_opts():
+    return ["MODEL.DEVICE", "cpu", "MODEL.WEIGHT", "", "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 4,
+            "INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 96, "INPUT.MIN_SIZE_TEST", 64,
+            "INPUT.MAX_SIZE_TEST", 96, "MODEL.RPN.PRE_NMS_TOP_N_TRAIN", 100, "MODEL.RPN.PRE_NMS_TOP_N_TEST", 100,
+            "MODEL.RPN.POST_NMS_TOP_N_TRAIN", 50, "MODEL.RPN.POST_NMS_TOP_N_TEST", 50,
+            "MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN", 50, "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST", 50,
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 16, "MODEL.ROI_HEADS.SCORE_THRESH", 0.0]
+
+
 @pytest.mark.parametrize("path", DCN_CONFIGS, ids=os.path.basename)
-def test_shipped_dcn_config_trains_and_tests(path, synthetic_dataset_dir, tmp_path):
-    """configs/dcn/*.yaml with small images and synthetic data: one training iteration, then inference with
-    COCO evaluation, through tools/train_net.py."""
-    cfg = load_config(path)
+def test_shipped_dcn_config_builds_trains_a_step_and_infers(path):
+    """configs/dcn/*.yaml (maskrcnn-benchmark's four) with a 64 px input: deformable res3-res5, one SGD step that
+    moves the offset convs, then inference returning detections (and masks for the Mask R-CNN files)."""
+    from maskrcnn_benchmark.structures.bounding_box import BoxList
+    from maskrcnn_benchmark.structures.segmentation_mask import SegmentationMask
+
+    cfg = load_config(path, _small_opts())
     assert tuple(cfg.MODEL.RESNETS.STAGE_WITH_DCN) == (False, True, True, True)
     assert cfg.MODEL.RESNETS.WITH_MODULATED_DCN == ("mdconv" in path)
     assert cfg.MODEL.MASK_ON == ("mask_rcnn" in path)
+    torch.manual_seed(0)
+    model = build_detection_model(cfg).train()
+    deformable, blocks = _deformable_blocks(model.backbone)
+    assert deformable == {b for b in blocks if b[0] != "layer1"}
+    assert model.backbone.body.layer2[0].conv2.with_modulated_dcn == ("mdconv" in path)
+    target = BoxList(torch.tensor([[8.0, 10.0, 40.0, 50.0]]), (64, 64))
+    target.add_field("labels", torch.tensor([1]))
+    target.add_field("masks", SegmentationMask([[[8, 10, 40, 10, 40, 50, 8, 50]]], (64, 64), mode="poly"))
+    image = torch.rand(3, 64, 64) * 50
+    losses = model([image], [target])
+    assert ("loss_mask" in losses) == cfg.MODEL.MASK_ON
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3).step()
+    assert model.backbone.body.layer4[2].conv2.offset.weight.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        (result,) = model([image])
+    assert result.bbox.shape[1] == 4 and result.has_field("scores")
+    assert result.has_field("mask") == cfg.MODEL.MASK_ON
+
+
+def test_shipped_mdconv_config_through_train_net(synthetic_dataset_dir, tmp_path):
+    """tools/train_net.py with configs/dcn/e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml on synthetic data: one
+    iteration, a checkpoint with maskrcnn-benchmark's DCN names, then the COCO evaluation."""
+    path = os.path.join(REPO, "configs", "dcn", "e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml")
     train_net = import_file("train_net_for_dcn_configs", os.path.join(REPO, "tools", "train_net.py"))
     spec = "synthetic_fixture:{}:{}".format(os.path.join(synthetic_dataset_dir, "annotations.json"),
                                             os.path.join(synthetic_dataset_dir, "images"))
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.WEIGHT", "", "MODEL.ROI_BOX_HEAD.NUM_CLASSES", 4,
-            "INPUT.MIN_SIZE_TRAIN", (96,), "INPUT.MAX_SIZE_TRAIN", 128, "INPUT.MIN_SIZE_TEST", 96,
-            "INPUT.MAX_SIZE_TEST", 128, "MODEL.RPN.PRE_NMS_TOP_N_TRAIN", 200, "MODEL.RPN.PRE_NMS_TOP_N_TEST", 100,
-            "MODEL.RPN.POST_NMS_TOP_N_TEST", 50, "MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN", 100,
-            "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST", 50, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
-            "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 1, "SOLVER.BASE_LR", 0.001,
-            "TEST.IMS_PER_BATCH", 4, "DATASETS.CUSTOM", (spec,), "DATASETS.TRAIN", ("synthetic_fixture",),
-            "DATASETS.TEST", ("synthetic_fixture",), "OUTPUT_DIR", str(tmp_path / "out")]
+    opts = _small_opts() + [
+        "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 1, "SOLVER.MAX_ITER", 1, "SOLVER.BASE_LR", 0.001,
+        "TEST.IMS_PER_BATCH", 4, "TEST.BOUNDARY_AP", False, "DATASETS.CUSTOM", (spec,),
+        "DATASETS.TRAIN", ("synthetic_fixture",), "DATASETS.TEST", ("synthetic_fixture",),
+        "OUTPUT_DIR", str(tmp_path / "out")]
     train_net.main(["--config-file", path] + [str(o) for o in opts])
     saved = torch.load(str(tmp_path / "out" / "model_final.pth"), weights_only=True)["model"]
-    offset_keys = [k for k in saved if k.endswith("conv2.offset.weight")]
-    assert len(offset_keys) == 4 + 6 + 3
+    offsets = {k: v for k, v in saved.items() if k.endswith("conv2.offset.weight")}
+    assert len(offsets) == 4 + 6 + 3 and all(v.shape[0] == 27 for v in offsets.values())
+    assert len([k for k in saved if k.endswith("conv2.conv.weight")]) == 4 + 6 + 3
     with open(str(tmp_path / "out" / "metrics.json")) as f:
         records = [json.loads(line) for line in f]
     assert all(math.isfinite(v) for v in records[0]["losses"].values())
+    assert [r["iteration"] for r in records if "eval" in r] == [1]
     folder = tmp_path / "out" / "inference" / "synthetic_fixture"
     assert (folder / "predictions.pth").exists() and (folder / "coco_results.json").exists()
