@@ -26,6 +26,10 @@ _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # detector class name looked up 
 _C.MODEL.CLS_AGNOSTIC_BBOX_REG = False  # True: one box regression for all classes instead of one per class
 # Initial weights: "" (random init), a file path (.pth / .pkl), a URL, or "catalog://NAME" resolved by ModelCatalog
 _C.MODEL.WEIGHT = ""
+# (added) box arithmetic of anchors, box coding, clipping, NMS and RoI level assignment: "maskrcnn_benchmark" (a box
+# x0..x1 spans x1 - x0 + 1 px, anchors centred on (stride - 1) / 2) or "torchvision" (spans x1 - x0 px, anchors centred
+# on cell corners with strides = padded image size // map size, detections under 0.01 px dropped), for its weights
+_C.MODEL.BOX_CONVENTION = "maskrcnn_benchmark"
 
 # ---------------------------------------------------------------------------- #
 # Input: resizing, augmentation and normalisation (data/transforms)
@@ -111,7 +115,7 @@ _C.MODEL.RPN.PRE_NMS_TOP_N_TEST = 6000  # proposals kept before NMS at test (per
 _C.MODEL.RPN.POST_NMS_TOP_N_TRAIN = 2000  # proposals kept after NMS at training (per level with FPN)
 _C.MODEL.RPN.POST_NMS_TOP_N_TEST = 1000  # proposals kept after NMS at test (per level with FPN)
 _C.MODEL.RPN.NMS_THRESH = 0.7  # IoU above which NMS suppresses a lower-scored proposal
-_C.MODEL.RPN.MIN_SIZE = 0  # proposals with a side smaller than this are dropped, px
+_C.MODEL.RPN.MIN_SIZE = 0.0  # proposals with a side smaller than this are dropped, px (0 = keep all)
 _C.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 2000  # proposals kept after merging all FPN levels, training (per image unless FPN_POST_NMS_PER_BATCH)
 _C.MODEL.RPN.FPN_POST_NMS_TOP_N_TEST = 2000  # proposals kept after merging all FPN levels, per image, test
 _C.MODEL.RPN.FPN_POST_NMS_PER_BATCH = False  # False: FPN_POST_NMS_TOP_N_TRAIN is per image (as at test time); True: per batch (old Detectron)

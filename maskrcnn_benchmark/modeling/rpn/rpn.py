@@ -4,7 +4,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from maskrcnn_benchmark.modeling import registry
-from maskrcnn_benchmark.modeling.box_coder import BoxCoder
+from maskrcnn_benchmark.modeling.box_coder import BoxCoder, box_convention_to_remove
 
 from .anchor_generator import make_anchor_generator
 from .inference import make_rpn_postprocessor
@@ -89,7 +89,7 @@ def build_rpn(cfg, in_channels):
     anchor_generator = make_anchor_generator(cfg)
     num_anchors = anchor_generator.num_anchors_per_location()[0]
     head = registry.RPN_HEADS[cfg.MODEL.RPN.RPN_HEAD](in_channels, num_anchors)
-    rpn_box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+    rpn_box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0), to_remove=box_convention_to_remove(cfg))
     return RPNModule(
         anchor_generator=anchor_generator,
         head=head,
