@@ -42,6 +42,9 @@ _C.INPUT.MAX_SIZE_TEST = 1333  # cap on the longer image side at test time, px
 _C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]  # per-channel mean subtracted, in the channel order fed (BGR)
 _C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel divisor applied after subtracting PIXEL_MEAN
 _C.INPUT.TO_BGR255 = True  # True: feed BGR in 0-255 (Caffe2/Detectron weights); False: RGB in 0-1
+# (added) "maskrcnn_benchmark": PIL bilinear on the uint8 image, rounded sizes; "torchvision": bilinear on the float
+# tensor without antialiasing, sides floor(side * scale), as torchvision's GeneralizedRCNNTransform
+_C.INPUT.RESIZE_STYLE = "maskrcnn_benchmark"
 _C.INPUT.BRIGHTNESS = 0.0  # ColorJitter brightness strength at training (factor drawn in [1-x, 1+x]; 0 = off)
 _C.INPUT.CONTRAST = 0.0  # ColorJitter contrast strength at training (factor drawn in [1-x, 1+x]; 0 = off)
 _C.INPUT.SATURATION = 0.0  # ColorJitter saturation strength at training (factor drawn in [1-x, 1+x]; 0 = off)

@@ -1,10 +1,11 @@
 """torchvision's maskrcnn_resnet50_fpn state dict, through MODEL.WEIGHT and configs/torchvision, gives torchvision's
 detections; fine-tuning from it with another class count re-initialises only the class-specific layers.
 
-Tolerances (float32 CPU; the two models run the same operations in a different order):
-  scores 1e-4 absolute, box corners 1e-2 px, pasted mask probabilities 1e-3 absolute, and binarised (> 0.5) masks
-  differing in at most 1e-4 of their pixels (pixels whose probability is within float noise of 0.5).
-Measured on this test's image: scores 3e-7, boxes 3e-5 px, mask probabilities 2e-6, 1 flipped pixel of 4.9 M.
+Tolerance per detection: score 1e-4 absolute, box corners 1e-2 px, pasted mask probabilities 1e-3 absolute, and
+binarised (> 0.5) masks differing in at most 1e-4 of their pixels. Both models run in float64 (all detections within
+it) and in float32 (see the test's docstring). Measured in float32 on the 192 x 256 image: scores 3e-7, boxes 3e-5
+px, mask probabilities 2e-6, 1 flipped pixel of 4.9 M. The image is given as is and, downscaled to 150 x 200, upscaled
+by both models to MIN_SIZE_TEST (INPUT.RESIZE_STYLE torchvision).
 """
 import os
 
@@ -19,7 +20,7 @@ torchvision_detection = pytest.importorskip("torchvision.models.detection")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "torchvision", "maskrcnn_resnet50_fpn.yaml")
-HEIGHT, WIDTH = 192, 256  # the short side is MIN_SIZE_TEST: neither model resizes (see README, torchvision weights)
+HEIGHT, WIDTH = 192, 256  # the short side is MIN_SIZE_TEST (torchvision's min_size)
 CLASS_SPECIFIC = {
     "roi_heads.box.predictor.cls_score.weight", "roi_heads.box.predictor.cls_score.bias",
     "roi_heads.box.predictor.bbox_pred.weight", "roi_heads.box.predictor.bbox_pred.bias",
@@ -85,35 +86,82 @@ def _match(reference, ours):
     return pairs
 
 
-def test_loaded_torchvision_weights_give_torchvision_detections(torchvision_model_file):
+def _detections(tv_model, path, image, dtype):
+    """(torchvision's, ours) detections of the BGR uint8 ``image`` as dicts of boxes, scores, labels and pasted mask
+    probabilities [N, 1, H, W], both models run in ``dtype``; ours through COCODemo and the shipped config."""
     from maskrcnn_benchmark.engine.predictor import COCODemo
 
-    tv_model, path = torchvision_model_file
-    image = _test_image()
     rgb = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float() / 255
     with torch.no_grad():
-        reference = tv_model([rgb])[0]
-    assert len(reference["boxes"]) == 100  # non-trivial: DETECTIONS_PER_IMG of them, two classes
-    assert len(reference["labels"].unique()) >= 2
-
+        reference = tv_model.to(dtype)([rgb.to(dtype)])[0]
+    tv_model.float()
     cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHT", path, "INPUT.MIN_SIZE_TEST", HEIGHT])
     # probabilities pasted into the image, as torchvision returns them
     demo = COCODemo(cfg, min_image_size=None, show_mask_heatmaps=True)
+    demo.model.to(dtype)
+    demo.transforms.transforms.append(lambda img, target: (img.to(dtype), target))
     prediction = demo.compute_prediction(image)
     ours = {"boxes": prediction.bbox, "scores": prediction.get_field("scores"),
             "labels": prediction.get_field("labels"), "masks": prediction.get_field("mask")}
+    return reference, ours
+
+
+@pytest.mark.parametrize("image_size,dtype", [((HEIGHT, WIDTH), torch.float64), ((150, 200), torch.float64),
+                                              ((HEIGHT, WIDTH), torch.float32), ((150, 200), torch.float32)],
+                         ids=["as_is-float64", "resized-float64", "as_is-float32", "resized-float32"])
+def test_loaded_torchvision_weights_give_torchvision_detections(torchvision_model_file, image_size, dtype):
+    """float64: every detection within the tolerances. float32: rounding differs (e.g. our FrozenBatchNorm2d's fused
+    multiply-add against torchvision's BatchNorm, 5e-7), and where boxes tie in score or sit at NMS's IoU threshold
+    to within that rounding, top-k and NMS may keep the other box; so 90 of the 100 detections must meet the
+    tolerances and every one has a same-label counterpart overlapping it (IoU >= 0.5). Measured in float32: 100/100 on
+    the image as is, 94/100 resized (the others: a column of boxes 3 px apart along the image edge)."""
+    import cv2
+    from torchvision.ops import box_iou
+
+    tv_model, path = torchvision_model_file
+    image = _test_image()
+    if image_size != (HEIGHT, WIDTH):
+        image = cv2.resize(image, image_size[::-1], interpolation=cv2.INTER_AREA)
+    reference, ours = _detections(tv_model, path, image, dtype)
+    assert len(reference["boxes"]) == 100  # non-trivial: DETECTIONS_PER_IMG of them, two classes
+    assert len(reference["labels"].unique()) >= 2
+    assert (reference["masks"] > 0.5).sum() > 1000  # the masks are not empty
     assert len(ours["boxes"]) == len(reference["boxes"])
     pairs = _match(reference, ours)
     ref_idx = torch.tensor([i for i, _ in pairs])
     our_idx = torch.tensor([j for _, j in pairs])
-    torch.testing.assert_close(ours["scores"][our_idx], reference["scores"][ref_idx], rtol=0, atol=1e-4)
-    torch.testing.assert_close(ours["boxes"][our_idx], reference["boxes"][ref_idx], rtol=0, atol=1e-2)
-    ref_masks, our_masks = reference["masks"][ref_idx], ours["masks"][our_idx].float()
-    assert our_masks.shape == ref_masks.shape == (100, 1, HEIGHT, WIDTH)
-    torch.testing.assert_close(our_masks, ref_masks, rtol=0, atol=1e-3)
-    flipped = ((our_masks > 0.5) != (ref_masks > 0.5)).sum().item()
-    assert flipped <= 1e-4 * ref_masks.numel()
-    assert (ref_masks > 0.5).sum() > 1000  # the masks are not empty
+    ref_masks, our_masks = reference["masks"][ref_idx].float(), ours["masks"][our_idx].float()
+    assert our_masks.shape == ref_masks.shape == (100, 1) + image_size
+    score_ok = (ours["scores"][our_idx].double() - reference["scores"][ref_idx].double()).abs() <= 1e-4
+    box_ok = (ours["boxes"][our_idx].double() - reference["boxes"][ref_idx].double()).abs().amax(1) <= 1e-2
+    mask_ok = (our_masks - ref_masks).abs().flatten(1).amax(1) <= 1e-3
+    within = score_ok & box_ok & mask_ok
+    if dtype == torch.float64:
+        assert within.all(), "detections outside the tolerances: {}".format((~within).nonzero().flatten().tolist())
+        flipped = ((our_masks > 0.5) != (ref_masks > 0.5)).sum().item()
+        assert flipped <= 1e-4 * ref_masks.numel()
+    else:
+        assert within.sum() >= 90, int(within.sum())
+        overlap = box_iou(ours["boxes"][our_idx].double(), reference["boxes"][ref_idx].double()).diagonal()
+        assert (overlap >= 0.5).all()
+
+
+def test_resize_style_torchvision_equals_torchvision_transform():
+    from PIL import Image
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from maskrcnn_benchmark.data.transforms import build_transforms
+
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    pixels = (torch.rand(150, 203, 3) * 255).to(torch.uint8)
+    image = pixels.permute(2, 0, 1).float() / 255
+    reference = GeneralizedRCNNTransform(192, 1333, mean, std).eval()
+    batch, _ = reference([image])
+    assert batch.image_sizes == [(192, 259)]
+    cfg = load_config(CONFIG, ["INPUT.MIN_SIZE_TEST", 192])
+    ours, _ = build_transforms(cfg, is_train=False)(Image.fromarray(pixels.numpy()))
+    assert ours.shape == (3, 192, 259)
+    torch.testing.assert_close(ours, batch.tensors[0, :, :192, :259], rtol=0, atol=0)
 
 
 def test_converter_names_every_torchvision_entry_and_refuses_unknown_ones(torchvision_model_file):
