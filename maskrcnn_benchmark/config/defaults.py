@@ -208,7 +208,8 @@ _C.MODEL.RESNETS.RES5_DILATION = 1  # dilation of res5 (2 keeps stride 16 for C5
 _C.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256 * 4  # channels the backbone outputs (FPN: channels of every P level)
 _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # output channels of res2 for bottleneck bodies (basic blocks: 64)
 _C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64  # output channels of the stem
-# res2..res5: True makes the 3x3 conv of every block of that stage deformable (C4: the 4th flag acts on the RoI head's res5)
+# res2..res5: True makes the 3x3 conv of every block of that stage deformable (C4 models: the 4th flag acts on
+# the RoI head's res5)
 _C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)
 _C.MODEL.RESNETS.WITH_MODULATED_DCN = False  # True: modulated deformable convs (DCNv2, sigmoid mask per sample)
 _C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1  # channel groups of a deformable conv with their own offsets (and masks)

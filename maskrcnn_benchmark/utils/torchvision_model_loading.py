@@ -81,7 +81,8 @@ def convert_torchvision_detection_state_dict(state_dict, logger=None):
 
     backbone.body.{conv1,bn1} -> backbone.body.stem.{conv1,bn1}; backbone.fpn.{inner,layer}_blocks.i ->
     backbone.fpn.fpn_{inner,layer}{i+1}; rpn.head.conv -> rpn.head.conv; roi_heads.box_head / box_predictor ->
-    roi_heads.box.feature_extractor / predictor; roi_heads.mask_head.i -> roi_heads.mask.feature_extractor.mask_fcn{i+1};
+    roi_heads.box.feature_extractor / predictor; roi_heads.mask_head.i ->
+    roi_heads.mask.feature_extractor.mask_fcn{i+1};
     roi_heads.mask_predictor -> roi_heads.mask.predictor. BatchNorm ``num_batches_tracked`` counters are dropped
     (a torchvision model built without pretrained weights has nn.BatchNorm2d, whose statistics load into our
     FrozenBatchNorm2d). The model must be built with a config matching torchvision's

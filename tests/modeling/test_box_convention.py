@@ -26,7 +26,8 @@ def test_anchors_equal_torchvision_including_odd_coarse_maps():
     sizes, ratios = (32, 64, 128, 256, 512), (0.5, 1.0, 2.0)
     ours = AnchorGenerator(sizes, ratios, (4, 8, 16, 32, 64), straddle_thresh=-1, style="torchvision")
     reference = TVAnchorGenerator(tuple((s,) for s in sizes), (ratios,) * 5)
-    # a padded 224 x 160 batch: P5 is 7 x 5 and P6 4 x 3, whose strides torchvision takes as 224 // 4 = 56, 160 // 3 = 53
+    # a padded 224 x 160 batch: P5 is 7 x 5 and P6 4 x 3, whose strides torchvision takes as 224 // 4 = 56 and
+    # 160 // 3 = 53
     tensors = torch.zeros(1, 3, 224, 160)
     grids = [(56, 40), (28, 20), (14, 10), (7, 5), (4, 3)]
     features = [torch.zeros(1, 1, h, w) for h, w in grids]
@@ -43,7 +44,8 @@ def test_box_coder_equals_torchvision():
     codes = reference.encode_single(targets, proposals)
     torch.testing.assert_close(ours.encode(targets, proposals), codes)
     deltas = torch.randn(50, 8, generator=generator)
-    torch.testing.assert_close(ours.decode(deltas, proposals), reference.decode_single(deltas, proposals).reshape(50, 8))
+    expected = reference.decode_single(deltas, proposals).reshape(50, 8)
+    torch.testing.assert_close(ours.decode(deltas, proposals), expected)
     # the +1 convention gives other boxes: the setting is not a no-op
     assert not torch.allclose(BoxCoder((10.0, 10.0, 5.0, 5.0)).decode(deltas, proposals),
                               ours.decode(deltas, proposals))

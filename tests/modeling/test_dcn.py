@@ -9,7 +9,6 @@ import os
 import pytest
 import torch
 
-from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.config import load_config
 from maskrcnn_benchmark.layers.deform_conv import DFConv2d
 from maskrcnn_benchmark.modeling.backbone import build_backbone
@@ -37,7 +36,8 @@ def _deformable_blocks(model):
     return deformable, blocks
 
 
-@pytest.mark.parametrize("stages", [(False, True, True, True), (True, False, False, False), (False, False, True, False)])
+@pytest.mark.parametrize("stages", [(False, True, True, True), (True, False, False, False),
+                                    (False, False, True, False)])
 @pytest.mark.parametrize("trans_func", ["BottleneckWithFixedBatchNorm", "BottleneckWithGN"])
 def test_deformable_convs_in_exactly_the_selected_stages(stages, trans_func):
     cfg = load_config(None, NARROW + ["MODEL.BACKBONE.CONV_BODY", "R-50-FPN", "MODEL.RESNETS.STAGE_WITH_DCN", stages,

@@ -42,7 +42,8 @@ class Resize(object):
         if not self.min_size:
             raise ValueError("Resize needs at least one min_size (INPUT.MIN_SIZE_TRAIN is empty)")
         if style not in RESIZE_STYLES:
-            raise ValueError("INPUT.RESIZE_STYLE='{}' is unknown; use one of {}".format(style, ", ".join(RESIZE_STYLES)))
+            raise ValueError("INPUT.RESIZE_STYLE='{}' is unknown; use one of {}".format(
+                style, ", ".join(RESIZE_STYLES)))
         self.max_size = max_size
         self.style = style
 

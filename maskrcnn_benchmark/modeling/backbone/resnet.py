@@ -101,7 +101,8 @@ class Bottleneck(nn.Module):
         if dcn_config.get("stage_with_dcn", False):
             self.conv2 = DFConv2d(
                 bottleneck_channels, bottleneck_channels,
-                with_modulated_dcn=dcn_config.get("with_modulated_dcn", False), kernel_size=3, stride=stride_3x3, groups=num_groups, dilation=dilation,
+                with_modulated_dcn=dcn_config.get("with_modulated_dcn", False), kernel_size=3, stride=stride_3x3,
+                groups=num_groups, dilation=dilation,
                 deformable_groups=dcn_config.get("deformable_groups", 1), bias=False,
             )
         else:
