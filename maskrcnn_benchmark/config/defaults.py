@@ -27,6 +27,10 @@ _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # detector class name looked up 
 _C.MODEL.CLS_AGNOSTIC_BBOX_REG = False  # True: one box regression for all classes instead of one per class
 # Initial weights: "" (random init), a file path (.pth / .pkl), a URL, or "catalog://NAME" resolved by ModelCatalog
 _C.MODEL.WEIGHT = ""
+# (added) box arithmetic of anchors, box coding, clipping, NMS and RoI level assignment: "maskrcnn_benchmark" (a box
+# x0..x1 spans x1 - x0 + 1 px, anchors centred on (stride - 1) / 2) or "torchvision" (spans x1 - x0 px, anchors centred
+# on cell corners with strides = padded image size // map size, detections under 0.01 px dropped), for its weights
+_C.MODEL.BOX_CONVENTION = "maskrcnn_benchmark"
 
 # ---------------------------------------------------------------------------- #
 # Input: resizing, augmentation and normalisation (data/transforms)
@@ -39,6 +43,9 @@ _C.INPUT.MAX_SIZE_TEST = 1333  # cap on the longer image side at test time, px
 _C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]  # per-channel mean subtracted, in the channel order fed (BGR)
 _C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel divisor applied after subtracting PIXEL_MEAN
 _C.INPUT.TO_BGR255 = True  # True: feed BGR in 0-255 (Caffe2/Detectron weights); False: RGB in 0-1
+# (added) "maskrcnn_benchmark": PIL bilinear on the uint8 image, rounded sizes; "torchvision": bilinear on the float
+# tensor without antialiasing, sides floor(side * scale), as torchvision's GeneralizedRCNNTransform
+_C.INPUT.RESIZE_STYLE = "maskrcnn_benchmark"
 _C.INPUT.BRIGHTNESS = 0.0  # ColorJitter brightness strength at training (factor drawn in [1-x, 1+x]; 0 = off)
 _C.INPUT.CONTRAST = 0.0  # ColorJitter contrast strength at training (factor drawn in [1-x, 1+x]; 0 = off)
 _C.INPUT.SATURATION = 0.0  # ColorJitter saturation strength at training (factor drawn in [1-x, 1+x]; 0 = off)
@@ -112,7 +119,7 @@ _C.MODEL.RPN.PRE_NMS_TOP_N_TEST = 6000  # proposals kept before NMS at test (per
 _C.MODEL.RPN.POST_NMS_TOP_N_TRAIN = 2000  # proposals kept after NMS at training (per level with FPN)
 _C.MODEL.RPN.POST_NMS_TOP_N_TEST = 1000  # proposals kept after NMS at test (per level with FPN)
 _C.MODEL.RPN.NMS_THRESH = 0.7  # IoU above which NMS suppresses a lower-scored proposal
-_C.MODEL.RPN.MIN_SIZE = 0  # proposals with a side smaller than this are dropped, px
+_C.MODEL.RPN.MIN_SIZE = 0.0  # proposals with a side smaller than this are dropped, px (0 = keep all)
 _C.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 2000  # proposals kept after merging all FPN levels, training (per image unless FPN_POST_NMS_PER_BATCH)
 _C.MODEL.RPN.FPN_POST_NMS_TOP_N_TEST = 2000  # proposals kept after merging all FPN levels, per image, test
 _C.MODEL.RPN.FPN_POST_NMS_PER_BATCH = False  # False: FPN_POST_NMS_TOP_N_TRAIN is per image (as at test time); True: per batch (old Detectron)
@@ -204,9 +211,11 @@ _C.MODEL.RESNETS.RES5_DILATION = 1  # dilation of res5 (2 keeps stride 16 for C5
 _C.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 256 * 4  # channels the backbone outputs (FPN: channels of every P level)
 _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # output channels of res2 for bottleneck bodies (basic blocks: 64)
 _C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64  # output channels of the stem
-_C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)  # YAML compatibility only; deformable convs unsupported
-_C.MODEL.RESNETS.WITH_MODULATED_DCN = False  # kept for YAML compatibility; deformable convs unsupported
-_C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1  # kept for YAML compatibility; deformable convs unsupported
+# res2..res5: True makes the 3x3 conv of every block of that stage deformable (C4 models: the 4th flag acts on
+# the RoI head's res5)
+_C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)
+_C.MODEL.RESNETS.WITH_MODULATED_DCN = False  # True: modulated deformable convs (DCNv2, sigmoid mask per sample)
+_C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1  # channel groups of a deformable conv with their own offsets (and masks)
 
 # ---------------------------------------------------------------------------- #
 # RetinaNet (MODEL.RETINANET_ON; backbone e.g. R-50-FPN-RETINANET giving P3-P7)

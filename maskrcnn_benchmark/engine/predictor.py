@@ -201,11 +201,12 @@ class COCODemo(DetectionVisualizer):
                 "No weight given, no last_checkpoint in OUTPUT_DIR '%s' and MODEL.WEIGHT is empty: the detector "
                 "is randomly initialised", self.cfg.OUTPUT_DIR)
 
-        self.transforms = T.Compose([
-            T.Resize(self.min_image_size, self.cfg.INPUT.MAX_SIZE_TEST),
-            T.ToTensor(),
-            T.Normalize(self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD, self.cfg.INPUT.TO_BGR255),
-        ])
+        resize = T.Resize(self.min_image_size, self.cfg.INPUT.MAX_SIZE_TEST, self.cfg.INPUT.RESIZE_STYLE)
+        normalize = T.Normalize(self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD, self.cfg.INPUT.TO_BGR255)
+        # torchvision resizes the normalised float tensor, maskrcnn-benchmark the PIL image
+        steps = [T.ToTensor(), normalize, resize] if self.cfg.INPUT.RESIZE_STYLE == "torchvision" else [
+            resize, T.ToTensor(), normalize]
+        self.transforms = T.Compose(steps)
         # Probabilities for the heat-map montage, binary masks (p > 0.5) for the overlays.
         self.masker = Masker(threshold=-1 if show_mask_heatmaps else 0.5, padding=1)
         self.show_mask_heatmaps = show_mask_heatmaps

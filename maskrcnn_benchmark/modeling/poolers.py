@@ -4,6 +4,7 @@ import math
 import torch
 from torch import nn
 
+from maskrcnn_benchmark.modeling.box_coder import box_convention_to_remove
 from maskrcnn_benchmark.modeling.utils import cat
 
 
@@ -11,10 +12,13 @@ class LevelMapper(object):
     """Assign each box to an FPN level by its size (Eq. (1) of the FPN paper).
 
     level = floor(canonical_level + log2(sqrt(area) / canonical_scale + eps)), clamped to
-    [k_min, k_max]; area uses the +1 pixel convention (BoxList.area()).
+    [k_min, k_max]; area uses the +1 pixel convention (BoxList.area()). With ``to_remove=0`` (torchvision's
+    MultiScaleRoIAlign): area (x1 - x0) (y1 - y0) and level = floor(canonical_level + log2(sqrt(area) /
+    canonical_scale) + eps).
     """
 
-    def __init__(self, k_min, k_max, canonical_scale=224, canonical_level=4, eps=1e-6):
+    def __init__(self, k_min, k_max, canonical_scale=224, canonical_level=4, eps=1e-6, to_remove=1):
+        self.to_remove = to_remove
         self.k_min = k_min
         self.k_max = k_max
         self.s0 = canonical_scale
@@ -23,14 +27,21 @@ class LevelMapper(object):
 
     def __call__(self, boxlists):
         """list[BoxList] -> int64 Tensor[K] of level indices relative to k_min (0 = finest map)."""
-        s = torch.sqrt(cat([boxlist.area() for boxlist in boxlists]))
+        if self.to_remove:
+            s = torch.sqrt(cat([boxlist.area() for boxlist in boxlists]))
+        else:
+            boxes = cat([boxlist.convert("xyxy").bbox for boxlist in boxlists])
+            s = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
         if not bool(torch.isfinite(s).all()):
             # A NaN size maps to no level: the box would be dropped silently or break the reordering later.
             raise FloatingPointError(
                 "{} of {} boxes given to the RoI pooler have non-finite coordinates: the model has probably "
                 "diverged (non-finite features or box regression). Lower SOLVER.BASE_LR or raise "
                 "SOLVER.WARMUP_ITERS".format(int((~torch.isfinite(s)).sum()), s.numel()))
-        target_lvls = torch.floor(self.lvl0 + torch.log2(s / self.s0 + self.eps))
+        if self.to_remove:
+            target_lvls = torch.floor(self.lvl0 + torch.log2(s / self.s0 + self.eps))
+        else:
+            target_lvls = torch.floor(self.lvl0 + torch.log2(s / self.s0) + self.eps)
         target_lvls = torch.clamp(target_lvls, min=self.k_min, max=self.k_max)
         return target_lvls.to(torch.int64) - self.k_min
 
@@ -66,12 +77,13 @@ class Pooler(nn.Module):
         pooler_type: "ROIAlign" (torchvision roi_align, aligned=False, as maskrcnn-benchmark) or
             "PrRoIPool" (Precise RoI Pooling, differentiable w.r.t. the box coordinates).
         prroi_impl: PrRoIPool's implementation, "compiled", "torch" or "auto" (MODEL.PRROI_POOL_IMPL).
+        to_remove: box width offset of the level assignment (MODEL.BOX_CONVENTION; see LevelMapper).
     forward(x, boxes): x list[Tensor[N, C, H_l, W_l]] (at least len(scales) maps; extra maps are
     ignored), boxes list[BoxList] of length N in image coordinates -> Tensor[K, C, oh, ow], K the
     total number of boxes, in the order of the concatenated boxes.
     """
 
-    def __init__(self, output_size, scales, sampling_ratio, pooler_type="ROIAlign", prroi_impl="auto"):
+    def __init__(self, output_size, scales, sampling_ratio, pooler_type="ROIAlign", prroi_impl="auto", to_remove=1):
         super().__init__()
         if isinstance(output_size, int):
             output_size = (output_size, output_size)
@@ -86,7 +98,7 @@ class Pooler(nn.Module):
         lvl_max = -math.log2(scales[-1])
         if abs(lvl_min - round(lvl_min)) > 1e-3 or abs(lvl_max - round(lvl_max)) > 1e-3:
             raise ValueError("pooler scales {} must be powers of 1/2 (1/stride)".format(tuple(scales)))
-        self.map_levels = LevelMapper(int(round(lvl_min)), int(round(lvl_max)))
+        self.map_levels = LevelMapper(int(round(lvl_min)), int(round(lvl_max)), to_remove=to_remove)
 
     @staticmethod
     def convert_to_roi_format(boxes):
@@ -148,4 +160,5 @@ def make_pooler(cfg, head_name):
     return Pooler(
         output_size=(resolution, resolution), scales=scales, sampling_ratio=sampling_ratio, pooler_type=pooler_type,
         prroi_impl=cfg.MODEL.PRROI_POOL_IMPL,
+        to_remove=box_convention_to_remove(cfg),
     )

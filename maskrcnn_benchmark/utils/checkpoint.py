@@ -13,7 +13,9 @@ import torch
 from maskrcnn_benchmark.utils.model_serialization import CheckpointMismatchError, load_state_dict
 from maskrcnn_benchmark.utils.model_zoo import cache_url
 from maskrcnn_benchmark.utils.torchvision_model_loading import (
+    convert_torchvision_detection_state_dict,
     convert_torchvision_resnet_state_dict,
+    is_torchvision_detection_state_dict,
     is_torchvision_resnet_state_dict,
 )
 
@@ -328,7 +330,8 @@ class DetectronCheckpointer(Checkpointer):
 
     ``f`` may be ``catalog://<name>`` (resolved by ``config.paths_catalog.ModelCatalog``), an http(s):// or
     file:// URL (downloaded once into the torch.hub cache), a Detectron ImageNet ResNet ``.pkl`` (numpy arrays
-    only), a torchvision ResNet ``.pth`` (renamed to our backbone names), or a maskrcnn_benchmark checkpoint
+    only), a torchvision ResNet ``.pth`` (renamed to our backbone names), a torchvision Faster/Mask R-CNN
+    ResNet-50-FPN ``state_dict()`` (renamed to our detector's names), or a maskrcnn_benchmark checkpoint
     ``{"model": state_dict, ...}``.
     """
 
@@ -362,6 +365,14 @@ class DetectronCheckpointer(Checkpointer):
             return loaded
         if "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
             loaded = loaded["state_dict"]
+        if is_torchvision_detection_state_dict(loaded):
+            self.logger.info("%s is a torchvision detection model's state dict; mapping it onto our names", f)
+            if self.cfg.MODEL.BOX_CONVENTION != "torchvision":
+                self.logger.warning(
+                    "MODEL.BOX_CONVENTION is '%s': torchvision's weights were trained with its anchors and box "
+                    "arithmetic; set MODEL.BOX_CONVENTION torchvision (configs/torchvision/) to get its detections",
+                    self.cfg.MODEL.BOX_CONVENTION)
+            return {"model": convert_torchvision_detection_state_dict(loaded, logger=self.logger)}
         if is_torchvision_resnet_state_dict(loaded):
             self.logger.info("%s is a torchvision ResNet state dict; mapping it onto backbone names", f)
             return {"model": convert_torchvision_resnet_state_dict(loaded, logger=self.logger)}

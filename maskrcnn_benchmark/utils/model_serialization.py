@@ -74,6 +74,44 @@ def strip_prefix_if_present(state_dict, prefix):
     return stripped
 
 
+def plain_weights_into_deformable_convs(model, loaded_state_dict, logger=None):
+    """Rename a plain conv's ``<name>.weight`` to ``<name>.conv.weight`` for every deformable conv of ``model``.
+
+    ImageNet (and plain-detector) checkpoints hold ``layer2.0.conv2.weight`` where a model with
+    MODEL.RESNETS.STAGE_WITH_DCN has the deformable ``layer2.0.conv2.conv.weight`` (maskrcnn-benchmark did the
+    same for Detectron ``.pkl`` files). With its offset conv still at zero, the block then computes what the
+    plain block of the checkpoint computed. Keys are matched by dotted suffix, as in
+    :func:`align_and_update_state_dicts`; a checkpoint that already has the deformable name is left alone.
+
+    Returns:
+        a new dict name -> Tensor.
+    """
+    from maskrcnn_benchmark.layers.deform_conv import DFConv2d
+
+    logger = logger or logging.getLogger(__name__)
+    renamed = OrderedDict(loaded_state_dict)
+    model_keys = list(model.state_dict().keys())
+    moved = []
+    for name, module in model.named_modules():
+        if not isinstance(module, DFConv2d):
+            continue
+        if any(_suffix_matches(name + ".conv.weight", k) for k in loaded_state_dict):
+            continue
+        plain = [k for k in loaded_state_dict if _suffix_matches(name + ".weight", k)]
+        if not plain:
+            continue
+        source = max(plain, key=len)
+        renamed[source[:-len("weight")] + "conv.weight"] = loaded_state_dict[source]
+        moved.append(source)
+    for source in set(moved):
+        if not any(_suffix_matches(model_key, source) for model_key in model_keys):
+            renamed.pop(source)
+    if moved:
+        logger.info("Plain 3x3 conv weights loaded into %d deformable convs (their offsets start at zero): %s",
+                    len(moved), ", ".join(sorted(set(moved))))
+    return renamed
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose tensors do not fit the model, where every tensor must (testing, prediction)."""
 
@@ -83,20 +121,14 @@ def load_state_dict(model, loaded_state_dict, logger=None, strict=False):
     :func:`align_and_update_state_dicts`.
 
     The "module." prefix that DistributedDataParallel adds is removed first, so checkpoints written
-    from a wrapped model load into a bare one.
-
-    Args:
-        strict: every model tensor must come from the checkpoint with the model's shape (testing and
-            prediction: a head left at its random initialisation would be evaluated silently). False allows
-            the partial loads of fine-tuning (a backbone alone, or a model trained on other classes).
-    Raises:
-        CheckpointMismatchError: with ``strict``, a tensor's shape differs or a model tensor is missing; the
-            message names the first such key (and both shapes). Nothing is loaded then.
+    from a wrapped model load into a bare one; plain conv weights fill the model's deformable convs
+    (:func:`plain_weights_into_deformable_convs`).
     """
     if not isinstance(loaded_state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in loaded_state_dict.values()):
         raise TypeError("load_state_dict expects a dict name -> Tensor; got {}".format(type(loaded_state_dict).__name__))
     model_state_dict = model.state_dict()
     loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
+    loaded_state_dict = plain_weights_into_deformable_convs(model, loaded_state_dict, logger=logger)
     report = align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=logger)
     if strict and report["mismatched"]:
         model_key, loaded_key, model_shape, loaded_shape = report["mismatched"][0]

@@ -6,7 +6,8 @@ def build_transforms(cfg, is_train=True):
     """Resize -> flips -> colour jitter -> ToTensor -> Normalize for training; Resize -> ToTensor -> Normalize for test.
 
     Reads INPUT.{MIN,MAX}_SIZE_{TRAIN,TEST}, HORIZONTAL_FLIP_PROB_TRAIN, VERTICAL_FLIP_PROB_TRAIN, BRIGHTNESS,
-    CONTRAST, SATURATION, HUE, PIXEL_MEAN, PIXEL_STD, TO_BGR255.
+    CONTRAST, SATURATION, HUE, PIXEL_MEAN, PIXEL_STD, TO_BGR255, RESIZE_STYLE (torchvision's: ToTensor -> colour
+    jitter -> Normalize -> Resize -> flips, its own order).
     """
     if is_train:
         min_size, max_size = cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN
@@ -18,13 +19,15 @@ def build_transforms(cfg, is_train=True):
         horizontal_prob = vertical_prob = 0.0
         jitter = (0.0, 0.0, 0.0, 0.0)
 
-    steps = [T.Resize(min_size, max_size)]
+    resize = T.Resize(min_size, max_size, cfg.INPUT.RESIZE_STYLE)
+    flips = []
     if horizontal_prob > 0:
-        steps.append(T.RandomHorizontalFlip(horizontal_prob))
+        flips.append(T.RandomHorizontalFlip(horizontal_prob))
     if vertical_prob > 0:
-        steps.append(T.RandomVerticalFlip(vertical_prob))
-    if any(v > 0 for v in jitter):
-        steps.append(T.ColorJitter(*jitter))
-    steps.append(T.ToTensor())
-    steps.append(T.Normalize(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255))
-    return T.Compose(steps)
+        flips.append(T.RandomVerticalFlip(vertical_prob))
+    colour = [T.ColorJitter(*jitter)] if any(v > 0 for v in jitter) else []
+    normalize = T.Normalize(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255)
+    if cfg.INPUT.RESIZE_STYLE == "torchvision":
+        # torchvision's GeneralizedRCNNTransform normalises the float image, then resizes it
+        return T.Compose([T.ToTensor()] + colour + [normalize, resize] + flips)
+    return T.Compose([resize] + flips + colour + [T.ToTensor(), normalize])

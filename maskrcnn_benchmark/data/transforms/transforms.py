@@ -21,6 +21,9 @@ class Compose(object):
         return "{}([{}])".format(type(self).__name__, ", ".join(repr(t) for t in self.transforms))
 
 
+RESIZE_STYLES = ("maskrcnn_benchmark", "torchvision")
+
+
 class Resize(object):
     """Resize so the shorter side is `min_size` (one value drawn at random per call) unless the longer side would
     exceed `max_size`, in which case the longer side becomes `max_size`.
@@ -28,13 +31,21 @@ class Resize(object):
     Args:
         min_size (int or sequence[int]): candidate shorter-side lengths, px.
         max_size (int): cap on the longer side, px.
+        style (str): INPUT.RESIZE_STYLE. "maskrcnn_benchmark": a PIL image resized by PIL (bilinear, uint8) to
+            maskrcnn-benchmark's rounded size. "torchvision": a float Tensor[3, H, W] (put ToTensor first) resized as
+            torchvision's GeneralizedRCNNTransform does: scale = min(min_size / short, max_size / long), output
+            floor(side * scale), ``interpolate`` bilinear without antialiasing (align_corners=False).
     """
 
-    def __init__(self, min_size, max_size):
+    def __init__(self, min_size, max_size, style="maskrcnn_benchmark"):
         self.min_size = (min_size,) if isinstance(min_size, int) else tuple(min_size)
         if not self.min_size:
             raise ValueError("Resize needs at least one min_size (INPUT.MIN_SIZE_TRAIN is empty)")
+        if style not in RESIZE_STYLES:
+            raise ValueError("INPUT.RESIZE_STYLE='{}' is unknown; use one of {}".format(
+                style, ", ".join(RESIZE_STYLES)))
         self.max_size = max_size
+        self.style = style
 
     def get_size(self, image_size):
         """(w, h) of input size (w, h) -> output (h, w) as maskrcnn-benchmark: rounding keeps the aspect ratio."""
@@ -50,6 +61,17 @@ class Resize(object):
         return size, int(size * width / height)
 
     def __call__(self, image, target=None):
+        if self.style == "torchvision":
+            if not isinstance(image, torch.Tensor):
+                raise TypeError("INPUT.RESIZE_STYLE torchvision resizes image tensors: put ToTensor before Resize")
+            height, width = image.shape[-2:]
+            size = random.choice(self.min_size)
+            scale = min(size / min(height, width), self.max_size / max(height, width))
+            image = torch.nn.functional.interpolate(image[None], scale_factor=scale, mode="bilinear",
+                                                    recompute_scale_factor=True, align_corners=False)[0]
+            if target is not None:
+                target = target.resize((image.shape[-1], image.shape[-2]))
+            return image, target
         out_h, out_w = self.get_size(image.size)
         image = F.resize(image, [out_h, out_w])
         if target is not None:
@@ -57,7 +79,7 @@ class Resize(object):
         return image, target
 
     def __repr__(self):
-        return "Resize(min_size={}, max_size={})".format(self.min_size, self.max_size)
+        return "Resize(min_size={}, max_size={}, style={})".format(self.min_size, self.max_size, self.style)
 
 
 class RandomHorizontalFlip(object):

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from maskrcnn_benchmark.layers import FrozenBatchNorm2d
+from maskrcnn_benchmark.layers.deform_conv import DFConv2d
 from maskrcnn_benchmark.modeling.make_layers import group_norm, group_norm_config
 
 # index: stage number (1 = res2 ... 4 = res5); block_count: residual blocks in the stage;
@@ -80,11 +81,14 @@ class Bottleneck(nn.Module):
 
     ``stride_in_1x1`` puts the stride on the first 1x1 conv (MSRA/Caffe2 weights) instead of the
     3x3 (torchvision weights). With ``dilation > 1`` the block keeps resolution (stride 1).
+    ``dcn_config`` (maskrcnn-benchmark's dict: "stage_with_dcn", "with_modulated_dcn", "deformable_groups")
+    makes the 3x3 conv2 a deformable one (``layers.deform_conv.DFConv2d``).
     """
 
     def __init__(self, in_channels, bottleneck_channels, out_channels, num_groups=1, stride_in_1x1=True,
-                 stride=1, dilation=1, norm_func=FrozenBatchNorm2d):
+                 stride=1, dilation=1, norm_func=FrozenBatchNorm2d, dcn_config=None):
         super().__init__()
+        dcn_config = dcn_config or {}
         if dilation > 1:
             stride = 1
         self.downsample = None
@@ -96,10 +100,18 @@ class Bottleneck(nn.Module):
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = _kaiming(nn.Conv2d(in_channels, bottleneck_channels, 1, stride=stride_1x1, bias=False))
         self.bn1 = norm_func(bottleneck_channels)
-        self.conv2 = _kaiming(nn.Conv2d(
-            bottleneck_channels, bottleneck_channels, 3, stride=stride_3x3, padding=dilation, bias=False,
-            groups=num_groups, dilation=dilation,
-        ))
+        if dcn_config.get("stage_with_dcn", False):
+            self.conv2 = DFConv2d(
+                bottleneck_channels, bottleneck_channels,
+                with_modulated_dcn=dcn_config.get("with_modulated_dcn", False), kernel_size=3, stride=stride_3x3,
+                groups=num_groups, dilation=dilation,
+                deformable_groups=dcn_config.get("deformable_groups", 1), bias=False,
+            )
+        else:
+            self.conv2 = _kaiming(nn.Conv2d(
+                bottleneck_channels, bottleneck_channels, 3, stride=stride_3x3, padding=dilation, bias=False,
+                groups=num_groups, dilation=dilation,
+            ))
         self.bn2 = norm_func(bottleneck_channels)
         self.conv3 = _kaiming(nn.Conv2d(bottleneck_channels, out_channels, 1, bias=False))
         self.bn3 = norm_func(out_channels)
@@ -121,8 +133,12 @@ class BasicBlock(nn.Module):
     are not grouped (num_groups must be 1)."""
 
     def __init__(self, in_channels, bottleneck_channels, out_channels, num_groups=1, stride_in_1x1=True,
-                 stride=1, dilation=1, norm_func=FrozenBatchNorm2d):
+                 stride=1, dilation=1, norm_func=FrozenBatchNorm2d, dcn_config=None):
         super().__init__()
+        if dcn_config and dcn_config.get("stage_with_dcn", False):
+            raise ValueError("MODEL.RESNETS.STAGE_WITH_DCN selects a stage of a basic-block body (ResNet-18/34); "
+                             "deformable convolutions replace the 3x3 conv of bottleneck blocks only (R-50 and "
+                             "deeper)")
         if num_groups != 1:
             raise ValueError("BasicBlock (ResNet-18/34) does not support MODEL.RESNETS.NUM_GROUPS={}; use 1"
                              .format(num_groups))
@@ -173,13 +189,39 @@ _STEM_FUNCS = {"StemWith" + norm for norm in ("FixedBatchNorm", "GN", "BatchNorm
 _BLOCKS = {"Bottleneck": Bottleneck, "BasicBlock": BasicBlock}
 
 
+def _dcn_config(stage_with_dcn, stage_index, with_modulated_dcn, deformable_groups):
+    """maskrcnn-benchmark's per-stage dcn_config dict for stage ``stage_index`` (1 = res2 ... 4 = res5)."""
+    return {"stage_with_dcn": bool(stage_with_dcn[stage_index - 1]), "with_modulated_dcn": with_modulated_dcn,
+            "deformable_groups": deformable_groups}
+
+
+def dcn_settings(cfg):
+    """MODEL.RESNETS.{STAGE_WITH_DCN, WITH_MODULATED_DCN, DEFORMABLE_GROUPS} as keyword arguments of ``ResNet`` /
+    ``ResNetHead``, checked: 4 stage flags, groups >= 1, and the two modifiers only with a deformable stage
+    (otherwise they would be silently ignored)."""
+    resnets = cfg.MODEL.RESNETS
+    stages = tuple(bool(s) for s in resnets.STAGE_WITH_DCN)
+    if len(stages) != 4:
+        raise ValueError("MODEL.RESNETS.STAGE_WITH_DCN needs 4 flags (res2, res3, res4, res5); got {}".format(
+            tuple(resnets.STAGE_WITH_DCN)))
+    if resnets.DEFORMABLE_GROUPS < 1:
+        raise ValueError("MODEL.RESNETS.DEFORMABLE_GROUPS={} must be >= 1".format(resnets.DEFORMABLE_GROUPS))
+    if not any(stages) and (resnets.WITH_MODULATED_DCN or resnets.DEFORMABLE_GROUPS != 1):
+        raise ValueError(
+            "MODEL.RESNETS.WITH_MODULATED_DCN={} / DEFORMABLE_GROUPS={} configure deformable convolutions, but "
+            "MODEL.RESNETS.STAGE_WITH_DCN selects no stage; set e.g. STAGE_WITH_DCN: (False, True, True, True) "
+            "or drop those keys".format(resnets.WITH_MODULATED_DCN, resnets.DEFORMABLE_GROUPS))
+    return {"stage_with_dcn": stages, "with_modulated_dcn": bool(resnets.WITH_MODULATED_DCN),
+            "deformable_groups": int(resnets.DEFORMABLE_GROUPS)}
+
+
 def _make_stage(block_module, in_channels, bottleneck_channels, out_channels, block_count, num_groups,
-                stride_in_1x1, first_stride, dilation, norm_func):
+                stride_in_1x1, first_stride, dilation, norm_func, dcn_config=None):
     blocks = []
     stride = first_stride
     for _ in range(block_count):
         blocks.append(block_module(in_channels, bottleneck_channels, out_channels, num_groups, stride_in_1x1,
-                                   stride, dilation=dilation, norm_func=norm_func))
+                                   stride, dilation=dilation, norm_func=norm_func, dcn_config=dcn_config))
         stride = 1
         in_channels = out_channels
     return nn.Sequential(*blocks)
@@ -199,13 +241,16 @@ class ResNet(nn.Module):
         res5_dilation: dilation of res5 (> 1 keeps stride 16 for res5).
         freeze_at: freeze the stem (>= 1) and res2..res(freeze_at) (parameters get requires_grad=False).
         group_norm_kwargs: GroupNorm settings (dim_per_gp, num_groups, eps) when a norm is "GN".
+        stage_with_dcn: 4 bools, res2..res5: deformable 3x3 convs in every block of that stage.
+        with_modulated_dcn, deformable_groups: DCNv2 masks; offset groups (see ``layers.deform_conv.DFConv2d``).
     forward: Tensor[N,3,H,W] -> list of Tensor[N, C_i, H/s_i, W/s_i] for returned stages, in order;
     ``self.out_channels_per_stage`` / ``self.strides`` describe them.
     """
 
     def __init__(self, stage_specs, block="Bottleneck", norm="FixedBatchNorm", stem_norm="FixedBatchNorm",
                  num_groups=1, width_per_group=64, stride_in_1x1=True, res5_dilation=1, res2_out_channels=256,
-                 stem_out_channels=64, freeze_at=2, group_norm_kwargs=None):
+                 stem_out_channels=64, freeze_at=2, group_norm_kwargs=None, stage_with_dcn=(False,) * 4,
+                 with_modulated_dcn=False, deformable_groups=1):
         super().__init__()
         block_module = _BLOCKS[block]
         norm_func = _norm_factory(norm, group_norm_kwargs)
@@ -226,7 +271,8 @@ class ResNet(nn.Module):
             if dilation == 1:
                 current_stride *= first_stride
             module = _make_stage(block_module, in_channels, stage2_bottleneck * factor, stage2_out * factor,
-                                 spec.block_count, num_groups, stride_in_1x1, first_stride, dilation, norm_func)
+                                 spec.block_count, num_groups, stride_in_1x1, first_stride, dilation, norm_func,
+                                 _dcn_config(stage_with_dcn, spec.index, with_modulated_dcn, deformable_groups))
             in_channels = stage2_out * factor
             self.add_module(name, module)
             self.stages.append(name)
@@ -259,12 +305,14 @@ class ResNetHead(nn.Module):
     """Extra ResNet stages applied to pooled RoI features (res5 of the C4 box/mask heads).
 
     Same block arguments as ``ResNet``; ``stride_init`` overrides the first stage's stride
-    (default 2 for stages after res2). Tensor[K, C_in, h, w] -> Tensor[K, out_channels, h/s, w/s].
+    (default 2 for stages after res2); ``stage_with_dcn`` is indexed by stage as for the body (C4 models: its
+    4th entry makes this res5 deformable). Tensor[K, C_in, h, w] -> Tensor[K, out_channels, h/s, w/s].
     """
 
     def __init__(self, block_module="Bottleneck", stages=(StageSpec(4, 3, False),), num_groups=1,
                  width_per_group=64, stride_in_1x1=True, stride_init=None, res2_out_channels=256, dilation=1,
-                 norm="FixedBatchNorm", group_norm_kwargs=None):
+                 norm="FixedBatchNorm", group_norm_kwargs=None, stage_with_dcn=(False,) * 4,
+                 with_modulated_dcn=False, deformable_groups=1):
         super().__init__()
         if isinstance(block_module, str):
             if block_module in _TRANSFORMATION_FUNCS:
@@ -286,7 +334,8 @@ class ResNetHead(nn.Module):
             if stride is None:
                 stride = int(spec.index > 1) + 1
             module = _make_stage(block_cls, in_channels, bottleneck_channels, out_channels, spec.block_count,
-                                 num_groups, stride_in_1x1, stride, dilation, norm_func)
+                                 num_groups, stride_in_1x1, stride, dilation, norm_func,
+                                 _dcn_config(stage_with_dcn, spec.index, with_modulated_dcn, deformable_groups))
             stride = None
             self.add_module(name, module)
             self.stages.append(name)
@@ -307,7 +356,8 @@ def build_resnet_body(cfg):
     The body name fixes the depth and the block kind (basic blocks for R-18/34, bottlenecks
     otherwise); MODEL.RESNETS.TRANS_FUNC / STEM_FUNC choose the normalisation (their
     "FixedBatchNorm" / "GN" / "BatchNorm" suffix), so the default TRANS_FUNC
-    "BottleneckWithFixedBatchNorm" also works for R-18-FPN.
+    "BottleneckWithFixedBatchNorm" also works for R-18-FPN. MODEL.RESNETS.STAGE_WITH_DCN makes the 3x3 convs
+    of the selected stages deformable (a C4 body has no res5: its 4th flag acts on the C4 RoI head's res5).
     """
     conv_body = cfg.MODEL.BACKBONE.CONV_BODY
     if conv_body not in STAGE_SPECS:
@@ -327,4 +377,5 @@ def build_resnet_body(cfg):
         stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
         group_norm_kwargs=group_norm_config(cfg),
+        **dcn_settings(cfg),
     )

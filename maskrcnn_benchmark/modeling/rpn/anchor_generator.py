@@ -2,12 +2,14 @@
 
 Cell anchors follow Detectron's ``generate_anchors`` exactly (rounded widths/heights around a
 ``stride x stride`` base box, +1 pixel convention), so maskrcnn-benchmark checkpoints see the
-anchors they were trained with.
+anchors they were trained with; with MODEL.BOX_CONVENTION "torchvision" they follow torchvision's
+``AnchorGenerator`` instead, for its weights.
 """
 
 import torch
 from torch import nn
 
+from maskrcnn_benchmark.modeling.box_coder import box_convention_to_remove
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 
 
@@ -38,6 +40,21 @@ def generate_anchors(stride=16, sizes=(32, 64, 128, 256, 512), aspect_ratios=(0.
     return _mkanchors(all_ws, all_hs, ctr, ctr).to(torch.float32)
 
 
+def generate_anchors_torchvision(sizes=(32, 64, 128, 256, 512), aspect_ratios=(0.5, 1, 2)):
+    """torchvision's cell anchors: Tensor[len(aspect_ratios) * len(sizes), 4] (float32, xyxy), ratio-major.
+
+    For ratio r (= h / w) and size s: w = s / sqrt(r), h = s * sqrt(r), the box (-w/2, -h/2, w/2, h/2) centred on the
+    cell's top-left corner, its coordinates rounded (float32 arithmetic, as torchvision's).
+    """
+    scales = torch.as_tensor(sizes, dtype=torch.float32)
+    ratios = torch.as_tensor(aspect_ratios, dtype=torch.float32)
+    h_ratios = torch.sqrt(ratios)
+    w_ratios = 1 / h_ratios
+    ws = (w_ratios[:, None] * scales[None, :]).view(-1)
+    hs = (h_ratios[:, None] * scales[None, :]).view(-1)
+    return (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()
+
+
 class BufferList(nn.Module):
     """Tensors registered as buffers named "0", "1", ... (state-dict keys ``cell_anchors.<i>``)."""
 
@@ -63,26 +80,38 @@ class AnchorGenerator(nn.Module):
         anchor_strides: stride of each feature map (px).
         straddle_thresh: anchors reaching more than this many px outside the image get
             visibility False (the RPN loss ignores them); a negative value keeps all.
+        style: "maskrcnn_benchmark" (Detectron cell anchors, shifts of ``anchor_strides``) or "torchvision"
+            (``generate_anchors_torchvision``, shifted by the stride torchvision derives per batch: padded image
+            size // feature map size, per axis, which differs from the nominal stride on odd-sized coarse maps).
     forward(image_list, feature_maps) -> list (per image) of list (per map) of BoxList[H_l*W_l*A]
     with a bool field "visibility"; anchors are ordered (y, x, anchor) to match the RPN head's
     permuted outputs.
     """
 
     def __init__(self, sizes=(128, 256, 512), aspect_ratios=(0.5, 1.0, 2.0), anchor_strides=(8, 16, 32),
-                 straddle_thresh=0):
+                 straddle_thresh=0, style="maskrcnn_benchmark"):
         super().__init__()
+        if style not in ("maskrcnn_benchmark", "torchvision"):
+            raise ValueError("anchor style '{}' is unknown (MODEL.BOX_CONVENTION): maskrcnn_benchmark or torchvision"
+                             .format(style))
+        if style == "torchvision":
+            def generate(stride, sizes_, ratios):
+                return generate_anchors_torchvision(sizes_, ratios)
+        else:
+            generate = generate_anchors
         if len(anchor_strides) == 1:
             if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):  # one level given RetinaNet's way
                 sizes = tuple(sizes[0])
-            cell_anchors = [generate_anchors(anchor_strides[0], sizes, aspect_ratios)]
+            cell_anchors = [generate(anchor_strides[0], sizes, aspect_ratios)]
         else:
             if len(anchor_strides) != len(sizes):
                 raise ValueError(
                     "FPN anchors need one size per stride: MODEL.RPN.ANCHOR_SIZES {} vs ANCHOR_STRIDE {}".format(
                         tuple(sizes), tuple(anchor_strides)))
             cell_anchors = [
-                generate_anchors(s, tuple(size) if isinstance(size, (tuple, list)) else (size,), aspect_ratios)
+                generate(s, tuple(size) if isinstance(size, (tuple, list)) else (size,), aspect_ratios)
                 for s, size in zip(anchor_strides, sizes)]
+        self.style = style
         self.strides = tuple(anchor_strides)
         self.cell_anchors = BufferList(cell_anchors)
         self.straddle_thresh = straddle_thresh
@@ -92,18 +121,22 @@ class AnchorGenerator(nn.Module):
         """list[int]: anchors per grid cell of each feature map."""
         return [len(cell_anchors) for cell_anchors in self.cell_anchors]
 
-    def grid_anchors(self, grid_sizes):
-        """list[(H, W)] -> list[Tensor[H*W*A, 4]], cached per (sizes, device, dtype)."""
+    def grid_anchors(self, grid_sizes, strides=None):
+        """list[(H, W)] (and per-map (stride_y, stride_x), default ``anchor_strides``) -> list[Tensor[H*W*A, 4]],
+        cached per (sizes, strides, device, dtype)."""
         cell_list = list(self.cell_anchors)
-        key = (tuple(tuple(g) for g in grid_sizes), cell_list[0].device, cell_list[0].dtype)
+        if strides is None:
+            strides = [(s, s) for s in self.strides]
+        strides = tuple(tuple(s) for s in strides)
+        key = (tuple(tuple(g) for g in grid_sizes), strides, cell_list[0].device, cell_list[0].dtype)
         cached = self._grid_cache.get(key)
         if cached is not None:
             return cached
         anchors = []
-        for (grid_h, grid_w), stride, base_anchors in zip(grid_sizes, self.strides, cell_list):
+        for (grid_h, grid_w), (stride_y, stride_x), base_anchors in zip(grid_sizes, strides, cell_list):
             device = base_anchors.device
-            shifts_x = torch.arange(0, grid_w * stride, step=stride, dtype=torch.float32, device=device)
-            shifts_y = torch.arange(0, grid_h * stride, step=stride, dtype=torch.float32, device=device)
+            shifts_x = torch.arange(0, grid_w, dtype=torch.float32, device=device) * stride_x
+            shifts_y = torch.arange(0, grid_h, dtype=torch.float32, device=device) * stride_y
             shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
             shift_x = shift_x.reshape(-1)
             shift_y = shift_y.reshape(-1)
@@ -132,7 +165,11 @@ class AnchorGenerator(nn.Module):
                 "the RPN got {} feature maps but MODEL.RPN.ANCHOR_STRIDE has {} entries {}; for FPN backbones set "
                 "MODEL.RPN.USE_FPN True and one stride per map (e.g. (4, 8, 16, 32, 64))".format(
                     len(grid_sizes), len(self.strides), self.strides))
-        anchors_over_all_feature_maps = self.grid_anchors(grid_sizes)
+        strides = None
+        if self.style == "torchvision":
+            padded_h, padded_w = image_list.tensors.shape[-2:]
+            strides = [(padded_h // h, padded_w // w) for h, w in grid_sizes]
+        anchors_over_all_feature_maps = self.grid_anchors(grid_sizes, strides)
         anchors = []
         for image_height, image_width in image_list.image_sizes:
             anchors_in_image = []
@@ -156,8 +193,9 @@ def make_anchor_generator(cfg):
     elif len(strides) != 1:
         raise ValueError(
             "without MODEL.RPN.USE_FPN, MODEL.RPN.ANCHOR_STRIDE must have one entry; got {}".format(tuple(strides)))
+    box_convention_to_remove(cfg)  # refuses an unknown MODEL.BOX_CONVENTION by name
     return AnchorGenerator(tuple(sizes), tuple(cfg.MODEL.RPN.ASPECT_RATIOS), tuple(strides),
-                           cfg.MODEL.RPN.STRADDLE_THRESH)
+                           cfg.MODEL.RPN.STRADDLE_THRESH, style=cfg.MODEL.BOX_CONVENTION)
 
 
 def retinanet_anchor_sizes(anchor_sizes, octave, scales_per_octave):

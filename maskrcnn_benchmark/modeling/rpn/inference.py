@@ -22,11 +22,15 @@ class RPNPostProcessor(torch.nn.Module):
     (levels) of BoxList; objectness list (levels) of Tensor[N, A, H, W]; box_regression list of
     Tensor[N, 4A, H, W] -> list[BoxList] per image with field "objectness" (sigmoid probabilities),
     sorted by decreasing objectness before the GT boxes.
+
+    ``to_remove`` (MODEL.BOX_CONVENTION) is 1 for maskrcnn-benchmark's boxes (clipped to [0, w - 1], widths and NMS
+    overlaps with +1) and 0 for torchvision's (clipped to [0, w], widths x1 - x0).
     """
 
     def __init__(self, pre_nms_top_n, post_nms_top_n, nms_thresh, min_size, box_coder,
-                 fpn_post_nms_top_n=None, fpn_post_nms_per_batch=False, add_gt_proposals=True):
+                 fpn_post_nms_top_n=None, fpn_post_nms_per_batch=False, add_gt_proposals=True, to_remove=1):
         super().__init__()
+        self.to_remove = to_remove
         self.pre_nms_top_n = pre_nms_top_n
         self.post_nms_top_n = post_nms_top_n
         self.nms_thresh = nms_thresh
@@ -57,19 +61,19 @@ class RPNPostProcessor(torch.nn.Module):
     def _select_per_image(self, boxes, scores, levels, image_size, num_levels):
         """boxes [K, 4], scores [K], levels [K], image_size (h, w) -> kept (boxes, scores) sorted by score."""
         height, width = image_size
-        # Clip with the +1 convention: the last pixel index is size - 1.
+        # Clip with the +1 convention the last pixel index is size - 1; with torchvision's the right edge is size.
         boxes = torch.stack([
-            boxes[:, 0].clamp(0, width - 1), boxes[:, 1].clamp(0, height - 1),
-            boxes[:, 2].clamp(0, width - 1), boxes[:, 3].clamp(0, height - 1),
+            boxes[:, 0].clamp(0, width - self.to_remove), boxes[:, 1].clamp(0, height - self.to_remove),
+            boxes[:, 2].clamp(0, width - self.to_remove), boxes[:, 3].clamp(0, height - self.to_remove),
         ], dim=1)
         if self.min_size > 0:
-            ws = boxes[:, 2] - boxes[:, 0] + 1
-            hs = boxes[:, 3] - boxes[:, 1] + 1
+            ws = boxes[:, 2] - boxes[:, 0] + self.to_remove
+            hs = boxes[:, 3] - boxes[:, 1] + self.to_remove
             keep = torch.nonzero((ws >= self.min_size) & (hs >= self.min_size)).squeeze(1)
             boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
         # NMS within each level (levels as categories); +1 makes torchvision's IoU use inclusive
         # pixel widths like maskrcnn-benchmark's.
-        exclusive = torch.cat([boxes[:, :2], boxes[:, 2:] + 1], dim=1)
+        exclusive = torch.cat([boxes[:, :2], boxes[:, 2:] + self.to_remove], dim=1)
         keep = batched_nms(exclusive, scores, levels, self.nms_thresh)  # sorted by decreasing score
         levels_kept = levels[keep]
         # At most post_nms_top_n per level: rank of each kept box among the kept boxes of its level.
@@ -133,5 +137,5 @@ def make_rpn_postprocessor(cfg, rpn_box_coder, is_train):
     return RPNPostProcessor(
         pre_nms_top_n=pre_nms_top_n, post_nms_top_n=post_nms_top_n, nms_thresh=rpn.NMS_THRESH,
         min_size=rpn.MIN_SIZE, box_coder=rpn_box_coder, fpn_post_nms_top_n=fpn_post_nms_top_n,
-        fpn_post_nms_per_batch=rpn.FPN_POST_NMS_PER_BATCH,
+        fpn_post_nms_per_batch=rpn.FPN_POST_NMS_PER_BATCH, to_remove=rpn_box_coder.to_remove,
     )

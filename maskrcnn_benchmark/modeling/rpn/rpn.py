@@ -5,7 +5,7 @@ from torch.nn import functional as F
 
 from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
-from maskrcnn_benchmark.modeling.box_coder import BoxCoder
+from maskrcnn_benchmark.modeling.box_coder import BoxCoder, box_convention_to_remove
 
 from .anchor_generator import make_anchor_generator
 from .inference import make_rpn_postprocessor
@@ -124,7 +124,7 @@ def build_rpn(cfg, in_channels):
     num_anchors = anchor_generator.num_anchors_per_location()[0]
     # maskrcnn-benchmark's call, so heads registered with its signature (cfg, in_channels, num_anchors) work.
     head = registry.RPN_HEADS[cfg.MODEL.RPN.RPN_HEAD](cfg, in_channels, num_anchors)
-    rpn_box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+    rpn_box_coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0), to_remove=box_convention_to_remove(cfg))
     return RPNModule(
         anchor_generator=anchor_generator,
         head=head,

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from maskrcnn_benchmark.modeling.balanced_positive_negative_sampler import BalancedPositiveNegativeSampler
-from maskrcnn_benchmark.modeling.box_coder import BoxCoder
+from maskrcnn_benchmark.modeling.box_coder import BoxCoder, box_convention_to_remove
 from maskrcnn_benchmark.modeling.matcher import Matcher
 from maskrcnn_benchmark.modeling.utils import check_finite
 from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
@@ -160,6 +160,6 @@ def make_roi_box_loss_evaluator(cfg):
     POSITIVE_FRACTION} and MODEL.CLS_AGNOSTIC_BBOX_REG."""
     heads = cfg.MODEL.ROI_HEADS
     matcher = Matcher(heads.FG_IOU_THRESHOLD, heads.BG_IOU_THRESHOLD, allow_low_quality_matches=False)
-    box_coder = BoxCoder(weights=heads.BBOX_REG_WEIGHTS)
+    box_coder = BoxCoder(weights=heads.BBOX_REG_WEIGHTS, to_remove=box_convention_to_remove(cfg))
     sampler = BalancedPositiveNegativeSampler(heads.BATCH_SIZE_PER_IMAGE, heads.POSITIVE_FRACTION)
     return FastRCNNLossComputation(matcher, sampler, box_coder, cfg.MODEL.CLS_AGNOSTIC_BBOX_REG)

@@ -46,6 +46,7 @@ class ResNet50Conv5ROIFeatureExtractor(nn.Module):
             stride_init=None,
             res2_out_channels=cfg.MODEL.RESNETS.RES2_OUT_CHANNELS,
             dilation=cfg.MODEL.RESNETS.RES5_DILATION,
+            **resnet.dcn_settings(cfg),
         )
         return {"pooler": pooler, "head": head}
 
