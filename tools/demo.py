@@ -18,9 +18,9 @@ Ground-truth browser (to check a dataset conversion; no model)::
     python tools/demo.py --show-gt --ann-file A.json --image-dir IMAGES --output-dir gt_out
     python tools/demo.py --show-gt --dataset nuclei_dsb2018_val --output-dir gt_out
 
-Every output is a PNG named after its input image. An image that cannot be read is reported and skipped; the
-others are still drawn, and the exit status is 1 with the unreadable files listed. Panels are the image's size times --scale; a panel's title is
-written in its top-left corner, so a comparison of k panels is exactly k panel widths wide.
+Every output is a PNG named after its input image. Panels are the image's size times --scale; a panel's title is
+written in its top-left corner, so a comparison of k panels is exactly k panel widths wide. An image that cannot be
+read is reported and skipped; the others are still drawn, and the exit status is 1 with the unreadable files listed.
 """
 import argparse
 import os

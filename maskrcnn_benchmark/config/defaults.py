@@ -331,7 +331,7 @@ _C.SOLVER.WARMUP_FACTOR = 1.0 / 3  # learning rate multiplier at iteration 0 of 
 _C.SOLVER.WARMUP_ITERS = 500  # warm-up length, iterations
 _C.SOLVER.WARMUP_METHOD = "linear"  # warm-up shape: "constant" or "linear"
 _C.SOLVER.CHECKPOINT_PERIOD = 2500  # save a checkpoint every this many iterations
-_C.SOLVER.CHECKPOINT_KEEP = 0  # (added) keep the newest N periodic model_<iter>.pth files (0 = keep all); model_final stays
+_C.SOLVER.CHECKPOINT_KEEP = 0  # (added) keep only the newest N periodic model_<iter>.pth (0 = keep all)
 _C.SOLVER.IMS_PER_BATCH = 16  # images per training batch, summed over all processes
 _C.SOLVER.TEST_PERIOD = 0  # (added) evaluate on DATASETS.TEST every this many iterations (0 = only at the end)
 _C.SOLVER.SEED = 0  # (added) seed of torch / numpy / random (-1 = draw a random seed)

@@ -1,5 +1,6 @@
 """Run a detector over a test data loader, save the predictions and evaluate them."""
 import datetime
+import errno
 import json
 import logging
 import os
@@ -209,8 +210,12 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
     try:
         torch.save(predictions, os.path.join(staging, "predictions.pth"))
         result = evaluate(dataset=dataset, predictions=predictions, output_folder=staging, **extra_args)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(e.errno, "No disk space left to write the evaluation results of {} in '{}' ({} bytes "
+                                   "free); the results already there are unchanged".format(
+                                       dataset_name, output_folder, shutil.disk_usage(output_folder).free)) from e
         raise
     publish_result_set(staging, output_folder)
     return result

@@ -390,7 +390,11 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         if start_iter >= max_iter:
             # Resumed from a periodic checkpoint taken at the last iteration: the run was killed before it
             # wrote model_final (or before last_checkpoint named it). Write it now from the same state.
-            logger.info("Training had reached iteration %d of %d; writing model_final", start_iter, max_iter)
+            if start_iter > max_iter:
+                logger.warning("The checkpoint is at iteration %d, past SOLVER.MAX_ITER %d: nothing to train; "
+                               "model_final is written from the checkpoint's state", start_iter, max_iter)
+            else:
+                logger.info("Training had reached iteration %d of %d; writing model_final", start_iter, max_iter)
             save("model_final")
     finally:
         writers.close()

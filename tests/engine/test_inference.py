@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import os
 
 import pytest
 import torch
@@ -132,3 +133,20 @@ def test_results_are_published_as_one_set_and_a_failed_evaluation_leaves_the_pre
         inference(_OracleDetector(dataset), loader, "tiny", iou_types=("bbox",), output_folder=str(out))
     assert sorted(p.name for p in out.iterdir()) == sorted(first_set + [".result_set.json"])
     assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_a_full_disk_while_writing_results_names_the_folder_and_keeps_the_previous_results(tmp_path, monkeypatch):
+    dataset = _TinyCocoDataset()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=_collate)
+    inference(_OracleDetector(dataset), loader, "tiny", iou_types=("bbox",), output_folder=str(tmp_path))
+    before = (tmp_path / "coco_results.json").read_bytes()
+
+    def full_disk_save(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    with pytest.raises(OSError) as info:
+        inference(_OracleDetector(dataset), loader, "tiny", iou_types=("bbox",), output_folder=str(tmp_path))
+    assert "No disk space left to write the evaluation results of tiny in '{}'".format(tmp_path) in str(info.value)
+    assert (tmp_path / "coco_results.json").read_bytes() == before
+    assert not [p for p in os.listdir(str(tmp_path)) if p.startswith(".evaluation-")]
