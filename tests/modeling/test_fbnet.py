@@ -130,19 +130,19 @@ def test_arch_def_json_and_refusals_name_the_keys():
         build_fbnet_backbone(_fbnet_cfg(ARCH="t2", ARCH_DEF=json.dumps(with_stride)))
     # mobilenet_v2 has no RPN stages: its RPN head is refused, naming the missing part
     with pytest.raises(ValueError, match="'rpn'"):
-        FBNetRPNHead.from_config(_fbnet_cfg(ARCH="mobilenet_v2"), 96, 15)
+        FBNetRPNHead(_fbnet_cfg(ARCH="mobilenet_v2"), 96, 15)
 
 
 def test_rpn_head_blocks_and_norm_override():
-    head = FBNetRPNHead.from_config(_fbnet_cfg(), 96, 15)
+    head = FBNetRPNHead(_fbnet_cfg(), 96, 15)
     assert [n for n, _ in head[0].head.named_children()] == ["xif5_0", "xif5_1", "xif5_2"]
     logits, deltas = head([torch.randn(2, 96, 4, 5)])
     assert logits[0].shape == (2, 15, 4, 5) and deltas[0].shape == (2, 60, 4, 5)
-    last_only = FBNetRPNHead.from_config(_fbnet_cfg(RPN_HEAD_BLOCKS=1, RPN_BN_TYPE="af"), 96, 15)
+    last_only = FBNetRPNHead(_fbnet_cfg(RPN_HEAD_BLOCKS=1, RPN_BN_TYPE="af"), 96, 15)
     assert [n for n, _ in last_only[0].head.named_children()] == ["xif5_2"]
     assert isinstance(last_only[0].head.xif5_2.pw.bn, FrozenBatchNorm2d)
     with pytest.raises(ValueError, match="RPN_HEAD_BLOCKS"):
-        FBNetRPNHead.from_config(_fbnet_cfg(RPN_HEAD_BLOCKS=4), 96, 15)
+        FBNetRPNHead(_fbnet_cfg(RPN_HEAD_BLOCKS=4), 96, 15)
 
 
 def _proposals():
@@ -152,19 +152,19 @@ def _proposals():
 
 def test_roi_heads_resolution_width_and_last_layer_options():
     features = [torch.randn(1, 96, 4, 4)]
-    box = FBNetBoxHead.from_config(_fbnet_cfg(), 96)
+    box = FBNetBoxHead(_fbnet_cfg(), 96)
     assert box(features, _proposals()).shape == (3, 240, 3, 3)  # pooled 6x6, first block stride 2
     assert len(box.head.last) == 0  # "last" [0, 0.0] with DET_HEAD_LAST_SCALE 1.0: no closing conv
-    same = FBNetBoxHead.from_config(_fbnet_cfg(DET_HEAD_LAST_SCALE=-1.0), 96)
+    same = FBNetBoxHead(_fbnet_cfg(DET_HEAD_LAST_SCALE=-1.0), 96)
     assert same.head.last.conv.out_channels == 240 and same.out_channels == 240
-    first_block = FBNetBoxHead.from_config(_fbnet_cfg(DET_HEAD_BLOCKS=[0], DET_HEAD_STRIDE=1), 96)
+    first_block = FBNetBoxHead(_fbnet_cfg(DET_HEAD_BLOCKS=[0], DET_HEAD_STRIDE=1), 96)
     assert first_block(features, _proposals()).shape == (3, 160, 6, 6)
-    mask = FBNetMaskHead.from_config(_fbnet_cfg(), 96)
+    mask = FBNetMaskHead(_fbnet_cfg(), 96)
     assert mask(features, _proposals()).shape == (3, 80, 12, 12)  # last block upsamples x2
-    dsmask = FBNetMaskHead.from_config(_fbnet_cfg(ARCH="xirb16d_dsmask"), 128)
+    dsmask = FBNetMaskHead(_fbnet_cfg(ARCH="xirb16d_dsmask"), 128)
     assert dsmask([torch.randn(1, 128, 4, 4)], _proposals()).shape == (3, 64, 12, 12)  # 6 -> 3 -> 6 -> 12
     with pytest.raises(ValueError, match="DET_HEAD_STRIDE"):
-        FBNetBoxHead.from_config(_fbnet_cfg(DET_HEAD_STRIDE=3), 96)
+        FBNetBoxHead(_fbnet_cfg(DET_HEAD_STRIDE=3), 96)
 
 
 def test_registered_under_maskrcnn_benchmark_names():

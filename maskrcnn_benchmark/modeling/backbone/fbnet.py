@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
 from maskrcnn_benchmark.modeling.poolers import make_pooler
 from maskrcnn_benchmark.modeling.rpn.rpn import RPNHeadConvRegressor
@@ -135,6 +136,7 @@ class FBNetRPNHead(nn.Sequential):
     forward: list[Tensor[N, C, H, W]] -> (list[Tensor[N, A, H, W]], list[Tensor[N, 4A, H, W]]).
     """
 
+    @configurable
     def __init__(self, blocks, out_channels, num_anchors):
         super().__init__(FBNetRPNFeature(blocks, out_channels), RPNHeadConvRegressor(out_channels, num_anchors))
 
@@ -153,7 +155,7 @@ class FBNetRPNHead(nn.Sequential):
             keep = set(range(len(blocks) - num_blocks, len(blocks)))
             blocks = [b for b in blocks if b["block_idx"] in keep]
         head = builder.add_blocks(blocks)
-        return cls(head, builder.last_depth, num_anchors)
+        return {"blocks": head, "out_channels": builder.last_depth, "num_anchors": num_anchors}
 
 
 class FBNetROIHead(nn.Module):
@@ -171,6 +173,7 @@ class FBNetROIHead(nn.Module):
     cfg_name = None  # the MODEL.<node> with the pooler settings
     fbnet_prefix = None  # MODEL.FBNET.<prefix>_HEAD_{BLOCKS, STRIDE, LAST_SCALE}
 
+    @configurable
     def __init__(self, pooler, blocks, last, out_channels):
         super().__init__()
         self.pooler = pooler
@@ -200,7 +203,8 @@ class FBNetROIHead(nn.Module):
         builder = builder_from_config(cfg, in_channels)
         blocks = builder.add_blocks(blocks)
         last = builder.add_last([arch["last"][0], last_scale])
-        return cls(make_pooler(cfg, cls.cfg_name), blocks, last, builder.last_depth)
+        return {"pooler": make_pooler(cfg, cls.cfg_name), "blocks": blocks, "last": last,
+                "out_channels": builder.last_depth}
 
     def forward(self, x, proposals):
         return self.head(self.pooler(x, proposals))
