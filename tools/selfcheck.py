@@ -272,8 +272,8 @@ def run_checks(devices, workspace):
 
 def format_row(row):
     name, device, status, seconds, detail, fix = row
-    line = "{:<30} {:<7} {:<5} {:>7.1f}s  {}".format(name, device, status, seconds, detail)
-    return line + ("\n{:>53}{}".format("-> ", fix) if fix else "")
+    line = "{:<30} {:<7} {:<6} {:>7.1f}s  {}".format(name, device, status, seconds, detail)
+    return line + ("\n{:>54}{}".format("-> ", fix) if fix else "")
 
 
 def available_devices():
@@ -293,7 +293,7 @@ def main(argv=None):
     root = args.keep or tempfile.mkdtemp(prefix="maskrcnn_selfcheck_")
     print("torch {} (CUDA {}), devices: {}, work folder {}".format(torch.__version__, torch.version.cuda,
                                                                     ", ".join(devices), root))
-    print("{:<30} {:<7} {:<5} {:>8}  {}".format("check", "device", "result", "time", "detail"))
+    print("{:<30} {:<7} {:<6} {:>8}  {}".format("check", "device", "result", "time", "detail"))
     try:
         rows = run_checks(devices, Workspace(root))
     finally:
