@@ -26,7 +26,8 @@ FAMILIES = {
     "faster_rcnn_X_101_32x8d": ["e2e_faster_rcnn_X_101_32x8d_FPN_1x.yaml"],
     "mask_rcnn_X_101_32x8d": ["e2e_mask_rcnn_X_101_32x8d_FPN_1x.yaml"],
     "keypoint_rcnn": ["e2e_keypoint_rcnn_R_50_FPN_1x.yaml"],
-    "group_norm": ["gn_baselines/e2e_faster_rcnn_R_50_FPN_1x_gn.yaml", "gn_baselines/e2e_mask_rcnn_R_50_FPN_1x_gn.yaml"],
+    "group_norm": ["gn_baselines/e2e_faster_rcnn_R_50_FPN_1x_gn.yaml",
+                   "gn_baselines/e2e_mask_rcnn_R_50_FPN_1x_gn.yaml"],
 }
 CASES = [(family, name) for family, names in sorted(FAMILIES.items()) for name in names]
 
@@ -63,7 +64,8 @@ def _images(size_divisible):
 
 def _targets(cfg):
     targets = []
-    for (w, h), boxes in [((128, 96), [[10., 12., 60., 70.], [64., 20., 120., 90.]]), ((96, 128), [[5., 5., 60., 80.]])]:
+    specs = [((128, 96), [[10., 12., 60., 70.], [64., 20., 120., 90.]]), ((96, 128), [[5., 5., 60., 80.]])]
+    for (w, h), boxes in specs:
         target = BoxList(torch.tensor(boxes), (w, h))
         target.add_field("labels", torch.ones(len(boxes), dtype=torch.int64))
         if cfg.MODEL.MASK_ON:
