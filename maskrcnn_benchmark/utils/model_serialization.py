@@ -112,6 +112,17 @@ def plain_weights_into_deformable_convs(model, loaded_state_dict, logger=None):
     return renamed
 
 
+def _config_derived_keys(model):
+    """State-dict keys of buffers the model computes from its config (modules with ``derived_from_config``, e.g.
+    the anchor generator's cell anchors): a checkpoint may lack them."""
+    keys = set()
+    for name, module in model.named_modules():
+        if getattr(module, "derived_from_config", False):
+            prefix = name + "." if name else ""
+            keys.update(prefix + key for key in module.state_dict().keys())
+    return keys
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose tensors do not fit the model, where every tensor must (testing, prediction)."""
 
@@ -137,12 +148,13 @@ def load_state_dict(model, loaded_state_dict, logger=None, strict=False):
             "({} mismatching tensor(s) in all). The config does not describe the model the checkpoint was trained "
             "as (e.g. another NUM_CLASSES or backbone): use the config the checkpoint was trained with".format(
                 model_key, list(loaded_shape), loaded_key, list(model_shape), len(report["mismatched"])))
-    if strict and report["missing"]:
+    missing = [key for key in report["missing"] if key not in _config_derived_keys(model)]
+    if strict and missing:
         raise CheckpointMismatchError(
             "The checkpoint does not fit the model: it has no tensor for '{}' ({} of the model's {} tensors missing). "
             "It holds another model, or only part of one (e.g. pretrained backbone weights): test a checkpoint "
             "written by tools/train_net.py for this config".format(
-                report["missing"][0], len(report["missing"]), len(model_state_dict)))
+                missing[0], len(missing), len(model_state_dict)))
     # model_state_dict still holds every key (unmatched ones keep the model's values), so strict loading holds.
     model.load_state_dict(model_state_dict)
     return report

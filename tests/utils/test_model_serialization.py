@@ -182,3 +182,25 @@ def test_detectron_pkl_loads_onto_r50_backbone_and_code_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match=r"Refusing.*evil.pkl.*io.open"):
         DetectronCheckpointer(cfg, model).load(str(evil), use_latest=False)
     assert not marker.exists()
+
+
+def test_strict_loading_refuses_a_missing_tensor_but_not_anchors_the_config_gives():
+    from maskrcnn_benchmark.modeling.rpn.anchor_generator import AnchorGenerator
+    from maskrcnn_benchmark.utils.model_serialization import CheckpointMismatchError
+
+    class Detector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(3, 2)
+            self.anchor_generator = AnchorGenerator((32,), (0.5, 1.0, 2.0), (16,))
+
+    model = Detector()
+    weights = {"head.weight": torch.ones(2, 3), "head.bias": torch.zeros(2)}
+    report = load_state_dict(model, dict(weights), strict=True)  # no anchors in the file: they follow from the config
+    assert report["missing"] == ["anchor_generator.cell_anchors.0"]
+    assert torch.equal(model.head.weight, torch.ones(2, 3))
+    with pytest.raises(CheckpointMismatchError, match="no tensor for 'head.bias'"):
+        load_state_dict(Detector(), {"head.weight": torch.ones(2, 3)}, strict=True)
+    before = Detector()
+    load_state_dict(before, {"head.weight": torch.ones(2, 3)})  # not strict (fine-tuning): what fits is loaded
+    assert torch.equal(before.head.weight, torch.ones(2, 3))

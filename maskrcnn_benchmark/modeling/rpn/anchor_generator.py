@@ -56,7 +56,13 @@ def generate_anchors_torchvision(sizes=(32, 64, 128, 256, 512), aspect_ratios=(0
 
 
 class BufferList(nn.Module):
-    """Tensors registered as buffers named "0", "1", ... (state-dict keys ``cell_anchors.<i>``)."""
+    """Tensors registered as buffers named "0", "1", ... (state-dict keys ``cell_anchors.<i>``).
+
+    They are in the state dict as in maskrcnn-benchmark's checkpoints, but follow from the config: a checkpoint
+    without them (torchvision's weights) still fits the model (``derived_from_config``, see load_state_dict).
+    """
+
+    derived_from_config = True
 
     def __init__(self, buffers):
         super().__init__()
