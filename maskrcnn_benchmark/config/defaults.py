@@ -255,9 +255,9 @@ _C.MODEL.FBNET.DW_CONV_SKIP_RELU = True  # no ReLU after depthwise convs
 _C.MODEL.FBNET.DET_HEAD_LAST_SCALE = 1.0  # last-layer scale of the detection head (> 0 scale, 0 skip, < 0 same)
 _C.MODEL.FBNET.DET_HEAD_BLOCKS = []  # blocks of the detection head
 _C.MODEL.FBNET.DET_HEAD_STRIDE = 0  # stride override of the detection head (0 = original)
-_C.MODEL.FBNET.KPTS_HEAD_LAST_SCALE = 0.0  # last-layer scale of the keypoint head
-_C.MODEL.FBNET.KPTS_HEAD_BLOCKS = []  # blocks of the keypoint head
-_C.MODEL.FBNET.KPTS_HEAD_STRIDE = 0  # stride override of the keypoint head
+_C.MODEL.FBNET.KPTS_HEAD_LAST_SCALE = 0.0  # refused unless default: no FBNet keypoint head (no arch has keypoint stages)
+_C.MODEL.FBNET.KPTS_HEAD_BLOCKS = []  # refused unless default, as KPTS_HEAD_LAST_SCALE
+_C.MODEL.FBNET.KPTS_HEAD_STRIDE = 0  # refused unless default, as KPTS_HEAD_LAST_SCALE
 _C.MODEL.FBNET.MASK_HEAD_LAST_SCALE = 0.0  # last-layer scale of the mask head
 _C.MODEL.FBNET.MASK_HEAD_BLOCKS = []  # blocks of the mask head
 _C.MODEL.FBNET.MASK_HEAD_STRIDE = 0  # stride override of the mask head

@@ -1,7 +1,4 @@
 """One construction contract, two ways in: explicit arguments, or maskrcnn-benchmark's registry call (cfg, ...)."""
-import copy
-import json
-
 import pytest
 import torch
 from torch import nn
@@ -9,7 +6,6 @@ from torch import nn
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
-from maskrcnn_benchmark.modeling.backbone.fbnet_modeldef import MODEL_ARCH
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.modeling.roi_heads.keypoint_head import keypoint_head  # noqa: F401 -- registers its entries
 from maskrcnn_benchmark.modeling.roi_heads.mask_head import mask_head  # noqa: F401 -- registers its entries
@@ -76,12 +72,6 @@ def test_every_registry_entry_builds_both_ways_with_equal_modules(registry_name,
     config = _small_cfg()
     if name == "ResNet50Conv5ROIFeatureExtractor":
         mb_args = (_C4_IN_CHANNELS,)
-    if name == "FBNet.roi_head_keypoints":
-        # no built-in FBNet architecture has keypoint stages (nor had maskrcnn-benchmark's): give one that does
-        arch = copy.deepcopy(MODEL_ARCH["default"])
-        arch["block_cfg"]["kpts"] = arch["block_cfg"]["mask"]
-        config.MODEL.FBNET.ARCH = "default_with_kpts"
-        config.MODEL.FBNET.ARCH_DEF = json.dumps(arch)
     entry = getattr(registry, registry_name)[name]
     torch.manual_seed(0)
     built_mb_way = entry(config, *mb_args)

@@ -23,6 +23,8 @@ def _other_value(default):
         return default + 1
     if isinstance(default, tuple):
         return (400, 500)
+    if isinstance(default, list):
+        return [0]
     raise AssertionError("no non-default value for {!r}".format(default))
 
 

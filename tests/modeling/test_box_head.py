@@ -32,7 +32,8 @@ def test_every_box_feature_extractor_builds_from_default_config(name):
     cfg.MODEL.ROI_BOX_HEAD.FEATURE_EXTRACTOR = name
     in_channels = _IN_CHANNELS.get(name, 8)
     extractor = make_roi_box_feature_extractor(cfg, in_channels).eval()
-    predictor_name = "FastRCNNPredictor" if name == "ResNet50Conv5ROIFeatureExtractor" else "FPNPredictor"
+    spatial = name in ("ResNet50Conv5ROIFeatureExtractor", "FBNet.roi_head")  # RoI feature maps, not vectors
+    predictor_name = "FastRCNNPredictor" if spatial else "FPNPredictor"
     cfg.MODEL.ROI_BOX_HEAD.PREDICTOR = predictor_name
     predictor = make_roi_box_predictor(cfg, extractor.out_channels)
     features = [torch.randn(1, in_channels, 6, 8)]  # stride 16 of a 96 x 128 image
@@ -43,6 +44,8 @@ def test_every_box_feature_extractor_builds_from_default_config(name):
             class_logits, box_regression = predictor(out)
         if name == "ResNet50Conv5ROIFeatureExtractor":
             expected = (num_rois, 2048, resolution // 2, resolution // 2)
+        elif name == "FBNet.roi_head":  # default arch: first block stride 2, 240 channels
+            expected = (num_rois, 240, resolution // 2, resolution // 2)
         else:
             expected = (num_rois, cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM)
         assert tuple(out.shape) == expected

@@ -32,6 +32,8 @@ def test_every_mask_feature_extractor_builds_from_default_config(name):
             out = extractor(features, proposals)
         if name == "ResNet50Conv5ROIFeatureExtractor":
             assert tuple(out.shape) == (num_rois, 2048, resolution // 2, resolution // 2)
+        elif name == "FBNet.roi_head_mask":  # default arch: last block upsamples x2 to 80 channels
+            assert tuple(out.shape) == (num_rois, 80, 2 * resolution, 2 * resolution)
         else:
             assert tuple(out.shape) == (num_rois, cfg.MODEL.ROI_MASK_HEAD.CONV_LAYERS[-1], resolution, resolution)
         assert extractor.out_channels == out.shape[1]

@@ -3,9 +3,10 @@
 Registered names, as maskrcnn-benchmark's FBNet configs use them:
   BACKBONES "FBNet" (the trunk: stem + the "backbone" stages, one stride-16 map for the default archs),
   RPN_HEADS "FBNet.rpn_head" (the "rpn" stage blocks + 1x1 objectness / box convs),
-  ROI_BOX_FEATURE_EXTRACTORS "FBNet.roi_head", ROI_MASK_FEATURE_EXTRACTORS "FBNet.roi_head_mask",
-  ROI_KEYPOINT_FEATURE_EXTRACTORS "FBNet.roi_head_keypoints" (RoI pooling + the "bbox" / "mask" / "kpts" stage
-  blocks + the optional closing 1x1 conv "last").
+  ROI_BOX_FEATURE_EXTRACTORS "FBNet.roi_head", ROI_MASK_FEATURE_EXTRACTORS "FBNet.roi_head_mask" (RoI pooling +
+  the "bbox" / "mask" stage blocks + the optional closing 1x1 conv "last").
+maskrcnn-benchmark's "FBNet.roi_head_keypoints" is not registered: none of its architectures has keypoint stages
+(it then built every block of the network as the head), so the name is refused as unknown.
 """
 import json
 import logging
@@ -169,9 +170,9 @@ class FBNetROIHead(nn.Module):
     blocks, e.g. 3 for the box head and 12 for the default mask head at R = 6).
     """
 
-    head_name = None  # "bbox", "mask" or "kpts": the architecture's stage key
+    head_name = None  # "bbox" or "mask": the architecture's stage key
     cfg_name = None  # the MODEL.<node> with the pooler settings
-    fbnet_prefix = None  # MODEL.FBNET.<prefix>_HEAD_{BLOCKS, STRIDE, LAST_SCALE}
+    fbnet_prefix = None  # MODEL.FBNET.<prefix>_HEAD_{BLOCKS, STRIDE, LAST_SCALE}: DET or MASK
 
     @configurable
     def __init__(self, pooler, blocks, last, out_channels):
@@ -223,9 +224,3 @@ class FBNetMaskHead(FBNetROIHead):
 
     head_name, cfg_name, fbnet_prefix = "mask", "ROI_MASK_HEAD", "MASK"
 
-
-@registry.ROI_KEYPOINT_FEATURE_EXTRACTORS.register("FBNet.roi_head_keypoints")
-class FBNetKeypointHead(FBNetROIHead):
-    """FBNet keypoint head (stages "kpts", else "head"; MODEL.FBNET.KPTS_HEAD_*; pooler of MODEL.ROI_KEYPOINT_HEAD)."""
-
-    head_name, cfg_name, fbnet_prefix = "kpts", "ROI_KEYPOINT_HEAD", "KPTS"
