@@ -17,6 +17,7 @@ from maskrcnn_benchmark.utils.torchvision_model_loading import (
     convert_torchvision_resnet_state_dict,
     is_torchvision_detection_state_dict,
     is_torchvision_resnet_state_dict,
+    torchvision_coco_categories,
 )
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
@@ -372,7 +373,11 @@ class DetectronCheckpointer(Checkpointer):
                     "MODEL.BOX_CONVENTION is '%s': torchvision's weights were trained with its anchors and box "
                     "arithmetic; set MODEL.BOX_CONVENTION torchvision (configs/torchvision/) to get its detections",
                     self.cfg.MODEL.BOX_CONVENTION)
-            return {"model": convert_torchvision_detection_state_dict(loaded, logger=self.logger)}
+            converted = {"model": convert_torchvision_detection_state_dict(loaded, logger=self.logger)}
+            categories = torchvision_coco_categories(loaded)
+            if categories is not None:  # COCO weights: test_net matches their labels to a test set by name
+                converted["categories"] = categories
+            return converted
         if is_torchvision_resnet_state_dict(loaded):
             self.logger.info("%s is a torchvision ResNet state dict; mapping it onto backbone names", f)
             return {"model": convert_torchvision_resnet_state_dict(loaded, logger=self.logger)}

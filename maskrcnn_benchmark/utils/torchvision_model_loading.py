@@ -76,6 +76,25 @@ def is_torchvision_detection_state_dict(state_dict):
             and any(k.startswith("roi_heads.box_predictor.") for k in keys))
 
 
+def torchvision_coco_categories(state_dict):
+    """The categories of torchvision's COCO detection weights, in our checkpoints' format, or None.
+
+    torchvision's COCO models predict 91 classes whose label k is COCO category id k (with "N/A" for the ids COCO
+    does not use). Stored with the loaded weights, they let ``tools/test_net.py`` score those labels on a COCO-format
+    test set by category name (see data/categories.py) instead of by position.
+
+    Returns:
+        list of {"id": k, "name": name} for labels 1..90 when ``state_dict``'s class score has 91 outputs, else None.
+    """
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    names = MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]  # shipped with torchvision, no download
+    cls_score = state_dict.get("roi_heads.box_predictor.cls_score.weight")
+    if cls_score is None or cls_score.shape[0] != len(names):
+        return None
+    return [{"id": label, "name": name} for label, name in enumerate(names) if label > 0]
+
+
 def convert_torchvision_detection_state_dict(state_dict, logger=None):
     """Rename a torchvision ``maskrcnn_resnet50_fpn`` / ``fasterrcnn_resnet50_fpn`` state dict to this package's names.
 

@@ -223,3 +223,19 @@ def test_fine_tuning_on_other_classes_reinitialises_only_class_layers(torchvisio
     # frozen by FREEZE_CONV_BODY_AT 2 (torchvision's trainable_backbone_layers=3): still torchvision's after a step
     torch.testing.assert_close(saved["backbone.body.layer1.0.conv2.weight"],
                                tv_model.state_dict()["backbone.body.layer1.0.conv2.weight"], rtol=0, atol=0)
+
+
+def test_coco_weights_carry_their_category_names_so_labels_are_scored_by_name(torchvision_model_file):
+    from maskrcnn_benchmark.data.categories import match_categories
+    from maskrcnn_benchmark.modeling.detector import build_detection_model
+    from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
+
+    _, path = torchvision_model_file
+    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHT", ""])
+    extra = DetectronCheckpointer(cfg, build_detection_model(cfg)).load(path, use_latest=False, strict=True)
+    categories = extra["categories"]
+    assert len(categories) == 90 and categories[0] == {"id": 1, "name": "person"}
+    assert categories[2] == {"id": 3, "name": "car"} and sum(c["name"] == "N/A" for c in categories) == 10
+    # a COCO-format test set with ids 1 (person) and 3 (car) numbers them 1 and 2: torchvision's 3 is its 2
+    label_map = match_categories(categories, [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}], "coco_val")
+    assert label_map == {1: 1, 3: 2}
