@@ -71,22 +71,27 @@ def resize_to_original(predictions, image_ids, dataset):
     return resized
 
 
-def _in_test_set_labels(predictions, model_categories, dataset, dataset_name):
-    """Predictions relabelled from the model's categories to the test set's, matched by name."""
+def test_set_label_map(cfg, model_categories, dataset, dataset_name):
+    """Model label -> test-set label by category name, decided before any inference is spent on the test set.
+
+    Returns None when the labels are used as they are: the model's categories are not known (a warning says so
+    when the class counts differ, as labels are then taken by position), the dataset has no category table, or the
+    test set's categories are the model's. Raises ValueError (see match_categories) when no name is shared.
+    """
     test_categories = dataset_categories(dataset)
-    if test_categories is None:
-        return predictions
+    if test_categories is None or cfg.MODEL.RPN_ONLY:
+        return None
+    if model_categories is None:
+        _warn_unknown_categories(cfg, test_categories, dataset_name)
+        return None
     label_map = match_categories(model_categories, test_categories, dataset_name)
-    if is_identity(label_map, len(model_categories)):
-        return predictions
-    return relabel_predictions(predictions, label_map)
+    return None if is_identity(label_map, len(model_categories)) else label_map
 
 
-def _warn_unknown_categories(cfg, dataset, dataset_name):
+def _warn_unknown_categories(cfg, test_categories, dataset_name):
     """Without the model's categories, labels are taken by position: say so when the class counts differ."""
-    test_categories = dataset_categories(dataset)
     key, num_classes = num_classes_key(cfg)
-    if test_categories is not None and num_classes != len(test_categories) + 1:
+    if num_classes != len(test_categories) + 1:
         logging.getLogger("maskrcnn_benchmark.inference").warning(
             "The checkpoint does not say which categories the model was trained on (it predates category records "
             "or is not a training checkpoint), and %s = %d does not fit the %d categories + background of '%s': "
@@ -144,7 +149,7 @@ def _remove_stale_staging(output_folder):
 
 
 def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=False, device="cpu",
-              expected_results=(), expected_results_sigma_tol=4, output_folder=None, model_categories=None,
+              expected_results=(), expected_results_sigma_tol=4, output_folder=None, label_map=None,
               **eval_kwargs):
     """Predict the whole test set, save ``predictions.pth`` and evaluate it.
 
@@ -161,10 +166,9 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
         box_only: evaluate proposals (RPN only) by average recall instead of detections.
         expected_results, expected_results_sigma_tol: optional regression check, see the evaluator.
         output_folder: where predictions.pth and the evaluator's files go (None: nothing written).
-        model_categories: the categories the model was trained on (list of {"id", "name"} in label order, as
-            stored in its checkpoint). When the test set's differ, the model's labels are matched to the test
-            set's by name (see data/categories.py) and predictions.pth holds the test set's labels. None: the
-            labels are taken as the test set's (a warning says so when the counts differ).
+        label_map: dict model label -> test-set label (:func:`test_set_label_map`): detections are relabelled
+            into the test set's categories (those of unmapped labels dropped) before they are saved and scored;
+            None keeps the model's labels.
         eval_kwargs: passed on to :func:`evaluate` (e.g. max_dets for COCO).
     Returns:
         the evaluator's result on rank 0 (e.g. (COCOResults, coco_results, eval objects)), None elsewhere.
@@ -190,8 +194,8 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
         return None
     predictions, image_ids = gathered
     predictions = resize_to_original(predictions, image_ids, dataset)
-    if model_categories is not None and not box_only:
-        predictions = _in_test_set_labels(predictions, model_categories, dataset, dataset_name)
+    if label_map is not None and not box_only:
+        predictions = relabel_predictions(predictions, label_map)
 
     extra_args = dict(
         box_only=box_only,
@@ -251,8 +255,7 @@ def run_test(cfg, model, distributed, output_subdir=None, model_categories=None)
     data_loaders_val = make_data_loader(cfg, is_train=False, is_distributed=distributed)
     results = []
     for dataset_name, data_loader_val in zip(dataset_names, data_loaders_val):
-        if model_categories is None and not cfg.MODEL.RPN_ONLY:
-            _warn_unknown_categories(cfg, data_loader_val.dataset, dataset_name)
+        label_map = test_set_label_map(cfg, model_categories, data_loader_val.dataset, dataset_name)
         output_folder = None
         if cfg.OUTPUT_DIR:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
@@ -272,7 +275,7 @@ def run_test(cfg, model, distributed, output_subdir=None, model_categories=None)
             output_folder=output_folder,
             max_dets=coco_max_dets(cfg),
             glas_score_threshold=cfg.TEST.GLAS_SCORE_THRESHOLD,
-            model_categories=model_categories,
+            label_map=label_map,
         ))
         synchronize()
     return results
