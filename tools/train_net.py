@@ -90,8 +90,7 @@ def train(cfg, local_rank, distributed, device, test_at_end=True):
 
         train_step = build_adversarial_train_step(cfg, model, optimizer, device=device, precision=precision,
                                                   g_scaler=g_scaler, distributed=distributed)
-        extra.update({"discriminators": train_step.discriminators, "d_optimizer": train_step.d_optimizer,
-                      "d_scheduler": train_step.d_scheduler, "d_grad_scaler": train_step.d_scaler})
+        extra.update(train_step.checkpoint_entries())
     else:
         train_step = make_baseline_train_step(model, optimizer, precision, g_scaler)
 

@@ -226,26 +226,156 @@ def check_thread_count(saved_num_threads, logger=None):
     return False
 
 
+class NonFiniteGuard(object):
+    """The skip policy for non-finite steps (SOLVER.SKIP_NONFINITE_STEPS).
+
+    ``run`` calls the train step; a step that raised NonFiniteLossError (nothing updated) is skipped while
+    fewer than ``skip_limit`` steps were skipped in the whole run (counted in ``arguments``, so the count
+    survives a resume), and one more stops training with a FloatingPointError naming the terms, the
+    iteration, the last good checkpoint and what to change.
+    """
+
+    def __init__(self, skip_limit, arguments, checkpointer, logger):
+        self.skip_limit = skip_limit
+        self.arguments = arguments
+        self.checkpointer = checkpointer
+        self.logger = logger
+        arguments.setdefault("skipped_nonfinite_steps", 0)
+
+    def run(self, train_step, images, targets, iteration):
+        """Returns train_step's dict, or None for a skipped step."""
+        try:
+            try:
+                loss_dict = train_step(images, targets, iteration)
+            except NonFiniteTensorError as error:
+                # found inside the forward pass: share it the way the losses' check would have
+                check_finite_losses({}, iteration, {error.name: "{} of {} values NaN or inf".format(
+                    error.count, error.total)})
+                raise  # not reached: check_finite_losses raised NonFiniteLossError
+        except NonFiniteLossError as error:
+            skipped = self.arguments["skipped_nonfinite_steps"]
+            if skipped >= self.skip_limit:
+                raise self.stop(error, iteration) from error
+            self.arguments["skipped_nonfinite_steps"] = skipped + 1
+            self.logger.warning("Skipped iteration %d: %s (%d of at most %d skipped steps)", iteration, error,
+                                skipped + 1, self.skip_limit)
+            return None  # nothing was updated: the parameters are still the last good ones
+        # A step that updated before checking (a custom train_step) cannot be undone: stop before the corrupted
+        # parameters reach a checkpoint. Losses only: statistics such as D's may be absent on some processes.
+        try:
+            check_finite_losses({k: v for k, v in loss_dict.items() if k.startswith("loss")}, iteration)
+        except NonFiniteLossError as error:
+            raise self.stop(error, iteration) from error
+        return loss_dict
+
+    def stop(self, error, iteration):
+        last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else "none written yet"
+        return FloatingPointError(
+            "{} is not finite at iteration {} ({}). Training stopped; the last good checkpoint is {}. Lower "
+            "SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS, or raise SOLVER.SKIP_NONFINITE_STEPS (now {}, {} "
+            "step(s) skipped before) to skip such steps".format(
+                ", ".join(error.names), iteration, error, last, self.skip_limit,
+                self.arguments["skipped_nonfinite_steps"]))
+
+
+class TrainingMetrics(object):
+    """The per-iteration numbers: smoothed in a MetricLogger, logged every ``log_period`` iterations (and at the
+    last) as ``median (global avg)`` with lr, time, ETA and peak memory, and appended to
+    ``output_dir/metrics.json`` (and TensorBoard) at the same iterations.
+
+    "loss" is the detector's objective: the sum of the entries starting with "loss", except the
+    discriminator's (ending in "_disc"), which are logged but not added in.
+    """
+
+    def __init__(self, output_dir, max_iter, device, log_period=LOG_PERIOD, logger=None):
+        self.meters = MetricLogger(delimiter="  ")
+        self.writers = _ScalarWriters(output_dir)
+        self.max_iter = max_iter
+        self.device = device
+        self.log_period = log_period
+        self.logger = logger or logging.getLogger("maskrcnn_benchmark.trainer")
+
+    def update(self, loss_dict, iteration, batch_time, data_time, lr, skipped_steps):
+        # Reduced over processes for logging only; the gradients were already averaged by DDP.
+        loss_dict_reduced = reduce_dict({k: v.detach() for k, v in loss_dict.items()})
+        loss_names = [k for k in loss_dict_reduced if k.startswith("loss") and not k.endswith("_disc")]
+        losses_reduced = sum(loss_dict_reduced[k] for k in loss_names) if loss_names else torch.zeros(())
+        self.meters.update(loss=losses_reduced, **loss_dict_reduced)
+        self.meters.update(time=batch_time, data=data_time)
+        if iteration % self.log_period != 0 and iteration != self.max_iter:
+            return
+        eta_string = str(datetime.timedelta(seconds=int(self.meters.time.global_avg * (self.max_iter - iteration))))
+        self.logger.info(self.meters.delimiter.join([
+            "eta: {eta}", "iter: {iter}", "{meters}", "lr: {lr:.6f}", "max mem: {memory:.0f}",
+        ]).format(eta=eta_string, iter=iteration, meters=str(self.meters), lr=lr, memory=_max_memory_mb(self.device)))
+        self.writers.write({
+            "iteration": iteration, "losses": {k: float(v) for k, v in loss_dict_reduced.items()},
+            "loss": float(losses_reduced), "lr": lr, "time": batch_time, "data_time": data_time,
+            "skipped_nonfinite_steps": skipped_steps,
+        })
+
+    def write_evaluation(self, iteration, metrics):
+        if metrics:
+            self.writers.write({"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}})
+
+    def close(self):
+        self.writers.close()
+
+
+class PeriodicCheckpoint(object):
+    """``model_{iteration:07d}`` every ``period`` iterations (<= 0: none), then pruning to the newest ``keep``
+    (0 keeps all), and ``model_final`` at ``max_iter``; each file holds ``arguments`` and every process's
+    generator states (a collective: every process calls ``save``)."""
+
+    def __init__(self, checkpointer, period, keep, max_iter, arguments):
+        if keep < 0:
+            raise ValueError("SOLVER.CHECKPOINT_KEEP must be >= 0 (0 keeps every periodic checkpoint), got {}".format(
+                keep))
+        self.checkpointer, self.period, self.keep, self.max_iter = checkpointer, period, keep, max_iter
+        self.arguments = arguments
+
+    def save(self, name):
+        # every process takes part in gathering the generator states; only the checkpointer's writes to disk
+        self.checkpointer.save(name, rng_states=gather_rng_states(), **self.arguments)
+
+    def after_iteration(self, iteration):
+        if self.period > 0 and iteration % self.period == 0:
+            self.save("model_{:07d}".format(iteration))
+            self.checkpointer.prune_periodic_checkpoints(self.keep)
+
+
+class PeriodicEvaluation(object):
+    """``test_fn(iteration)`` every ``period`` iterations before the last (the final test is the caller's); its
+    metrics go to ``metrics``; the model is put back in train mode after."""
+
+    def __init__(self, test_fn, period, max_iter, model, metrics):
+        self.test_fn, self.period, self.max_iter, self.model, self.metrics = test_fn, period, max_iter, model, metrics
+
+    def after_iteration(self, iteration):
+        if self.test_fn is None or self.period <= 0 or iteration % self.period != 0 or iteration == self.max_iter:
+            return
+        self.metrics.write_evaluation(iteration, self.test_fn(iteration))
+        self.model.train()
+
+
 def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
              train_step=None, test_period=0, test_fn=None, output_dir=None, log_period=LOG_PERIOD,
              rng_states=None, skip_nonfinite_steps=0, checkpoint_keep=0):
     """Train until the data loader is exhausted (its length is the total iteration count, SOLVER.MAX_ITER).
 
-    Every iteration: move the batch to ``device``, call ``train_step``, step the scheduler. Every
-    ``log_period`` iterations (and at the last) log each loss as ``median (global avg)``, lr, time per
-    iteration, data time, ETA and peak memory, and append the same numbers to ``output_dir/metrics.json``.
+    Every iteration: move the batch to ``device``, call ``train_step`` through the NonFiniteGuard, step the
+    scheduler (skipped steps included, so the learning rate is a function of the iteration), record the
+    TrainingMetrics, then the PeriodicCheckpoint and PeriodicEvaluation.
 
     Args:
         model: the detector; put in train mode here.
         data_loader: yields (images ImageList, targets list[BoxList], image_ids); built with
             ``start_iter=arguments["iteration"]`` so a resumed run continues where it stopped.
-        optimizer, scheduler: the detector's; the scheduler is stepped once per iteration (skipped steps
-            included, so the learning rate is a function of the iteration).
+        optimizer, scheduler: the detector's; the scheduler is stepped once per iteration.
         checkpointer: Checkpointer; saves ``model_{iteration:07d}`` every ``checkpoint_period`` iterations
-            and ``model_final`` at the end, with ``arguments`` and every process's generator states
-            (``rng_states``) in the file.
+            (<= 0: only model_final) and ``model_final`` at the end, with ``arguments`` and every process's
+            generator states (``rng_states``) in the file.
         device: torch.device the batch is moved to.
-        checkpoint_period: iterations between checkpoints (<= 0: only model_final).
         arguments: dict saved in every checkpoint; ``arguments["iteration"]`` is the iteration to start from
             and is kept up to date; ``arguments["skipped_nonfinite_steps"]`` counts skipped steps;
             ``arguments["num_threads"]`` (read on resume, see :func:`check_thread_count`) is set to this run's
@@ -254,139 +384,54 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             does the forward/backward/optimizer work and raises NonFiniteLossError before updating anything
             with a non-finite loss. Default: :func:`make_baseline_train_step`. The adversarial step
             (engine/adversarial.py) plugs in here.
-        test_period: run ``test_fn(iteration)`` every this many iterations (SOLVER.TEST_PERIOD; 0 = never).
-        test_fn: periodic evaluation callable returning None or dict metric name -> float (written to
-            metrics.json and TensorBoard); the model is put back in train mode afterwards.
+        test_period, test_fn: ``test_fn(iteration)`` (returning None or dict metric name -> float, written to
+            metrics.json and TensorBoard) every ``test_period`` iterations (SOLVER.TEST_PERIOD; 0 = never).
         output_dir: where metrics.json (and TensorBoard events) go; None disables them.
         rng_states: the ``rng_states`` entry of the checkpoint being resumed (default: taken out of
-            ``arguments`` when it is there); restored after the data loader's
-            iterator exists (creating it draws from the generator), so the continuation is exact.
-        skip_nonfinite_steps: how many non-finite steps may be skipped in the whole run
-            (SOLVER.SKIP_NONFINITE_STEPS); one more stops training. 0 stops at the first.
-        checkpoint_keep: after each successful periodic save, delete all but the newest this many periodic
-            checkpoints (SOLVER.CHECKPOINT_KEEP; 0 keeps all).
+            ``arguments``); restored after the data loader's iterator exists (creating it draws from the
+            generator), so the continuation is exact.
+        skip_nonfinite_steps: SOLVER.SKIP_NONFINITE_STEPS (see NonFiniteGuard).
+        checkpoint_keep: SOLVER.CHECKPOINT_KEEP (see PeriodicCheckpoint).
     Returns:
-        the MetricLogger; its "loss" meter is the sum of the returned entries whose name starts with "loss",
-        except the discriminator's (ending in "_disc").
+        the MetricLogger (TrainingMetrics.meters).
     Raises:
         FloatingPointError naming the loss term and the iteration; no checkpoint is written after it, so
         ``last_checkpoint`` still names the last good one.
     """
     logger = logging.getLogger("maskrcnn_benchmark.trainer")
-    if checkpoint_keep < 0:
-        raise ValueError("SOLVER.CHECKPOINT_KEEP must be >= 0 (0 keeps every periodic checkpoint), got {}".format(
-            checkpoint_keep))
+    max_iter, start_iter = len(data_loader), arguments["iteration"]
+    periodic = [PeriodicCheckpoint(checkpointer, checkpoint_period, checkpoint_keep, max_iter, arguments)]
+    guard = NonFiniteGuard(skip_nonfinite_steps, arguments, checkpointer, logger)
     logger.info("Start training")
-    meters = MetricLogger(delimiter="  ")
-    max_iter = len(data_loader)
-    start_iter = arguments["iteration"]
-    arguments.setdefault("skipped_nonfinite_steps", 0)
     if start_iter > 0:
         check_thread_count(arguments.get("num_threads"), logger)
     arguments["num_threads"] = torch.get_num_threads()
     # arguments.update(checkpointer.load()) brings the saved states along: use them, don't save them back
     saved_rng_states = arguments.pop("rng_states", None)
-    if rng_states is None:
-        rng_states = saved_rng_states
-    if train_step is None:
-        train_step = make_baseline_train_step(model, optimizer)
-    writers = _ScalarWriters(output_dir)
-
-    def save(name):
-        # every process takes part in gathering the generator states; only the checkpointer's writes to disk
-        checkpointer.save(name, rng_states=gather_rng_states(), **arguments)
-
-    def log_step(loss_dict, iteration, data_time):
-        # Reduce over processes for logging only; the gradients were already averaged by DDP.
-        loss_dict_reduced = reduce_dict({k: v.detach() for k, v in loss_dict.items()})
-        # "loss" is the detector's objective: discriminator losses (*_disc) are logged but not added in.
-        loss_names = [k for k in loss_dict_reduced if k.startswith("loss") and not k.endswith("_disc")]
-        losses_reduced = sum(loss_dict_reduced[k] for k in loss_names) if loss_names else torch.zeros(())
-        meters.update(loss=losses_reduced, **loss_dict_reduced)
-        batch_time = time.time() - end
-        meters.update(time=batch_time, data=data_time)
-        if iteration % log_period == 0 or iteration == max_iter:
-            eta_seconds = meters.time.global_avg * (max_iter - iteration)
-            eta_string = str(datetime.timedelta(seconds=int(eta_seconds)))
-            lr = optimizer.param_groups[0]["lr"]
-            logger.info(
-                meters.delimiter.join([
-                    "eta: {eta}", "iter: {iter}", "{meters}", "lr: {lr:.6f}", "max mem: {memory:.0f}",
-                ]).format(eta=eta_string, iter=iteration, meters=str(meters), lr=lr,
-                          memory=_max_memory_mb(device)))
-            writers.write({
-                "iteration": iteration,
-                "losses": {k: float(v) for k, v in loss_dict_reduced.items()},
-                "loss": float(losses_reduced),
-                "lr": lr,
-                "time": batch_time,
-                "data_time": data_time,
-                "skipped_nonfinite_steps": arguments["skipped_nonfinite_steps"],
-            })
-
-    def stop(error, iteration):
-        last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else "none written yet"
-        return FloatingPointError(
-            "{} is not finite at iteration {} ({}). Training stopped; the last good checkpoint is {}. Lower "
-            "SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS, or raise SOLVER.SKIP_NONFINITE_STEPS (now {}, {} "
-            "step(s) skipped before) to skip such steps".format(
-                ", ".join(error.names), iteration, error, last, skip_nonfinite_steps,
-                arguments["skipped_nonfinite_steps"]))
+    rng_states = saved_rng_states if rng_states is None else rng_states
+    train_step = train_step or make_baseline_train_step(model, optimizer)
+    metrics = TrainingMetrics(output_dir, max_iter, device, log_period, logger)
+    periodic.append(PeriodicEvaluation(test_fn, test_period, max_iter, model, metrics))
 
     model.train()
-    start_training_time = time.time()
-    end = time.time()
-    iteration = start_iter
+    start_training_time = end = time.time()
     batches = iter(data_loader)
     if rng_states is not None:
         restore_rng_states(rng_states)
     try:
-        for iteration, (images, targets, _) in enumerate(batches, start_iter):
+        for iteration, (images, targets, _) in enumerate(batches, start_iter + 1):
             data_time = time.time() - end
-            iteration = iteration + 1
             arguments["iteration"] = iteration
-
-            images = images.to(device)
-            targets = [target.to(device) for target in targets]
-            try:
-                try:
-                    loss_dict = train_step(images, targets, iteration)
-                except NonFiniteTensorError as error:
-                    # found inside the forward pass: share it the way the losses' check would have
-                    check_finite_losses({}, iteration, {error.name: "{} of {} values NaN or inf".format(
-                        error.count, error.total)})
-                    raise  # not reached: check_finite_losses raised NonFiniteLossError
-            except NonFiniteLossError as error:
-                if arguments["skipped_nonfinite_steps"] >= skip_nonfinite_steps:
-                    raise stop(error, iteration) from error
-                arguments["skipped_nonfinite_steps"] += 1
-                logger.warning("Skipped iteration %d: %s (%d of at most %d skipped steps)", iteration, error,
-                               arguments["skipped_nonfinite_steps"], skip_nonfinite_steps)
-                loss_dict = None  # nothing was updated: the parameters are still the last good ones
-
-            if loss_dict is not None:
-                # A step that updated before checking (a custom train_step) cannot be undone: stop before
-                # the corrupted parameters reach a checkpoint.
-                try:
-                    # losses only: statistics such as D's probabilities may be absent on some processes
-                    check_finite_losses({k: v for k, v in loss_dict.items() if k.startswith("loss")}, iteration)
-                except NonFiniteLossError as error:
-                    raise stop(error, iteration) from error
+            loss_dict = guard.run(train_step, images.to(device), [t.to(device) for t in targets], iteration)
             scheduler.step()
             if loss_dict is not None:
-                log_step(loss_dict, iteration, data_time)
+                metrics.update(loss_dict, iteration, time.time() - end, data_time, optimizer.param_groups[0]["lr"],
+                               arguments["skipped_nonfinite_steps"])
             end = time.time()
-
-            if checkpoint_period > 0 and iteration % checkpoint_period == 0:
-                save("model_{:07d}".format(iteration))
-                checkpointer.prune_periodic_checkpoints(checkpoint_keep)
-            if test_fn is not None and test_period > 0 and iteration % test_period == 0 and iteration != max_iter:
-                metrics = test_fn(iteration)
-                if metrics:
-                    writers.write({"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}})
-                model.train()
+            for action in periodic:
+                action.after_iteration(iteration)
             if iteration == max_iter:
-                save("model_final")
+                periodic[0].save("model_final")
         if start_iter >= max_iter:
             # Resumed from a periodic checkpoint taken at the last iteration: the run was killed before it
             # wrote model_final (or before last_checkpoint named it). Write it now from the same state.
@@ -395,12 +440,12 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
                                "model_final is written from the checkpoint's state", start_iter, max_iter)
             else:
                 logger.info("Training had reached iteration %d of %d; writing model_final", start_iter, max_iter)
-            save("model_final")
+            periodic[0].save("model_final")
     finally:
-        writers.close()
+        metrics.close()
 
     total_training_time = time.time() - start_training_time
-    total_time_str = str(datetime.timedelta(seconds=int(total_training_time)))
     logger.info("Total training time: {} ({:.4f} s / it)".format(
-        total_time_str, total_training_time / max(max_iter - start_iter, 1)))
-    return meters
+        str(datetime.timedelta(seconds=int(total_training_time))),
+        total_training_time / max(max_iter - start_iter, 1)))
+    return metrics.meters

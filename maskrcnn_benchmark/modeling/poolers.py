@@ -6,6 +6,7 @@ from torch import nn
 
 from maskrcnn_benchmark.modeling.box_coder import box_convention_to_remove
 from maskrcnn_benchmark.modeling.utils import cat
+from maskrcnn_benchmark.structures.boxlist_ops import boxes_to_rois
 
 
 class LevelMapper(object):
@@ -27,11 +28,15 @@ class LevelMapper(object):
 
     def __call__(self, boxlists):
         """list[BoxList] -> int64 Tensor[K] of level indices relative to k_min (0 = finest map)."""
+        return self.levels_of_boxes(cat([boxlist.convert("xyxy").bbox for boxlist in boxlists]))
+
+    def levels_of_boxes(self, boxes):
+        """Tensor[K, 4] (x0, y0, x1, y1) -> int64 Tensor[K] of level indices relative to k_min."""
+        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         if self.to_remove:
-            s = torch.sqrt(cat([boxlist.area() for boxlist in boxlists]))
+            s = torch.sqrt((widths + self.to_remove) * (heights + self.to_remove))
         else:
-            boxes = cat([boxlist.convert("xyxy").bbox for boxlist in boxlists])
-            s = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+            s = torch.sqrt(widths * heights)
         if not bool(torch.isfinite(s).all()):
             # A NaN size maps to no level: the box would be dropped silently or break the reordering later.
             raise FloatingPointError(
@@ -102,21 +107,19 @@ class Pooler(nn.Module):
 
     @staticmethod
     def convert_to_roi_format(boxes):
-        """list[BoxList] -> Tensor[K, 5] rows (batch_index, x0, y0, x1, y1)."""
-        concat_boxes = cat([b.bbox for b in boxes], dim=0)
-        ids = torch.repeat_interleave(
-            torch.arange(len(boxes), device=concat_boxes.device, dtype=concat_boxes.dtype),
-            torch.tensor([len(b) for b in boxes], device=concat_boxes.device),
-        )
-        return torch.cat([ids[:, None], concat_boxes], dim=1)
+        """list[BoxList] -> Tensor[K, 5] rows (batch_index, x0, y0, x1, y1) (maskrcnn-benchmark's name)."""
+        return boxes_to_rois(boxes)
 
     def forward(self, x, boxes):
-        rois = self.convert_to_roi_format(boxes)
-        if rois.dtype != x[0].dtype:
-            rois = rois.to(x[0].dtype)
+        return self.pool_rois(x, self.convert_to_roi_format(boxes))
+
+    def pool_rois(self, x, rois):
+        """x list[Tensor[N, C, H_l, W_l]], rois Tensor[K, 5] (batch_index, x0, y0, x1, y1) in image pixels ->
+        Tensor[K, C, oh, ow] in the order of ``rois``, each RoI pooled from the level its size maps to."""
         if len(self.poolers) == 1:
-            return self.poolers[0](x[0], rois)
-        levels = self.map_levels(boxes)
+            return self.poolers[0](x[0], rois.to(x[0].dtype))
+        levels = self.map_levels.levels_of_boxes(rois[:, 1:])  # from the boxes' own precision
+        rois = rois.to(x[0].dtype)
         # Pool each level's RoIs in one call (no loop over RoIs) and write the result straight into their rows of
         # one output: concatenating and then permuting held two copies of every pooled feature at the peak.
         # The in-place copy keeps autograd paths to both features and rois (its backward needs only the indices).
@@ -139,11 +142,12 @@ def _cfg_node(cfg, head_name):
 
 
 def make_pooler(cfg, head_name):
-    """Pooler for ``cfg.MODEL.<head_name>`` (e.g. "ROI_BOX_HEAD", "ROI_MASK_HEAD", dotted "GAN.BOX_DISC").
+    """Pooler for ``cfg.MODEL.<head_name>`` (e.g. "ROI_BOX_HEAD", "ROI_MASK_HEAD", "ROI_KEYPOINT_HEAD"; a dotted
+    name reaches a nested node). The discriminators do not use it: they pool through
+    ``modeling.discriminators.feature_pooling.RoIFeaturePooler``.
 
     Reads POOLER_RESOLUTION, POOLER_SCALES, POOLER_SAMPLING_RATIO and POOLER_TYPE of that node; a
-    node without POOLER_SCALES / POOLER_SAMPLING_RATIO (the discriminators) uses the box head's, so
-    it pools from the same maps. MODEL.ROI_HEADS.USE_FPN True requires several scales.
+    node without POOLER_SCALES / POOLER_SAMPLING_RATIO uses the box head's, so it pools from the same maps. MODEL.ROI_HEADS.USE_FPN True requires several scales.
     """
     node = _cfg_node(cfg, head_name)
     box_head = cfg.MODEL.ROI_BOX_HEAD

@@ -109,3 +109,22 @@ def cat_boxlist(bboxes):
     for field in bboxes[0].fields():
         cat_boxes.add_field(field, _cat_field([bbox.get_field(field) for bbox in bboxes], field))
     return cat_boxes
+
+
+def boxes_to_rois(boxes):
+    """The RoI format of the pooling ops and the discriminators: rows (batch_index, x0, y0, x1, y1).
+
+    Args:
+        boxes (list[BoxList] in "xyxy" mode, or list[Tensor[K_i, 4]]): one entry per image, image i's rows
+            getting batch index i.
+    Returns:
+        Tensor[K, 5] in the boxes' dtype and device, K = sum K_i, in the order of the concatenated boxes
+        (Tensor[0, 5] float32 on the CPU for an empty list). Differentiable w.r.t. the coordinates.
+    """
+    tensors = [b.bbox if isinstance(b, BoxList) else b for b in boxes]
+    if not tensors:
+        return torch.zeros((0, 5))
+    concat = _cat(tensors, dim=0)
+    counts = torch.tensor([t.shape[0] for t in tensors], device=concat.device)
+    ids = torch.repeat_interleave(torch.arange(len(tensors), device=concat.device, dtype=concat.dtype), counts)
+    return torch.cat([ids[:, None], concat], dim=1)

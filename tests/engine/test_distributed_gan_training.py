@@ -130,7 +130,7 @@ def test_two_gloo_processes_stay_in_sync_and_match_one_process(tiny_cfg, tmp_pat
 
 def test_adversarial_only_gives_every_detector_parameter_a_gradient(tiny_cfg):
     from maskrcnn_benchmark.data import make_data_loader
-    from maskrcnn_benchmark.engine.adversarial import adversarial_iteration
+    from maskrcnn_benchmark.engine.adversarial import AdversarialTrainStep
     from maskrcnn_benchmark.modeling.detector import build_detection_model
     from maskrcnn_benchmark.modeling.discriminators import build_discriminators
 
@@ -144,8 +144,9 @@ def test_adversarial_only_gives_every_detector_parameter_a_gradient(tiny_cfg):
     images, targets, _ = next(iter(make_data_loader(cfg, is_train=True)))
     g_optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     d_optimizer = torch.optim.SGD(discriminators.parameters(), lr=0.0)
-    adversarial_iteration(model, discriminators, g_optimizer, d_optimizer, images, list(targets), 0.025, 0.5,
-                          adv_only=True)
+    step = AdversarialTrainStep(model, discriminators, g_optimizer, d_optimizer, box_weight=0.025, mask_weight=0.5,
+                                adv_only=True)
+    step.adversarial_iteration(images, list(targets))
     # a zero gradient, not none: DDP sees the box regression used although no weighted term reaches it (older
     # PyTorch's DDP without find_unused_parameters fails at the next forward when a parameter gets no gradient;
     # 2.14 tolerates it, which a two-process ADV_ONLY + ROIAlign run showed)
@@ -165,7 +166,7 @@ def _run_with_nan_on_rank1(rank, port, config_file, out_dir):
         if self.training:
             calls.append(1)
             if len(calls) == 2 and rank == 1:
-                losses = output[0] if return_adv_inputs else output
+                losses = output.losses
                 losses["loss_mask"] = losses["loss_mask"] * float("nan")
         return output
 

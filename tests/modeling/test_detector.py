@@ -40,8 +40,8 @@ def test_rpn_only_trains_and_returns_proposals(tiny_cfg):
     tiny_cfg.MODEL.RPN_ONLY = True
     model = build_detection_model(tiny_cfg).train()
     assert model.roi_heads is None
-    losses = model(_images(), _targets(with_masks=False))
-    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg"}
+    losses, extras = model(_images(), _targets(with_masks=False))
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg"} and extras == {}
     sum(losses.values()).backward()
     model.eval()
     with torch.no_grad():
@@ -56,7 +56,7 @@ def test_mask_rcnn_r18_fpn_trains_one_step_and_evaluates(tiny_cfg):
     model = build_detection_model(tiny_cfg).train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     before = model.rpn.head.conv.weight.detach().clone()
-    losses = model(_images(), _targets())
+    losses, _ = model(_images(), _targets())
     assert {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"} <= set(losses)
     total = sum(losses.values())
     assert torch.isfinite(total)
@@ -85,8 +85,25 @@ def test_adv_inputs_carry_roi_feature_maps_and_strides(tiny_cfg):
     assert all(f.requires_grad for f in features)  # not detached: the generator loss reaches the backbone
     for key in ("box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois"):
         assert key in adv_inputs
-    # Without the flag the return is just the loss dict.
-    assert isinstance(model(_images(), _targets()), dict)
+    # Without the flag the extras are empty; the output still reads as maskrcnn-benchmark's loss dict.
+    torch.manual_seed(0)
+    output = model(_images(), _targets())
+    assert output.extras == {} and set(output.keys()) == set(losses)
+    assert output["loss_mask"] is output.losses["loss_mask"] and dict(**output) == output.losses
+    assert sorted(k for k, _ in output.items()) == sorted(losses) and len(list(output.values())) == len(losses)
+    losses_again, _ = output
+    assert losses_again is output.losses
+
+
+def test_losses_do_not_depend_on_asking_for_the_adversarial_inputs(tiny_cfg):
+    model = build_detection_model(tiny_cfg).train()
+    torch.manual_seed(3)
+    plain, _ = model(_images(), _targets())
+    torch.manual_seed(3)
+    with_extras, _ = model(_images(), _targets(), return_adv_inputs=True)
+    assert list(plain) == list(with_extras)  # same terms in the same order: their sum is the same float
+    for key, value in plain.items():
+        assert torch.equal(value, with_extras[key]), key
 
 
 def test_eval_ignores_return_adv_inputs(tiny_cfg):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
-from maskrcnn_benchmark.engine.adversarial import adversarial_iteration
+from maskrcnn_benchmark.engine.adversarial import AdversarialTrainStep
 from maskrcnn_benchmark.modeling.discriminators import MaskDiscriminator, build_discriminators
 from maskrcnn_benchmark.modeling.discriminators.box_discriminator import BoxCoordinateDiscriminator
 from maskrcnn_benchmark.modeling.discriminators.build import batchnorm_scale
@@ -55,8 +55,9 @@ def test_weighted_d_losses_give_weight_times_the_unweighted_d_gradient():
         grads = {}
         step_tests._after_step(d_opt, lambda grads=grads, discs=discs: grads.update(
             {name: p.grad.clone() for name, p in discs.named_parameters()}))
-        logged = adversarial_iteration(model, discs, g_opt, d_opt, images, targets, box_weight=0.025,
-                                       mask_weight=0.5, weight_d_losses=weighted)
+        step = AdversarialTrainStep(model, discs, g_opt, d_opt, box_weight=0.025, mask_weight=0.5,
+                                    weight_d_losses=weighted)
+        logged = step.adversarial_iteration(images, targets)
         gradients[weighted] = (grads, logged)
     (plain, plain_logged), (weighted, weighted_logged) = gradients[False], gradients[True]
     for name, grad in plain.items():

@@ -77,7 +77,7 @@ def test_training_returns_losses_and_adv_inputs_with_matching_shapes():
     heads = build_roi_heads(_fpn_cfg(), 8).train()
     targets = _targets()
     attributes_before = _tensor_attributes(heads)
-    x, sampled, losses, adv = heads(_features(), _proposals(targets), targets, return_adv_inputs=True)
+    x, sampled, losses, adv = heads(_features(), _proposals(targets), targets)
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask"}
     assert set(adv) == {"box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois"}
     num_positive = sum(int((s.get_field("labels") > 0).sum()) for s in sampled)
@@ -101,7 +101,7 @@ def test_box_rois_pred_has_gradient_path_to_the_box_regression_weights():
     torch.manual_seed(0)
     heads = build_roi_heads(_fpn_cfg(), 8).train()
     targets = _targets()
-    *_, adv = heads(_features(), _proposals(targets), targets, return_adv_inputs=True)
+    *_, adv = heads(_features(), _proposals(targets), targets)
     bbox_pred = heads.box.predictor.bbox_pred.weight
     grad, = torch.autograd.grad(adv["box_rois_pred"][:, 1:].sum(), bbox_pred)
     assert grad.abs().sum() > 0
@@ -116,28 +116,34 @@ def test_box_rois_pred_are_the_proposals_when_the_regression_is_zero():
     torch.nn.init.zeros_(heads.box.predictor.bbox_pred.weight)
     torch.nn.init.zeros_(heads.box.predictor.bbox_pred.bias)
     targets = _targets()
-    *_, adv = heads(_features(), _proposals(targets), targets, return_adv_inputs=True)
+    *_, adv = heads(_features(), _proposals(targets), targets)
     # decode(0, proposal) == proposal; the mask RoIs are the same positive proposals in the same order
     assert torch.allclose(adv["box_rois_pred"], adv["mask_rois"], atol=1e-4)
 
 
-def test_asking_for_adv_inputs_does_not_change_the_losses():
+def test_a_maskrcnn_benchmark_style_custom_head_returning_three_items_still_runs():
+    """maskrcnn-benchmark's heads return (x, detections, losses): such a custom head runs in the combined heads,
+    adding its losses and no extras."""
     heads = build_roi_heads(_fpn_cfg(), 8).train()
+    real_mask_head = heads.mask
+
+    class ThreeItemMaskHead(torch.nn.Module):
+        def forward(self, features, proposals, targets=None):
+            return real_mask_head(features, proposals, targets)[:3]
+
+    heads["mask"] = ThreeItemMaskHead()
     targets = _targets()
     torch.manual_seed(3)
-    outputs = heads(_features(), _proposals(targets), targets)
-    torch.manual_seed(3)
-    outputs_adv = heads(_features(), _proposals(targets), targets, return_adv_inputs=True)
-    assert len(outputs) == 3 and len(outputs_adv) == 4
-    for key, value in outputs[2].items():
-        assert torch.equal(value, outputs_adv[2][key]), key
+    _, _, losses, extras = heads(_features(), _proposals(targets), targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask"}
+    assert set(extras) == {"box_rois_pred", "box_rois_gt"}
 
 
 def test_images_without_objects_give_zero_mask_loss_with_gradient_and_empty_adv_inputs():
     torch.manual_seed(0)
     heads = build_roi_heads(_fpn_cfg(), 8).train()
     targets = _targets(with_objects=False)
-    _, _, losses, adv = heads(_features(), _proposals(targets), targets, return_adv_inputs=True)
+    _, _, losses, adv = heads(_features(), _proposals(targets), targets)
     assert losses["loss_mask"].item() == 0 and losses["loss_box_reg"].item() == 0
     sum(losses.values()).backward()
     assert heads.mask.predictor.mask_fcn_logits.weight.grad is not None
@@ -150,10 +156,10 @@ def test_eval_returns_detections_with_masks_and_no_adv_inputs():
     heads.box.post_processor.score_thresh = 0.0
     targets = _targets()
     with torch.no_grad():
-        outputs = heads(_features(), _proposals(targets), return_adv_inputs=True)
-    assert len(outputs) == 3
-    _, detections, losses = outputs
-    assert losses == {} and len(detections) == 2
+        outputs = heads(_features(), _proposals(targets))
+    assert len(outputs) == 4
+    _, detections, losses, extras = outputs
+    assert losses == {} and extras == {} and len(detections) == 2
     for det in detections:
         assert len(det) > 0 and det.size == IMAGE_SIZE
         assert det.get_field("mask").shape == (len(det), 1, 28, 28)
@@ -170,7 +176,7 @@ def test_eval_masks_do_not_depend_on_the_predictor_chunk_size(chunk_size):
     heads.box.post_processor.score_thresh = 0.0
     features, proposals = _features(), _proposals(_targets())
     with torch.no_grad():
-        _, detections, _ = heads(features, proposals)
+        _, detections, _, _ = heads(features, proposals)
         all_classes = heads.mask.predictor(heads.mask.feature_extractor(features, detections))
     labels = torch.cat([d.get_field("labels") for d in detections])
     expected = all_classes[torch.arange(len(labels)), labels][:, None].sigmoid()
@@ -184,7 +190,7 @@ def test_eval_without_detections_gives_empty_masks():
     heads = build_roi_heads(_fpn_cfg(), 8).eval()
     heads.box.post_processor.score_thresh = 1.1  # no class probability reaches it
     with torch.no_grad():
-        _, detections, _ = heads(_features(), _proposals(_targets()))
+        _, detections, _, _ = heads(_features(), _proposals(_targets()))
     assert [d.get_field("mask").shape for d in detections] == [(0, 1, 28, 28)] * 2
 
 
@@ -198,14 +204,14 @@ def test_c4_heads_share_the_box_extractor_and_train_on_its_features():
     assert heads.mask.feature_extractor is heads.box.feature_extractor
     targets = _targets(num_images=1)
     features = [torch.randn(1, 1024, 3, 4)]
-    _, _, losses, adv = heads(features, _proposals(targets), targets, return_adv_inputs=True)
+    _, _, losses, adv = heads(features, _proposals(targets), targets)
     assert adv["mask_logits"].shape[1:] == (4, 4)
     assert torch.isfinite(sum(losses.values()))
 
     heads.eval()
     heads.box.post_processor.score_thresh = 0.0
     with torch.no_grad():
-        _, detections, _ = heads(features, _proposals(targets))
+        _, detections, _, _ = heads(features, _proposals(targets))
     assert len(detections[0]) > 0
     assert detections[0].get_field("mask").shape == (len(detections[0]), 1, 4, 4)
 

@@ -1,7 +1,37 @@
 """GeneralizedRCNN: backbone -> RPN -> RoI heads, the Faster/Mask/Keypoint R-CNN meta-architecture."""
+from typing import NamedTuple
+
 from torch import nn
 
 from maskrcnn_benchmark.structures.image_list import to_image_list
+
+
+class TrainingOutput(NamedTuple):
+    """What the detector returns in training: ``losses, extras = model(images, targets)``.
+
+    ``losses`` (dict name -> Tensor[]) are the detection losses; ``extras`` (dict) holds the discriminators'
+    inputs when they were asked for (``return_adv_inputs``), and is empty otherwise. In maskrcnn-benchmark
+    the loss dict itself was the training output, so training loops written for it read this object as that
+    dict: ``keys()``, ``values()``, ``items()``, ``output["loss_mask"]`` and ``**output`` reach the losses.
+    (Iterating it, or ``len``, sees the pair.)
+    """
+
+    losses: dict
+    extras: dict
+
+    def keys(self):
+        return self.losses.keys()
+
+    def values(self):
+        return self.losses.values()
+
+    def items(self):
+        return self.losses.items()
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self.losses[key]
+        return tuple.__getitem__(self, key)
 
 
 class GeneralizedRCNN(nn.Module):
@@ -35,13 +65,13 @@ class GeneralizedRCNN(nn.Module):
         Args:
             images: ImageList, or list[Tensor[3, H_i, W_i]] (BGR 0-255 minus PIXEL_MEAN).
             targets: list[BoxList] with fields "labels" (and "masks"/"keypoints"), required in training.
-            return_adv_inputs: in training, also return the tensors the discriminators need.
+            return_adv_inputs: in training, fill ``extras`` with the tensors the discriminators need.
         Returns:
-            training: dict of losses {loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg,
-                loss_mask, (loss_kp)}; with ``return_adv_inputs`` the tuple (losses, adv_inputs), adv_inputs
-                a dict with "features" (list[Tensor[N,C,H,W]], not detached), "feature_strides" (list[int]),
-                "images" (the padded input batch Tensor[N,3,H,W]), "image_sizes" (list of (height, width)) and
-                the RoI heads' "box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois".
+            training: TrainingOutput (losses, extras). losses {loss_objectness, loss_rpn_box_reg,
+                loss_classifier, loss_box_reg, loss_mask, (loss_kp)}; extras {} unless ``return_adv_inputs``,
+                then "features" (list[Tensor[N,C,H,W]], not detached), "feature_strides" (list[int]), "images"
+                (the padded input batch Tensor[N,3,H,W]), "image_sizes" (list of (height, width)) and the RoI
+                heads' "box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois".
             eval: list[BoxList] per image (in the input image size) with "scores", "labels", "mask", ...;
                 for an RPN-only model the proposals with "objectness".
         """
@@ -56,29 +86,17 @@ class GeneralizedRCNN(nn.Module):
                 len(targets), len(images.image_sizes)))
         features = self.backbone(images.tensors)
         proposals, proposal_losses = self.rpn(images, features, targets)
-        adv_inputs = None
         if self.roi_heads is not None:
-            want_adv = return_adv_inputs and self.training
-            outputs = self.roi_heads(features, proposals, targets, return_adv_inputs=want_adv)
-            if want_adv:
-                _, result, detector_losses, adv_inputs = outputs
-            else:
-                _, result, detector_losses = outputs
+            _, result, losses, head_extras = self.roi_heads(features, proposals, targets)
         else:
-            result = proposals
-            detector_losses = {}
+            result, losses, head_extras = proposals, {}, {}
         if not self.training:
             return result
-        losses = {}
-        losses.update(detector_losses)
-        losses.update(proposal_losses)
+        losses = dict(losses, **proposal_losses)
         if not return_adv_inputs:
-            return losses
-        adv_inputs = dict(adv_inputs or {})
+            return TrainingOutput(losses, {})
         num_maps = len(self.roi_feature_strides)
-        adv_inputs["features"] = list(features[:num_maps])
-        adv_inputs["feature_strides"] = list(self.roi_feature_strides)
-        # for the ablations of D in pixel space and on box coordinates (MODEL.GAN.MASK_DISC / BOX_DISC.INPUT)
-        adv_inputs["images"] = images.tensors
-        adv_inputs["image_sizes"] = list(images.image_sizes)
-        return losses, adv_inputs
+        extras = dict(head_extras, features=list(features[:num_maps]), feature_strides=list(self.roi_feature_strides),
+                      # for the ablations of D in pixel space and on box coordinates (MODEL.GAN.*_DISC.INPUT)
+                      images=images.tensors, image_sizes=list(images.image_sizes))
+        return TrainingOutput(losses, extras)

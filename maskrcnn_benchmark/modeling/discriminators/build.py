@@ -94,7 +94,8 @@ class AdversarialDiscriminators(nn.Module):
         self.mask_input = mask_input
 
     def pool_inputs(self, adv_inputs):
-        """Real and fake inputs of the enabled discriminators, still attached to the detector's graph.
+        """Real and fake inputs of the enabled discriminators, still attached to the detector's graph, in float32
+        whatever autocast region the detector ran in (outside of which this pools).
 
         Arguments:
             adv_inputs (dict): the detector's adversarial inputs (see GeneralizedRCNN.forward): "features",
@@ -106,6 +107,15 @@ class AdversarialDiscriminators(nn.Module):
                 when D_b is enabled; "mask_real", "mask_fake" (Tensor[M, C, R, R], C = 1 for the masks alone and 3
                 for mask x pixels) when D_m is enabled.
         """
+        # The discriminators pool in float32: the compiled PrRoIPool CPU kernel takes float32/float64 only, and
+        # the pooled values feed log-sigmoid losses. The casts are differentiable: the graph is kept.
+        adv_inputs = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+                      for k, v in adv_inputs.items()}
+        adv_inputs["features"] = [level.float() for level in adv_inputs["features"]]
+        with torch.autocast(device_type=adv_inputs["features"][0].device.type, enabled=False):
+            return self._pool_inputs(adv_inputs)
+
+    def _pool_inputs(self, adv_inputs):
         features = adv_inputs["features"]
         if self.detach_features:
             features = [level.detach() for level in features]
@@ -134,6 +144,23 @@ class AdversarialDiscriminators(nn.Module):
             inputs["mask_real"] = real if context is None else real * context
             inputs["mask_fake"] = fake if context is None else fake * context
         return inputs
+
+    def forward(self, inputs):
+        """D_b and D_m score what they are given.
+
+        Arguments:
+            inputs (dict[str, Tensor]): :meth:`pool_inputs` output (detached for D's update).
+        Returns:
+            dict: "box" -> (real Tensor[P], fake Tensor[P]) logits when D_b is on; "mask" -> (real Tensor[M, L],
+            fake Tensor[M, L]) embeddings when D_m is on; in float32 whatever autocast ran D in (the losses take
+            logs of sigmoids).
+        """
+        scores = {}
+        if "box_real" in inputs:
+            scores["box"] = self.box_logits(inputs["box_real"], inputs["box_fake"])
+        if "mask_real" in inputs:
+            scores["mask"] = self.mask_embeddings(inputs["mask_real"], inputs["mask_fake"])
+        return {k: (real.float(), fake.float()) for k, (real, fake) in scores.items()}
 
     def box_logits(self, real, fake):
         """D_b on real and fake RoI features (Tensor[P, C, R, R] each) -> (Tensor[P], Tensor[P]) logits."""

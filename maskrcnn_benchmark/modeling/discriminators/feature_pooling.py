@@ -61,6 +61,7 @@ class RoIFeaturePooler(nn.Module):
 
         _check_prroi_impl(prroi_impl)
         self.prroi_impl = prroi_impl
+        self._level_poolers = {}  # scales -> Pooler (no parameters or buffers: not part of the state)
 
     def forward(self, features, feature_strides, rois):
         """
@@ -89,25 +90,13 @@ class RoIFeaturePooler(nn.Module):
         return pooled
 
     def _pool_assigned_level(self, features, scales, rois):
-        # modeling.poolers.Pooler takes one BoxList per image: group the RoIs by image (stable, so the order
-        # within an image is kept), pool, then put the results back into the input order.
-        from maskrcnn_benchmark.modeling.poolers import Pooler
-        from maskrcnn_benchmark.structures.bounding_box import BoxList
+        # one modeling.poolers.Pooler per set of scales, built at the first call and reused
+        scales = tuple(scales)
+        if scales not in self._level_poolers:
+            from maskrcnn_benchmark.modeling.poolers import Pooler
 
-        pooler = Pooler(
-            output_size=(self.resolution, self.resolution),
-            scales=tuple(scales),
-            sampling_ratio=self.sampling_ratio,
-            pooler_type=self.pooler_type,
-            prroi_impl=self.prroi_impl,
-        )
-        batch_index = rois[:, 0].long()
-        order = torch.sort(batch_index, stable=True).indices
-        height, width = features[0].shape[-2:]
-        image_size = (int(width / scales[0]), int(height / scales[0]))
-        boxes = [
-            BoxList(rois[order][batch_index[order] == image, 1:], image_size, mode="xyxy")
-            for image in range(features[0].shape[0])
-        ]
-        pooled = pooler(features, boxes)
-        return pooled[torch.argsort(order)]
+            self._level_poolers[scales] = Pooler(
+                output_size=(self.resolution, self.resolution), scales=scales, sampling_ratio=self.sampling_ratio,
+                pooler_type=self.pooler_type, prroi_impl=self.prroi_impl,
+            )
+        return self._level_poolers[scales].pool_rois(features, rois)

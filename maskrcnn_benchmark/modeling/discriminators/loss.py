@@ -81,3 +81,47 @@ def mask_adv_discriminator_loss(real_embedding, fake_embedding):
         Tensor[] (scalar): the loss, 0 when M == 0.
     """
     return -mask_adv_generator_loss(real_embedding, fake_embedding)
+
+
+def discriminator_losses(scores, weights=None):
+    """D's side, Eq. (3): loss_box_disc = L_adv^Db (Eq. (5)), loss_mask_disc = L_adv^Dm (Eq. (6)).
+
+    Arguments:
+        scores (dict): ``AdversarialDiscriminators`` output on detached inputs.
+        weights (dict or None): {"loss_box_disc": w_b, "loss_mask_disc": w_m} to weight the terms as the authors'
+            code does (MODEL.GAN.D_LOSS_WEIGHTED); None: unweighted, as Eq. (3).
+    Returns:
+        (dict[str, Tensor] losses as they enter L_D, dict[str, Tensor[]] statistics: mean D_b probability on real /
+        fake boxes, mean L2 norm of D_m's embedding of the real inputs, a measure of D_m's scale)
+    """
+    losses, stats = {}, {}
+    if "box" in scores:
+        real, fake = scores["box"]
+        losses["loss_box_disc"] = box_adv_discriminator_loss(real, fake)
+        if real.numel() > 0:
+            stats["d_box_real_prob"] = real.detach().sigmoid().mean()
+            stats["d_box_fake_prob"] = fake.detach().sigmoid().mean()
+    if "mask" in scores:
+        real, fake = scores["mask"]
+        losses["loss_mask_disc"] = mask_adv_discriminator_loss(real, fake)
+        if real.shape[0] > 0:
+            stats["d_mask_real_embedding_norm"] = real.detach().norm(dim=1).mean()
+    if weights is not None:
+        losses = {k: weights[k] * v for k, v in losses.items()}
+    return losses, stats
+
+
+def generator_adversarial_losses(scores):
+    """G's adversarial terms: loss_box_adv = L_adv^Gb (Eq. (4)), loss_mask_adv = L_adv^Gm (Eq. (6)).
+
+    Arguments:
+        scores (dict): ``AdversarialDiscriminators`` output of frozen discriminators on inputs attached to G's graph.
+    Returns:
+        dict[str, Tensor]: the unweighted losses.
+    """
+    losses = {}
+    if "box" in scores:
+        losses["loss_box_adv"] = box_adv_generator_loss(scores["box"][1])
+    if "mask" in scores:
+        losses["loss_mask_adv"] = mask_adv_generator_loss(*scores["mask"])
+    return losses

@@ -27,44 +27,37 @@ class CombinedROIHeads(nn.ModuleDict):
         if self.keypoint_share_box_features:
             self.keypoint.feature_extractor = self.box.feature_extractor
 
-    def forward(self, features, proposals, targets=None, return_adv_inputs=False):
+    def forward(self, features, proposals, targets=None):
         """
         Args:
             features (list[Tensor[N, C, H, W]]): backbone maps.
             proposals (list[BoxList]): RPN proposals per image.
             targets (list[BoxList] | None): GT per image (fields "labels", "masks", "keypoints"), training only.
-            return_adv_inputs (bool): in training, also return the discriminators' inputs.
         Returns:
-            (x, detections, losses) or, in training with ``return_adv_inputs``, (x, detections, losses,
-            adv_inputs) with adv_inputs {"box_rois_pred", "box_rois_gt"} (Tensor[P, 5]) and, with the mask head,
-            {"mask_logits", "mask_targets"} (Tensor[M, S, S]) and "mask_rois" (Tensor[M, 5]). In training
-            ``detections`` are the sampled proposals; in eval the final detections (list[BoxList]).
+            (x, detections, losses, extras). In training ``detections`` are the sampled proposals and
+            ``extras`` holds what the heads give the discriminators: the box head's "box_rois_pred" and
+            "box_rois_gt" (Tensor[P, 5]), the mask head's "mask_logits" and "mask_targets" (Tensor[M, S, S]) and
+            "mask_rois" (Tensor[M, 5]). In eval ``detections`` are the final ones (list[BoxList]), extras {}.
+            A head may return maskrcnn-benchmark's (x, detections, losses) or add a fourth item, its extras.
         """
-        return_adv_inputs = return_adv_inputs and self.training
-        losses, adv_inputs = {}, {}
-        outputs = self.box(features, proposals, targets, return_adv_inputs=return_adv_inputs)
-        x, detections, loss_box = outputs[:3]
-        if return_adv_inputs:
-            adv_inputs.update(outputs[3])
-        losses.update(loss_box)
-
+        losses, extras = {}, {}
+        x, detections = self._run_head("box", features, proposals, targets, losses, extras)
         if "mask" in self:
             # In training the shared C4 extractor's output for the sampled RoIs is reused instead of recomputed.
             mask_features = x if self.training and self.mask_share_box_features else features
-            outputs = self.mask(mask_features, detections, targets, return_adv_inputs=return_adv_inputs)
-            x, detections, loss_mask = outputs[:3]
-            if return_adv_inputs:
-                adv_inputs.update(outputs[3])
-            losses.update(loss_mask)
-
+            x, detections = self._run_head("mask", mask_features, detections, targets, losses, extras)
         if "keypoint" in self:
             keypoint_features = x if self.training and self.keypoint_share_box_features else features
-            x, detections, loss_keypoint = self.keypoint(keypoint_features, detections, targets)
-            losses.update(loss_keypoint)
+            x, detections = self._run_head("keypoint", keypoint_features, detections, targets, losses, extras)
+        return x, detections, losses, extras
 
-        if return_adv_inputs:
-            return x, detections, losses, adv_inputs
-        return x, detections, losses
+    def _run_head(self, name, features, proposals, targets, losses, extras):
+        # adds the head's losses and extras to the caller's dicts; returns (x, detections)
+        outputs = self[name](features, proposals, targets)
+        losses.update(outputs[2])
+        if len(outputs) > 3:
+            extras.update(outputs[3])
+        return outputs[0], outputs[1]
 
 
 def build_roi_heads(cfg, in_channels):

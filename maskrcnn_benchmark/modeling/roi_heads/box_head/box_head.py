@@ -25,18 +25,17 @@ class ROIBoxHead(nn.Module):
         self.post_processor = post_processor
         self.loss_evaluator = loss_evaluator
 
-    def forward(self, features, proposals, targets=None, return_adv_inputs=False):
+    def forward(self, features, proposals, targets=None):
         """
         Args:
             features (list[Tensor[N, C, H, W]]): backbone maps.
             proposals (list[BoxList]): RPN proposals per image.
             targets (list[BoxList] | None): GT per image (fields "labels", ...), required in training.
-            return_adv_inputs (bool): in training also return the discriminator inputs.
         Returns:
             training: (x RoI features of the sampled RoIs, sampled proposals list[BoxList] with fields "labels",
-            "regression_targets", "matched_idxs", {"loss_classifier", "loss_box_reg"}) and, with
-            ``return_adv_inputs``, a fourth item {"box_rois_pred": Tensor[P,5], "box_rois_gt": Tensor[P,5]}.
-            eval: (x, detections list[BoxList] with "scores" and "labels", {}).
+            "regression_targets", "matched_idxs", {"loss_classifier", "loss_box_reg"}, the discriminators'
+            inputs {"box_rois_pred": Tensor[P,5], "box_rois_gt": Tensor[P,5]} of the P foreground RoIs).
+            eval: (x, detections list[BoxList] with "scores" and "labels", {}, {}).
         """
         if self.training:
             if targets is None:
@@ -56,12 +55,10 @@ class ROIBoxHead(nn.Module):
                 "the learning rate".format(class_logits.shape[0], num_rois))
 
         if not self.training:
-            return x, self.post_processor((class_logits, box_regression), proposals), {}
+            return x, self.post_processor((class_logits, box_regression), proposals), {}, {}
 
         loss_classifier, loss_box_reg = self.loss_evaluator(class_logits, box_regression, proposals)
         losses = dict(loss_classifier=loss_classifier, loss_box_reg=loss_box_reg)
-        if not return_adv_inputs:
-            return x, proposals, losses
         box_rois_pred, box_rois_gt = self.loss_evaluator.adversarial_boxes(box_regression, proposals, targets)
         return x, proposals, losses, dict(box_rois_pred=box_rois_pred, box_rois_gt=box_rois_gt)
 

@@ -11,7 +11,7 @@ from maskrcnn_benchmark.modeling.balanced_positive_negative_sampler import Balan
 from maskrcnn_benchmark.modeling.box_coder import BoxCoder, box_convention_to_remove
 from maskrcnn_benchmark.modeling.matcher import Matcher
 from maskrcnn_benchmark.modeling.utils import check_finite
-from maskrcnn_benchmark.structures.boxlist_ops import boxlist_iou
+from maskrcnn_benchmark.structures.boxlist_ops import boxes_to_rois, boxlist_iou
 
 
 def fast_rcnn_losses(class_logits, box_regression, labels, regression_targets, cls_agnostic_bbox_reg=False):
@@ -141,18 +141,16 @@ class FastRCNNLossComputation:
         pred_boxes = check_finite(self.box_coder.decode(deltas, proposal_boxes),
                                   "the box head's predicted boxes decoded from box_regression (box_rois_pred)")
 
-        device = box_regression.device
-        counts = torch.tensor([len(p) for p in proposals], device=device)
-        batch_idx = torch.repeat_interleave(torch.arange(len(proposals), device=device), counts)[positive]
         # Upper clip bound per RoI: (w - 1, h - 1, w - 1, h - 1) of its image (TO_REMOVE = 1 convention).
-        sizes = torch.tensor([p.size for p in proposals], dtype=pred_boxes.dtype, device=device) - 1
-        upper = sizes[batch_idx].repeat(1, 2)
+        counts = [int((p.get_field("labels") > 0).sum()) for p in proposals]
+        upper = torch.cat([pred_boxes.new_tensor(p.size).sub(1).repeat(2).expand(n, 4)
+                           for p, n in zip(proposals, counts)]) if proposals else pred_boxes
         pred_boxes = pred_boxes.clamp(min=0).clamp(max=upper)
 
         gt_boxes = torch.cat([t.bbox[p.get_field("matched_idxs").clamp(min=0)] if len(t) else
                               torch.zeros_like(p.bbox) for p, t in zip(proposals, targets)], dim=0)[positive]
-        batch_col = batch_idx.to(pred_boxes.dtype)[:, None]
-        return torch.cat([batch_col, pred_boxes], dim=1), torch.cat([batch_col, gt_boxes.to(pred_boxes.dtype)], dim=1)
+        return (boxes_to_rois(list(pred_boxes.split(counts))),
+                boxes_to_rois(list(gt_boxes.to(pred_boxes.dtype).split(counts))))
 
 
 def make_roi_box_loss_evaluator(cfg):

@@ -2,6 +2,8 @@
 import torch
 from torch import nn
 
+from maskrcnn_benchmark.structures.boxlist_ops import boxes_to_rois
+
 from .inference import make_roi_mask_post_processor
 from .loss import make_roi_mask_loss_evaluator, maskrcnn_loss
 from .roi_mask_feature_extractors import make_roi_mask_feature_extractor
@@ -22,13 +24,6 @@ def keep_only_positive_boxes(boxes):
         positive_boxes.append(boxes_per_image[torch.nonzero(inds_mask).squeeze(1)])
         positive_inds.append(inds_mask)
     return positive_boxes, positive_inds
-
-
-def boxes_with_batch_index(boxes):
-    """list[BoxList] -> Tensor[K, 5] (batch_idx, x0, y0, x1, y1), the RoI format of the discriminators."""
-    device = boxes[0].bbox.device if boxes else torch.device("cpu")
-    rois = [torch.cat([torch.full((len(b), 1), float(i), device=device), b.bbox], dim=1) for i, b in enumerate(boxes)]
-    return torch.cat(rois, dim=0) if rois else torch.zeros((0, 5), device=device)
 
 
 class ROIMaskHead(nn.Module):
@@ -79,7 +74,7 @@ class ROIMaskHead(nn.Module):
             picked.append(logits[rows, labels[start:start + self.test_chunk_size]][:, None])
         return torch.cat(picked) if len(picked) > 1 else picked[0]
 
-    def forward(self, features, proposals, targets=None, return_adv_inputs=False):
+    def forward(self, features, proposals, targets=None):
         """
         Args:
             features (list[Tensor[N, C, H, W]] | Tensor[K, C, h, w]): backbone maps, or in training with
@@ -87,11 +82,11 @@ class ROIMaskHead(nn.Module):
             proposals (list[BoxList]): training: the box head's sampled RoIs (fields "labels", "matched_idxs");
                 eval: detections (field "labels").
             targets (list[BoxList] | None): GT with field "masks", required in training.
-            return_adv_inputs (bool): in training also return the discriminator inputs.
         Returns:
-            training: (x, proposals, {"loss_mask"}) and with ``return_adv_inputs`` a fourth item
-            {"mask_logits": Tensor[P, M, M], "mask_targets": Tensor[P, M, M], "mask_rois": Tensor[P, 5]}.
-            eval: (x, detections with field "mask" Tensor[N, 1, M, M], {}).
+            training: (x, proposals, {"loss_mask"}, the discriminators' inputs {"mask_logits": Tensor[P, M, M]
+            (the GT class's logits), "mask_targets": Tensor[P, M, M], "mask_rois": Tensor[P, 5]} of the P
+            positive RoIs).
+            eval: (x, detections with field "mask" Tensor[N, 1, M, M], {}, {}).
         """
         if self.training:
             if targets is None:
@@ -105,17 +100,14 @@ class ROIMaskHead(nn.Module):
         else:
             x = self.feature_extractor(features, proposals)
             labels = torch.cat([p.get_field("labels") for p in proposals]).to(torch.int64)
-            return x, self.post_processor(self.detection_class_logits(x, labels), proposals), {}
+            return x, self.post_processor(self.detection_class_logits(x, labels), proposals), {}, {}
         mask_logits = self.predictor(x)
 
         gt_class_logits, mask_targets = self.loss_evaluator.gt_class_logits_and_targets(
             proposals, mask_logits, targets)
         losses = dict(loss_mask=maskrcnn_loss(gt_class_logits, mask_targets))
-        if not return_adv_inputs:
-            return x, all_proposals, losses
-        adv_inputs = dict(mask_logits=gt_class_logits, mask_targets=mask_targets,
-                          mask_rois=boxes_with_batch_index(proposals))
-        return x, all_proposals, losses, adv_inputs
+        extras = dict(mask_logits=gt_class_logits, mask_targets=mask_targets, mask_rois=boxes_to_rois(proposals))
+        return x, all_proposals, losses, extras
 
 
 def build_roi_mask_head(cfg, in_channels):
