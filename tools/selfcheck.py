@@ -233,11 +233,12 @@ def check_ddp(workspace, device):
 
 def _train_worker(out_dir, argv):
     """--train-worker mode: run tools/train_net.py main in this process and save this rank's parameters."""
+    from maskrcnn_benchmark.utils.comm import unwrap_model
     from maskrcnn_benchmark.utils.imports import import_file
 
     train_net = import_file("train_net_selfcheck", os.path.join(HERE, "train_net.py"))
     model = train_net.main(argv)
-    bare = model.module if hasattr(model, "module") else model
+    bare = unwrap_model(model)
     state = {k: v.detach().cpu() for k, v in bare.state_dict().items()}
     torch.save(state, os.path.join(out_dir, "params_rank{}.pth".format(os.environ.get("RANK", "0"))))
 

@@ -18,9 +18,9 @@ from maskrcnn_benchmark.engine.trainer import (
     check_finite_losses,
     distribute_module,
     make_baseline_train_step,
-    unwrap_model,
 )
 from maskrcnn_benchmark.modeling.discriminators.loss import discriminator_losses, generator_adversarial_losses
+from maskrcnn_benchmark.utils.comm import unwrap_model
 
 # Detection losses that Table 5's adversarial-only variant drops from Eq. (2).
 SUPERVISED_LOSSES_REPLACED_BY_ADV = ("loss_box_reg", "loss_mask")

@@ -19,7 +19,7 @@ from maskrcnn_benchmark.data.categories import (
     relabel_predictions,
 )
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
-from maskrcnn_benchmark.utils.comm import all_gather, get_world_size, is_main_process, synchronize
+from maskrcnn_benchmark.utils.comm import all_gather, get_world_size, is_main_process, synchronize, unwrap_model
 
 
 def compute_on_dataset(model, data_loader, device, timer=None):
@@ -242,8 +242,7 @@ def run_test(cfg, model, distributed, output_subdir=None, model_categories=None)
     """
     from maskrcnn_benchmark.data import make_data_loader
 
-    if distributed and hasattr(model, "module"):
-        model = model.module
+    model = unwrap_model(model)
     iou_types = ("bbox",)
     if cfg.MODEL.MASK_ON:
         iou_types = iou_types + ("segm",)

@@ -17,6 +17,7 @@ from maskrcnn_benchmark.utils.comm import (
     get_rank,
     is_main_process,
     reduce_dict,
+    unwrap_model,  # noqa: F401 (engine.trainer.unwrap_model: the name earlier releases exported)
 )
 from maskrcnn_benchmark.utils.metric_logger import MetricLogger
 from maskrcnn_benchmark.utils.random_state import get_rng_state, set_rng_state
@@ -94,11 +95,6 @@ def make_baseline_train_step(model, optimizer, precision=None, scaler=None):
         return {k: v.detach() for k, v in loss_dict.items()}
 
     return train_step
-
-
-def unwrap_model(model):
-    """The module inside a DistributedDataParallel wrapper (the module itself otherwise)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def distribute_module(module, device):

@@ -10,6 +10,7 @@ import zipfile
 
 import torch
 
+from maskrcnn_benchmark.utils.comm import unwrap_model
 from maskrcnn_benchmark.utils.model_serialization import CheckpointMismatchError, load_state_dict
 from maskrcnn_benchmark.utils.model_zoo import cache_url
 from maskrcnn_benchmark.utils.torchvision_model_loading import (
@@ -171,7 +172,7 @@ class Checkpointer:
                 sorted(clash), sorted(reserved)))
 
     def _bare_model(self):
-        return self.model.module if hasattr(self.model, "module") else self.model
+        return unwrap_model(self.model)
 
     def save(self, name, **kwargs):
         """Write ``save_dir/name.pth`` holding every state dict plus ``kwargs`` (e.g. iteration=...).

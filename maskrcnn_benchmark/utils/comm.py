@@ -214,3 +214,9 @@ def stalled_process_error(error, timeout_seconds, grace_seconds=None):
         "exits{}. Check that process (stopped, swapping, stuck reading data?), then restart the run: it resumes "
         "from last_checkpoint. Underlying error: {}".format(who, rank, timeout_seconds, note, error),
         stalled or [])
+
+
+def unwrap_model(model):
+    """The module inside a DistributedDataParallel (or DataParallel) wrapper; the module itself otherwise."""
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
