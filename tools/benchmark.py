@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """Speed and memory of our R-50-FPN Mask R-CNN against torchvision's maskrcnn_resnet50_fpn, on the CPU or a GPU.
 
-    python tools/benchmark.py [--device cpu|cuda] [--iters 5] [--warmup 2] [--threads 2]
+    python tools/benchmark.py [--device cpu|cuda] [--iters 5] [--warmup 2] [--threads 2] [--profile]
+
+With --profile it also prints, for training and inference, the median time per stage of both models (backbone +
+FPN, RPN, box head, mask head, backward, optimizer, other = losses, sampling, post-processing; torchvision's
+input transform apart), from forward hooks on each stage's modules (utils/stage_timer.py).
 
 On a GPU every timed region starts and ends with torch.cuda.synchronize, and memory is the rise of
 torch.cuda.max_memory_allocated instead of the RSS (below).
@@ -242,6 +246,49 @@ class _Session:
         return times, detections
 
 
+def add_detector_stages(timer, impl, model):
+    """The stages of ``model`` (ours or torchvision's Mask R-CNN) on ``timer``: the same parts of both models (a
+    head's RoI pooling, feature extractor and predictor; sampling, losses and post-processing fall in "other")."""
+    if impl == "ours":
+        heads = model.roi_heads
+        timer.add_modules("backbone+FPN", [model.backbone])
+        timer.add_modules("RPN", [model.rpn])
+        timer.add_modules("box head", [heads.box.feature_extractor, heads.box.predictor])
+        if "mask" in heads:
+            mask_extractor = heads.mask.feature_extractor
+            shared = mask_extractor is heads.box.feature_extractor
+            timer.add_modules("mask head", [None if shared else mask_extractor, heads.mask.predictor])
+        return
+    heads = model.roi_heads
+    timer.add_modules("transform", [model.transform])
+    timer.add_modules("backbone+FPN", [model.backbone])
+    timer.add_modules("RPN", [model.rpn])
+    timer.add_modules("box head", [heads.box_roi_pool, heads.box_head, heads.box_predictor])
+    timer.add_modules("mask head", [heads.mask_roi_pool, heads.mask_head, heads.mask_predictor])
+
+
+def profile_stages(mode, iters, warmup, like_torchvision, device="cpu"):
+    """{impl: StageTimer medians} of ``mode`` ("train" or "infer") for ours and torchvision, one after the other."""
+    from maskrcnn_benchmark.utils.stage_timer import StageTimer
+
+    columns = {}
+    for impl in ("ours", "torchvision"):
+        session = _Session(impl, mode, like_torchvision, device)
+        timer = StageTimer(session.synchronize)
+        add_detector_stages(timer, impl, session.runner.model)
+        if mode == "train":
+            timer.add_optimizer(session.optimizer)
+        for i in range(warmup + iters):
+            if i < warmup:
+                session.step()
+                continue
+            with timer.iteration():
+                session.step()
+        timer.remove()
+        columns[impl] = timer.medians()
+    return columns
+
+
 def time_interleaved(mode, iters, warmup, like_torchvision, device="cpu"):
     """Median seconds per iteration of both models, their iterations alternating in this process."""
     sessions = {impl: _Session(impl, mode, like_torchvision, device) for impl in ("ours", "torchvision")}
@@ -287,6 +334,7 @@ def main(argv=None):
                         help="ours with trainable BatchNorm and no frozen stages, as torchvision without weights")
     parser.add_argument("--json", default="", help="also write the results to this file")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (memory: CUDA allocations)")
+    parser.add_argument("--profile", action="store_true", help="also print the time per stage of both models")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -335,10 +383,18 @@ def main(argv=None):
         ratio = ours / tv if tv else float("nan")
         summary[label] = {"ours": ours, "torchvision": tv, "ratio": ratio}
         print("{:<26} {:>10.3f} {:>12.3f} {:>16.2f}".format(label, ours, tv, ratio))
+    profiles = {}
+    if args.profile:
+        from maskrcnn_benchmark.utils.stage_timer import format_stage_table
+
+        for mode, title in (("train", "train step (batch 2)"), ("infer", "inference (per image: 2 images)")):
+            profiles[mode] = profile_stages(mode, args.iters, args.warmup, args.ours_like_torchvision, args.device)
+            print("\n" + format_stage_table(profiles[mode], "Stages, {}, median of {}:".format(title, args.iters)))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"summary": summary, "runs": {"{} {}".format(*k): v for k, v in results.items()}}, f,
-                      indent=2)
+        from maskrcnn_benchmark.utils.io import save_json
+
+        save_json({"summary": summary, "runs": {"{} {}".format(*k): v for k, v in results.items()},
+                   "profile": profiles}, args.json, indent=2)
     return summary
 
 

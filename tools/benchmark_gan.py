@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """Cost of the adversarial heads: the R-50-FPN training step with and without the GAN terms, on the CPU or a GPU.
 
-    python tools/benchmark_gan.py [--device cpu|cuda] [--iters 5] [--warmup 2] [--threads 2]
+    python tools/benchmark_gan.py [--device cpu|cuda] [--iters 5] [--warmup 2] [--threads 2] [--demo] [--profile]
+
+--demo measures the demo's models instead (configs/demo/nuclei_R_18_FPN.yaml and its _gan twin) on the same input.
+--profile also prints the median time per stage of both steps (backbone + FPN, RPN, box head, mask head, D_b and
+D_m with their pooling, backward, optimizer, other), from forward hooks on each stage's modules.
 
 Baseline: configs/e2e_mask_rcnn_R_50_FPN_1x.yaml, one step = forward, loss sum, backward, SGD step.
 GAN: configs/gan/e2e_mask_rcnn_R_50_FPN_1x_gan.yaml, one step = engine/adversarial.py's iteration (one detector
@@ -31,12 +35,16 @@ def _on_device(runner, device):
     return batch.to(device), [target.to(device) for target in targets]
 
 
+CONFIGS = {False: ("e2e_mask_rcnn_R_50_FPN_1x.yaml", os.path.join("gan", "e2e_mask_rcnn_R_50_FPN_1x_gan.yaml")),
+           True: (os.path.join("demo", "nuclei_R_18_FPN.yaml"), os.path.join("demo", "nuclei_R_18_FPN_gan.yaml"))}
+
+
 class _BaselineStep(object):
-    def __init__(self, device):
+    def __init__(self, device, config_file=CONFIGS[False][0]):
         import torch
 
         torch.manual_seed(0)
-        self.runner = Ours(extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)])
+        self.runner = Ours(config_file=config_file, extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)])
         self.batch, self.targets = _on_device(self.runner, device)
         params = [p for p in self.runner.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
@@ -49,14 +57,13 @@ class _BaselineStep(object):
 
 
 class _GanStep(object):
-    def __init__(self, device):
+    def __init__(self, device, config_file=CONFIGS[False][1]):
         import torch
         from maskrcnn_benchmark.engine.adversarial import build_adversarial_train_step
         from maskrcnn_benchmark.solver import make_optimizer
 
         torch.manual_seed(0)
-        self.runner = Ours(config_file=os.path.join("gan", "e2e_mask_rcnn_R_50_FPN_1x_gan.yaml"),
-                           extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)])
+        self.runner = Ours(config_file=config_file, extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)])
         self.batch, self.targets = _on_device(self.runner, device)
         optimizer = make_optimizer(self.runner.cfg, self.runner.model)
         self.step = build_adversarial_train_step(self.runner.cfg, self.runner.model, optimizer, device=device)
@@ -71,6 +78,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for both")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
+    parser.add_argument("--demo", action="store_true", help="the demo's R-18-FPN models instead of R-50-FPN")
+    parser.add_argument("--profile", action="store_true", help="also print the time per stage of both steps")
     args = parser.parse_args(argv)
 
     import torch
@@ -79,7 +88,8 @@ def main(argv=None):
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device {}: torch sees no CUDA GPU on this machine; use --device cpu".format(args.device))
     torch.set_num_threads(args.threads)
-    steps = {"baseline": _BaselineStep(device), "gan": _GanStep(device)}
+    baseline_config, gan_config = CONFIGS[args.demo]
+    steps = {"baseline": _BaselineStep(device, baseline_config), "gan": _GanStep(device, gan_config)}
     synchronize = synchronizer(device)
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.iters):
@@ -101,8 +111,38 @@ def main(argv=None):
         print("{:<10} train step median {:.3f} s  (all: {})".format(
             name, medians[name], ", ".join("{:.2f}".format(t) for t in times[name])))
     ratio = medians["gan"] / medians["baseline"]
-    print("GAN step / baseline step: {:.2f}".format(ratio))
+    print("GAN step / baseline step: {:.2f} ({})".format(ratio, "demo R-18-FPN" if args.demo else "R-50-FPN"))
+    if args.profile:
+        from maskrcnn_benchmark.utils.stage_timer import format_stage_table
+
+        print("\n" + format_stage_table(profile_steps(steps, args.iters, synchronize),
+                                        "Stages of the training step, median of {}:".format(args.iters)))
     return ratio
+
+
+def profile_steps(steps, iters, synchronize):
+    """{name: StageTimer medians} of the baseline and the GAN step (already warmed up by the timing)."""
+    from benchmark import add_detector_stages
+    from maskrcnn_benchmark.utils.stage_timer import StageTimer
+
+    columns = {}
+    for name, step in steps.items():
+        timer = StageTimer(synchronize)
+        add_detector_stages(timer, "ours", step.runner.model)
+        if name == "gan":
+            discriminators = step.step.discriminators
+            timer.add_modules("D_b", [discriminators.box_disc, discriminators.box_pooler])
+            timer.add_modules("D_m", [discriminators.mask_disc, discriminators.mask_pooler])
+            timer.add_optimizer(step.step.g_optimizer)
+            timer.add_optimizer(step.step.d_optimizer)
+        else:
+            timer.add_optimizer(step.optimizer)
+        for i in range(iters):
+            with timer.iteration():
+                step(i)
+        timer.remove()
+        columns[name] = timer.medians()
+    return columns
 
 
 if __name__ == "__main__":
