@@ -26,6 +26,7 @@ import sys
 from collections import OrderedDict
 
 from maskrcnn_benchmark.utils.imports import import_file
+from maskrcnn_benchmark.utils.io import save_json
 from maskrcnn_benchmark.utils.tables import aggregate_seeds, format_study, load_results
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -163,9 +164,7 @@ def main(argv=None):
         summary["cpu_seconds"], summary["cpu_seconds"] / 3600.0))
     os.makedirs(args.output_dir, exist_ok=True)
     out_file = os.path.join(args.output_dir, "study_results.json")
-    with open(out_file + ".tmp", "w") as f:
-        json.dump(dict(summary, title=title), f, indent=1)
-    os.replace(out_file + ".tmp", out_file)
+    save_json(dict(summary, title=title), out_file, indent=1)
     print("written: {}".format(out_file))
     return 0
 

@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from maskrcnn_benchmark.utils.io import save_json
+
 from ._atomic import write_atomically
 
 logger = logging.getLogger(__name__)
@@ -110,10 +112,7 @@ def subset_coco(data, image_ids):
 def dump_json_atomic(obj, path):
     """Write JSON to `path` through a temporary file, so `path` is either old or complete."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp_path = path + ".tmp"
-    with open(tmp_path, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp_path, path)
+    save_json(obj, path)
 
 
 # Ranges of the photometric changes (chosen to stay realistic for photos of phones on a conveyor).
