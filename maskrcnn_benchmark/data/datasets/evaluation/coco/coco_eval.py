@@ -173,13 +173,10 @@ def evaluate_box_proposals(predictions, dataset, thresholds=None, area="all", li
 
 def _empty_results_coco(coco_gt):
     """A COCO object with GT's images/categories and no detections (loadRes cannot take an empty list)."""
-    from pycocotools.coco import COCO
+    from maskrcnn_benchmark.data.datasets.coco import _coco_from_dict
 
-    coco_dt = COCO()
-    coco_dt.dataset = {"images": copy.deepcopy(coco_gt.dataset.get("images", [])),
-                       "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])), "annotations": []}
-    coco_dt.createIndex()
-    return coco_dt
+    return _coco_from_dict({"images": copy.deepcopy(coco_gt.dataset.get("images", [])),
+                            "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])), "annotations": []})
 
 
 def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_type="bbox", max_dets=100):

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 
 from maskrcnn_benchmark.utils.io import save_json
+# The GlaS key and metric names are defined once, in the module that reads them back into the paper's tables.
+from maskrcnn_benchmark.utils.tables import GLAS_METRICS, GLAS_TASK
 
 from .glas_eval import aggregate_glas_metrics, glas_metrics, image_object_terms, label_map_from_instances
 
 GLAS_CATEGORY = "gland"
-GLAS_TASK = "glas"  # key of the GlaS numbers in COCOResults.results and coco_results.json
-GLAS_METRICS = ("F1", "ObjDice", "ObjHausdorff")
 
 __all__ = ["glas_evaluation", "is_glas_dataset", "glas_metrics", "image_object_terms", "aggregate_glas_metrics",
            "label_map_from_instances"]
