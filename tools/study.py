@@ -67,7 +67,7 @@ def parse_args(argv=None):
 
 def make_dataset(data_dir, train_images, test_images, image_size):
     """Generate (once) the train and test splits; returns the DATASETS options that point every run at them."""
-    from maskrcnn_benchmark.data.datasets.synthetic import generate_synthetic_coco
+    from maskrcnn_benchmark.data.preparation.synthetic import generate_synthetic_coco
 
     specs = []
     for split, num_images, seed in (("train", train_images, 100), ("test", test_images, 200)):

@@ -9,7 +9,7 @@ import torch.utils.data
 from maskrcnn_benchmark.config.paths_catalog import UnknownDatasetError, parse_custom_dataset
 
 from . import datasets as D
-from .datasets import nuclei, synthetic
+from .preparation import nuclei, synthetic
 from .categories import check_num_classes, dataset_categories
 from . import samplers
 from .collate_batch import BatchCollator

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from maskrcnn_benchmark.data.datasets import nuclei
+from maskrcnn_benchmark.data.preparation import nuclei
 
 
 @pytest.fixture(scope="module")
