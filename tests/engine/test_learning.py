@@ -35,6 +35,7 @@ def _mean_training_loss(cfg, model):
     return sum(totals) / len(totals)
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss_and_reaches_non_trivial_ap_on_held_out_images(
         tiny_cfg, synthetic_val_dir, tmp_path):
     train_net = import_file("train_net_for_learning_test", os.path.join(REPO, "tools", "train_net.py"))
