@@ -21,7 +21,7 @@ def _package_logger_propagates():
 @pytest.fixture(scope="session")
 def synthetic_dataset_dir(tmp_path_factory):
     """Folder with annotations.json and images/ of 8 synthetic 128x128 images (seed 0, 3 categories)."""
-    from maskrcnn_benchmark.data.datasets.synthetic import generate_synthetic_coco
+    from maskrcnn_benchmark.data.preparation.synthetic import generate_synthetic_coco
 
     out_dir = str(tmp_path_factory.mktemp("synthetic") / "train")
     generate_synthetic_coco(out_dir, num_images=8, image_size=128, seed=0)

@@ -28,6 +28,7 @@ import subprocess
 import sys
 from collections import OrderedDict
 
+from maskrcnn_benchmark.utils.io import save_json
 from maskrcnn_benchmark.utils.tables import (
     PAPER_RESULTS, aggregate_seeds, format_comparison, load_results, make_ablation_table, make_table,
     render_runs)
@@ -253,9 +254,7 @@ def main(argv=None):
         " ".join(str(s) for s in args.seeds))
     _print(lambda md: format_comparison(summary["baseline"], summary["gan"], title, markdown=md), args.format)
     out_file = os.path.join(args.output_dir, "compare_results.json")
-    with open(out_file + ".tmp", "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(out_file + ".tmp", out_file)
+    save_json(summary, out_file, indent=1)
     print("\nwritten: {}".format(out_file))
     return 0
 

@@ -85,7 +85,7 @@ class Workspace:
     """Synthetic data and run folders under one temporary directory."""
 
     def __init__(self, root):
-        from maskrcnn_benchmark.data.datasets.synthetic import generate_synthetic_coco
+        from maskrcnn_benchmark.data.preparation.synthetic import generate_synthetic_coco
 
         self.root = root
         data = os.path.join(root, "synthetic")

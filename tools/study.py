@@ -26,6 +26,7 @@ import sys
 from collections import OrderedDict
 
 from maskrcnn_benchmark.utils.imports import import_file
+from maskrcnn_benchmark.utils.io import save_json
 from maskrcnn_benchmark.utils.tables import aggregate_seeds, format_study, load_results
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -66,7 +67,7 @@ def parse_args(argv=None):
 
 def make_dataset(data_dir, train_images, test_images, image_size):
     """Generate (once) the train and test splits; returns the DATASETS options that point every run at them."""
-    from maskrcnn_benchmark.data.datasets.synthetic import generate_synthetic_coco
+    from maskrcnn_benchmark.data.preparation.synthetic import generate_synthetic_coco
 
     specs = []
     for split, num_images, seed in (("train", train_images, 100), ("test", test_images, 200)):
@@ -163,9 +164,7 @@ def main(argv=None):
         summary["cpu_seconds"], summary["cpu_seconds"] / 3600.0))
     os.makedirs(args.output_dir, exist_ok=True)
     out_file = os.path.join(args.output_dir, "study_results.json")
-    with open(out_file + ".tmp", "w") as f:
-        json.dump(dict(summary, title=title), f, indent=1)
-    os.replace(out_file + ".tmp", out_file)
+    save_json(dict(summary, title=title), out_file, indent=1)
     print("written: {}".format(out_file))
     return 0
 

@@ -15,15 +15,12 @@ otherwise starts from MODEL.WEIGHT.
 With MODEL.GAN.ENABLED the iteration is the adversarial one of engine/adversarial.py and the discriminators,
 their optimizer and scheduler are saved in the same checkpoints.
 """
-import argparse
 import logging
 import os
 
-import torch
-
-from maskrcnn_benchmark.config import load_config
 from maskrcnn_benchmark.data import make_data_loader
 from maskrcnn_benchmark.data.categories import dataset_categories
+from maskrcnn_benchmark.engine.defaults import default_argument_parser, default_setup, stalled_processes_reported
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.engine.mixed_precision import build_mixed_precision
 from maskrcnn_benchmark.engine.trainer import (
@@ -35,18 +32,8 @@ from maskrcnn_benchmark.engine.trainer import (
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
-from maskrcnn_benchmark.utils.collect_env import collect_env_info
-from maskrcnn_benchmark.utils.comm import (
-    get_rank,
-    init_distributed_from_env,
-    is_collective_timeout,
-    resolve_device,
-    stalled_process_error,
-    synchronize,
-)
-from maskrcnn_benchmark.utils.env import setup_environment
-from maskrcnn_benchmark.utils.logger import setup_logger
-from maskrcnn_benchmark.utils.miscellaneous import mkdir, save_config, set_random_seed
+from maskrcnn_benchmark.utils.comm import get_rank, synchronize
+from maskrcnn_benchmark.utils.miscellaneous import save_config, set_random_seed
 
 
 def evaluation_metrics(results, dataset_names):
@@ -137,40 +124,17 @@ def train(cfg, local_rank, distributed, device, test_at_end=True):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="PyTorch Object Detection Training")
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
-    parser.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int,
-                        default=int(os.environ.get("LOCAL_RANK", "0")),
-                        help="GPU index of this process (torchrun sets $LOCAL_RANK instead)")
-    parser.add_argument("--skip-test", dest="skip_test", action="store_true",
-                        help="Do not test the final model")
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                        help="Modify config options using the command-line: KEY VALUE pairs")
-    return parser.parse_args(argv)
+    def add_train_arguments(parser):
+        parser.add_argument("--skip-test", dest="skip_test", action="store_true",
+                            help="Do not test the final model")
+
+    return default_argument_parser("PyTorch Object Detection Training", add_train_arguments).parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config_file or None, args.opts or ())
-    distributed, local_rank = init_distributed_from_env(
-        args.local_rank, use_cuda=cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available(),
-        timeout_seconds=cfg.DISTRIBUTED.TIMEOUT)
-    device = resolve_device(cfg.MODEL.DEVICE, local_rank, distributed)
-    # Periodic and final tests read MODEL.DEVICE: keep it equal to the device actually used.
-    cfg.MODEL.DEVICE = str(device)
-    cfg.freeze()
-
+    cfg, distributed, local_rank, device, logger = default_setup(args)
     output_dir = cfg.OUTPUT_DIR
-    if output_dir:
-        mkdir(output_dir)
-    setup_environment()
-    logger = setup_logger("maskrcnn_benchmark", output_dir, get_rank())
-    logger.info("Using %d processes", int(os.environ.get("WORLD_SIZE", "1")))
-    logger.info(args)
-    logger.debug("Collecting env info (might take some time)\n%s", collect_env_info())
-    if args.config_file:
-        logger.info("Loaded configuration file %s", args.config_file)
-    logger.info("Running with config:\n%s", cfg)
     if output_dir:
         output_config_path = os.path.join(output_dir, "config.yml")
         logger.info("Saving config into: %s", output_config_path)
@@ -178,16 +142,12 @@ def main(argv=None):
     seed = set_random_seed(cfg.SOLVER.SEED, get_rank())
     logger.info("Random seed %d", seed)
 
-    try:
+    with stalled_processes_reported(cfg, distributed):
         model, categories = train(cfg, local_rank, distributed, device, test_at_end=not args.skip_test)
         if not args.skip_test:
             results = run_test(cfg, model, distributed, model_categories=categories)
             write_evaluation_metrics(output_dir, cfg.SOLVER.MAX_ITER,
                                      evaluation_metrics(results, cfg.DATASETS.TEST))
-    except RuntimeError as e:
-        if distributed and is_collective_timeout(e):
-            raise stalled_process_error(e, cfg.DISTRIBUTED.TIMEOUT) from e
-        raise
     return model
 
 

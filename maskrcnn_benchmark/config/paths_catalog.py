@@ -36,7 +36,11 @@ class UnknownDatasetError(KeyError):
 
 
 class DatasetCatalog(object):
-    """Dataset names -> {"factory": class name in data.datasets, "args": constructor kwargs}."""
+    """Dataset names -> {"factory": class name in data.datasets, "args": constructor kwargs} (+ "generate").
+
+    A description only: nothing is read or written here. data/build.py builds the datasets and writes the
+    embedded ones the first time they are used.
+    """
 
     DATA_DIR = os.environ.get("MASKRCNN_DATA_DIR", os.path.join(_REPO_ROOT, "datasets"))
     DATASETS = {
@@ -88,7 +92,8 @@ class DatasetCatalog(object):
             "img_dir": "cityscapes/leftImg8bit/val", "gt_dir": "cityscapes/gtFine/val",
             "ann_file": "cityscapes/annotations/instancesonly_gtFine_val.json",
         },
-        # Embedded datasets: written on first use by the "generator" (module in data.datasets, split), no download.
+        # Embedded datasets: no download; "generator" names what writes them on first use (data.build's
+        # GENERATORS), and DatasetCatalog.get describes that under "generate".
         "synthetic_train": {
             "img_dir": "synthetic/train/images", "ann_file": "synthetic/train/annotations.json",
             "generator": "synthetic",
@@ -116,7 +121,8 @@ class DatasetCatalog(object):
     def get(name):
         """Return {"factory": "COCODataset", "args": {"root", "ann_file"}} for a catalog name.
 
-        Embedded datasets are generated under DATA_DIR the first time they are asked for.
+        Embedded datasets also get "generate": {"generator": name in data.build.GENERATORS, "args": its kwargs},
+        what writes their files under DATA_DIR when they are missing (data.build.resolve_dataset does it).
         """
         if name not in DatasetCatalog.DATASETS:
             raise UnknownDatasetError(
@@ -127,20 +133,17 @@ class DatasetCatalog(object):
             )
         attrs = DatasetCatalog.DATASETS[name]
         data_dir = DatasetCatalog.DATA_DIR
-        generator = attrs.get("generator")
-        if generator is not None:
-            # Imported here: the data package imports the config package, not the other way round.
-            import importlib
-
-            module = importlib.import_module("maskrcnn_benchmark.data.datasets." + generator)
-            module.ensure_dataset(os.path.join(data_dir, os.path.dirname(attrs["ann_file"])))
         args = dict(
             root=os.path.join(data_dir, attrs["img_dir"]),
             ann_file=os.path.join(data_dir, attrs["ann_file"]),
         )
         if "gt_dir" in attrs:  # Cityscapes: its own evaluator needs the gtFine split
             args["gt_dir"] = os.path.join(data_dir, attrs["gt_dir"])
-        return dict(factory=attrs.get("factory", "COCODataset"), args=args)
+        entry = dict(factory=attrs.get("factory", "COCODataset"), args=args)
+        if "generator" in attrs:
+            entry["generate"] = dict(generator=attrs["generator"],
+                                     args=dict(split_dir=os.path.join(data_dir, os.path.dirname(attrs["ann_file"]))))
+        return entry
 
 
 class ModelCatalog(object):

@@ -9,6 +9,7 @@ import torch.utils.data
 from maskrcnn_benchmark.config.paths_catalog import UnknownDatasetError, parse_custom_dataset
 
 from . import datasets as D
+from .preparation import nuclei, synthetic
 from .categories import check_num_classes, dataset_categories
 from . import samplers
 from .collate_batch import BatchCollator
@@ -27,8 +28,31 @@ def load_catalog(paths_catalog):
     return module.DatasetCatalog
 
 
+# The catalog's "generate" entries name one of these: each writes its dataset's split folder when it is missing.
+GENERATORS = {"synthetic": synthetic.ensure_dataset, "nuclei": nuclei.ensure_dataset}
+
+
+def generate_if_missing(entry):
+    """Write the files of an embedded dataset the first time it is used (``entry["generate"]``, if any).
+
+    Args:
+        entry (dict): a catalog entry, {"factory", "args"} and optionally
+            "generate": {"generator": a key of GENERATORS, "args": its keyword arguments}.
+    """
+    spec = entry.get("generate")
+    if spec is None:
+        return
+    if spec["generator"] not in GENERATORS:
+        raise ValueError("Catalog entry asks for generator '{}'; known generators: {}".format(
+            spec["generator"], ", ".join(sorted(GENERATORS))))
+    GENERATORS[spec["generator"]](**spec["args"])
+
+
 def resolve_dataset(name, catalog, custom_specs=()):
-    """{"factory", "args"} of dataset `name`: a DATASETS.CUSTOM entry first, else the catalog's get(name)."""
+    """{"factory", "args"} of dataset `name`: a DATASETS.CUSTOM entry first, else the catalog's get(name).
+
+    An embedded dataset (synthetic, nuclei) is written under the catalog's data folder first if it is missing.
+    """
     custom_names = []
     for spec in custom_specs:
         custom_name, ann_file, img_dir = parse_custom_dataset(spec)
@@ -36,7 +60,7 @@ def resolve_dataset(name, catalog, custom_specs=()):
             return {"factory": "COCODataset", "args": {"ann_file": ann_file, "root": img_dir}}
         custom_names.append(custom_name)
     try:
-        return catalog.get(name)
+        entry = catalog.get(name)
     except (KeyError, RuntimeError) as e:
         # KeyError: our catalog (or a PATHS_CATALOG copy of it); RuntimeError("Dataset not available: ..."):
         # a catalog file written for maskrcnn-benchmark.
@@ -46,6 +70,8 @@ def resolve_dataset(name, catalog, custom_specs=()):
             raise
         raise UnknownDatasetError("{} DATASETS.CUSTOM defines: {}.".format(
             str(e.args[0]) if e.args else name, ", ".join(custom_names))) from None
+    generate_if_missing(entry)
+    return entry
 
 
 def build_dataset(dataset_list, transforms, catalog, is_train=True, custom_specs=()):

@@ -20,6 +20,7 @@ from maskrcnn_benchmark.data.categories import (
 )
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
 from maskrcnn_benchmark.utils.comm import all_gather, get_world_size, is_main_process, synchronize, unwrap_model
+from maskrcnn_benchmark.utils.io import save_json
 
 
 def compute_on_dataset(model, data_loader, device, timer=None):
@@ -135,10 +136,7 @@ def publish_result_set(staging_dir, output_folder):
         if os.path.isdir(target) and not os.path.islink(target):
             shutil.rmtree(target)
         os.replace(os.path.join(staging_dir, name), target)
-    tmp_manifest = manifest + ".tmp"
-    with open(tmp_manifest, "w") as f:
-        json.dump(new_names, f)
-    os.replace(tmp_manifest, manifest)
+    save_json(new_names, manifest)
     os.rmdir(staging_dir)
 
 

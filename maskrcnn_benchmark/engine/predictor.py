@@ -12,9 +12,7 @@ The API of maskrcnn-benchmark's ``demo/predictor.py``::
 Images go in and come out as OpenCV BGR uint8 arrays [H, W, 3]; predictions are BoxLists in the original image
 size with "scores", "labels" and, with MASK_ON, "mask" (Tensor[N, 1, H, W] pasted into the image).
 """
-import json
 import logging
-import os
 
 import cv2
 import numpy as np
@@ -30,13 +28,9 @@ def category_names_from_coco_json(ann_file):
 
     This is the order COCODataset maps category ids to labels 1..C in, so label k is named names[k].
     """
-    if not os.path.isfile(ann_file):
-        raise FileNotFoundError("COCO annotation file '{}' (for category names) does not exist".format(ann_file))
-    with open(ann_file) as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or "categories" not in data:
-        raise ValueError("'{}' has no 'categories' list; pass a COCO instances JSON for the category names".format(
-            ann_file))
+    from maskrcnn_benchmark.data.datasets.coco import read_coco_json
+
+    data = read_coco_json(ann_file, sections=("categories",))
     categories = sorted(data["categories"], key=lambda c: c["id"])
     return ["__background"] + [str(c.get("name", c["id"])) for c in categories]
 

@@ -5,12 +5,12 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import zipfile
 
 import torch
 
 from maskrcnn_benchmark.utils.comm import unwrap_model
+from maskrcnn_benchmark.utils.io import atomic_write as _atomic_write  # the project's one temp-then-rename
 from maskrcnn_benchmark.utils.model_serialization import CheckpointMismatchError, load_state_dict
 from maskrcnn_benchmark.utils.model_zoo import cache_url
 from maskrcnn_benchmark.utils.torchvision_model_loading import (
@@ -56,23 +56,6 @@ def _space_message(save_file, needed, free):
             "periodic checkpoints) or point OUTPUT_DIR at a larger disk; last_checkpoint still names the previous "
             "checkpoint".format(os.path.basename(save_file), os.path.dirname(os.path.abspath(save_file)), needed,
                                 needed / 1e6, free, free / 1e6))
-
-
-def _atomic_write(path, write_fn):
-    """Call ``write_fn(tmp_path)`` then rename to ``path``, so ``path`` is either the old or the new file.
-
-    A crash (or exception) inside write_fn leaves any previous ``path`` untouched and removes the partial file.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        write_fn(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
 
 
 def _save_durably(data, path):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from maskrcnn_benchmark.utils.comm import is_main_process
+from maskrcnn_benchmark.utils.io import atomic_open
 
 
 def mkdir(path):
@@ -43,10 +44,8 @@ def save_config(cfg, path):
     """Write the merged config as YAML so the run can be reproduced with ``--config-file path``."""
     if not is_main_process():
         return
-    tmp_path = path + ".tmp"
-    with open(tmp_path, "w") as f:
+    with atomic_open(path) as f:
         f.write(cfg.dump())
-    os.replace(tmp_path, path)
 
 
 def set_random_seed(seed, rank=0):

@@ -20,9 +20,10 @@ from collections import OrderedDict
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 IOU_TYPES = (("bbox", "A. bbox"), ("segm", "B. segm"))
-# Keys of the GlaS challenge metrics in coco_results.json (data/datasets/evaluation/glas).
-GLAS_TASK = "glas"
-GLAS_METRICS = ("F1", "ObjDice", "ObjHausdorff")
+# Keys of the GlaS challenge metrics in coco_results.json; data/datasets/evaluation/glas writes them under these
+# names (the one definition: this module stays importable without torch).
+GLAS_TASK = "glas"  # key of the GlaS numbers in COCOResults.results and coco_results.json
+GLAS_METRICS = ("F1", "ObjDice", "ObjHausdorff")  # keys of glas_eval.aggregate_glas_metrics' result
 # The 10 Cityscapes instance classes (cityscapesscripts' hasInstances labels, label-id order).
 CITYSCAPES_CLASSES = ("person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle",
                       "bicycle")

@@ -106,6 +106,7 @@ def _check_family(family, model, cfg):
         assert not norms
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,name", CASES, ids=[name for _, name in CASES])
 def test_family_config_builds_trains_a_step_and_infers(family, name):
     cfg = _load(name)

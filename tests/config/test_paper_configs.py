@@ -123,6 +123,7 @@ def test_phone_ablations_of_the_abstracts_claims_change_one_key(suffix, key, val
     assert differences == {key: ("features", value)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["glas/mask_rcnn_R_50_FPN_glas.yaml", "phone/mask_rcnn_R_101_FPN_phone_gan.yaml",
                                   "glas/mask_rcnn_R_50_FPN_glas_gan_authors.yaml",
                                   "phone/mask_rcnn_R_101_FPN_phone_gan_mask_pixels.yaml",

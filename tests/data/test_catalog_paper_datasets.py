@@ -65,3 +65,45 @@ def test_coco_subclasses_drop_images_without_instances_only_for_training(monkeyp
     monkeypatch.setattr(D, "RecordingDataset", RecordingDataset, raising=False)
     build_dataset(["anything"], None, Catalog, is_train=is_train)
     assert received == {"remove_images_without_annotations": is_train}
+
+
+def test_catalog_lookup_writes_nothing_and_describes_generation(data_dir):
+    """DatasetCatalog.get is a description: even the embedded datasets are only described, not written."""
+    for name in sorted(DatasetCatalog.DATASETS):
+        DatasetCatalog.get(name)
+    assert os.listdir(data_dir) == []
+    entry = DatasetCatalog.get("synthetic_val")
+    assert entry["generate"] == {"generator": "synthetic",
+                                 "args": {"split_dir": os.path.join(data_dir, "synthetic", "val")}}
+    assert "generate" not in DatasetCatalog.get("coco_2017_val")
+
+
+def test_the_catalog_module_imports_nothing_from_the_data_package():
+    import subprocess
+    import sys
+
+    code = ("import sys; from maskrcnn_benchmark.config.paths_catalog import DatasetCatalog; "
+            "DatasetCatalog.get('nuclei_dsb2018_train'); "
+            "print(sorted(m for m in sys.modules if m.startswith('maskrcnn_benchmark.data')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, MASKRCNN_DATA_DIR="/nonexistent-data-dir"))
+    assert out.stdout.strip() == "[]"
+
+
+def test_resolving_an_embedded_dataset_runs_its_generator_once_per_lookup(data_dir, monkeypatch):
+    from maskrcnn_benchmark.data import build
+
+    calls = []
+    monkeypatch.setitem(build.GENERATORS, "synthetic", lambda split_dir: calls.append(split_dir))
+    entry = build.resolve_dataset("synthetic_train", DatasetCatalog)
+    assert calls == [os.path.join(data_dir, "synthetic", "train")]
+    assert entry["args"]["ann_file"] == os.path.join(data_dir, "synthetic", "train", "annotations.json")
+    build.resolve_dataset("coco_2017_val", DatasetCatalog)  # no "generate": nothing runs
+    assert len(calls) == 1
+
+
+def test_an_unknown_generator_is_refused_by_name():
+    from maskrcnn_benchmark.data.build import generate_if_missing
+
+    with pytest.raises(ValueError, match="generator 'mnist'; known generators: nuclei, synthetic"):
+        generate_if_missing({"factory": "COCODataset", "args": {}, "generate": {"generator": "mnist", "args": {}}})

@@ -139,6 +139,24 @@ def test_non_coco_json_names_file_and_what_is_missing(tmp_path, content, expecte
     assert str(path) in str(info.value) and expected in str(info.value)
 
 
+@pytest.mark.parametrize("content,expected", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"images": []}), "missing top-level key(s) ['categories']"),
+    (json.dumps({"categories": [{"name": "cell"}]}), "categories[0] lacks the field(s) ['id']"),
+])
+def test_category_names_reader_shares_the_dataset_checks(tmp_path, content, expected):
+    # The demo's category-name reader goes through the same COCO JSON reader as COCODataset.
+    from maskrcnn_benchmark.engine.predictor import category_names_from_coco_json
+
+    path = tmp_path / "names.json"
+    path.write_text(content)
+    with pytest.raises(ValueError) as info:
+        category_names_from_coco_json(str(path))
+    assert str(path) in str(info.value) and expected in str(info.value)
+    path.write_text(json.dumps({"categories": [{"id": 7, "name": "b"}, {"id": 2, "name": "a"}]}))
+    assert category_names_from_coco_json(str(path)) == ["__background", "a", "b"]  # only categories needed
+
+
 def test_missing_annotation_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.json"):
         COCODataset(str(tmp_path / "nowhere.json"), str(tmp_path), True)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from maskrcnn_benchmark.data.datasets.glas import GlaSInputError, convert_glas
+from maskrcnn_benchmark.data.preparation.glas import GlaSInputError, convert_glas
 
 
 def _draw_pair(folder, name, label_map, palette=False):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from maskrcnn_benchmark.data.datasets import nuclei
+from maskrcnn_benchmark.data.preparation import nuclei
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +74,11 @@ def test_missing_stardist_says_how_to_install(monkeypatch):
         nuclei.stardist_data_files()
 
 
-def test_catalog_generates_on_first_use(tmp_path, monkeypatch):
+def test_dataset_is_generated_on_first_use(tmp_path, monkeypatch):
     from maskrcnn_benchmark.config.paths_catalog import DatasetCatalog
+    from maskrcnn_benchmark.data.build import resolve_dataset
 
     monkeypatch.setattr(DatasetCatalog, "DATA_DIR", str(tmp_path))
-    entry = DatasetCatalog.get("nuclei_dsb2018_val")
+    entry = resolve_dataset("nuclei_dsb2018_val", DatasetCatalog)
     assert os.path.isfile(entry["args"]["ann_file"]) and os.path.isdir(entry["args"]["root"])
     assert entry["args"]["ann_file"].startswith(os.path.join(str(tmp_path), "nuclei"))

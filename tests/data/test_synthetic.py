@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from maskrcnn_benchmark.data.datasets import _atomic
-from maskrcnn_benchmark.data.datasets.synthetic import generate_synthetic_coco
+from maskrcnn_benchmark.data.preparation import _atomic
+from maskrcnn_benchmark.data.preparation.synthetic import generate_synthetic_coco
 
 
 def _decode(ann, height, width):

@@ -253,6 +253,7 @@ def test_box_adversarial_loss_reaches_detector_box_regression_only_through_prroi
         assert grad is None or grad.abs().sum() == 0
 
 
+@pytest.mark.slow
 def test_tiny_gan_config_trains_with_do_train(tiny_cfg):
     from maskrcnn_benchmark.data import make_data_loader
     from maskrcnn_benchmark.engine.adversarial import build_adversarial_train_step

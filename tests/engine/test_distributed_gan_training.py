@@ -71,6 +71,7 @@ def _ap(out_dir):
     return results["bbox"]["AP"], results["segm"]["AP"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_two_gloo_processes_stay_in_sync_and_match_one_process(tiny_cfg, tmp_path):
     config_file = str(tmp_path / "tiny.yaml")
@@ -175,6 +176,7 @@ def _run_with_nan_on_rank1(rank, port, config_file, out_dir):
                                                       "MODEL.GAN.START_ITER", "1"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_nan_on_one_process_is_skipped_by_all(tiny_cfg, tmp_path):
     # Only rank 1 sees the NaN; had it skipped alone, rank 0 would wait forever in the gradient all-reduce.

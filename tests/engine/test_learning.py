@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="module")
 def synthetic_val_dir(tmp_path_factory):
     """Four held-out images: same generator, another seed than the training fixture."""
-    from maskrcnn_benchmark.data.datasets.synthetic import generate_synthetic_coco
+    from maskrcnn_benchmark.data.preparation.synthetic import generate_synthetic_coco
 
     out_dir = str(tmp_path_factory.mktemp("synthetic_val") / "val")
     generate_synthetic_coco(out_dir, num_images=4, image_size=128, seed=1)
@@ -35,6 +35,7 @@ def _mean_training_loss(cfg, model):
     return sum(totals) / len(totals)
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss_and_reaches_non_trivial_ap_on_held_out_images(
         tiny_cfg, synthetic_val_dir, tmp_path):
     train_net = import_file("train_net_for_learning_test", os.path.join(REPO, "tools", "train_net.py"))

@@ -41,6 +41,7 @@ def _load(out_dir, name):
     return torch.load(os.path.join(out_dir, name), weights_only=True)
 
 
+@pytest.mark.slow
 def test_nan_in_adversarial_run_stops_naming_term_and_iteration_and_keeps_last_good_checkpoint(
         tiny_cfg, tmp_path, monkeypatch):
     _inject_nan(monkeypatch, {3})

@@ -52,6 +52,7 @@ def test_compute_prediction_in_original_size_with_pasted_masks(tiny_cfg, checkpo
     assert torch.equal(scores, scores.sort(descending=True)[0])
 
 
+@pytest.mark.slow
 def test_run_on_opencv_image_draws_on_an_image_of_the_same_size(tiny_cfg, checkpoint, synthetic_dataset_dir):
     demo = COCODemo(tiny_cfg, confidence_threshold=0.0, min_image_size=128, weight=checkpoint[0])
     image = _image(synthetic_dataset_dir)

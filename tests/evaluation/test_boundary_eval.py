@@ -162,6 +162,7 @@ def test_evaluation_reports_boundary_next_to_segm_in_coco_results_json(tmp_path)
     assert not (tmp_path / "boundary.json").exists()  # scored from segm.json's results, not a second copy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("enabled", [True, False])
 def test_run_test_reports_boundary_ap_when_enabled(tiny_cfg, enabled):
     from maskrcnn_benchmark.engine.inference import run_test

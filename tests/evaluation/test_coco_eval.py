@@ -184,7 +184,6 @@ def test_no_detections_give_zero_ap_and_unknown_label_is_named(tmp_path):
 
 
 def test_masks_from_28x28_probabilities_are_pasted_with_the_masker(tmp_path):
-    pytest.importorskip("maskrcnn_benchmark.modeling.roi_heads.mask_head.inference")
     dataset = _HandMadeCocoDataset(GT)
     predictions = _perfect_predictions(dataset)
     for p in predictions:

@@ -1,5 +1,6 @@
 """Precise RoI Pooling: the compiled op and the torch implementation against the plain-PyTorch reference,
 avg_pool2d, dense roi_align and gradcheck; input checks; the "auto" choice between them."""
+import os
 import warnings
 
 import pytest
@@ -210,9 +211,23 @@ def test_both_implementations_refuse_bad_rois_with_the_same_message(bad):
 
 
 def test_extension_reports_what_was_built():
+    """_C.has_cuda() says whether the CUDA kernels are in the library: check it against the library's contents."""
     from maskrcnn_benchmark import _C
 
-    assert isinstance(_C.has_cuda(), bool) and _C.has_cuda() == _C.with_cuda
+    with open(_C.__file__, "rb") as library:
+        binary = library.read()
+    has_cuda_kernels = b"prroi_pool_forward_cuda" in binary and b"prroi_pool_backward_cuda" in binary  # symbols
+    links_cuda = b"libc10_cuda.so" in binary  # a DT_NEEDED entry of a CUDAExtension build
+    assert b"prroi_pool_forward_cpu" in binary, "not the library the test reads: it has no CPU kernel symbol"
+    assert _C.has_cuda() is has_cuda_kernels is links_cuda, (
+        "{}: has_cuda() is {} but CUDA kernel symbols present: {}, links libc10_cuda: {}".format(
+            _C.__file__, _C.has_cuda(), has_cuda_kernels, links_cuda))
+    assert _C.with_cuda is _C.has_cuda()
+    if torch.version.cuda is None:  # setup.py cannot compile the CUDA kernels against a CPU-only torch
+        assert not _C.has_cuda()
+    forced = os.environ.get("FORCE_CUDA")
+    if forced in ("0", "1"):  # tests run in the environment of the build: FORCE_CUDA decided what was compiled
+        assert _C.has_cuda() == (forced == "1"), "built with other FORCE_CUDA than {}: rebuild".format(forced)
 
 
 requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU to run the CUDA kernel on")

@@ -25,6 +25,7 @@ def test_default_arch_list_has_machine_code_for_torchs_gpus_and_ptx_for_the_newe
     assert default_cuda_arch_list([], []) == "8.0;9.0+PTX"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.version.cuda is None, reason="torch is a CPU-only build: no CUDA headers to compile against")
 @pytest.mark.skipif(cuda_home() is None, reason="no CUDA toolkit (nvcc) found in CUDA_HOME, CUDA_PATH, /usr/local/cuda or PATH")
 def test_cuda_kernel_compiles_for_sm80_and_the_newest_arch_with_ptx(tmp_path, monkeypatch):

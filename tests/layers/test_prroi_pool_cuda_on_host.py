@@ -15,6 +15,8 @@ import torch
 
 from maskrcnn_benchmark.layers.prroi_pool import prroi_pool2d, prroi_pool2d_reference
 
+pytestmark = pytest.mark.slow  # long: see README, "Development"
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CUDA_SOURCE = os.path.join(REPO, "csrc", "cuda", "prroi_pool_cuda.cu")

@@ -163,6 +163,7 @@ def _small_opts():
             "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 16, "MODEL.ROI_HEADS.SCORE_THRESH", 0.0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", DCN_CONFIGS, ids=os.path.basename)
 def test_shipped_dcn_config_builds_trains_a_step_and_infers(path):
     """configs/dcn/*.yaml (maskrcnn-benchmark's four) with a 64 px input: deformable res3-res5, one SGD step that
@@ -196,6 +197,7 @@ def test_shipped_dcn_config_builds_trains_a_step_and_infers(path):
     assert result.has_field("mask") == cfg.MODEL.MASK_ON
 
 
+@pytest.mark.slow
 def test_shipped_mdconv_config_through_train_net(synthetic_dataset_dir, tmp_path):
     """tools/train_net.py with configs/dcn/e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml on synthetic data: one
     iteration, a checkpoint with maskrcnn-benchmark's DCN names, then the COCO evaluation."""

@@ -59,7 +59,6 @@ def test_max_fusion_is_elementwise_max_over_levels():
 
 
 def test_level_fusion_follows_fpn_assignment_and_keeps_roi_order():
-    pytest.importorskip("maskrcnn_benchmark.modeling.poolers")
     torch.manual_seed(0)
     strides = [4, 8, 16, 32]
     features = [torch.randn(2, 3, 256 // s, 256 // s) for s in strides]

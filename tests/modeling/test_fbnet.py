@@ -202,6 +202,7 @@ def test_fbnet_configs_are_shipped():
             "e2e_faster_rcnn_fbnet_chamv1a_600.yaml"} <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_file", FBNET_CONFIGS, ids=os.path.basename)
 def test_shipped_fbnet_config_builds_trains_one_step_and_infers(config_file):
     cfg = load_config(config_file, _SMALL)

@@ -225,6 +225,7 @@ def test_demo_config_builds_retinanet_without_roi_heads_and_trains_one_step():
         assert [len(d) for d in model(_tiny_images())] == [7, 7]
 
 
+@pytest.mark.slow
 def test_r50_config_builds_retinanet_with_maskrcnn_benchmark_names_and_p6_from_c5_or_p5():
     cfg = load_config(R50_CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.RETINANET.NUM_CLASSES", 4])
     torch.manual_seed(0)
@@ -264,6 +265,7 @@ def test_unimplemented_retinanet_combinations_are_refused_by_key():
         build_detection_model(cfg)
 
 
+@pytest.mark.slow
 def test_loss_falls_over_a_short_training_on_synthetic_data(tiny_cfg):
     from maskrcnn_benchmark.data import make_data_loader
 
@@ -290,6 +292,7 @@ def test_loss_falls_over_a_short_training_on_synthetic_data(tiny_cfg):
     assert sum(totals[-5:]) / 5 < 0.7 * sum(totals[:5]) / 5, totals
 
 
+@pytest.mark.slow
 def test_train_net_and_test_net_evaluate_retinanet_by_bbox_ap(tiny_cfg, tmp_path):
     import json
 

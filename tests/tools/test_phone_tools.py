@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from maskrcnn_benchmark.data.datasets.phone import augment_coco_dataset, make_group_key, split_by_group
+from maskrcnn_benchmark.data.preparation.phone import augment_coco_dataset, make_group_key, split_by_group
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

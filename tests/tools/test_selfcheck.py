@@ -11,6 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SELFCHECK = os.path.join(REPO, "tools", "selfcheck.py")
 
 
+@pytest.mark.slow
 def test_cpu_subset_passes_and_prints_the_table():
     result = subprocess.run([sys.executable, SELFCHECK, "--devices", "cpu"], capture_output=True, text=True,
                             timeout=900, cwd=REPO)

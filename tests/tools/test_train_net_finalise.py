@@ -3,9 +3,12 @@ model_final.pth writes model_final.pth from that state and runs the final test."
 import json
 import os
 
+import pytest
 import torch
 
 from maskrcnn_benchmark.utils.imports import import_file
+
+pytestmark = pytest.mark.slow  # long: see README, "Development"
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

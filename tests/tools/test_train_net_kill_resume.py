@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # long: see README, "Development"
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # GAN from iteration 2 (so iterations 1 (baseline), 2, 3, 4 (adversarial) all occur), random flips and random

@@ -13,6 +13,8 @@ import torch
 
 from maskrcnn_benchmark.utils.imports import import_file
 
+pytestmark = pytest.mark.slow  # long: see README, "Development"
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

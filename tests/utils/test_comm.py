@@ -98,6 +98,7 @@ def _stall_worker(rank, world_size, port, result_dir):
     os._exit(0)
 
 
+@pytest.mark.slow
 def test_a_stalled_rank_makes_the_others_exit_naming_it(tmp_path):
     mp.spawn(_stall_worker, args=(3, _free_port(), str(tmp_path)), nprocs=3, join=True)
     for rank in (0, 2):

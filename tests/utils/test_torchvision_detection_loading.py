@@ -106,6 +106,7 @@ def _detections(tv_model, path, image, dtype):
     return reference, ours
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_size,dtype", [((HEIGHT, WIDTH), torch.float64), ((150, 200), torch.float64),
                                               ((HEIGHT, WIDTH), torch.float32)],
                          ids=["as_is-float64", "resized-float64", "as_is-float32"])
@@ -182,6 +183,7 @@ def test_converter_names_every_torchvision_entry_and_refuses_unknown_ones(torchv
         convert_torchvision_detection_state_dict(state)
 
 
+@pytest.mark.slow
 def test_fine_tuning_on_other_classes_reinitialises_only_class_layers(torchvision_model_file, synthetic_dataset_dir,
                                                                        tmp_path):
     """tools/train_net.py from the torchvision file on the 3-class synthetic data (NUM_CLASSES 4): the log lists

@@ -9,7 +9,7 @@ glas_train, glas_testA and glas_testB. Nothing is written if any file is unusabl
 import argparse
 import sys
 
-from maskrcnn_benchmark.data.datasets.glas import SPLITS, GlaSInputError, convert_glas
+from maskrcnn_benchmark.data.preparation.glas import SPLITS, GlaSInputError, convert_glas
 
 
 def main(argv=None):

@@ -10,7 +10,7 @@ writes datasets/phone/train_aug/{annotations.json,images/} (the catalog's phone_
 import argparse
 import sys
 
-from maskrcnn_benchmark.data.datasets.phone import augment_coco_dataset
+from maskrcnn_benchmark.data.preparation.phone import augment_coco_dataset
 
 
 def main(argv=None):

@@ -12,7 +12,7 @@ import collections
 import os
 import sys
 
-from maskrcnn_benchmark.data.datasets.phone import (dump_json_atomic, load_coco_json, make_group_key,
+from maskrcnn_benchmark.data.preparation.phone import (dump_json_atomic, load_coco_json, make_group_key,
                                                     split_by_group, subset_coco)
 
 

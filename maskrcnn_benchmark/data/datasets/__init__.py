@@ -1,4 +1,5 @@
-"""Datasets: COCO-format files, concatenation, plain image lists, and the embedded synthetic / nuclei data."""
+"""Datasets: COCO-format files, Cityscapes, concatenation and plain image lists (the files of the embedded
+synthetic / nuclei data and the converters live in data/preparation/)."""
 from .cityscapes import CityscapesDataset
 from .coco import COCODataset
 from .concat_dataset import ConcatDataset

@@ -21,6 +21,8 @@ import re
 import numpy as np
 from PIL import Image
 
+from maskrcnn_benchmark.utils.io import save_json
+
 from .coco import COCODataset
 
 _FRAME_RE = re.compile(r"^(?P<city>.+)_(?P<seq>\d+)_(?P<frame>\d+)_gtFine_instanceIds\.png$")
@@ -245,14 +247,7 @@ def convert_cityscapes_split(cityscapes_root, split, out_file, mask_format="rle"
     data = cityscapes_to_coco(cityscapes_root, split, mask_format=mask_format)
     out_file = os.path.abspath(out_file)
     os.makedirs(os.path.dirname(out_file), exist_ok=True)
-    tmp_file = "{}.tmp-{}".format(out_file, os.getpid())
-    try:
-        with open(tmp_file, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp_file, out_file)
-    finally:
-        if os.path.exists(tmp_file):
-            os.remove(tmp_file)
+    save_json(data, out_file)
     crowd = sum(a["iscrowd"] for a in data["annotations"])
     return {"images": len(data["images"]), "instances": len(data["annotations"]) - crowd, "crowd": crowd}
 

@@ -12,6 +12,9 @@ import torch
 from PIL import Image
 
 _REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
+# The fields COCO requires of each entry of a section.
+_REQUIRED_FIELDS = {"images": ("id", "file_name"), "annotations": ("id", "image_id", "category_id", "bbox"),
+                    "categories": ("id",)}
 _MIN_KEYPOINTS_PER_IMAGE = 10  # maskrcnn-benchmark's rule for keeping a keypoint training image
 
 
@@ -20,9 +23,16 @@ def _load_coco_json(ann_file):
     return _coco_from_dict(read_coco_json(ann_file))
 
 
-def read_coco_json(ann_file):
+def read_coco_json(ann_file, sections=_REQUIRED_TOP_KEYS):
     """The dict of a COCO instances JSON, checked: the file exists, is JSON, has "images", "annotations" and
-    "categories" whose entries have the fields COCO requires; errors name the file and what is wrong."""
+    "categories" whose entries have the fields COCO requires; errors name the file and what is wrong.
+
+    The one reader of COCO annotation files (datasets, converters, the demo's category names).
+
+    Args:
+        sections (sequence[str]): the top-level lists the caller needs, checked as above; a reader of the
+            category names alone asks for ("categories",).
+    """
     if not os.path.isfile(ann_file):
         raise FileNotFoundError("COCO annotation file not found: '{}'".format(ann_file))
     try:
@@ -36,14 +46,14 @@ def read_coco_json(ann_file):
                 ann_file, list(_REQUIRED_TOP_KEYS), type(data).__name__
             )
         )
-    missing = [k for k in _REQUIRED_TOP_KEYS if k not in data]
+    missing = [k for k in sections if k not in data]
     if missing:
         raise ValueError(
             "Annotation file '{}' is not COCO format: missing top-level key(s) {} (a COCO instances file has "
             "'images', 'annotations' and 'categories')".format(ann_file, missing)
         )
-    for section, fields in (("images", ("id", "file_name")), ("annotations", ("id", "image_id", "category_id",
-                                                                              "bbox")), ("categories", ("id",))):
+    for section in sections:
+        fields = _REQUIRED_FIELDS[section]
         for position, entry in enumerate(data[section]):
             lacking = [k for k in fields if not isinstance(entry, dict) or k not in entry]
             if lacking:
@@ -56,6 +66,7 @@ def read_coco_json(ann_file):
 
 
 def _coco_from_dict(data):
+    """A pycocotools COCO object indexing ``data`` (a dict like ``read_coco_json`` returns), built silently."""
     from pycocotools.coco import COCO
 
     coco = COCO()

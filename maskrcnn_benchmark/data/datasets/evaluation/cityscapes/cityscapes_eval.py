@@ -22,12 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def _json_dump_atomic(obj, path):
-    tmp_path = path + ".tmp"
-    with open(tmp_path, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp_path, path)
+from maskrcnn_benchmark.utils.io import save_json
 
 
 def pasted_masks(prediction, image_size):
@@ -224,5 +219,5 @@ def do_cityscapes_evaluation(dataset, predictions, box_only, output_folder, iou_
         (key, -1.0 if summary[key] is None else summary[key]) for key in ("AP", "AP50"))
     check_expected_results(results, cs_expected, expected_results_sigma_tol)
     if output_folder:
-        _json_dump_atomic(summary, os.path.join(output_folder, "cityscapes_results.json"))
+        save_json(summary, os.path.join(output_folder, "cityscapes_results.json"), indent=1)
     return results, coco_results, coco_evals

@@ -6,7 +6,6 @@ results format (bbox in xywh, segmentation as RLE, keypoints as flat lists), wri
 reported are exactly those of COCOeval.summarize() on the written files with the same maxDets.
 """
 import copy
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -14,15 +13,10 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from maskrcnn_benchmark.utils.io import save_json
+
 # "boundary": Boundary AP (boundary_eval.py), scored on the same results as "segm".
 IOU_TYPES = ("bbox", "segm", "keypoints", "boundary")
-
-
-def _json_dump_atomic(obj, path):
-    tmp_path = path + ".tmp"
-    with open(tmp_path, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp_path, path)
 
 
 def _original_size(dataset, image_index):
@@ -179,13 +173,10 @@ def evaluate_box_proposals(predictions, dataset, thresholds=None, area="all", li
 
 def _empty_results_coco(coco_gt):
     """A COCO object with GT's images/categories and no detections (loadRes cannot take an empty list)."""
-    from pycocotools.coco import COCO
+    from maskrcnn_benchmark.data.datasets.coco import _coco_from_dict
 
-    coco_dt = COCO()
-    coco_dt.dataset = {"images": copy.deepcopy(coco_gt.dataset.get("images", [])),
-                       "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])), "annotations": []}
-    coco_dt.createIndex()
-    return coco_dt
+    return _coco_from_dict({"images": copy.deepcopy(coco_gt.dataset.get("images", [])),
+                            "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])), "annotations": []})
 
 
 def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_type="bbox", max_dets=100):
@@ -201,7 +192,7 @@ def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_ty
     from pycocotools.cocoeval import COCOeval
 
     if json_result_file is not None:
-        _json_dump_atomic(coco_results, json_result_file)
+        save_json(coco_results, json_result_file)
     if coco_results:
         coco_dt = coco_gt.loadRes(str(json_result_file)) if json_result_file else coco_gt.loadRes(coco_results)
     else:
@@ -381,7 +372,7 @@ def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types,
         logger.info("\n" + res.table())
         check_expected_results(res, expected_results, expected_results_sigma_tol)
         if output_folder:
-            _json_dump_atomic(res.results, os.path.join(output_folder, "box_proposals.json"))
+            save_json(res.results, os.path.join(output_folder, "box_proposals.json"))
         return res, {}, {}
 
     preparers = {"bbox": prepare_for_coco_detection, "segm": prepare_for_coco_segmentation,
@@ -413,5 +404,5 @@ def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types,
     if output_folder:
         summary = OrderedDict(results.results)
         summary["max_dets"] = int(max_dets)
-        _json_dump_atomic(summary, os.path.join(output_folder, "coco_results.json"))
+        save_json(summary, os.path.join(output_folder, "coco_results.json"))
     return results, coco_results, coco_evals

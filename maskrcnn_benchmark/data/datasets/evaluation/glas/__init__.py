@@ -7,11 +7,13 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from maskrcnn_benchmark.utils.io import save_json
+# The GlaS key and metric names are defined once, in the module that reads them back into the paper's tables.
+from maskrcnn_benchmark.utils.tables import GLAS_METRICS, GLAS_TASK
+
 from .glas_eval import aggregate_glas_metrics, glas_metrics, image_object_terms, label_map_from_instances
 
 GLAS_CATEGORY = "gland"
-GLAS_TASK = "glas"  # key of the GlaS numbers in COCOResults.results and coco_results.json
-GLAS_METRICS = ("F1", "ObjDice", "ObjHausdorff")
 
 __all__ = ["glas_evaluation", "is_glas_dataset", "glas_metrics", "image_object_terms", "aggregate_glas_metrics",
            "label_map_from_instances"]
@@ -75,13 +77,6 @@ def evaluate_glas_predictions(dataset, predictions, score_threshold=0.5):
     return aggregate_glas_metrics(terms), per_image
 
 
-def _json_dump_atomic(obj, path):
-    tmp_path = path + ".tmp"
-    with open(tmp_path, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp_path, path)
-
-
 def glas_evaluation(dataset, predictions, output_folder, box_only=False, expected_results=(),
                     expected_results_sigma_tol=4, score_threshold=0.5, **coco_kwargs):
     """COCO evaluation, then the GlaS metrics appended as task "glas" (F1, ObjDice, ObjHausdorff).
@@ -120,7 +115,7 @@ def glas_evaluation(dataset, predictions, output_folder, box_only=False, expecte
             with open(summary_path) as f:
                 summary = json.load(f, object_pairs_hook=OrderedDict)
         summary[GLAS_TASK] = results.results[GLAS_TASK]
-        _json_dump_atomic(summary, summary_path)
-        _json_dump_atomic({"score_threshold": score_threshold, "metrics": metrics, "per_image": per_image},
-                          os.path.join(output_folder, "glas_results.json"))
+        save_json(summary, summary_path, indent=1)
+        save_json({"score_threshold": score_threshold, "metrics": metrics, "per_image": per_image},
+                  os.path.join(output_folder, "glas_results.json"), indent=1)
     return output
