@@ -67,6 +67,9 @@ def unsupported_export_reasons(cfg):
     if model.BOX_CONVENTION != "maskrcnn_benchmark":
         reasons.append("MODEL.BOX_CONVENTION={}: the export module places anchors the maskrcnn_benchmark way only"
                        .format(model.BOX_CONVENTION))
+    if cfg.INPUT.RESIZE_STYLE != "maskrcnn_benchmark":
+        reasons.append("INPUT.RESIZE_STYLE={}: the export module's input is a BGR 0-255 image resized the "
+                       "maskrcnn_benchmark way (normalised in the graph)".format(cfg.INPUT.RESIZE_STYLE))
     return reasons
 
 
