@@ -191,3 +191,47 @@ def test_unknown_export_format_is_refused(trained):
 
     with pytest.raises(ValueError, match="'tflite' is unknown"):
         export_model(torch.nn.Identity(), [torch.zeros(3, 8, 8)], "m.tflite", "tflite")
+
+
+def _readme_onnx_example():
+    text = open(os.path.join(REPO, "README.md")).read()
+    section = text[text.index("## Export"):]
+    return section[section.index("```python\n") + len("```python\n"):section.index("\n```\n", section.index("```python"))]
+
+
+def test_readme_onnx_example_reproduces_test_net_in_the_original_image(trained, synthetic_dataset_dir, export_tool,
+                                                                       tmp_path, monkeypatch):
+    """The README's onnxruntime lines (resize, run, boxes back to the image, numpy paste) against the detector's
+    detections mapped to the original image and pasted by the project's Masker."""
+    from maskrcnn_benchmark.data.transforms import build_transforms
+    from maskrcnn_benchmark.modeling.detector import build_detection_model
+    from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import Masker
+    from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
+
+    config_file, gan_ckpt, _, cfg = trained
+    export_tool.main(["--config-file", config_file, "--ckpt", gan_ckpt, "--format", "onnx",
+                      "--output", str(tmp_path / "nuclei.onnx"), "--no-check"])
+    folder = os.path.join(synthetic_dataset_dir, "images")
+    original = Image.open(os.path.join(folder, sorted(os.listdir(folder))[0])).convert("RGB").resize((200, 150))
+    original.save(str(tmp_path / "image.png"))
+    code = _readme_onnx_example()
+    sizes_line = "MIN_SIZE, MAX_SIZE = 352, 853"
+    assert sizes_line in code
+    code = code.replace(sizes_line, "MIN_SIZE, MAX_SIZE = {}, {}".format(cfg.INPUT.MIN_SIZE_TEST,
+                                                                         cfg.INPUT.MAX_SIZE_TEST))
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md (Export)", "exec"), namespace)
+
+    model = build_detection_model(cfg).eval()
+    DetectronCheckpointer(cfg, model).load(gan_ckpt, use_latest=False, strict=True)
+    with torch.no_grad():
+        result = model([build_transforms(cfg, is_train=False)(original, None)[0]])[0].resize(original.size)
+    pasted = Masker(threshold=0.5)(result.get_field("mask"), result)[0][:, 0].numpy().astype(bool)
+    assert len(result) > 0 and len(namespace["boxes"]) == len(result)
+    np.testing.assert_allclose(namespace["boxes"], result.bbox.numpy(), rtol=0, atol=BOX_TOL_PX)
+    np.testing.assert_allclose(namespace["scores"], result.get_field("scores").numpy(), rtol=0, atol=SCORE_TOL)
+    for readme_mask, project_mask in zip(namespace["full_masks"], pasted):
+        assert readme_mask.shape == project_mask.shape == (150, 200)
+        union = (readme_mask | project_mask).sum()
+        assert union == 0 or (readme_mask & project_mask).sum() / union >= MASK_MIN_IOU
