@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -94,6 +95,15 @@ def _clip(boxes, height, width, to_remove):
         boxes.new_tensor([width, height, width, height])
     upper = (size - to_remove).to(boxes.dtype)
     return torch.minimum(boxes.clamp(min=0), upper)
+
+
+def _rois_with_spare(boxes):
+    """Tensor[K, 4] boxes of image 0 -> Tensor[K + 1, 5] RoIs, the last a spare 16 x 16 box whose result the caller
+    drops. With it a head never runs on zero RoIs: the ONNX GroupNorm (Reshape to [K, groups, -1]) cannot take
+    K = 0 in onnxruntime, and an image with no detection would fail instead of returning empty outputs. GroupNorm
+    and frozen BatchNorm work per RoI, so the spare changes no other RoI's result."""
+    rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
+    return torch.cat([rois, rois.new_tensor([[0.0, 0.0, 0.0, 15.0, 15.0]])])
 
 
 class ExportableMaskRCNN(nn.Module):
@@ -185,8 +195,9 @@ class ExportableMaskRCNN(nn.Module):
         """Box head on the proposals, as ``ROIBoxHead`` + ``PostProcessor`` in eval: (boxes, scores, labels)."""
         box_head = self.model.roi_heads.box
         post = box_head.post_processor
-        rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
-        class_logits, box_regression = box_head.predictor(box_head.feature_extractor(features, rois))
+        class_logits, box_regression = box_head.predictor(
+            box_head.feature_extractor(features, _rois_with_spare(proposals)))
+        class_logits, box_regression = class_logits[:-1], box_regression[:-1]
         class_prob = F.softmax(class_logits, -1)
         num_classes = class_prob.shape[1]
         if post.cls_agnostic_bbox_reg:
@@ -202,8 +213,7 @@ class ExportableMaskRCNN(nn.Module):
         """Mask probabilities Tensor[N, 1, M, M] of each detection's own class, as ``ROIMaskHead`` in eval (all
         detections in one predictor call: its chunking would be a loop frozen by the trace)."""
         mask_head = self.model.roi_heads.mask
-        rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
-        logits = mask_head.predictor(mask_head.feature_extractor(features, rois))
+        logits = mask_head.predictor(mask_head.feature_extractor(features, _rois_with_spare(boxes)))[:-1]
         if logits.shape[1] > 1:
             logits = logits[torch.arange(labels.shape[0], device=labels.device), labels]
         else:
@@ -239,7 +249,11 @@ def export_model(export_module, example_images, output, fmt):
     os.close(fd)
     start = time.perf_counter()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The tracer warns at every Python use of a traced value; the ones left are constants of the model
+            # (class count, batch-size checks). Whether the trace generalises is what tools/export.py's check and
+            # tests/tools/test_export.py establish, at two image sizes.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             if fmt == "torchscript":
                 traced = torch.jit.trace(export_module, (example_images[0],), check_trace=False)
                 torch.jit.save(traced, tmp)
