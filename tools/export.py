@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Write a trained Mask R-CNN for inference outside this package: ONNX (onnxruntime) or TorchScript.
 
-    python tools/export.py --config-file configs/demo/nuclei_R_18_FPN.yaml --ckpt output/nuclei_R_18_FPN/model_final.pth \\
-        --format onnx --output nuclei.onnx [KEY VALUE ...]
+    python tools/export.py --config-file configs/demo/nuclei_R_18_FPN.yaml \\
+        --ckpt output/nuclei_R_18_FPN/model_final.pth --format onnx --output nuclei.onnx [KEY VALUE ...]
 
 The graph takes one image, float32 [3, H, W], BGR 0-255, already resized to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST
 (H, W dynamic), and returns boxes [N, 4] (xyxy, input pixels), scores [N], labels [N] int64 and masks [N, 1, 28, 28]
@@ -16,7 +16,6 @@ After writing, the file is run on two images of different sizes and compared wit
 ONNX needs the extra: pip install -r requirements-export.txt (or pip install .[export]).
 """
 import argparse
-import logging
 import os
 import statistics
 import sys
@@ -142,5 +141,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    logging.captureWarnings(False)
     sys.exit(main())

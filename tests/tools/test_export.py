@@ -110,7 +110,8 @@ def _assert_same_detections(expected, got, image_shape, what):
     np.testing.assert_allclose(got[1], expected[1], rtol=0, atol=SCORE_TOL, err_msg=what + " scores")
     assert got[3].shape == expected[3].shape
     ious = _mask_ious(expected, got, image_shape)
-    assert ious.numel() == 0 or float(ious.min()) >= MASK_MIN_IOU, "{}: pasted mask IoU {:.3f}".format(what, float(ious.min()))
+    assert ious.numel() == 0 or float(ious.min()) >= MASK_MIN_IOU, "{}: pasted mask IoU {:.3f}".format(
+        what, float(ious.min()))
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -196,7 +197,8 @@ def test_unknown_export_format_is_refused(trained):
 def _readme_onnx_example():
     text = open(os.path.join(REPO, "README.md")).read()
     section = text[text.index("## Export"):]
-    return section[section.index("```python\n") + len("```python\n"):section.index("\n```\n", section.index("```python"))]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("\n```\n", start)]
 
 
 def test_readme_onnx_example_reproduces_test_net_in_the_original_image(trained, synthetic_dataset_dir, export_tool,
