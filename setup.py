@@ -86,5 +86,7 @@ setup(
     packages=find_packages(exclude=("configs", "tests", "tools")),
     python_requires=">=3.9",
     ext_modules=get_extensions(),
+    # tools/export.py --format onnx and its check (requirements-export.txt lists the same)
+    extras_require={"export": ["onnx>=1.16", "onnxruntime>=1.18"]},
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)},
 )

@@ -37,7 +37,7 @@ class LevelMapper(object):
             s = torch.sqrt((widths + self.to_remove) * (heights + self.to_remove))
         else:
             s = torch.sqrt(widths * heights)
-        if not bool(torch.isfinite(s).all()):
+        if not torch.jit.is_tracing() and not bool(torch.isfinite(s).all()):
             # A NaN size maps to no level: the box would be dropped silently or break the reordering later.
             raise FloatingPointError(
                 "{} of {} boxes given to the RoI pooler have non-finite coordinates: the model has probably "
@@ -111,7 +111,9 @@ class Pooler(nn.Module):
         return boxes_to_rois(boxes)
 
     def forward(self, x, boxes):
-        return self.pool_rois(x, self.convert_to_roi_format(boxes))
+        # A Tensor[K, 5] of RoIs is taken as it is: the traced export path (engine/export.py) has no BoxLists.
+        rois = boxes if isinstance(boxes, torch.Tensor) else self.convert_to_roi_format(boxes)
+        return self.pool_rois(x, rois)
 
     def pool_rois(self, x, rois):
         """x list[Tensor[N, C, H_l, W_l]], rois Tensor[K, 5] (batch_index, x0, y0, x1, y1) in image pixels ->
@@ -120,6 +122,8 @@ class Pooler(nn.Module):
             return self.poolers[0](x[0], rois.to(x[0].dtype))
         levels = self.map_levels.levels_of_boxes(rois[:, 1:])  # from the boxes' own precision
         rois = rois.to(x[0].dtype)
+        if torch.jit.is_tracing():
+            return self._pool_rois_traceable(x, rois, levels)
         # Pool each level's RoIs in one call (no loop over RoIs) and write the result straight into their rows of
         # one output: concatenating and then permuting held two copies of every pooled feature at the peak.
         # The in-place copy keeps autograd paths to both features and rois (its backward needs only the indices).
@@ -130,6 +134,17 @@ class Pooler(nn.Module):
                 continue
             result.index_copy_(0, idx, pooler(feature, rois[idx]))
         return result
+
+    def _pool_rois_traceable(self, x, rois, levels):
+        """``pool_rois`` for tracing (ONNX / TorchScript export): the same values, but every level is pooled even
+        when it has no RoI (a skipped level would be baked into the trace) and the rows are put back in RoI order
+        with a gather instead of the in-place index_copy_. Costs one extra copy of the pooled features."""
+        pooled, order = [], []
+        for level, (feature, pooler) in enumerate(zip(x, self.poolers)):
+            idx = torch.nonzero(levels == level).squeeze(1)
+            pooled.append(pooler(feature, rois[idx]))
+            order.append(idx)
+        return torch.cat(pooled)[torch.argsort(torch.cat(order))]
 
 
 def _cfg_node(cfg, head_name):

@@ -119,3 +119,23 @@ def test_torch_prroi_pool_impl_pools_like_the_compiled_one():
     pooled = [Pooler((3, 3), (0.25, 0.125), 0, "PrRoIPool", prroi_impl=impl)(features, boxes)
               for impl in ("compiled", "torch")]
     torch.testing.assert_close(pooled[0], pooled[1], atol=1e-12, rtol=0)
+
+
+def test_traced_pooler_follows_the_level_of_each_roi_and_empty_levels():
+    """The trace-safe path (export) gives pool_rois's values, also for RoIs on levels that were empty when traced."""
+    torch.manual_seed(0)
+    scales = (1 / 4, 1 / 8, 1 / 16, 1 / 32)
+    features = [torch.randn(1, 3, 256 // int(1 / s), 256 // int(1 / s)) for s in scales]
+    pooler = Pooler((2, 2), scales, sampling_ratio=2)
+
+    def rois(sides):
+        return torch.tensor([[0.0] + _box_of_side(s, 3.0 + i) for i, s in enumerate(sides)])
+
+    traced = torch.jit.trace(lambda x, r: pooler.pool_rois(x, r), (features, rois([20, 30])),
+                             check_trace=False)  # level 0 only
+    for sides in ([20, 30], [200, 20, 60, 120], [250]):  # all levels, in mixed order; the coarsest only
+        expected = pooler(features, rois(sides))
+        assert torch.allclose(traced(features, rois(sides)), expected, atol=1e-6), sides
+    # a tensor of RoIs is taken as it is, a list of BoxLists converted
+    boxes = BoxList(rois([200, 20])[:, 1:], (256, 256))
+    assert torch.equal(pooler(features, [boxes]), pooler(features, rois([200, 20])))
