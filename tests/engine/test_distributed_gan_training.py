@@ -50,7 +50,7 @@ def _run(rank, world_size, port, config_file, out_dir, opts):
         torch.save({"initial": initial,"model": {k: v.detach().clone() for k, v in model.module.state_dict().items()}
                     if hasattr(model, "module") else model.state_dict(),
                     "discriminators": dict(step.discriminators.named_parameters()),
-                    "d_wrapped": isinstance(step.d_scorer, torch.nn.parallel.DistributedDataParallel),
+                    "d_wrapped": isinstance(step.d_update_module, torch.nn.parallel.DistributedDataParallel),
                     "g_wrapped": isinstance(model, torch.nn.parallel.DistributedDataParallel)},
                    os.path.join(out_dir, "rank{}.pth".format(rank)))
         return meters

@@ -21,6 +21,9 @@ onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX export tests need 
                                   "pip install -r requirements-export.txt")
 pytest.importorskip("onnx", reason="ONNX export tests need the 'export' extra: pip install -r requirements-export.txt")
 
+# each test trains or exports a detector (the module fixture trains one for a few iterations): several seconds each
+pytestmark = pytest.mark.slow
+
 BOX_TOL_PX, SCORE_TOL, MASK_MIN_IOU = 1e-2, 1e-4, 0.98
 
 
