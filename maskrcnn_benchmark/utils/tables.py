@@ -447,8 +447,11 @@ def format_study(stats_by_variant, title, markdown=False):
         stats_by_variant: OrderedDict variant name -> aggregate_seeds() output; the first is the reference.
     """
     def cell(stats):
-        return "n/a" if stats is None or stats["mean"] is None else "{:.1f} ± {:.1f}".format(stats["mean"],
-                                                                                           stats["std"])
+        if stats is None or stats["mean"] is None:
+            return "n/a"
+        if stats["n"] == 1:  # one seed has no spread to show: not "± 0.0"
+            return "{:.1f}".format(stats["mean"])
+        return "{:.1f} ± {:.1f}".format(stats["mean"], stats["std"])
 
     names = list(stats_by_variant)
     header = ["variant", "n"] + [name for _, name in STUDY_COLUMNS]

@@ -56,6 +56,9 @@ def test_study_runs_every_variant_per_seed_at_one_schedule_and_reports_mean_and_
     assert stats["gan_paper"]["bbox"]["AP"]["std"] == pytest.approx(0.7071, abs=1e-3)
     text = tables.format_study(stats, "t")
     assert "32.5 ± 0.7" in text and "22.0 ± 0.0" in text  # box AP, Boundary AP of gan_paper
+    one_seed = tables.format_study({"baseline": tables.aggregate_seeds([{"bbox": {"AP": 0.3}, "segm": {"AP": 0.2}}])},
+                                   "t")
+    assert "30.0" in one_seed and "±" not in one_seed.split("\n", 1)[1].replace("mean ± sample std", "")
     diff = [line for line in text.splitlines() if line.startswith("gan_paper - baseline")][0].split()
     assert diff[-3:] == ["+2.0", "+2.0", "+2.0"]
     curve = tool.baseline_curve_text(summary)
