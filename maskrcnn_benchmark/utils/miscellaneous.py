@@ -1,6 +1,5 @@
 """Small helpers used by the tools: folders, config and label dumps, seeding."""
 import errno
-import json
 import logging
 import os
 import random
@@ -9,7 +8,7 @@ import numpy as np
 import torch
 
 from maskrcnn_benchmark.utils.comm import is_main_process
-from maskrcnn_benchmark.utils.io import atomic_open
+from maskrcnn_benchmark.utils.io import atomic_open, save_json
 
 
 def mkdir(path):
@@ -36,8 +35,7 @@ def save_labels(dataset_list, output_dir):
     if ids_to_labels:
         labels_file = os.path.join(output_dir, "labels.json")
         logger.info("Saving labels mapping into %s", labels_file)
-        with open(labels_file, "w") as f:
-            json.dump(ids_to_labels, f, indent=2)
+        save_json(ids_to_labels, labels_file, indent=2)
 
 
 def save_config(cfg, path):

@@ -88,3 +88,23 @@ def test_a_killed_writers_temporary_file_is_what_the_checkpoint_cleanup_removes(
 
 def test_checkpoint_uses_the_io_helper():
     assert checkpoint._atomic_write is atomic_write
+
+
+def test_save_labels_writes_labels_json_atomically(tmp_path, monkeypatch):
+    from maskrcnn_benchmark.utils import io as io_module
+    from maskrcnn_benchmark.utils.miscellaneous import save_labels
+
+    class _Dataset:
+        categories = {1: "disc", 2: "square"}
+
+    save_labels([_Dataset()], str(tmp_path))
+    assert json.load(open(str(tmp_path / "labels.json"))) == {"1": "disc", "2": "square"}
+
+    def failing_dump(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io_module.json, "dump", failing_dump)
+    with pytest.raises(OSError):
+        save_labels([_Dataset()], str(tmp_path))
+    assert json.load(open(str(tmp_path / "labels.json"))) == {"1": "disc", "2": "square"}  # the old file stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.json"]  # no temporary file left
