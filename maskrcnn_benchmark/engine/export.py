@@ -143,21 +143,6 @@ class ExportableMaskRCNN(nn.Module):
             image = F.pad(image, (0, (width + d - 1) // d * d - width, 0, (height + d - 1) // d * d - height))
         return image[None]
 
-    def grid_anchors(self, features):
-        """Anchors of every map, as ``AnchorGenerator.grid_anchors`` (maskrcnn_benchmark style), from traced
-        map sizes: list[Tensor[H_l * W_l * A, 4]]."""
-        generator = self.model.rpn.anchor_generator
-        anchors = []
-        for feature, stride, cell in zip(features, generator.strides, generator.cell_anchors):
-            grid_h, grid_w = feature.shape[-2:]
-            shifts_x = torch.arange(0, grid_w, dtype=torch.float32, device=feature.device) * stride
-            shifts_y = torch.arange(0, grid_h, dtype=torch.float32, device=feature.device) * stride
-            shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
-            shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
-            shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
-            anchors.append((shifts.view(-1, 1, 4) + cell.view(1, -1, 4)).reshape(-1, 4))
-        return anchors
-
     def proposals(self, features, height, width):
         """RPN proposals Tensor[P, 4] of the image, as ``RPNPostProcessor`` in eval (per level top-k, decode, clip,
         min size, NMS per level, post_nms_top_n per level, fpn_post_nms_top_n overall)."""
@@ -165,7 +150,8 @@ class ExportableMaskRCNN(nn.Module):
         selector = rpn.box_selector_test
         objectness, box_regression = rpn.head(features)
         boxes, scores, levels = [], [], []
-        for level, (anchors, obj, reg) in enumerate(zip(self.grid_anchors(features), objectness, box_regression)):
+        anchors_per_level = rpn.anchor_generator.grid_anchors([f.shape[-2:] for f in features])
+        for level, (anchors, obj, reg) in enumerate(zip(anchors_per_level, objectness, box_regression)):
             N, A, H, W = obj.shape
             obj = permute_and_flatten(obj, N, A, 1, H, W).reshape(-1)
             reg = permute_and_flatten(reg, N, A, 4, H, W).reshape(-1, 4)

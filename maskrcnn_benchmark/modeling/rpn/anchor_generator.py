@@ -134,8 +134,11 @@ class AnchorGenerator(nn.Module):
         if strides is None:
             strides = [(s, s) for s in self.strides]
         strides = tuple(tuple(s) for s in strides)
+        # While tracing (export) nothing is cached: a cached tensor would enter the trace as a constant of one
+        # image size.
+        tracing = torch.jit.is_tracing()
         key = (tuple(tuple(g) for g in grid_sizes), strides, cell_list[0].device, cell_list[0].dtype)
-        cached = self._grid_cache.get(key)
+        cached = None if tracing else self._grid_cache.get(key)
         if cached is not None:
             return cached
         anchors = []
@@ -148,6 +151,8 @@ class AnchorGenerator(nn.Module):
             shift_y = shift_y.reshape(-1)
             shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
             anchors.append((shifts.view(-1, 1, 4) + base_anchors.view(1, -1, 4)).reshape(-1, 4))
+        if tracing:
+            return anchors
         if len(self._grid_cache) > 16:  # many image sizes at test time: keep the cache bounded
             self._grid_cache.clear()
         self._grid_cache[key] = anchors
