@@ -11,7 +11,7 @@ w.r.t. the coordinates).
 """
 import torch
 from torch import nn
-from torchvision.ops import roi_align
+from maskrcnn_benchmark.layers.roi_align import roi_align
 
 POOLER_TYPES = ("ROIAlign", "PrRoIPool")
 FUSIONS = ("max", "level")

@@ -6,7 +6,7 @@ an image at once; objects without it are rasterised at image size and cropped wi
 """
 import torch
 from torch.nn import functional as F
-from torchvision.ops import roi_align
+from maskrcnn_benchmark.layers.roi_align import roi_align
 
 
 def maskrcnn_loss(mask_logits, mask_targets):
