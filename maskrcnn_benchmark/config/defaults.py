@@ -22,6 +22,10 @@ _C.MODEL.MASK_ON = False  # True: add the mask head (Mask R-CNN)
 _C.MODEL.RETINANET_ON = False  # True: RetinaNet (MODEL.RETINANET) replaces the RPN; no RoI heads (modeling/rpn/retinanet/)
 _C.MODEL.KEYPOINT_ON = False  # True: add the keypoint head (Keypoint R-CNN)
 _C.MODEL.PRROI_POOL_IMPL = "auto"  # Precise RoI Pooling code: "compiled" (_C kernels), "torch" (plain PyTorch, any device) or "auto" (compiled after a once-per-device self-check against torch, else torch with a warning)
+# (added) keep the conv weights of the detector and the discriminators, and so their conv activations, in
+# channels-last (NHWC) memory: faster on the CPU (tools/benchmark.py, benchmark_gan.py); the same arithmetic in another
+# order, so results differ from False by float rounding only. False: PyTorch's default NCHW layout
+_C.MODEL.CHANNELS_LAST = True
 _C.MODEL.DEVICE = "cuda"  # torch device string the model and batches are moved to ("cpu", "cuda", "cuda:1")
 _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # detector class name looked up in modeling/detector
 _C.MODEL.CLS_AGNOSTIC_BBOX_REG = False  # True: one box regression for all classes instead of one per class

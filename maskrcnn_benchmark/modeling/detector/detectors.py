@@ -1,4 +1,6 @@
 """Detector builders selected by MODEL.META_ARCHITECTURE."""
+import torch
+
 from maskrcnn_benchmark.config import check_implemented_keys
 from maskrcnn_benchmark.modeling.backbone import build_backbone
 from maskrcnn_benchmark.modeling.rpn.rpn import build_rpn
@@ -50,4 +52,8 @@ def build_detection_model(cfg):
     if name not in _DETECTION_META_ARCHITECTURES:
         raise KeyError("MODEL.META_ARCHITECTURE='{}' is unknown; known: {}".format(
             name, ", ".join(sorted(_DETECTION_META_ARCHITECTURES))))
-    return _DETECTION_META_ARCHITECTURES[name](cfg)
+    model = _DETECTION_META_ARCHITECTURES[name](cfg)
+    if cfg.MODEL.CHANNELS_LAST:
+        # 4-D weights in NHWC make every conv, and what follows it, run in NHWC (oneDNN's fast layout on the CPU)
+        model.to(memory_format=torch.channels_last)
+    return model
