@@ -127,7 +127,8 @@ class Pooler(nn.Module):
         # Pool each level's RoIs in one call (no loop over RoIs) and write the result straight into their rows of
         # one output: concatenating and then permuting held two copies of every pooled feature at the peak.
         # The in-place copy keeps autograd paths to both features and rois (its backward needs only the indices).
-        result = x[0].new_zeros((rois.shape[0], x[0].shape[1]) + self.output_size)
+        # Every RoI maps to one of the levels (the mapper clamps), so every row is written: no zero fill needed.
+        result = x[0].new_empty((rois.shape[0], x[0].shape[1]) + self.output_size)
         for level, (feature, pooler) in enumerate(zip(x, self.poolers)):
             idx = torch.nonzero(levels == level).squeeze(1)
             if idx.numel() == 0:

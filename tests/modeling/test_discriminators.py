@@ -175,3 +175,30 @@ def test_gan_configs_equal_their_baseline_except_the_gan_block(gan_file):
     base.MODEL.GAN = gan.MODEL.GAN
     base.OUTPUT_DIR = gan.OUTPUT_DIR
     assert gan == base  # same detector, data and schedule: only the adversarial heads differ
+
+
+def test_channels_last_discriminators_score_as_nchw_and_pool_from_channels_last_maps():
+    # MODEL.CHANNELS_LAST: D's weights in NHWC, its inputs made NHWC, the FPN maps arriving NHWC from the detector
+    c = _gan_cfg()
+    torch.manual_seed(0)
+    c.MODEL.CHANNELS_LAST = False
+    nchw = build_discriminators(c, 16)
+    c.MODEL.CHANNELS_LAST = True
+    nhwc = build_discriminators(c, 16)
+    nhwc.load_state_dict(nchw.state_dict())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in nhwc.parameters() if p.dim() == 4)
+    features = [torch.randn(2, 16, 40, 40), torch.randn(2, 16, 20, 20)]
+    rois = torch.tensor([[0, 2.0, 2.0, 60.0, 64.0], [1, 30.0, 10.0, 90.0, 50.0], [1, 5.0, 50.0, 40.0, 150.0]])
+    shifted = rois + torch.tensor([0.0, 3.0, -2.0, 3.0, 4.0])
+    adv_inputs = {"feature_strides": [4, 8], "box_rois_pred": shifted, "box_rois_gt": rois,
+                  "mask_logits": torch.randn(3, 28, 28), "mask_targets": (torch.rand(3, 28, 28) > 0.5).float(),
+                  "mask_rois": rois}
+    scores = {}
+    for name, discs, maps in (("nchw", nchw, features),
+                              ("nhwc", nhwc, [f.contiguous(memory_format=torch.channels_last) for f in features])):
+        discs.train()
+        inputs = discs.pool_inputs(dict(adv_inputs, features=maps))
+        scores[name] = discs(inputs)
+    for key in ("box", "mask"):
+        for ours, ref in zip(scores["nhwc"][key], scores["nchw"][key]):
+            torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
