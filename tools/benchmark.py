@@ -2,6 +2,7 @@
 """Speed and memory of our R-50-FPN Mask R-CNN against torchvision's maskrcnn_resnet50_fpn, on the CPU or a GPU.
 
     python tools/benchmark.py [--device cpu|cuda] [--iters 5] [--warmup 2] [--threads 2] [--profile]
+                              [--ours-like-torchvision | --torchvision-like-ours]
 
 With --profile it also prints, for training and inference, the median time per stage of both models (backbone +
 FPN, RPN, box head, mask head, backward, optimizer, other = losses, sampling, post-processing; torchvision's
@@ -27,10 +28,15 @@ binary mask). Measured:
   that point. This counts activations, gradients, optimizer state and whatever the allocator keeps cached, i.e.
   what the OS must give the process; it is not a count of live tensors.
 
-Differences that stay by construction (both are the libraries' defaults, printed in the report): torchvision
-without pretrained backbone weights uses trainable BatchNorm2d and trains all ResNet stages, ours uses
-FrozenBatchNorm2d and freezes the stem and stage 1 (MODEL.BACKBONE.FREEZE_CONV_BODY_AT 2);
-``--ours-like-torchvision`` switches ours to BatchNorm and no frozen stages for a like-for-like backbone.
+Differences by default (both are the libraries' defaults, printed in the report): torchvision without
+pretrained backbone weights uses trainable BatchNorm2d and trains all ResNet stages, ours uses FrozenBatchNorm2d
+and freezes the stem and stage 1 (MODEL.BACKBONE.FREEZE_CONV_BODY_AT 2). Two like-for-like settings remove
+that difference: ``--ours-like-torchvision`` switches ours to BatchNorm and no frozen stage;
+``--torchvision-like-ours`` builds torchvision's model as maskrcnn_resnet50_fpn does for pretrained weights
+(FrozenBatchNorm2d, trainable_backbone_layers 3), without the weights. What still differs in both: torchvision's
+transform normalises and "resizes" (at scale 1) the images inside the model (timed as its own stage); ours
+clips boxes, decodes and assigns RoI levels with maskrcnn-benchmark's +1 pixel convention; ours keeps conv weights
+in channels-last memory (MODEL.CHANNELS_LAST, our default) and runs RoIAlign on all threads (layers/roi_align.py).
 Untrained heads keep a random number of detections above the 0.05 score threshold, which changes the mask
 head's inference cost; the detection counts are printed next to the times.
 """
@@ -101,21 +107,28 @@ def make_inputs(seed=0):
 class Ours:
     """Our detector fed exactly as the data pipeline would (BGR 0-255 minus PIXEL_MEAN, padded to 32)."""
 
-    def __init__(self, like_torchvision=False, config_file="e2e_mask_rcnn_R_50_FPN_1x.yaml", extra_opts=()):
+    def __init__(self, like_torchvision=False, config_file="e2e_mask_rcnn_R_50_FPN_1x.yaml", extra_opts=(),
+                 benchmark_input=True):
+        """benchmark_input False keeps the config's classes and input sizes (for a batch of its own data)."""
         import torch
         from maskrcnn_benchmark.config import load_config
         from maskrcnn_benchmark.modeling.detector import build_detection_model
 
         # torchvision's forward pastes every detection's mask probabilities into a full-image Tensor[N, 1, H, W];
         # ours does the same inside the model (threshold -1 keeps probabilities), so inference does the same work.
-        opts = ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu", "MODEL.ROI_BOX_HEAD.NUM_CLASSES", NUM_CLASSES,
-                "INPUT.MIN_SIZE_TRAIN", (HEIGHT,), "INPUT.MIN_SIZE_TEST", HEIGHT,
-                "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS", True, "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD", -1.0,
-                ] + list(extra_opts)
+        opts = ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu"]
+        if benchmark_input:
+            opts += ["MODEL.ROI_BOX_HEAD.NUM_CLASSES", NUM_CLASSES, "INPUT.MIN_SIZE_TRAIN", (HEIGHT,),
+                     "INPUT.MIN_SIZE_TEST", HEIGHT, "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS", True,
+                     "MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS_THRESHOLD", -1.0]
+        opts += list(extra_opts)
         if like_torchvision:
+            # torchvision without weights: trainable BatchNorm, no frozen stage; proposals kept per image in
+            # training (our default too, but not maskrcnn-benchmark's)
             opts += ["MODEL.BACKBONE.FREEZE_CONV_BODY_AT", 0,
                      "MODEL.RESNETS.TRANS_FUNC", "BottleneckWithBatchNorm",
-                     "MODEL.RESNETS.STEM_FUNC", "StemWithBatchNorm"]
+                     "MODEL.RESNETS.STEM_FUNC", "StemWithBatchNorm",
+                     "MODEL.RPN.FPN_POST_NMS_PER_BATCH", False]
         self.cfg = load_config(os.path.join(REPO, "configs", config_file), opts)
         self.model = build_detection_model(self.cfg)
         self.mean = torch.tensor(self.cfg.INPUT.PIXEL_MEAN).view(3, 1, 1)
@@ -124,7 +137,9 @@ class Ours:
         c = self.cfg.MODEL
         return {"backbone": "{} {} / {}, frozen up to stage {}".format(
             c.BACKBONE.CONV_BODY, c.RESNETS.STEM_FUNC, c.RESNETS.TRANS_FUNC, c.BACKBONE.FREEZE_CONV_BODY_AT),
-            "rpn_post_nms_train": c.RPN.FPN_POST_NMS_TOP_N_TRAIN, "roi_batch": c.ROI_HEADS.BATCH_SIZE_PER_IMAGE}
+            "rpn_post_nms_train": "{} per {}".format(
+                c.RPN.FPN_POST_NMS_TOP_N_TRAIN, "batch" if c.RPN.FPN_POST_NMS_PER_BATCH else "image"),
+            "roi_batch": c.ROI_HEADS.BATCH_SIZE_PER_IMAGE, "channels_last": c.CHANNELS_LAST}
 
     def prepare(self, images, boxes, labels, masks):
         from maskrcnn_benchmark.structures.bounding_box import BoxList
@@ -152,11 +167,21 @@ class Ours:
 class Torchvision:
     """torchvision's Mask R-CNN; its transform normalises RGB 0-1 input and (at scale 1.0) keeps the size."""
 
-    def __init__(self):
-        from torchvision.models.detection import maskrcnn_resnet50_fpn
+    def __init__(self, like_ours=False):
+        """like_ours: the model maskrcnn_resnet50_fpn builds for pretrained weights (FrozenBatchNorm2d, stem and
+        stage 1 frozen: trainable_backbone_layers 3), as our default config; built here without the weights."""
+        from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
 
-        self.model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
-                                           min_size=HEIGHT, max_size=1000)
+        if not like_ours:
+            self.model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
+                                               min_size=HEIGHT, max_size=1000)
+            return
+        from torchvision.models import resnet50
+        from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+        from torchvision.ops.misc import FrozenBatchNorm2d
+
+        backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3)
+        self.model = MaskRCNN(backbone, num_classes=NUM_CLASSES, min_size=HEIGHT, max_size=1000)
 
     def settings(self):
         import torch
@@ -164,7 +189,7 @@ class Torchvision:
         norm = type(self.model.backbone.body.bn1).__name__
         frozen = [n for n, p in self.model.backbone.body.named_parameters() if not p.requires_grad]
         return {"backbone": "ResNet-50 FPN {}, {} frozen parameters".format(norm, len(frozen)),
-                "rpn_post_nms_train": self.model.rpn._post_nms_top_n["training"],
+                "rpn_post_nms_train": "{} per image".format(self.model.rpn._post_nms_top_n["training"]),
                 "roi_batch": self.model.roi_heads.fg_bg_sampler.batch_size_per_image,
                 "torch": torch.__version__}
 
@@ -199,12 +224,14 @@ def _synchronizer(device):
 class _Session:
     """One model with its prepared inputs and optimizer, stepping one timed iteration at a time."""
 
-    def __init__(self, impl, mode, like_torchvision, device="cpu"):
+    def __init__(self, impl, mode, like, device="cpu"):
+        """like: "torchvision" (ours as torchvision without weights), "ours" (torchvision as built for pretrained
+        weights, as our default) or "" (each library's default)."""
         import torch
 
         torch.manual_seed(0)
-        self.runner = (Ours(like_torchvision, extra_opts=["MODEL.DEVICE", str(device)]) if impl == "ours"
-                       else Torchvision())
+        self.runner = (Ours(like == "torchvision", extra_opts=["MODEL.DEVICE", str(device)]) if impl == "ours"
+                       else Torchvision(like_ours=like == "ours"))
         self.runner.model.to(device)
         if impl == "ours":
             self.runner.mean = self.runner.mean.to(device)
@@ -267,13 +294,13 @@ def add_detector_stages(timer, impl, model):
     timer.add_modules("mask head", [heads.mask_roi_pool, heads.mask_head, heads.mask_predictor])
 
 
-def profile_stages(mode, iters, warmup, like_torchvision, device="cpu"):
+def profile_stages(mode, iters, warmup, like, device="cpu"):
     """{impl: StageTimer medians} of ``mode`` ("train" or "infer") for ours and torchvision, one after the other."""
     from maskrcnn_benchmark.utils.stage_timer import StageTimer
 
     columns = {}
     for impl in ("ours", "torchvision"):
-        session = _Session(impl, mode, like_torchvision, device)
+        session = _Session(impl, mode, like, device)
         timer = StageTimer(session.synchronize)
         add_detector_stages(timer, impl, session.runner.model)
         if mode == "train":
@@ -289,9 +316,9 @@ def profile_stages(mode, iters, warmup, like_torchvision, device="cpu"):
     return columns
 
 
-def time_interleaved(mode, iters, warmup, like_torchvision, device="cpu"):
+def time_interleaved(mode, iters, warmup, like, device="cpu"):
     """Median seconds per iteration of both models, their iterations alternating in this process."""
-    sessions = {impl: _Session(impl, mode, like_torchvision, device) for impl in ("ours", "torchvision")}
+    sessions = {impl: _Session(impl, mode, like, device) for impl in ("ours", "torchvision")}
     times = {impl: [] for impl in sessions}
     detections = {impl: [] for impl in sessions}
     for i in range(warmup + iters):
@@ -305,12 +332,12 @@ def time_interleaved(mode, iters, warmup, like_torchvision, device="cpu"):
             for impl in sessions}
 
 
-def measure_memory(impl, mode, warmup, like_torchvision, device="cpu"):
+def measure_memory(impl, mode, warmup, like, device="cpu"):
     """Peak memory rise (MB) of this process over warmup + 1 iterations after building model and inputs: of its
     RSS on the CPU, of torch.cuda.max_memory_allocated on a GPU."""
     import torch
 
-    session = _Session(impl, mode, like_torchvision, device)
+    session = _Session(impl, mode, like, device)
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -330,13 +357,18 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for both models")
-    parser.add_argument("--ours-like-torchvision", action="store_true",
-                        help="ours with trainable BatchNorm and no frozen stages, as torchvision without weights")
+    like = parser.add_mutually_exclusive_group()
+    like.add_argument("--ours-like-torchvision", action="store_true",
+                      help="ours with trainable BatchNorm and no frozen stages, as torchvision without weights")
+    like.add_argument("--torchvision-like-ours", action="store_true",
+                      help="torchvision as maskrcnn_resnet50_fpn builds it for pretrained weights (FrozenBatchNorm2d, "
+                           "stem and stage 1 frozen), as our default")
     parser.add_argument("--json", default="", help="also write the results to this file")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (memory: CUDA allocations)")
     parser.add_argument("--profile", action="store_true", help="also print the time per stage of both models")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    like = "torchvision" if args.ours_like_torchvision else "ours" if args.torchvision_like_ours else ""
 
     import torch
 
@@ -344,20 +376,20 @@ def main(argv=None):
         parser.error("--device {}: torch sees no CUDA GPU on this machine; use --device cpu".format(args.device))
     torch.set_num_threads(args.threads)
     if args.worker:
-        result = measure_memory(args.worker[0], args.worker[1], args.warmup, args.ours_like_torchvision, args.device)
+        result = measure_memory(args.worker[0], args.worker[1], args.warmup, like, args.device)
         print("RESULT " + json.dumps(result))
         return result
 
     memory_name = "CUDA memory" if torch.device(args.device).type == "cuda" else "RSS"
     results = {}
     for mode in ("train", "infer"):
-        timed = time_interleaved(mode, args.iters, args.warmup, args.ours_like_torchvision, args.device)
+        timed = time_interleaved(mode, args.iters, args.warmup, like, args.device)
         for impl in ("ours", "torchvision"):
             results[(impl, mode)] = timed[impl]
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, mode,
                    "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device]
-            if args.ours_like_torchvision:
-                cmd.append("--ours-like-torchvision")
+            if like:
+                cmd.append("--ours-like-torchvision" if like == "torchvision" else "--torchvision-like-ours")
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -388,7 +420,7 @@ def main(argv=None):
         from maskrcnn_benchmark.utils.stage_timer import format_stage_table
 
         for mode, title in (("train", "train step (batch 2)"), ("infer", "inference (per image: 2 images)")):
-            profiles[mode] = profile_stages(mode, args.iters, args.warmup, args.ours_like_torchvision, args.device)
+            profiles[mode] = profile_stages(mode, args.iters, args.warmup, like, args.device)
             print("\n" + format_stage_table(profiles[mode], "Stages, {}, median of {}:".format(title, args.iters)))
     if args.json:
         from maskrcnn_benchmark.utils.io import save_json

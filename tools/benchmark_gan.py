@@ -3,7 +3,9 @@
 
     python tools/benchmark_gan.py [--device cpu|cuda] [--iters 5] [--warmup 2] [--threads 2] [--demo] [--profile]
 
---demo measures the demo's models instead (configs/demo/nuclei_R_18_FPN.yaml and its _gan twin) on the same input.
+--demo measures the demo's models instead (configs/demo/nuclei_R_18_FPN.yaml and its _gan twin) on the demo's own
+first training batch (two stardist nuclei tiles at the demo's training size, about 35 nuclei each: many positive
+RoIs, which is what the discriminators' cost grows with), as train_net.py loads it.
 --profile also prints the median time per stage of both steps (backbone + FPN, RPN, box head, mask head, D_b and
 D_m with their pooling, backward, optimizer, other), from forward hooks on each stage's modules.
 
@@ -28,24 +30,40 @@ from benchmark_prroi_pool import synchronizer  # noqa: E402
 ZERO_LR = ["SOLVER.BASE_LR", 0.0]
 
 
-def _on_device(runner, device):
-    """Moves the runner's model to `device`; returns its prepared batch and targets there."""
-    runner.model.to(device).train()
-    batch, targets, _ = runner.prepare(*make_inputs())
-    return batch.to(device), [target.to(device) for target in targets]
+def _first_training_batch(cfg):
+    """The first batch train_net.py would train on with ``cfg`` (its data, sizes and augmentation, SOLVER.SEED)."""
+    from maskrcnn_benchmark.data import make_data_loader
+    from maskrcnn_benchmark.utils.miscellaneous import set_random_seed
+
+    set_random_seed(cfg.SOLVER.SEED, 0)  # as train_net.py: the augmentation draws from the seeded generators
+    images, targets, _ = next(iter(make_data_loader(cfg, is_train=True)))
+    return images, list(targets)
 
 
 CONFIGS = {False: ("e2e_mask_rcnn_R_50_FPN_1x.yaml", os.path.join("gan", "e2e_mask_rcnn_R_50_FPN_1x_gan.yaml")),
            True: (os.path.join("demo", "nuclei_R_18_FPN.yaml"), os.path.join("demo", "nuclei_R_18_FPN_gan.yaml"))}
 
 
-class _BaselineStep(object):
-    def __init__(self, device, config_file=CONFIGS[False][0]):
+class _Step(object):
+    """One model (built untrained with seed 0, learning rate 0) and the batch it steps on, on `device`: `batch`
+    (ImageList, list[BoxList]), or benchmark.py's synthetic batch when None."""
+
+    def __init__(self, device, config_file, batch=None, opts=()):
         import torch
 
         torch.manual_seed(0)
-        self.runner = Ours(config_file=config_file, extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)])
-        self.batch, self.targets = _on_device(self.runner, device)
+        self.runner = Ours(config_file=config_file, extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)] + list(opts),
+                           benchmark_input=batch is None)
+        self.runner.model.to(device).train()
+        images, targets = batch if batch is not None else self.runner.prepare(*make_inputs())[:2]
+        self.batch, self.targets = images.to(device), [target.to(device) for target in targets]
+
+
+class _BaselineStep(_Step):
+    def __init__(self, device, config_file=CONFIGS[False][0], batch=None, opts=()):
+        import torch
+
+        super().__init__(device, config_file, batch, opts)
         params = [p for p in self.runner.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
 
@@ -56,20 +74,26 @@ class _BaselineStep(object):
         self.optimizer.step()
 
 
-class _GanStep(object):
-    def __init__(self, device, config_file=CONFIGS[False][1]):
-        import torch
+class _GanStep(_Step):
+    def __init__(self, device, config_file=CONFIGS[False][1], batch=None, opts=()):
         from maskrcnn_benchmark.engine.adversarial import build_adversarial_train_step
         from maskrcnn_benchmark.solver import make_optimizer
 
-        torch.manual_seed(0)
-        self.runner = Ours(config_file=config_file, extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)])
-        self.batch, self.targets = _on_device(self.runner, device)
+        super().__init__(device, config_file, batch, opts)
         optimizer = make_optimizer(self.runner.cfg, self.runner.model)
         self.step = build_adversarial_train_step(self.runner.cfg, self.runner.model, optimizer, device=device)
 
     def __call__(self, iteration):
         self.step(self.batch, self.targets, iteration)
+
+
+def demo_batch(opts=()):
+    """The demo's first training batch (configs/demo/nuclei_R_18_FPN.yaml, whose _gan twin trains on the same)."""
+    from maskrcnn_benchmark.config import load_config
+
+    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                                   CONFIGS[True][0]), ["MODEL.DEVICE", "cpu"] + list(opts))
+    return _first_training_batch(cfg)
 
 
 def main(argv=None):
@@ -78,8 +102,11 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for both")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
-    parser.add_argument("--demo", action="store_true", help="the demo's R-18-FPN models instead of R-50-FPN")
+    parser.add_argument("--demo", action="store_true",
+                        help="the demo's R-18-FPN models on the demo's first training batch instead of R-50-FPN")
     parser.add_argument("--profile", action="store_true", help="also print the time per stage of both steps")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="KEY VALUE config overrides for both models, e.g. MODEL.CHANNELS_LAST False")
     args = parser.parse_args(argv)
 
     import torch
@@ -89,7 +116,9 @@ def main(argv=None):
         parser.error("--device {}: torch sees no CUDA GPU on this machine; use --device cpu".format(args.device))
     torch.set_num_threads(args.threads)
     baseline_config, gan_config = CONFIGS[args.demo]
-    steps = {"baseline": _BaselineStep(device, baseline_config), "gan": _GanStep(device, gan_config)}
+    batch = demo_batch(args.opts) if args.demo else None  # one batch for both: the same sizes and instances
+    steps = {"baseline": _BaselineStep(device, baseline_config, batch, args.opts),
+             "gan": _GanStep(device, gan_config, batch, args.opts)}
     synchronize = synchronizer(device)
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.iters):
@@ -104,8 +133,11 @@ def main(argv=None):
     print("GAN: box D {} convs, {} channels, {}; mask D {} convs, {} channels, {}; levels '{}'".format(
         gan.BOX_DISC.NUM_CONVS, gan.BOX_DISC.CHANNELS, gan.BOX_DISC.POOLER_TYPE, gan.MASK_DISC.NUM_CONVS,
         gan.MASK_DISC.CHANNELS, gan.MASK_DISC.POOLER_TYPE, gan.FEATURE_FUSION))
-    print("Input: 2 images 400x600, batch 2; {}, {} threads; median of {} after {} warm-up, alternating".format(
-        device, args.threads, args.iters, args.warmup))
+    batch = steps["gan"].batch
+    print("Input: {}; {} x {} padded, {} instances; {}, {} threads; median of {} after {} warm-up, alternating".format(
+        "the demo's first training batch" if args.demo else "2 synthetic images 400x600", len(batch.image_sizes),
+        tuple(batch.tensors.shape[-2:]), [len(t) for t in steps["gan"].targets], device, args.threads, args.iters,
+        args.warmup))
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name in steps:
         print("{:<10} train step median {:.3f} s  (all: {})".format(
