@@ -23,9 +23,9 @@ binary mask). Measured:
   MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS with threshold -1).
   Both models live in one process and their iterations alternate (ours, torchvision, ours, ...), so load from
   other programs on the machine hits both alike;
-* peak memory: each (model, mode) then runs --warmup + 1 iterations in its own fresh subprocess. We report the
-  rise of the process's peak resident set size (VmHWM, reset once model and inputs are built) above its RSS at
-  that point. This counts activations, gradients, optimizer state and whatever the allocator keeps cached, i.e.
+* peak memory: each (model, mode) then runs --warmup + 1 iterations in its own fresh subprocess, --memory-repeats
+  times (median reported). We report the rise of the process's peak resident set size (VmHWM, reset once model
+  and inputs are built) above its RSS at that point. This counts activations, gradients, optimizer state and whatever the allocator keeps cached, i.e.
   what the OS must give the process; it is not a count of live tensors.
 
 Differences by default (both are the libraries' defaults, printed in the report): torchvision without
@@ -366,6 +366,9 @@ def main(argv=None):
     parser.add_argument("--json", default="", help="also write the results to this file")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index> (memory: CUDA allocations)")
     parser.add_argument("--profile", action="store_true", help="also print the time per stage of both models")
+    parser.add_argument("--memory-repeats", type=int, default=3,
+                        help="fresh processes per memory measurement, median reported (the RSS peak of one run "
+                             "varies by up to 15%% with the allocator's and threads' timing)")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     like = "torchvision" if args.ours_like_torchvision else "ours" if args.torchvision_like_ours else ""
@@ -390,14 +393,18 @@ def main(argv=None):
                    "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device]
             if like:
                 cmd.append("--ours-like-torchvision" if like == "torchvision" else "--torchvision-like-ours")
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                raise RuntimeError("benchmark memory worker {} {} failed:\n{}".format(impl, mode, proc.stderr[-4000:]))
-            results[(impl, mode)]["peak_rss_rise_mb"] = json.loads(lines[-1][len("RESULT "):])["peak_rss_rise_mb"]
+            peaks = []
+            for _ in range(args.memory_repeats):
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+                if proc.returncode != 0 or not lines:
+                    raise RuntimeError("benchmark memory worker {} {} failed:\n{}".format(
+                        impl, mode, proc.stderr[-4000:]))
+                peaks.append(json.loads(lines[-1][len("RESULT "):])["peak_rss_rise_mb"])
             r = results[(impl, mode)]
-            print("{:<12} {:<6} median {:.3f} s  peak {} rise {:.0f} MB{}".format(
-                impl, mode, r["median_s"], memory_name, r["peak_rss_rise_mb"],
+            r["peak_rss_rise_mb"], r["peak_rss_rise_runs_mb"] = statistics.median(peaks), peaks
+            print("{:<12} {:<6} median {:.3f} s  peak {} rise {:.0f} MB (runs: {}){}".format(
+                impl, mode, r["median_s"], memory_name, r["peak_rss_rise_mb"], ", ".join("{:.0f}".format(p) for p in peaks),
                 "  detections/image {}".format(r["detections"]) if r["detections"] else ""), flush=True)
 
     print("\nSettings: ours {}\n          torchvision {}".format(results[("ours", "train")]["settings"],
