@@ -202,3 +202,43 @@ def test_channels_last_discriminators_score_as_nchw_and_pool_from_channels_last_
     for key in ("box", "mask"):
         for ours, ref in zip(scores["nhwc"][key], scores["nchw"][key]):
             torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+def _chain_max(levels):
+    fused = levels[0]
+    for level in levels[1:]:
+        fused = torch.maximum(fused, level)
+    return fused
+
+
+def test_max_over_levels_gives_the_chain_of_maxima_and_its_gradient():
+    from maskrcnn_benchmark.modeling.discriminators.feature_pooling import max_over_levels
+
+    torch.manual_seed(0)
+    levels = [torch.randn(3, 4, 5, 5, requires_grad=True) for _ in range(4)]
+    grad_output = torch.randn(3, 4, 5, 5)
+    ours = max_over_levels(levels)
+    assert type(ours.grad_fn).__name__ == "_MaxOverLevelsBackward"
+    ours_grads = torch.autograd.grad(ours, levels, grad_output)
+    chain = _chain_max(levels)
+    chain_grads = torch.autograd.grad(chain, levels, grad_output)
+    assert torch.equal(ours, chain)
+    assert all(torch.equal(a, b) for a, b in zip(ours_grads, chain_grads))  # random floats: no ties
+    double = [level.detach().double().requires_grad_(True) for level in levels]
+    assert torch.autograd.gradcheck(lambda *x: max_over_levels(list(x)), double)
+
+
+def test_max_over_levels_gives_a_tie_s_whole_gradient_to_the_first_tied_level():
+    from maskrcnn_benchmark.modeling.discriminators.feature_pooling import max_over_levels
+
+    a = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    b = torch.tensor([1.0, 5.0, 3.0], requires_grad=True)
+    c = torch.tensor([0.0, 5.0, 3.0], requires_grad=True)
+    fused = max_over_levels([a, b, c])
+    assert torch.equal(fused, torch.tensor([1.0, 5.0, 3.0]))
+    fused.sum().backward()
+    assert torch.equal(a.grad, torch.tensor([1.0, 0.0, 1.0]))
+    assert torch.equal(b.grad, torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.equal(c.grad, torch.zeros(3))
+    with torch.no_grad():  # without a gradient to carry it is the plain chain
+        assert max_over_levels([a, b, c]).grad_fn is None

@@ -11,6 +11,7 @@ w.r.t. the coordinates).
 """
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from maskrcnn_benchmark.layers.roi_align import roi_align
 
 POOLER_TYPES = ("ROIAlign", "PrRoIPool")
@@ -24,6 +25,46 @@ def _pool_one_level(features, rois, resolution, scale, pooler_type, sampling_rat
 
         return prroi_pool2d(features, rois, resolution, resolution, scale, impl=prroi_impl)
     return roi_align(features, rois, (resolution, resolution), scale, sampling_ratio, aligned=False)
+
+
+class _MaxOverLevels(torch.autograd.Function):
+    """Element-wise maximum of same-shaped tensors whose backward sends each element's gradient to the tensor the
+    maximum came from, read from a saved uint8 index: a third of the passes of a chain of torch.maximum, whose
+    backward re-compares the inputs pair by pair. The values are the chain's, bitwise; so are the gradients except at
+    exact ties, where the chain splits the gradient between the tied inputs and this gives it all to the first."""
+
+    @staticmethod
+    def forward(ctx, *levels):
+        fused = levels[0]
+        source = torch.zeros(fused.shape, dtype=torch.uint8, device=fused.device)
+        for index, level in enumerate(levels[1:], 1):
+            larger = torch.maximum(fused, level)
+            source.masked_fill_(larger != fused, index)  # NaN != NaN: a NaN element points at the last level
+            fused = larger
+        ctx.save_for_backward(source)
+        ctx.num_levels = len(levels)
+        return fused
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        source, = ctx.saved_tensors
+        zero = grad.new_zeros(())
+        return tuple(torch.where(source == index, grad, zero) if ctx.needs_input_grad[index] else None
+                     for index in range(ctx.num_levels))
+
+
+def max_over_levels(levels):
+    """Element-wise maximum of ``levels`` (list of Tensor[K, C, R, R], the RoIs pooled at each FPN level): a chain of
+    torch.maximum without autograd, :class:`_MaxOverLevels` when a gradient must flow (to the predicted boxes)."""
+    if len(levels) == 1:
+        return levels[0]
+    if torch.is_grad_enabled() and any(level.requires_grad for level in levels):
+        return _MaxOverLevels.apply(*levels)
+    fused = levels[0]
+    for level in levels[1:]:
+        fused = torch.maximum(fused, level)
+    return fused
 
 
 class RoIFeaturePooler(nn.Module):
@@ -81,13 +122,11 @@ class RoIFeaturePooler(nn.Module):
         scales = [1.0 / stride for stride in feature_strides]
         if self.fusion == "level" and len(features) > 1:
             return self._pool_assigned_level(features, scales, rois)
-        pooled = None
-        for level_features, scale in zip(features, scales):
-            level = _pool_one_level(
-                level_features, rois, self.resolution, scale, self.pooler_type, self.sampling_ratio, self.prroi_impl
-            )
-            pooled = level if pooled is None else torch.max(pooled, level)
-        return pooled
+        return max_over_levels([
+            _pool_one_level(level_features, rois, self.resolution, scale, self.pooler_type, self.sampling_ratio,
+                            self.prroi_impl)
+            for level_features, scale in zip(features, scales)
+        ])
 
     def _pool_assigned_level(self, features, scales, rois):
         # one modeling.poolers.Pooler per set of scales, built at the first call and reused
