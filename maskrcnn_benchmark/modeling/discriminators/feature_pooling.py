@@ -12,6 +12,7 @@ w.r.t. the coordinates).
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
 from maskrcnn_benchmark.layers.roi_align import roi_align
 
 POOLER_TYPES = ("ROIAlign", "PrRoIPool")
@@ -29,9 +30,10 @@ def _pool_one_level(features, rois, resolution, scale, pooler_type, sampling_rat
 
 class _MaxOverLevels(torch.autograd.Function):
     """Element-wise maximum of same-shaped tensors whose backward sends each element's gradient to the tensor the
-    maximum came from, read from a saved uint8 index: a third of the passes of a chain of torch.maximum, whose
-    backward re-compares the inputs pair by pair. The values are the chain's, bitwise; so are the gradients except at
-    exact ties, where the chain splits the gradient between the tied inputs and this gives it all to the first."""
+    maximum came from, read from a saved uint8 index: fewer passes over the pooled features than a chain of
+    torch.maximum, whose backward re-compares the inputs pair by pair. The values are the chain's, bitwise; so are
+    the gradients except at exact ties, where the chain splits the gradient between the tied inputs and this gives
+    it all to the first."""
 
     @staticmethod
     def forward(ctx, *levels):

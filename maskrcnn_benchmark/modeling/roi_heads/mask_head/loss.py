@@ -6,6 +6,7 @@ an image at once; objects without it are rasterised at image size and cropped wi
 """
 import torch
 from torch.nn import functional as F
+
 from maskrcnn_benchmark.layers.roi_align import roi_align
 
 
