@@ -25,8 +25,8 @@ binary mask). Measured:
   other programs on the machine hits both alike;
 * peak memory: each (model, mode) then runs --warmup + 1 iterations in its own fresh subprocess, --memory-repeats
   times (median reported). We report the rise of the process's peak resident set size (VmHWM, reset once model
-  and inputs are built) above its RSS at that point. This counts activations, gradients, optimizer state and whatever the allocator keeps cached, i.e.
-  what the OS must give the process; it is not a count of live tensors.
+  and inputs are built) above its RSS at that point. This counts activations, gradients, optimizer state and
+  whatever the allocator keeps cached, i.e. what the OS must give the process; it is not a count of live tensors.
 
 Differences by default (both are the libraries' defaults, printed in the report): torchvision without
 pretrained backbone weights uses trainable BatchNorm2d and trains all ResNet stages, ours uses FrozenBatchNorm2d
@@ -404,7 +404,8 @@ def main(argv=None):
             r = results[(impl, mode)]
             r["peak_rss_rise_mb"], r["peak_rss_rise_runs_mb"] = statistics.median(peaks), peaks
             print("{:<12} {:<6} median {:.3f} s  peak {} rise {:.0f} MB (runs: {}){}".format(
-                impl, mode, r["median_s"], memory_name, r["peak_rss_rise_mb"], ", ".join("{:.0f}".format(p) for p in peaks),
+                impl, mode, r["median_s"], memory_name, r["peak_rss_rise_mb"],
+                ", ".join("{:.0f}".format(p) for p in peaks),
                 "  detections/image {}".format(r["detections"]) if r["detections"] else ""), flush=True)
 
     print("\nSettings: ours {}\n          torchvision {}".format(results[("ours", "train")]["settings"],

@@ -24,20 +24,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import Ours, make_inputs  # noqa: E402  (the same model set-up and input as the detector benchmark)
+from benchmark import REPO, Ours, make_inputs  # noqa: E402  (the same model set-up and input as the detector benchmark)
 from benchmark_prroi_pool import synchronizer  # noqa: E402
 
 ZERO_LR = ["SOLVER.BASE_LR", 0.0]
-
-
-def _first_training_batch(cfg):
-    """The first batch train_net.py would train on with ``cfg`` (its data, sizes and augmentation, SOLVER.SEED)."""
-    from maskrcnn_benchmark.data import make_data_loader
-    from maskrcnn_benchmark.utils.miscellaneous import set_random_seed
-
-    set_random_seed(cfg.SOLVER.SEED, 0)  # as train_net.py: the augmentation draws from the seeded generators
-    images, targets, _ = next(iter(make_data_loader(cfg, is_train=True)))
-    return images, list(targets)
 
 
 CONFIGS = {False: ("e2e_mask_rcnn_R_50_FPN_1x.yaml", os.path.join("gan", "e2e_mask_rcnn_R_50_FPN_1x_gan.yaml")),
@@ -88,12 +78,16 @@ class _GanStep(_Step):
 
 
 def demo_batch(opts=()):
-    """The demo's first training batch (configs/demo/nuclei_R_18_FPN.yaml, whose _gan twin trains on the same)."""
+    """The first batch train_net.py trains the demo on (configs/demo/nuclei_R_18_FPN.yaml, whose _gan twin trains on
+    the same): its data, sizes and augmentation, seeded by SOLVER.SEED as train_net.py seeds them."""
     from maskrcnn_benchmark.config import load_config
+    from maskrcnn_benchmark.data import make_data_loader
+    from maskrcnn_benchmark.utils.miscellaneous import set_random_seed
 
-    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                                   CONFIGS[True][0]), ["MODEL.DEVICE", "cpu"] + list(opts))
-    return _first_training_batch(cfg)
+    cfg = load_config(os.path.join(REPO, "configs", CONFIGS[True][0]), ["MODEL.DEVICE", "cpu"] + list(opts))
+    set_random_seed(cfg.SOLVER.SEED, 0)
+    images, targets, _ = next(iter(make_data_loader(cfg, is_train=True)))
+    return images, list(targets)
 
 
 def main(argv=None):

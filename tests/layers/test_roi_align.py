@@ -1,4 +1,4 @@
-"""layers.roi_align: torchvision's kernels run on several CPU threads give bitwise torchvision's values and gradients."""
+"""layers.roi_align: torchvision's kernels on several CPU threads give bitwise torchvision's values and gradients."""
 import importlib
 import multiprocessing
 

@@ -9,6 +9,8 @@ Two pooling ops (POOLER_TYPE): "PrRoIPool" (Precise RoI Pooling, differentiable 
 which the box discriminator needs for L_adv^Gb to reach the box regression) and "ROIAlign" (no gradient
 w.r.t. the coordinates).
 """
+import functools
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -59,14 +61,9 @@ class _MaxOverLevels(torch.autograd.Function):
 def max_over_levels(levels):
     """Element-wise maximum of ``levels`` (list of Tensor[K, C, R, R], the RoIs pooled at each FPN level): a chain of
     torch.maximum without autograd, :class:`_MaxOverLevels` when a gradient must flow (to the predicted boxes)."""
-    if len(levels) == 1:
-        return levels[0]
-    if torch.is_grad_enabled() and any(level.requires_grad for level in levels):
+    if len(levels) > 1 and torch.is_grad_enabled() and any(level.requires_grad for level in levels):
         return _MaxOverLevels.apply(*levels)
-    fused = levels[0]
-    for level in levels[1:]:
-        fused = torch.maximum(fused, level)
-    return fused
+    return functools.reduce(torch.maximum, levels)
 
 
 class RoIFeaturePooler(nn.Module):
