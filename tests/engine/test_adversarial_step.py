@@ -243,7 +243,7 @@ def test_box_adversarial_loss_reaches_detector_box_regression_only_through_prroi
     discs = build_discriminators(cfg, model.backbone.out_channels)
     _, adv_inputs = model(images, targets, return_adv_inputs=True)
     inputs = discs.pool_inputs(adv_inputs)
-    _, fake = discs.box_logits(inputs["box_real"], inputs["box_fake"])
+    _, fake = discs(inputs)["box"]
     loss = box_adv_generator_loss(fake)  # L_adv^Gb alone; features detached (DETACH_FEATURES default True)
     weight = model.roi_heads.box.predictor.bbox_pred.weight
     grad = torch.autograd.grad(loss, weight, allow_unused=True)[0] if loss.requires_grad else None

@@ -146,9 +146,10 @@ def test_pool_inputs_multiplies_masks_with_features_and_detaches_features():
                   "mask_logits": logits, "mask_targets": targets, "mask_rois": rois}
     inputs = discs.pool_inputs(adv_inputs)
     roi_features = roi_align(features[0], rois, (28, 28), 0.25, c.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO)
-    assert torch.allclose(inputs["mask_real"], targets[:, None] * roi_features)
-    assert torch.allclose(inputs["mask_fake"], logits.sigmoid()[:, None] * roi_features)
-    inputs["mask_fake"].sum().backward()
+    real, fake = inputs["mask"].chunk(2)
+    assert torch.allclose(real, targets[:, None] * roi_features)
+    assert torch.allclose(fake, logits.sigmoid()[:, None] * roi_features)
+    fake.sum().backward()
     assert features[0].grad is None and logits.grad.abs().sum() > 0
 
 
@@ -202,6 +203,65 @@ def test_channels_last_discriminators_score_as_nchw_and_pool_from_channels_last_
     for key in ("box", "mask"):
         for ours, ref in zip(scores["nhwc"][key], scores["nchw"][key]):
             torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pool_inputs_forms_each_batch_once_with_the_values_and_gradients_of_pooling_real_and_fake_apart(
+        channels_last):
+    # pool_inputs forms each D batch once, in D's layout: the real and fake pooled boxes copied straight into it, D_m's
+    # masked context written in it by one broadcast product. The values, D's scores and the gradient reaching the
+    # predicted boxes are bitwise those of pooling each half on its own and concatenating them (the path D took
+    # before, and still takes for "box_real" / "box_fake"); so is the masks' gradient in NCHW. In NHWC that gradient
+    # (a sum over the channels) is summed in another order: equal up to float rounding.
+    c = _gan_cfg()
+    c.MODEL.GAN.MASK_DISC.POOLER_TYPE = "ROIAlign"  # the demo's: PrRoIPool for D_b, ROIAlign for D_m
+    c.MODEL.CHANNELS_LAST = channels_last
+    torch.manual_seed(0)
+    discs = build_discriminators(c, 16).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    features = [torch.randn(2, 16, 40, 40).contiguous(memory_format=layout),
+                torch.randn(2, 16, 20, 20).contiguous(memory_format=layout)]
+    rois = torch.tensor([[0, 2.0, 2.0, 60.0, 64.0], [1, 30.0, 10.0, 90.0, 50.0], [1, 5.0, 50.0, 40.0, 150.0]])
+    adv_inputs = {"features": features, "feature_strides": [4, 8], "box_rois_gt": rois,
+                  "mask_targets": (torch.rand(3, 28, 28) > 0.5).float(), "mask_rois": rois}
+
+    def attached():
+        pred = (rois + torch.tensor([0.0, 3.0, -2.0, 3.0, 4.0])).requires_grad_()
+        logits = torch.randn(3, 28, 28, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        return dict(adv_inputs, box_rois_pred=pred, mask_logits=logits)
+
+    batched_adv, apart_adv = attached(), attached()
+    inputs = discs.pool_inputs(batched_adv)
+    assert inputs["box"].is_contiguous(memory_format=layout) and inputs["mask"].is_contiguous(memory_format=layout)
+    maps = [level.contiguous() for level in features]
+    context = discs.mask_pooler(maps, [4, 8], rois)
+    apart = {"box_real": discs.box_pooler(maps, [4, 8], rois),
+             "box_fake": discs.box_pooler(maps, [4, 8], apart_adv["box_rois_pred"]),
+             "mask_real": adv_inputs["mask_targets"][:, None] * context,
+             "mask_fake": apart_adv["mask_logits"].sigmoid()[:, None] * context}
+    for key in ("box", "mask"):
+        assert torch.equal(inputs[key], torch.cat([apart[key + "_real"], apart[key + "_fake"]]))
+    scores, scores_apart = discs(inputs), discs(apart)
+    for key in ("box", "mask"):
+        for ours, ref in zip(scores[key], scores_apart[key]):
+            assert torch.equal(ours, ref)
+    for adv, found in ((batched_adv, scores), (apart_adv, scores_apart)):
+        (found["box"][1].sum() + (found["mask"][0] - found["mask"][1]).abs().mean()).backward()
+    assert batched_adv["box_rois_pred"].grad.abs().sum() > 0
+    assert torch.equal(batched_adv["box_rois_pred"].grad, apart_adv["box_rois_pred"].grad)
+    if channels_last:
+        torch.testing.assert_close(batched_adv["mask_logits"].grad, apart_adv["mask_logits"].grad, rtol=1e-5,
+                                   atol=1e-9)
+    else:
+        assert torch.equal(batched_adv["mask_logits"].grad, apart_adv["mask_logits"].grad)
+
+
+def test_discriminators_refuse_inputs_for_a_disabled_discriminator_naming_the_key():
+    c = _gan_cfg()
+    c.MODEL.GAN.BOX_DISC.ENABLED = False
+    discs = build_discriminators(c, 4)
+    with pytest.raises(ValueError, match="MODEL.GAN.BOX_DISC.ENABLED"):
+        discs({"box": torch.randn(2, 4, 28, 28)})
 
 
 def _chain_max(levels):

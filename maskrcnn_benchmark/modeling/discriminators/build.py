@@ -16,20 +16,29 @@ MASK_INPUTS = ("features", "mask", "pixels")
 _MASK_INPUT_CHANNELS = {"mask": 1, "pixels": 3}
 
 
-def _score_together(discriminator, real, fake, channels_last=False):
-    # Real and fake go through D as ONE batch: with BatchNorm in training mode, separate batches would each be
-    # normalised to their own statistics, hiding from D exactly the difference it has to see.
-    if channels_last and real.dim() == 4:
-        # D's weights are NHWC, so its input is too (an NCHW one would be reordered inside every conv, forward and
-        # backward): each half is copied straight into an NHWC batch, one pass instead of a cat and a reorder
-        both = torch.empty((real.shape[0] + fake.shape[0],) + tuple(real.shape[1:]), dtype=real.dtype,
-                           device=real.device, memory_format=torch.channels_last)
-        both[: real.shape[0]] = real
-        both[real.shape[0]:] = fake
-    else:
-        both = torch.cat([real, fake], dim=0)
-    both = discriminator(both)
-    return both[: real.shape[0]], both[real.shape[0]:]
+def _in_d_layout(batch, channels_last):
+    """`batch` in the memory layout D's weights have: NHWC with MODEL.CHANNELS_LAST (an NCHW input would be reordered
+    inside every conv, forward and backward), else as it is."""
+    if channels_last and batch.dim() == 4:
+        return batch.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def _split_real_fake(batch):
+    """The two halves of a D batch or of D's output on it: (real Tensor[K, ...], fake Tensor[K, ...])."""
+    half = batch.shape[0] // 2
+    return batch[:half], batch[half:]
+
+
+def _masked_context(masks, context, channels_last):
+    """D_m's batch: each of the 2M masks (Tensor[2M, 1, R, R], real then fake) times its RoI's context (Tensor[M, C,
+    R, R], shared by the real and the fake mask of a RoI), as one product written in D's layout; element for element
+    the same values as ``torch.cat([real * context, fake * context])``."""
+    num_rois = context.shape[0]
+    context = _in_d_layout(context, channels_last)
+    # the broadcast product keeps the context's layout, so the [2, M, ...] result views as an NHWC batch for free
+    product = masks.reshape((2, num_rois) + tuple(masks.shape[1:])) * context.unsqueeze(0)
+    return _in_d_layout(product.reshape((2 * num_rois,) + tuple(product.shape[2:])), channels_last)
 
 
 def _normalised_boxes(rois, adv_inputs):
@@ -117,9 +126,10 @@ class AdversarialDiscriminators(nn.Module):
                 "mask_targets" [M, 28, 28], "mask_rois" [M, 5]; "image_sizes" (list of (height, width)) for
                 box input "coordinates" and "images" (Tensor[N, 3, H, W]) for mask input "pixels".
         Returns:
-            dict[str, Tensor]: "box_real", "box_fake" (Tensor[P, C, R, R], or Tensor[P, 4] normalised coordinates)
-                when D_b is enabled; "mask_real", "mask_fake" (Tensor[M, C, R, R], C = 1 for the masks alone and 3
-                for mask x pixels) when D_m is enabled.
+            dict[str, Tensor]: "box" (Tensor[2P, C, R, R], or Tensor[2P, 4] normalised coordinates) when D_b is
+                enabled and "mask" (Tensor[2M, C, R, R], C = 1 for the masks alone and 3 for mask x pixels) when D_m
+                is enabled: each D's batch, the P (M) real inputs followed by the fake ones in the same RoI order,
+                in D's memory layout.
         """
         # The discriminators pool in float32: the compiled PrRoIPool CPU kernel takes float32/float64 only, and
         # the pooled values feed log-sigmoid losses. The casts are differentiable: the graph is kept.
@@ -138,16 +148,21 @@ class AdversarialDiscriminators(nn.Module):
         features = [level.contiguous() for level in features]
         strides = adv_inputs["feature_strides"]
         inputs = {}
-        if self.box_disc is not None and self.box_input == "coordinates":
-            inputs["box_real"] = _normalised_boxes(adv_inputs["box_rois_gt"].detach(), adv_inputs)
-            inputs["box_fake"] = _normalised_boxes(adv_inputs["box_rois_pred"], adv_inputs)
-        elif self.box_disc is not None:
-            inputs["box_real"] = self.box_pooler(features, strides, adv_inputs["box_rois_gt"].detach())
-            inputs["box_fake"] = self.box_pooler(features, strides, adv_inputs["box_rois_pred"])
+        # Real and fake go through D as ONE batch, real first: with BatchNorm in training mode, separate batches
+        # would each be normalised to their own statistics, hiding from D exactly the difference it has to see.
+        # Each batch is formed here, once for both updates, in D's memory layout.
+        if self.box_disc is not None:
+            # the halves are pooled apart: pooled together, the backward would compute the gradient of the
+            # ground-truth boxes too, and throw it away
+            real, fake = adv_inputs["box_rois_gt"].detach(), adv_inputs["box_rois_pred"]
+            if self.box_input == "coordinates":
+                inputs["box"] = _normalised_boxes(torch.cat([real, fake]), adv_inputs)
+            else:
+                inputs["box"] = self.real_fake_batch(self.box_pooler(features, strides, real),
+                                                     self.box_pooler(features, strides, fake))
         if self.mask_disc is not None:
             # the fake mask is the probability map, so real (0/1 targets) and fake live on the same scale
-            real = adv_inputs["mask_targets"][:, None].detach()
-            fake = adv_inputs["mask_logits"][:, None].sigmoid()
+            masks = torch.cat([adv_inputs["mask_targets"].detach(), adv_inputs["mask_logits"].sigmoid()])[:, None]
             rois = adv_inputs["mask_rois"].detach()
             if self.mask_input == "features":
                 context = self.mask_pooler(features, strides, rois)
@@ -158,34 +173,56 @@ class AdversarialDiscriminators(nn.Module):
                 context = self.mask_pooler([adv_inputs["images"].detach()], [1], rois)
             else:
                 context = None
-            inputs["mask_real"] = real if context is None else real * context
-            inputs["mask_fake"] = fake if context is None else fake * context
+            inputs["mask"] = masks if context is None else _masked_context(masks, context, self.channels_last)
         return inputs
 
     def forward(self, inputs):
         """D_b and D_m score what they are given.
 
         Arguments:
-            inputs (dict[str, Tensor]): :meth:`pool_inputs` output (detached for D's update).
+            inputs (dict[str, Tensor]): :meth:`pool_inputs` output (detached for D's update): "box" and / or "mask",
+                each the real inputs followed by as many fake ones. The real and fake halves may instead come as
+                two tensors, "box_real" and "box_fake" (and "mask_real", "mask_fake").
         Returns:
             dict: "box" -> (real Tensor[P], fake Tensor[P]) logits when D_b is on; "mask" -> (real Tensor[M, L],
             fake Tensor[M, L]) embeddings when D_m is on; in float32 whatever autocast ran D in (the losses take
             logs of sigmoids).
         """
         scores = {}
-        if "box_real" in inputs:
-            scores["box"] = self.box_logits(inputs["box_real"], inputs["box_fake"])
-        if "mask_real" in inputs:
-            scores["mask"] = self.mask_embeddings(inputs["mask_real"], inputs["mask_fake"])
-        return {k: (real.float(), fake.float()) for k, (real, fake) in scores.items()}
+        for name, discriminator in (("box", self.box_disc), ("mask", self.mask_disc)):
+            if discriminator is None and (name in inputs or name + "_real" in inputs):
+                raise ValueError("the discriminators were given {!r} inputs, but the {} discriminator is disabled "
+                                 "(MODEL.GAN.{}_DISC.ENABLED)".format(name, name, name.upper()))
+            if name in inputs:
+                batch = inputs[name]
+            elif name + "_real" in inputs:
+                batch = self.real_fake_batch(inputs[name + "_real"], inputs[name + "_fake"])
+            else:
+                continue
+            scores[name] = tuple(half.float() for half in _split_real_fake(discriminator(batch)))
+        return scores
+
+    def real_fake_batch(self, real, fake):
+        """One D batch (real first) in D's memory layout from real and fake inputs of the same shape."""
+        if real.shape != fake.shape:
+            raise ValueError("the real and fake discriminator inputs must have the same shape (one real per fake "
+                             "RoI), got {} and {}".format(tuple(real.shape), tuple(fake.shape)))
+        if self.channels_last and real.dim() == 4:
+            # each half copied straight into an NHWC batch: one pass instead of a cat and a reorder
+            batch = torch.empty((2 * real.shape[0],) + tuple(real.shape[1:]), dtype=real.dtype, device=real.device,
+                                memory_format=torch.channels_last)
+            batch[: real.shape[0]] = real
+            batch[real.shape[0]:] = fake
+            return batch
+        return torch.cat([real, fake])
 
     def box_logits(self, real, fake):
         """D_b on real and fake RoI features (Tensor[P, C, R, R] each) -> (Tensor[P], Tensor[P]) logits."""
-        return _score_together(self.box_disc, real, fake, self.channels_last)
+        return _split_real_fake(self.box_disc(self.real_fake_batch(real, fake)))
 
     def mask_embeddings(self, real, fake):
         """D_m on real and fake masked features (Tensor[M, C, R, R] each) -> two Tensor[M, L] embeddings."""
-        return _score_together(self.mask_disc, real, fake, self.channels_last)
+        return _split_real_fake(self.mask_disc(self.real_fake_batch(real, fake)))
 
     def scale_stats(self):
         """Scale of each discriminator to log: {"d_box_bn_gamma", "d_mask_bn_gamma"} (Tensor[], mean |gamma| of
