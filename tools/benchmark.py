@@ -2,7 +2,7 @@
 """Speed and memory of our R-50-FPN Mask R-CNN against torchvision's maskrcnn_resnet50_fpn, on the CPU or a GPU.
 
     python tools/benchmark.py [--device cpu|cuda] [--iters 5] [--warmup 2] [--threads 2] [--profile]
-                              [--ours-like-torchvision | --torchvision-like-ours]
+                              [--ours-like-torchvision | --torchvision-like-ours] [KEY VALUE ...]
 
 With --profile it also prints, for training and inference, the median time per stage of both models (backbone +
 FPN, RPN, box head, mask head, backward, optimizer, other = losses, sampling, post-processing; torchvision's
@@ -139,7 +139,8 @@ class Ours:
             c.BACKBONE.CONV_BODY, c.RESNETS.STEM_FUNC, c.RESNETS.TRANS_FUNC, c.BACKBONE.FREEZE_CONV_BODY_AT),
             "rpn_post_nms_train": "{} per {}".format(
                 c.RPN.FPN_POST_NMS_TOP_N_TRAIN, "batch" if c.RPN.FPN_POST_NMS_PER_BATCH else "image"),
-            "roi_batch": c.ROI_HEADS.BATCH_SIZE_PER_IMAGE, "channels_last": c.CHANNELS_LAST}
+            "roi_batch": c.ROI_HEADS.BATCH_SIZE_PER_IMAGE, "channels_last": c.CHANNELS_LAST,
+            "activation_checkpointing": c.RESNETS.ACTIVATION_CHECKPOINTING}
 
     def prepare(self, images, boxes, labels, masks):
         from maskrcnn_benchmark.structures.bounding_box import BoxList
@@ -224,13 +225,13 @@ def _synchronizer(device):
 class _Session:
     """One model with its prepared inputs and optimizer, stepping one timed iteration at a time."""
 
-    def __init__(self, impl, mode, like, device="cpu"):
+    def __init__(self, impl, mode, like, device="cpu", opts=()):
         """like: "torchvision" (ours as torchvision without weights), "ours" (torchvision as built for pretrained
-        weights, as our default) or "" (each library's default)."""
+        weights, as our default) or "" (each library's default). opts: KEY VALUE config overrides for ours."""
         import torch
 
         torch.manual_seed(0)
-        self.runner = (Ours(like == "torchvision", extra_opts=["MODEL.DEVICE", str(device)]) if impl == "ours"
+        self.runner = (Ours(like == "torchvision", extra_opts=["MODEL.DEVICE", str(device)] + list(opts)) if impl == "ours"
                        else Torchvision(like_ours=like == "ours"))
         self.runner.model.to(device)
         if impl == "ours":
@@ -294,13 +295,13 @@ def add_detector_stages(timer, impl, model):
     timer.add_modules("mask head", [heads.mask_roi_pool, heads.mask_head, heads.mask_predictor])
 
 
-def profile_stages(mode, iters, warmup, like, device="cpu"):
+def profile_stages(mode, iters, warmup, like, device="cpu", opts=()):
     """{impl: StageTimer medians} of ``mode`` ("train" or "infer") for ours and torchvision, one after the other."""
     from maskrcnn_benchmark.utils.stage_timer import StageTimer
 
     columns = {}
     for impl in ("ours", "torchvision"):
-        session = _Session(impl, mode, like, device)
+        session = _Session(impl, mode, like, device, opts)
         timer = StageTimer(session.synchronize)
         add_detector_stages(timer, impl, session.runner.model)
         if mode == "train":
@@ -316,9 +317,9 @@ def profile_stages(mode, iters, warmup, like, device="cpu"):
     return columns
 
 
-def time_interleaved(mode, iters, warmup, like, device="cpu"):
+def time_interleaved(mode, iters, warmup, like, device="cpu", opts=()):
     """Median seconds per iteration of both models, their iterations alternating in this process."""
-    sessions = {impl: _Session(impl, mode, like, device) for impl in ("ours", "torchvision")}
+    sessions = {impl: _Session(impl, mode, like, device, opts) for impl in ("ours", "torchvision")}
     times = {impl: [] for impl in sessions}
     detections = {impl: [] for impl in sessions}
     for i in range(warmup + iters):
@@ -332,12 +333,12 @@ def time_interleaved(mode, iters, warmup, like, device="cpu"):
             for impl in sessions}
 
 
-def measure_memory(impl, mode, warmup, like, device="cpu"):
+def measure_memory(impl, mode, warmup, like, device="cpu", opts=()):
     """Peak memory rise (MB) of this process over warmup + 1 iterations after building model and inputs: of its
     RSS on the CPU, of torch.cuda.max_memory_allocated on a GPU."""
     import torch
 
-    session = _Session(impl, mode, like, device)
+    session = _Session(impl, mode, like, device, opts)
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -370,6 +371,9 @@ def main(argv=None):
                         help="fresh processes per memory measurement, median reported (the RSS peak of one run "
                              "varies by up to 15%% with the allocator's and threads' timing)")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="KEY VALUE config overrides for ours, after the other options, e.g. "
+                             "MODEL.RESNETS.ACTIVATION_CHECKPOINTING True")
     args = parser.parse_args(argv)
     like = "torchvision" if args.ours_like_torchvision else "ours" if args.torchvision_like_ours else ""
 
@@ -379,20 +383,21 @@ def main(argv=None):
         parser.error("--device {}: torch sees no CUDA GPU on this machine; use --device cpu".format(args.device))
     torch.set_num_threads(args.threads)
     if args.worker:
-        result = measure_memory(args.worker[0], args.worker[1], args.warmup, like, args.device)
+        result = measure_memory(args.worker[0], args.worker[1], args.warmup, like, args.device, args.opts)
         print("RESULT " + json.dumps(result))
         return result
 
     memory_name = "CUDA memory" if torch.device(args.device).type == "cuda" else "RSS"
     results = {}
     for mode in ("train", "infer"):
-        timed = time_interleaved(mode, args.iters, args.warmup, like, args.device)
+        timed = time_interleaved(mode, args.iters, args.warmup, like, args.device, args.opts)
         for impl in ("ours", "torchvision"):
             results[(impl, mode)] = timed[impl]
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, mode,
                    "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device]
             if like:
                 cmd.append("--ours-like-torchvision" if like == "torchvision" else "--torchvision-like-ours")
+            cmd += [str(opt) for opt in args.opts]
             peaks = []
             for _ in range(args.memory_repeats):
                 proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -428,7 +433,7 @@ def main(argv=None):
         from maskrcnn_benchmark.utils.stage_timer import format_stage_table
 
         for mode, title in (("train", "train step (batch 2)"), ("infer", "inference (per image: 2 images)")):
-            profiles[mode] = profile_stages(mode, args.iters, args.warmup, like, args.device)
+            profiles[mode] = profile_stages(mode, args.iters, args.warmup, like, args.device, args.opts)
             print("\n" + format_stage_table(profiles[mode], "Stages, {}, median of {}:".format(title, args.iters)))
     if args.json:
         from maskrcnn_benchmark.utils.io import save_json

@@ -220,6 +220,10 @@ _C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64  # output channels of the stem
 _C.MODEL.RESNETS.STAGE_WITH_DCN = (False, False, False, False)
 _C.MODEL.RESNETS.WITH_MODULATED_DCN = False  # True: modulated deformable convs (DCNv2, sigmoid mask per sample)
 _C.MODEL.RESNETS.DEFORMABLE_GROUPS = 1  # channel groups of a deformable conv with their own offsets (and masks)
+# True: in training, the body's trainable blocks keep only their inputs for the backward and are recomputed there
+# (activation checkpointing): less memory for one more forward of those blocks, the same gradients and BatchNorm
+# statistics (updated once per step).
+_C.MODEL.RESNETS.ACTIVATION_CHECKPOINTING = False
 
 # ---------------------------------------------------------------------------- #
 # RetinaNet (MODEL.RETINANET_ON; backbone e.g. R-50-FPN-RETINANET giving P3-P7)

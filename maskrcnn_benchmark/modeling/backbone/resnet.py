@@ -8,8 +8,10 @@ a GroupNorm or a trainable BatchNorm2d.
 import functools
 from collections import namedtuple
 
+import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from maskrcnn_benchmark.layers import FrozenBatchNorm2d
 from maskrcnn_benchmark.layers.deform_conv import DFConv2d
@@ -227,6 +229,30 @@ def _make_stage(block_module, in_channels, bottleneck_channels, out_channels, bl
     return nn.Sequential(*blocks)
 
 
+class _RecomputableBlock(object):
+    """Calls ``block`` for torch.utils.checkpoint: the first call is the forward; later calls, the recomputation in
+    the backward, normalise with the same batch statistics but then put BatchNorm's running statistics back, so they
+    move once per step, as without checkpointing."""
+
+    def __init__(self, block):
+        self.block = block
+        self.called = False
+
+    def __call__(self, x):
+        if not self.called:
+            self.called = True
+            return self.block(x)
+        buffers = [b for m in self.block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                   for b in m.buffers()]
+        kept = [b.clone() for b in buffers]
+        try:
+            return self.block(x)
+        finally:  # also when checkpoint stops the recomputation early, by raising, once it has what it needs
+            with torch.no_grad():
+                for b, value in zip(buffers, kept):
+                    b.copy_(value)
+
+
 class ResNet(nn.Module):
     """ResNet body returning the outputs of the stages marked ``return_features``.
 
@@ -243,6 +269,9 @@ class ResNet(nn.Module):
         group_norm_kwargs: GroupNorm settings (dim_per_gp, num_groups, eps) when a norm is "GN".
         stage_with_dcn: 4 bools, res2..res5: deformable 3x3 convs in every block of that stage.
         with_modulated_dcn, deformable_groups: DCNv2 masks; offset groups (see ``layers.deform_conv.DFConv2d``).
+        activation_checkpointing: in training, keep only each block's input of the trainable stages for the backward
+            and recompute the block's inside there (torch.utils.checkpoint): less memory, one more forward of those
+            blocks, the same gradients (MODEL.RESNETS.ACTIVATION_CHECKPOINTING).
     forward: Tensor[N,3,H,W] -> list of Tensor[N, C_i, H/s_i, W/s_i] for returned stages, in order;
     ``self.out_channels_per_stage`` / ``self.strides`` describe them.
     """
@@ -250,8 +279,9 @@ class ResNet(nn.Module):
     def __init__(self, stage_specs, block="Bottleneck", norm="FixedBatchNorm", stem_norm="FixedBatchNorm",
                  num_groups=1, width_per_group=64, stride_in_1x1=True, res5_dilation=1, res2_out_channels=256,
                  stem_out_channels=64, freeze_at=2, group_norm_kwargs=None, stage_with_dcn=(False,) * 4,
-                 with_modulated_dcn=False, deformable_groups=1):
+                 with_modulated_dcn=False, deformable_groups=1, activation_checkpointing=False):
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         block_module = _BLOCKS[block]
         norm_func = _norm_factory(norm, group_norm_kwargs)
         self.stem = BaseStem(stem_out_channels, _norm_factory(stem_norm, group_norm_kwargs))
@@ -295,7 +325,13 @@ class ResNet(nn.Module):
         outputs = []
         x = self.stem(x)
         for name in self.stages:
-            x = getattr(self, name)(x)
+            stage = getattr(self, name)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled() and any(
+                    p.requires_grad for p in stage.parameters()):
+                for block in stage:
+                    x = checkpoint(_RecomputableBlock(block), x, use_reentrant=False)
+            else:
+                x = stage(x)
             if self.return_features[name]:
                 outputs.append(x)
         return outputs
@@ -377,5 +413,6 @@ def build_resnet_body(cfg):
         stem_out_channels=cfg.MODEL.RESNETS.STEM_OUT_CHANNELS,
         freeze_at=cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT,
         group_norm_kwargs=group_norm_config(cfg),
+        activation_checkpointing=cfg.MODEL.RESNETS.ACTIVATION_CHECKPOINTING,
         **dcn_settings(cfg),
     )
