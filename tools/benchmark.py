@@ -353,7 +353,19 @@ def measure_memory(impl, mode, warmup, like, device="cpu", opts=()):
     return {"impl": impl, "mode": mode, "peak_rss_rise_mb": _peak_rss_mb() - rss_before}
 
 
-def main(argv=None):
+def memory_worker_command(impl, mode, args):
+    """The command line of a fresh process measuring the peak memory of (impl, mode) with the settings of ``args``
+    (this script's parsed arguments): warm-up, threads, device, like-for-like flag and config overrides."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, mode,
+           "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device]
+    if args.ours_like_torchvision:
+        cmd.append("--ours-like-torchvision")
+    elif args.torchvision_like_ours:
+        cmd.append("--torchvision-like-ours")
+    return cmd + [str(opt) for opt in args.opts]
+
+
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
@@ -374,6 +386,11 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER,
                         help="KEY VALUE config overrides for ours, after the other options, e.g. "
                              "MODEL.RESNETS.ACTIVATION_CHECKPOINTING True")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     like = "torchvision" if args.ours_like_torchvision else "ours" if args.torchvision_like_ours else ""
 
@@ -393,11 +410,7 @@ def main(argv=None):
         timed = time_interleaved(mode, args.iters, args.warmup, like, args.device, args.opts)
         for impl in ("ours", "torchvision"):
             results[(impl, mode)] = timed[impl]
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", impl, mode,
-                   "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device]
-            if like:
-                cmd.append("--ours-like-torchvision" if like == "torchvision" else "--torchvision-like-ours")
-            cmd += [str(opt) for opt in args.opts]
+            cmd = memory_worker_command(impl, mode, args)
             peaks = []
             for _ in range(args.memory_repeats):
                 proc = subprocess.run(cmd, capture_output=True, text=True)

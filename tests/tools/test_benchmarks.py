@@ -54,3 +54,31 @@ def test_device_cuda_without_a_gpu_is_refused_by_name(tool, capsys):
     with pytest.raises(SystemExit):
         module.main(["--device", "cuda"])
     assert "--device cuda: torch sees no CUDA GPU on this machine; use --device cpu" in capsys.readouterr().err
+
+
+@pytest.fixture
+def detector_benchmark():
+    return import_file("benchmark_under_test", os.path.join(TOOLS, "benchmark.py"))
+
+
+def test_detector_benchmark_gives_its_memory_workers_the_same_settings_and_overrides(detector_benchmark):
+    # the peak-memory column comes from fresh processes: they must build the model the timed column measured
+    parser = detector_benchmark.build_parser()
+    args = parser.parse_args(["--warmup", "1", "--threads", "1", "--ours-like-torchvision",
+                              "MODEL.RESNETS.ACTIVATION_CHECKPOINTING", "True"])
+    cmd = detector_benchmark.memory_worker_command("ours", "train", args)
+    assert cmd[1] == os.path.join(TOOLS, "benchmark.py")
+    worker = parser.parse_args(cmd[2:])
+    assert worker.worker == ["ours", "train"] and worker.warmup == 1 and worker.threads == 1
+    assert worker.ours_like_torchvision and not worker.torchvision_like_ours
+    assert worker.opts == ["MODEL.RESNETS.ACTIVATION_CHECKPOINTING", "True"]
+
+
+def test_detector_benchmark_applies_the_overrides_to_ours_only(detector_benchmark):
+    session = detector_benchmark._Session("ours", "train", "torchvision", opts=[
+        "MODEL.RESNETS.ACTIVATION_CHECKPOINTING", True, "MODEL.CHANNELS_LAST", False])
+    settings = session.runner.settings()
+    assert settings["activation_checkpointing"] is True and settings["channels_last"] is False
+    # the like-for-like settings still hold
+    assert "BottleneckWithBatchNorm" in settings["backbone"] and "frozen up to stage 0" in settings["backbone"]
+    assert session.runner.model.backbone.body.activation_checkpointing
