@@ -106,17 +106,16 @@ def train(cfg, local_rank, distributed, device, test_at_end=True):
         # Builds the test sets now: their annotation files and image files are checked before hours of training.
         make_data_loader(cfg, is_train=False, is_distributed=distributed)
 
-    test_fn = None
-    if cfg.SOLVER.TEST_PERIOD > 0:
-        def test_fn(iteration):
-            results = run_test(cfg, model, distributed, output_subdir="iter_{:07d}".format(iteration),
-                               model_categories=arguments["categories"])
-            synchronize()
-            return evaluation_metrics(results, cfg.DATASETS.TEST)
+    def test_fn(iteration):
+        results = run_test(cfg, model, distributed, output_subdir="iter_{:07d}".format(iteration),
+                           model_categories=arguments["categories"])
+        synchronize()
+        return evaluation_metrics(results, cfg.DATASETS.TEST)
 
     do_train(
         model, data_loader, optimizer, scheduler, checkpointer, device, cfg.SOLVER.CHECKPOINT_PERIOD, arguments,
-        train_step=train_step, test_period=cfg.SOLVER.TEST_PERIOD, test_fn=test_fn, output_dir=output_dir,
+        train_step=train_step, test_period=cfg.SOLVER.TEST_PERIOD,
+        test_fn=test_fn if cfg.SOLVER.TEST_PERIOD > 0 else None, output_dir=output_dir,
         rng_states=rng_states, skip_nonfinite_steps=cfg.SOLVER.SKIP_NONFINITE_STEPS,
         checkpoint_keep=cfg.SOLVER.CHECKPOINT_KEEP,
     )
