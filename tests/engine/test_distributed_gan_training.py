@@ -73,15 +73,18 @@ def _ap(out_dir):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
-def test_two_gloo_processes_stay_in_sync_and_match_one_process(tiny_cfg, tmp_path):
+# activation checkpointing recomputes the body inside DDP's backward: the gradients must still be averaged once
+@pytest.mark.parametrize("extra_opts", [[], ["MODEL.RESNETS.ACTIVATION_CHECKPOINTING", "True"]],
+                         ids=["plain", "activation_checkpointing"])
+def test_two_gloo_processes_stay_in_sync_and_match_one_process(tiny_cfg, tmp_path, extra_opts):
     config_file = str(tmp_path / "tiny.yaml")
     with open(config_file, "w") as f:
         f.write(tiny_cfg.dump())
     single_dir, ddp_dir = str(tmp_path / "single"), str(tmp_path / "ddp")
     os.makedirs(single_dir)
     os.makedirs(ddp_dir)
-    mp.spawn(_run, args=(1, 0, config_file, single_dir, OPTS), nprocs=1, join=True)
-    mp.spawn(_run, args=(2, _free_port(), config_file, ddp_dir, OPTS), nprocs=2, join=True)
+    mp.spawn(_run, args=(1, 0, config_file, single_dir, OPTS + extra_opts), nprocs=1, join=True)
+    mp.spawn(_run, args=(2, _free_port(), config_file, ddp_dir, OPTS + extra_opts), nprocs=2, join=True)
 
     single = torch.load(os.path.join(single_dir, "rank0.pth"), weights_only=True)
     rank0 = torch.load(os.path.join(ddp_dir, "rank0.pth"), weights_only=True)
