@@ -69,3 +69,16 @@ def test_checkpointed_body_keeps_less_for_the_backward_and_is_plain_in_eval(tiny
     assert all(torch.equal(a, b) for a, b in zip(out, plain_out))
     checkpointed.eval()
     assert _saved_for_backward_mb(checkpointed, x)[0] == pytest.approx(plain_mb)
+
+
+def test_a_backbone_without_a_resnet_body_refuses_the_key_naming_it():
+    from maskrcnn_benchmark.modeling.backbone import build_backbone
+
+    from .test_fbnet import _fbnet_cfg
+
+    cfg = _fbnet_cfg()
+    cfg.MODEL.RESNETS.ACTIVATION_CHECKPOINTING = True
+    with pytest.raises(ValueError, match="MODEL.RESNETS.ACTIVATION_CHECKPOINTING .* MODEL.BACKBONE.CONV_BODY='FBNet'"):
+        build_backbone(cfg)
+    cfg.MODEL.RESNETS.ACTIVATION_CHECKPOINTING = False
+    build_backbone(cfg)

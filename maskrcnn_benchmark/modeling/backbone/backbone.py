@@ -80,4 +80,11 @@ def build_resnet_fpn_p3p7_backbone(cfg):
 
 def build_backbone(cfg):
     """Build the backbone named by ``cfg.MODEL.BACKBONE.CONV_BODY`` (see registry.BACKBONES)."""
-    return registry.BACKBONES[cfg.MODEL.BACKBONE.CONV_BODY](cfg)
+    backbone = registry.BACKBONES[cfg.MODEL.BACKBONE.CONV_BODY](cfg)
+    if cfg.MODEL.RESNETS.ACTIVATION_CHECKPOINTING and not any(
+            isinstance(m, resnet.ResNet) and m.activation_checkpointing for m in backbone.modules()):
+        # FBNet and backbones registered by users do not read the key: refused rather than silently ignored
+        raise ValueError("MODEL.RESNETS.ACTIVATION_CHECKPOINTING checkpoints the blocks of a ResNet body, and the "
+                         "backbone MODEL.BACKBONE.CONV_BODY={!r} has none that reads it; set it False".format(
+                             cfg.MODEL.BACKBONE.CONV_BODY))
+    return backbone

@@ -326,8 +326,8 @@ class ResNet(nn.Module):
         x = self.stem(x)
         for name in self.stages:
             stage = getattr(self, name)
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled() and any(
-                    p.requires_grad for p in stage.parameters()):
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled() and (
+                    x.requires_grad or any(p.requires_grad for p in stage.parameters())):
                 for block in stage:
                     x = checkpoint(_RecomputableBlock(block), x, use_reentrant=False)
             else:
