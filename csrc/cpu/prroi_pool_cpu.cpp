@@ -11,8 +11,7 @@
 //   features grad:  the transposed products, dF += wy^T @ (g @ wx) / area;
 //   box grad:       Lx = G @ (line taps)^T and Ly = (line taps) @ F @ wx^T, weighted by the jumps of g
 //                   across each line, plus the area term from sum g * I (see prroi_pool_math.h).
-// The inner loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time, since the
-// extension is built without -march flags to run on any machine.
+// The inner loops are compiled for AVX-512, AVX2 and baseline x86-64 (vector_clones.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -23,12 +22,7 @@
 
 #include "../prroi_pool.h"
 #include "../prroi_pool_math.h"
-
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__)
-#define PRROI_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PRROI_VECTOR_CLONES
-#endif
+#include "vector_clones.h"
 
 namespace maskrcnn_benchmark {
 namespace {

@@ -22,25 +22,15 @@
 
 #include "../prroi_pool.h"
 #include "../prroi_pool_math.h"
+#include "cuda_launch.h"
 
 namespace maskrcnn_benchmark {
 namespace {
 
 using prroi::RoiGeometry;
 
-#ifndef PRROI_LAUNCH
-#define PRROI_LAUNCH(kernel, blocks, threads, stream, ...) kernel<<<blocks, threads, 0, stream>>>(__VA_ARGS__)
-#endif
-// Cap on the grid of the grid-stride kernels (the host test lowers it so that threads loop).
-#ifndef PRROI_MAX_BLOCKS
-#define PRROI_MAX_BLOCKS 65535
-#endif
-
-constexpr int kThreads = 256;
-
-inline int blocks_for(int64_t total) {
-  return static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, PRROI_MAX_BLOCKS));
-}
+using cuda_launch::blocks_for;
+using cuda_launch::kThreads;
 
 // Last resort only: prroi_pool_check_roi_values (prroi_pool.h) refuses such RoIs on the host before any launch,
 // with a catchable error. Returns false for a RoI that must not be read from; the assertion reports it.

@@ -1,10 +1,12 @@
-"""The CUDA kernel of Precise RoI Pooling compiles for the GPUs we ship for, with PTX for newer ones.
+"""The CUDA kernels (Precise RoI Pooling, the maximum over levels) compile for the GPUs we ship for, with PTX for
+newer ones.
 
-Runs wherever torch is a CUDA build and nvcc is present, GPU or not (CI has no GPU). It compiles
-csrc/cuda/prroi_pool_cuda.cu into a temporary directory and loads the library, so a source that does
+Runs wherever torch is a CUDA build and nvcc is present, GPU or not (CI has no GPU). It compiles every
+csrc/cuda/*.cu into a temporary directory and loads the library, so a source that does
 not compile, or references a symbol the CUDA build of torch does not export, fails here. To keep it short it
 builds sm_80 and the newest architecture of setup.py's default list (with its PTX), not the whole list.
 """
+import glob
 import os
 
 import pytest
@@ -14,7 +16,7 @@ from maskrcnn_benchmark.utils.cuda_toolkit import (cuda_home, default_cuda_arch_
                                                    nvidia_wheel_includes)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CUDA_SOURCE = os.path.join(REPO, "csrc", "cuda", "prroi_pool_cuda.cu")
+CUDA_SOURCES = sorted(glob.glob(os.path.join(REPO, "csrc", "cuda", "*.cu")))
 
 
 def test_default_arch_list_has_machine_code_for_torchs_gpus_and_ptx_for_the_newest():
@@ -39,7 +41,7 @@ def test_cuda_kernel_compiles_for_sm80_and_the_newest_arch_with_ptx(tmp_path, mo
     monkeypatch.setattr(cpp_extension, "CUDA_HOME", cuda_home())  # fixed when torch first imported it
     cpp_extension.load(
         name="prroi_pool_cuda_build_check",
-        sources=[CUDA_SOURCE],
+        sources=CUDA_SOURCES,
         extra_include_paths=[os.path.join(REPO, "csrc")] + nvidia_wheel_includes(),
         extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr", "-DWITH_CUDA"],
         build_directory=str(tmp_path),

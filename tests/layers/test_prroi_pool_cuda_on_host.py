@@ -1,15 +1,12 @@
 """The CUDA kernels of Precise RoI Pooling, run on the CPU: csrc/cuda/prroi_pool_cuda.cu itself (not a copy) is
-compiled with the host compiler through tests/layers/cuda_host_shim.h, which runs every launch as host threads
-(256 per block, real barriers, atomicAdd as compare-and-swap), and compared with the CPU kernel and the plain
-PyTorch reference: forward, features gradient and RoI gradient, on random and edge-case boxes.
+compiled with the host compiler through tests/layers/cuda_host_shim.h (tests/layers/conftest.py), which runs
+every launch as host threads (256 per block, real barriers, atomicAdd as compare-and-swap), and compared with the
+CPU kernel and the plain PyTorch reference: forward, features gradient and RoI gradient, on random and edge-case boxes.
 
 The grid of the grid-stride kernels is capped at 3 blocks here (PRROI_MAX_BLOCKS), so threads also take the
 stride loop. An index broken anywhere in the kernels (thread index to (roi, channel, bin), the bin maths, the
 feature-gradient scatter, the RoI-gradient reduction) fails these tests. Needs only g++ and torch's headers.
 """
-import os
-import shutil
-
 import pytest
 import torch
 
@@ -17,41 +14,13 @@ from maskrcnn_benchmark.layers.prroi_pool import prroi_pool2d, prroi_pool2d_refe
 
 pytestmark = pytest.mark.slow  # long: see README, "Development"
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-CUDA_SOURCE = os.path.join(REPO, "csrc", "cuda", "prroi_pool_cuda.cu")
-
-HARNESS = """
-#include <torch/extension.h>
-#include "cuda_host_shim.h"
-#include "{source}"
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {{
-  m.def("forward", &maskrcnn_benchmark::prroi_pool_forward_cuda);
-  m.def("backward", &maskrcnn_benchmark::prroi_pool_backward_cuda);
-  m.def("kernel_assert_failures", [] {{ return prroi_host::kernel_assert_failures.load(); }});
-}}
-"""
-
 
 @pytest.fixture(scope="module")
-def cuda_on_host(tmp_path_factory):
+def cuda_on_host(build_cuda_on_host):
     """The launchers of prroi_pool_cuda.cu (forward, backward), built for the host, on CPU tensors."""
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        pytest.skip("no C++ compiler (g++) to build the CUDA source for the host")
-    from torch.utils import cpp_extension
-
-    build_dir = tmp_path_factory.mktemp("prroi_cuda_on_host")
-    harness = build_dir / "harness.cpp"
-    harness.write_text(HARNESS.format(source=CUDA_SOURCE))
-    return cpp_extension.load(
-        name="prroi_pool_cuda_on_host",
-        sources=[str(harness)],
-        extra_include_paths=[HERE, os.path.join(REPO, "csrc")],
-        extra_cflags=["-O1", "-DPRROI_MAX_BLOCKS=3"],
-        extra_ldflags=["-lpthread"],
-        build_directory=str(build_dir),
-    )
+    return build_cuda_on_host("prroi_pool_cuda_on_host", "prroi_pool_cuda.cu", {
+        "forward": "maskrcnn_benchmark::prroi_pool_forward_cuda",
+        "backward": "maskrcnn_benchmark::prroi_pool_backward_cuda"})
 
 
 def _random_rois(num_rois, batch_size, height, width, generator):

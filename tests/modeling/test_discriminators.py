@@ -271,14 +271,23 @@ def _chain_max(levels):
     return fused
 
 
-def test_max_over_levels_gives_the_chain_of_maxima_and_its_gradient():
-    from maskrcnn_benchmark.modeling.discriminators.feature_pooling import max_over_levels
+_MAX_OVER_LEVELS = {"compiled": "_CompiledMaxOverLevelsBackward", "torch": "_MaxOverLevelsBackward"}
 
+
+def _max_over_levels_impl(impl):
+    from maskrcnn_benchmark.modeling.discriminators import feature_pooling
+
+    return feature_pooling.max_over_levels if impl == "compiled" else feature_pooling.max_over_levels_torch
+
+
+@pytest.mark.parametrize("impl", sorted(_MAX_OVER_LEVELS))
+def test_max_over_levels_gives_the_chain_of_maxima_and_its_gradient(impl):
+    max_over_levels = _max_over_levels_impl(impl)
     torch.manual_seed(0)
     levels = [torch.randn(3, 4, 5, 5, requires_grad=True) for _ in range(4)]
     grad_output = torch.randn(3, 4, 5, 5)
     ours = max_over_levels(levels)
-    assert type(ours.grad_fn).__name__ == "_MaxOverLevelsBackward"
+    assert type(ours.grad_fn).__name__ == _MAX_OVER_LEVELS[impl]
     ours_grads = torch.autograd.grad(ours, levels, grad_output)
     chain = _chain_max(levels)
     chain_grads = torch.autograd.grad(chain, levels, grad_output)
@@ -288,9 +297,9 @@ def test_max_over_levels_gives_the_chain_of_maxima_and_its_gradient():
     assert torch.autograd.gradcheck(lambda *x: max_over_levels(list(x)), double)
 
 
-def test_max_over_levels_gives_a_tie_s_whole_gradient_to_the_first_tied_level():
-    from maskrcnn_benchmark.modeling.discriminators.feature_pooling import max_over_levels
-
+@pytest.mark.parametrize("impl", sorted(_MAX_OVER_LEVELS))
+def test_max_over_levels_gives_a_tie_s_whole_gradient_to_the_first_tied_level(impl):
+    max_over_levels = _max_over_levels_impl(impl)
     a = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     b = torch.tensor([1.0, 5.0, 3.0], requires_grad=True)
     c = torch.tensor([0.0, 5.0, 3.0], requires_grad=True)
