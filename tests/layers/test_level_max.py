@@ -150,3 +150,24 @@ def test_cuda_kernels_match_the_cpu_kernel_bitwise(cuda_on_host, dtype):
         assert torch.equal(ours, cpu) and (ours.numel() > 0) == need
     empty_value, empty_source = cuda_on_host.forward([torch.zeros(0, 3, dtype=dtype)] * 2)
     assert empty_value.shape == (0, 3) and empty_source.dtype == torch.uint8
+
+
+def test_a_compiled_op_that_disagrees_or_fails_is_replaced_by_plain_pytorch_with_a_warning(monkeypatch):
+    levels = [torch.randn(2, 3, requires_grad=True) for _ in range(3)]
+
+    def wrong(levels):
+        return levels[0].clone(), torch.zeros(levels[0].shape, dtype=torch.uint8)
+
+    def broken(levels):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    for replacement, reason in ((wrong, "it disagrees with the torch one by"),
+                                (broken, r"it failed \(RuntimeError: no kernel image")):
+        monkeypatch.setattr(feature_pooling, "_verified_devices", {})
+        monkeypatch.setattr(_C, "level_max_forward", replacement)
+        with pytest.warns(UserWarning, match=r"not used on cpu: " + reason):
+            fused = max_over_levels(levels)
+        assert type(fused.grad_fn).__name__ == "_MaxOverLevelsBackward"
+        assert torch.equal(fused, functools.reduce(torch.maximum, levels))
+    monkeypatch.undo()
+    assert feature_pooling.compare_level_max_implementations("cpu") == 0.0

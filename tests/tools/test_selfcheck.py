@@ -21,25 +21,44 @@ def test_cpu_subset_passes_and_prints_the_table():
     assert rows == {
         "extension": ["cpu", "PASS"],
         "prroi_pool compiled vs torch": ["cpu", "PASS"],
+        "level_max compiled vs torch": ["cpu", "PASS"],
         "train GAN float16 autocast": ["cpu", "SKIP"],  # MixedPrecision refuses float16 on the CPU
         "train GAN bfloat16 autocast": ["cpu", "PASS"],
         "checkpoint save/resume": ["cpu", "PASS"],
         "ddp 2-process step": ["cpu", "PASS"],
     }, result.stdout
-    assert "6 checks: 5 PASS, 0 FAIL, 1 SKIP" in result.stdout
+    assert "7 checks: 6 PASS, 0 FAIL, 1 SKIP" in result.stdout
 
 
-def test_a_failing_check_is_a_fail_row_with_what_to_do_and_exit_code_1(monkeypatch, capsys, tmp_path):
+def _quick_selfcheck_exit_code_and_output(monkeypatch, capsys, tmp_path):
+    """selfcheck.main on the CPU with the training, checkpoint and DDP checks replaced by a stub (seconds, not
+    minutes): (exit code, printed table)."""
     selfcheck = import_file("selfcheck_under_test", SELFCHECK)
-    import maskrcnn_benchmark.layers.prroi_pool as prroi_pool
-
-    monkeypatch.setattr(prroi_pool, "compare_implementations", lambda device, dtype=None: 3e-4)
     for name in ("_check_training", "check_checkpoint", "check_ddp"):
         monkeypatch.setattr(selfcheck, name, lambda *args: "skipped in this test")
     monkeypatch.setattr(selfcheck, "Workspace", lambda root: None)
-    assert selfcheck.main(["--devices", "cpu", "--keep", str(tmp_path)]) == 1
-    out = capsys.readouterr().out
+    code = selfcheck.main(["--devices", "cpu", "--keep", str(tmp_path)])
+    return code, capsys.readouterr().out
+
+
+def test_a_failing_check_is_a_fail_row_with_what_to_do_and_exit_code_1(monkeypatch, capsys, tmp_path):
+    import maskrcnn_benchmark.layers.prroi_pool as prroi_pool
+
+    monkeypatch.setattr(prroi_pool, "compare_implementations", lambda device, dtype=None: 3e-4)
+    code, out = _quick_selfcheck_exit_code_and_output(monkeypatch, capsys, tmp_path)
+    assert code == 1
     assert "prroi_pool compiled vs torch   cpu     FAIL" in out
     assert "differs from the torch implementation by 0.0003" in out
     assert "-> train with MODEL.PRROI_POOL_IMPL torch" in out
     assert "0 SKIP" in out and "1 FAIL" in out
+
+
+def test_a_compiled_level_max_that_differs_is_a_fail_row_saying_training_falls_back(monkeypatch, capsys, tmp_path):
+    import maskrcnn_benchmark.modeling.discriminators.feature_pooling as feature_pooling
+
+    monkeypatch.setattr(feature_pooling, "compare_level_max_implementations", lambda device: 0.5)
+    code, out = _quick_selfcheck_exit_code_and_output(monkeypatch, capsys, tmp_path)
+    assert code == 1
+    assert "level_max compiled vs torch    cpu     FAIL" in out
+    assert "differs from plain PyTorch by 0.5" in out and "falls back to plain PyTorch" in out
+    assert "1 FAIL" in out

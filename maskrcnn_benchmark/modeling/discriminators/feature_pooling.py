@@ -10,6 +10,8 @@ which the box discriminator needs for L_adv^Gb to reach the box regression) and 
 w.r.t. the coordinates).
 """
 import functools
+import threading
+import warnings
 
 import torch
 from torch import nn
@@ -103,7 +105,68 @@ def _compiled_level_max_applies(levels):
         return False
     if not hasattr(_C, "level_max_forward"):
         return False
-    return first.device.type == "cpu" or (first.device.type == "cuda" and _C.has_cuda())
+    if not (first.device.type == "cpu" or (first.device.type == "cuda" and _C.has_cuda())):
+        return False
+    return _compiled_level_max_verified(first.device)
+
+
+def compare_level_max_implementations(device, seed=0):
+    """Largest disagreement of the compiled maximum over levels with :func:`max_over_levels_torch` on a small
+    float64 input with exact ties, infinities and a NaN: forward values and every level's gradient for a random
+    upstream gradient (0.0 when they agree exactly, as they must; inf when NaN elements differ).
+
+    Args:
+        device (str or torch.device): where to run both.
+    Returns:
+        float: the maximum absolute difference.
+    """
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    levels = [torch.randn(2, 3, 5, 5, generator=generator, dtype=torch.float64) for _ in range(4)]
+    levels[1][0, 0] = levels[0][0, 0]  # ties
+    levels[2][1, 1, 2] = float("inf")
+    levels[3][1, 2, 3, 4] = float("nan")
+    upstream = torch.randn(levels[0].shape, generator=generator, dtype=torch.float64).to(device)
+    results = []
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        for op in (_CompiledMaxOverLevels.apply, lambda *x: max_over_levels_torch(list(x))):
+            inputs = [level.to(device).requires_grad_() for level in levels]
+            out = op(*inputs)
+            grads = torch.autograd.grad(out, inputs, upstream)
+            results.append([t.detach().cpu() for t in (out,) + grads])
+    worst = 0.0
+    for ours, theirs in zip(*results):
+        if not torch.equal(torch.isnan(ours), torch.isnan(theirs)):
+            return float("inf")
+        finite = ~torch.isnan(theirs)
+        difference = (ours[finite] - theirs[finite]).abs()
+        difference[ours[finite] == theirs[finite]] = 0.0  # equal infinities
+        worst = max(worst, float(difference.max()) if difference.numel() else 0.0)
+    return worst
+
+
+_verified_devices = {}  # str(device) -> bool: the compiled op agreed with the torch one there, checked once
+_verified_lock = threading.Lock()
+
+
+def _compiled_level_max_verified(device):
+    """Whether the compiled op matched the torch one on ``device`` (checked at its first use there, as
+    MODEL.PRROI_POOL_IMPL "auto" checks PrRoIPool); where it did not, or failed, a warning says so once and the
+    torch one is used."""
+    key = str(device)
+    with _verified_lock:
+        if key not in _verified_devices:
+            try:
+                error = compare_level_max_implementations(device)
+                reason = None if error == 0.0 else "it disagrees with the torch one by {:.3g}".format(error)
+            except Exception as failure:  # e.g. no kernel for this GPU: use the torch one
+                reason = "it failed ({}: {})".format(type(failure).__name__, failure)
+            if reason is not None:
+                warnings.warn("the compiled maximum over FPN levels (MODEL.GAN.FEATURE_FUSION 'max') is not used on "
+                              "{}: {}; using plain PyTorch. Report it, with the output of tools/selfcheck.py"
+                              .format(device, reason))
+            _verified_devices[key] = reason is None
+        return _verified_devices[key]
 
 
 def max_over_levels_torch(levels):
