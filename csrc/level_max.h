@@ -55,14 +55,18 @@ inline void level_max_check_backward(const at::Tensor& grad, const at::Tensor& s
               "level_max: takes 1 to ", kLevelMaxMaxLevels, " levels, got ", needs_grad.size());
 }
 
+[[noreturn]] inline void level_max_fail_without_cuda() {
+  TORCH_CHECK(false, "level_max: maskrcnn_benchmark._C was built without CUDA; reinstall with a CUDA toolkit "
+                     "(or FORCE_CUDA=1) for CUDA tensors");
+}
+
 inline std::tuple<at::Tensor, at::Tensor> level_max_forward(const std::vector<at::Tensor>& levels) {
   level_max_check_levels(levels);
   if (levels[0].is_cuda()) {
 #ifdef WITH_CUDA
     return level_max_forward_cuda(levels);
 #else
-    TORCH_CHECK(false, "level_max: maskrcnn_benchmark._C was built without CUDA; reinstall with a CUDA toolkit "
-                       "(or FORCE_CUDA=1) for CUDA tensors");
+    level_max_fail_without_cuda();
 #endif
   }
   TORCH_CHECK(levels[0].is_cpu(), "level_max: unsupported device ", levels[0].device());
@@ -76,8 +80,7 @@ inline std::vector<at::Tensor> level_max_backward(const at::Tensor& grad, const 
 #ifdef WITH_CUDA
     return level_max_backward_cuda(grad, source, needs_grad);
 #else
-    TORCH_CHECK(false, "level_max: maskrcnn_benchmark._C was built without CUDA; reinstall with a CUDA toolkit "
-                       "(or FORCE_CUDA=1) for CUDA tensors");
+    level_max_fail_without_cuda();
 #endif
   }
   TORCH_CHECK(grad.is_cpu(), "level_max: unsupported device ", grad.device());

@@ -28,6 +28,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("level_max_backward", &maskrcnn_benchmark::level_max_backward,
         "Gradients of level_max_forward: grad where source == l, else 0, per level (empty where not needed)",
         py::arg("grad"), py::arg("source"), py::arg("needs_grad"));
+  m.attr("level_max_max_levels") = maskrcnn_benchmark::kLevelMaxMaxLevels;
   m.def("has_cuda", []() { return kWithCuda; }, "Whether the CUDA kernels were compiled in");
   m.attr("with_cuda") = kWithCuda;
 }
