@@ -6,7 +6,7 @@
 
 The graph takes one image, float32 [3, H, W], BGR 0-255, already resized to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST
 (H, W dynamic), and returns boxes [N, 4] (xyxy, input pixels), scores [N], labels [N] int64 and masks [N, 1, 28, 28]
-(probabilities in each box; paste them as README "Export" shows). See maskrcnn_benchmark/engine/export.py.
+(probabilities in each box; paste them as demo/onnxruntime_example.py does). See maskrcnn_benchmark/engine/export.py.
 
 The checkpoint loads as in tools/test_net.py (strict, weights only); a GAN checkpoint's discriminator and D
 optimizer entries are not used. A config the export module does not cover (keypoints, RetinaNet, DCN, FBNet,

@@ -2,7 +2,7 @@
 """The small-scale study: Mask R-CNN against four GAN variants on the synthetic hard dataset, several seeds each,
 at one schedule, reported as box, mask and Boundary AP mean ± std.
 
-    python tools/study.py --output-dir output/study                      # the study (see README for its cost)
+    python tools/study.py --output-dir output/study                      # the study (its cost: docs/results.md)
     python tools/study.py --output-dir /tmp/smoke --iters 4 --seeds 0 --train-images 4 --test-images 2  # smoke
 
 Variants (all on configs/demo/synthetic_R_18_FPN*.yaml, same data, iterations and LR schedule per seed):

@@ -6,7 +6,7 @@ which the image size and the number of detections stay dynamic. It reuses the de
 (heads, feature extractors, poolers, box coders, ``filter_detections``); only the glue between them is written
 again, and ``tests/tools/test_export.py`` checks that it gives the detector's detections.
 
-Input and output convention (see README "Export"):
+Input and output convention (see docs/deployment.md):
     image: float Tensor[3, H, W], BGR, 0-255, already resized to the model's test size (INPUT.MIN_SIZE_TEST /
         MAX_SIZE_TEST, ``data.transforms.Resize``). The normalisation (INPUT.TO_BGR255, PIXEL_MEAN, PIXEL_STD)
         and the padding to DATALOADER.SIZE_DIVISIBILITY happen in the graph. The resize does not: the project
@@ -14,8 +14,9 @@ Input and output convention (see README "Export"):
     boxes: float Tensor[N, 4] xyxy in the input image's pixels; scores: Tensor[N]; labels: int64 Tensor[N]
         (contiguous ids, 0 = background never returned); masks: Tensor[N, 1, M, M] mask probabilities in each box
         (M = 2 x MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION, 28 by default). Pasting them into the image is a numpy step
-        outside the graph (``paste_masks_in_image`` here, or the README's numpy version): an image-sized mask per
-        detection is what makes the graph slow and large, and it depends on a threshold the user chooses.
+        outside the graph (``paste_masks_in_image`` here, or ``paste_mask`` of demo/onnxruntime_example.py): an
+        image-sized mask per detection is what makes the graph slow and large, and it depends on a threshold the
+        user chooses.
 """
 import logging
 import os

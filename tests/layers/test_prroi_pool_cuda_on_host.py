@@ -12,7 +12,7 @@ import torch
 
 from maskrcnn_benchmark.layers.prroi_pool import prroi_pool2d, prroi_pool2d_reference
 
-pytestmark = pytest.mark.slow  # long: see README, "Development"
+pytestmark = pytest.mark.slow  # long: see docs/contributing.md, "The quick test loop"
 
 
 @pytest.fixture(scope="module")

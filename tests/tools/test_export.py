@@ -197,49 +197,59 @@ def test_unknown_export_format_is_refused(trained):
         export_model(torch.nn.Identity(), [torch.zeros(3, 8, 8)], "m.tflite", "tflite")
 
 
-def _readme_onnx_example():
-    text = open(os.path.join(REPO, "README.md")).read()
-    section = text[text.index("## Export"):]
-    start = section.index("```python\n") + len("```python\n")
-    return section[start:section.index("\n```\n", start)]
-
-
-def test_readme_onnx_example_reproduces_test_net_in_the_original_image(trained, synthetic_dataset_dir, export_tool,
-                                                                       tmp_path, monkeypatch):
-    """The README's onnxruntime lines (resize, run, boxes back to the image, numpy paste) against the detector's
-    detections mapped to the original image and pasted by the project's Masker."""
+def test_onnxruntime_example_reproduces_test_net_in_the_original_image(trained, synthetic_dataset_dir, export_tool,
+                                                                       tmp_path):
+    """demo/onnxruntime_example.py (resize, run, boxes back to the image, numpy paste) against the detector's
+    detections mapped to the original image and pasted by the project's Masker; then the script as a user runs it,
+    in a process without this package on its path."""
     from maskrcnn_benchmark.data.transforms import build_transforms
     from maskrcnn_benchmark.modeling.detector import build_detection_model
     from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import Masker
     from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 
     config_file, gan_ckpt, _, cfg = trained
-    export_tool.main(["--config-file", config_file, "--ckpt", gan_ckpt, "--format", "onnx",
-                      "--output", str(tmp_path / "nuclei.onnx"), "--no-check"])
+    model_file = str(tmp_path / "nuclei.onnx")
+    export_tool.main(["--config-file", config_file, "--ckpt", gan_ckpt, "--format", "onnx", "--output", model_file,
+                      "--no-check"])
     folder = os.path.join(synthetic_dataset_dir, "images")
     original = Image.open(os.path.join(folder, sorted(os.listdir(folder))[0])).convert("RGB").resize((200, 150))
-    original.save(str(tmp_path / "image.png"))
-    code = _readme_onnx_example()
-    sizes_line = "MIN_SIZE, MAX_SIZE = 352, 853"
-    assert sizes_line in code
-    code = code.replace(sizes_line, "MIN_SIZE, MAX_SIZE = {}, {}".format(cfg.INPUT.MIN_SIZE_TEST,
-                                                                         cfg.INPUT.MAX_SIZE_TEST))
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
-    exec(compile(code, "README.md (Export)", "exec"), namespace)
+    image_file = str(tmp_path / "image.png")
+    original.save(image_file)
+    script = os.path.join(REPO, "demo", "onnxruntime_example.py")
+    example = import_file("onnxruntime_example_under_test", script)
+    session = onnxruntime.InferenceSession(model_file, providers=["CPUExecutionProvider"])
+    bgr = np.ascontiguousarray(np.asarray(original)[:, :, ::-1])
+    boxes, scores, labels, full_masks = example.detect(session, bgr, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
 
     model = build_detection_model(cfg).eval()
     DetectronCheckpointer(cfg, model).load(gan_ckpt, use_latest=False, strict=True)
     with torch.no_grad():
         result = model([build_transforms(cfg, is_train=False)(original, None)[0]])[0].resize(original.size)
     pasted = Masker(threshold=0.5)(result.get_field("mask"), result)[0][:, 0].numpy().astype(bool)
-    assert len(result) > 0 and len(namespace["boxes"]) == len(result)
-    np.testing.assert_allclose(namespace["boxes"], result.bbox.numpy(), rtol=0, atol=BOX_TOL_PX)
-    np.testing.assert_allclose(namespace["scores"], result.get_field("scores").numpy(), rtol=0, atol=SCORE_TOL)
-    for readme_mask, project_mask in zip(namespace["full_masks"], pasted):
-        assert readme_mask.shape == project_mask.shape == (150, 200)
-        union = (readme_mask | project_mask).sum()
-        assert union == 0 or (readme_mask & project_mask).sum() / union >= MASK_MIN_IOU
+    assert len(result) > 0 and len(boxes) == len(result)
+    np.testing.assert_allclose(boxes, result.bbox.numpy(), rtol=0, atol=BOX_TOL_PX)
+    np.testing.assert_allclose(scores, result.get_field("scores").numpy(), rtol=0, atol=SCORE_TOL)
+    np.testing.assert_array_equal(labels, result.get_field("labels").numpy())
+    assert full_masks.shape == (len(result), 150, 200)
+    for example_mask, project_mask in zip(full_masks, pasted):
+        union = (example_mask | project_mask).sum()
+        assert union == 0 or (example_mask & project_mask).sum() / union >= MASK_MIN_IOU
+
+    overlay = str(tmp_path / "overlay.png")
+    proc = subprocess.run([sys.executable, script, "--model", model_file, "--image", image_file,
+                           "--min-size", str(cfg.INPUT.MIN_SIZE_TEST), "--max-size", str(cfg.INPUT.MAX_SIZE_TEST),
+                           "--output", overlay], cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=""),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0].startswith("{} detections in ".format(len(result)))
+    assert Image.open(overlay).size == original.size
+
+
+def test_onnxruntime_example_names_an_unreadable_image(tmp_path):
+    script = os.path.join(REPO, "demo", "onnxruntime_example.py")
+    proc = subprocess.run([sys.executable, script, "--model", "unused.onnx", "--image", str(tmp_path / "none.png"),
+                           "--min-size", "352", "--max-size", "853"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "none.png" in proc.stderr and "not an image" in proc.stderr
 
 
 # configs/e2e_mask_rcnn_R_50_C4_1x.yaml scaled down (narrow GroupNorm R-50, 4 classes): the C4 path (one map, the

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow  # long: see README, "Development"
+pytestmark = pytest.mark.slow  # long: see docs/contributing.md, "The quick test loop"
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

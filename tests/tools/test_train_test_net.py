@@ -13,7 +13,7 @@ import torch
 
 from maskrcnn_benchmark.utils.imports import import_file
 
-pytestmark = pytest.mark.slow  # long: see README, "Development"
+pytestmark = pytest.mark.slow  # long: see docs/contributing.md, "The quick test loop"
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
