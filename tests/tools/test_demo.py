@@ -140,4 +140,4 @@ def test_an_unreadable_image_is_reported_and_the_others_are_still_drawn(demo_too
         demo_tool.main(_common(config_file) + ["--ckpt", checkpoints[0], "--input", images, "--output-dir", str(out)])
     assert str(info.value) == "could not read 1 image(s): {}".format(broken)
     assert sorted(os.listdir(str(out))) == ["000000.png", "000001.png"]
-    assert "skipped: Cannot read image '{}'".format(broken) in capsys.readouterr().err
+    assert "skipped: Cannot read image file '{}'".format(broken) in capsys.readouterr().err
