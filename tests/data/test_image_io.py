@@ -327,3 +327,17 @@ def test_size_differing_from_the_json_is_refused_naming_file_and_sizes(tmp_path)
     dataset = COCODataset(str(tmp_path / "ann.json"), str(tmp_path), False)
     with pytest.raises(ValueError, match=r"phone.jpg' is 40x30 \(after its EXIF orientation\).*says 30x40"):
         dataset[0]
+
+
+def test_list_dataset_reads_through_the_reader(tmp_path):
+    from maskrcnn_benchmark.data.datasets import ListDataset
+
+    grey = (np.arange(30 * 40).reshape(30, 40) * 50).astype(np.uint16)
+    path = str(tmp_path / "grey16.png")
+    Image.fromarray(grey).save(path, exif=_exif(6))
+    dataset = ListDataset([path, Image.fromarray(_rgb8())])
+    image, target, _ = dataset[0]
+    assert torch.equal(image, read_image(path)) and target.size == (30, 40)
+    assert dataset.get_img_info(0) == {"height": 40, "width": 30}
+    assert np.array_equal(np.asarray(dataset[1][0]), _rgb8()) and dataset.get_img_info(1) == {"height": 30,
+                                                                                               "width": 40}
