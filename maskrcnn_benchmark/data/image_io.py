@@ -103,6 +103,8 @@ def from_pil_image(image, name="<PIL image>"):
     if image.mode in _HIGH_BIT_PIL_MODES:
         return _high_bit_tensor(_apply_orientation(np.asarray(image), orientation), name)
     # The PIL path of the old reader (convert("RGB")), after the rotation: rotating never changes a value.
+    if orientation in (None, 1):
+        return image.convert("RGB")  # no transposed copy to pay for
     return ImageOps.exif_transpose(image).convert("RGB")
 
 
@@ -191,9 +193,28 @@ def _read_png16(path):
     if array.ndim == 3:
         channels = array.shape[2]
         array = array[:, :, 0] if channels <= 2 else array[:, :, 2::-1]  # BGR(A) -> RGB, alpha dropped
-    with Image.open(path) as opened:  # only for the EXIF orientation of an eXIf chunk
-        orientation = opened.getexif().get(_ORIENTATION_TAG, 1)
-    return _high_bit_tensor(_apply_orientation(array, orientation), path)
+    return _high_bit_tensor(_apply_orientation(array, _png_orientation(path)), path)
+
+
+def _png_orientation(path):
+    """The EXIF orientation of a PNG's eXIf chunk (1 without one). Walks the chunk headers: Pillow's getexif
+    decodes the whole image to find an eXIf chunk after the pixel data, which would double the cost of a read."""
+    import struct
+
+    with open(path, "rb") as f:
+        f.seek(len(_PNG_SIGNATURE))
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                return 1
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"eXIf":
+                exif = Image.Exif()
+                exif.load(f.read(length))
+                return exif.get(_ORIENTATION_TAG, 1)
+            if kind == b"IEND":
+                return 1
+            f.seek(length + 4, os.SEEK_CUR)  # chunk data and its CRC
 
 
 def _read_tiff(path):
@@ -253,7 +274,7 @@ def _high_bit_tensor(array, name):
             raise ImageFileError("Image file '{}' holds {} values in [{}, {}], which do not fit 16 bits; store it "
                                  "as 8- or 16-bit unsigned integers".format(name, array.dtype, array.min(),
                                                                              array.max()))
-        scaled = (array.astype(np.float64) / _UINT16_MAX).astype(np.float32)
+        scaled = array.astype(np.float32) / np.float32(_UINT16_MAX)  # exact: 16-bit integers fit float32
     else:
         raise ImageFileError("Image file '{}' has pixels of type {}, which the reader does not map".format(
             name, array.dtype))

@@ -99,7 +99,7 @@ def _rgb16():
 
 def _check_16bit(image, expected_rgb):
     assert isinstance(image, torch.Tensor) and image.dtype == torch.float32 and image.shape == (3, 30, 40)
-    expected = torch.from_numpy(expected_rgb.astype(np.float64) / 65535).float()
+    expected = torch.from_numpy(expected_rgb.astype(np.float32)) / 65535
     expected = expected[None].expand(3, -1, -1) if expected.ndim == 2 else expected.permute(2, 0, 1)
     assert torch.equal(image, expected)  # every 16-bit value kept, nothing rounded to 8 bits or clipped
 
