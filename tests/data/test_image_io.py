@@ -341,3 +341,24 @@ def test_list_dataset_reads_through_the_reader(tmp_path):
     assert dataset.get_img_info(0) == {"height": 40, "width": 30}
     assert np.array_equal(np.asarray(dataset[1][0]), _rgb8()) and dataset.get_img_info(1) == {"height": 30,
                                                                                                "width": 40}
+
+
+def test_flips_and_colour_jitter_treat_12bit_as_its_8bit_twin(twin_images):
+    cfg = _cfg("percentiles")
+    cfg.merge_from_list(["INPUT.HORIZONTAL_FLIP_PROB_TRAIN", 1.0, "INPUT.VERTICAL_FLIP_PROB_TRAIN", 1.0,
+                         "INPUT.BRIGHTNESS", 0.3, "INPUT.CONTRAST", 0.3, "INPUT.SATURATION", 0.3])
+    transforms = build_transforms(cfg, is_train=True)
+    inputs, boxes = {}, {}
+    for name, folder in twin_images.items():
+        dataset = COCODataset(os.path.join(folder, "ann.json"), folder, True, transforms)
+        torch.manual_seed(3)
+        random.seed(3)
+        inputs[name], target, _ = dataset[0]
+        boxes[name] = target.bbox
+    assert torch.equal(boxes["eight"], boxes["twelve"])
+    # Pillow's enhancers round to uint8 at each step (and contrast uses the rounded mean); the float path does not.
+    difference = (inputs["twelve"] - inputs["eight"]).abs()
+    assert difference.max() <= 3.0 and difference.mean() < 1.5, (difference.max(), difference.mean())
+    unflipped = build_transforms(_cfg("percentiles"), is_train=False)(read_image(
+        os.path.join(twin_images["twelve"], "img.png")))[0]
+    assert (inputs["twelve"] - unflipped.flip(-1).flip(-2)).abs().mean() > 5 * difference.mean()
