@@ -242,8 +242,7 @@ def _tiff_channels_first(tif, path):
     """The first series of a TIFF as [C, H, W]; a stack (z, time, several pages) is refused."""
     series = tif.series[0]
     axes = "".join(a for a, n in zip(series.axes, series.shape) if n > 1)
-    array = series.asarray() if series.ndim else tif.pages[0].asarray()
-    array = array.reshape([n for n in series.shape if n > 1])
+    array = series.asarray().reshape([n for n in series.shape if n > 1])
     if axes == "YX":
         return array[None]
     if axes == "YXS":

@@ -276,7 +276,8 @@ class COCODemo(DetectionVisualizer):
         if isinstance(original_image, np.ndarray):
             if original_image.ndim != 3 or original_image.shape[2] != 3 or original_image.dtype != np.uint8:
                 raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread) or an image "
-                                 "from data.image_io.read_image, got an array {} {}".format(
+                                 "from data.image_io.read_image, got an array {} {} (16-bit images: use run_on_file, "
+                                 "or data.image_io.from_bgr_array on the array)".format(
                                      original_image.dtype, original_image.shape))
             original_image = Image.fromarray(np.ascontiguousarray(original_image[:, :, ::-1]))
         elif isinstance(original_image, Image.Image):

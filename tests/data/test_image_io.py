@@ -315,6 +315,11 @@ def test_12bit_and_8bit_give_proportional_predictor_inputs(twin_images, rule, pe
     demo.compute_prediction(cv2.imread(os.path.join(twin_images["eight"], "img.png")))
     assert torch.equal(seen[-1], seen[0])
     assert overlays["eight"].shape == overlays["twelve"].shape == (60, 80, 3)
+    twelve_bgr = cv2.imread(os.path.join(twin_images["twelve"], "img.png"), cv2.IMREAD_UNCHANGED)
+    with pytest.raises(ValueError, match="16-bit images: use run_on_file"):
+        demo.compute_prediction(twelve_bgr)
+    demo.compute_prediction(from_bgr_array(twelve_bgr))
+    assert torch.equal(seen[-1], seen[2])
 
 
 def test_size_differing_from_the_json_is_refused_naming_file_and_sizes(tmp_path):
