@@ -46,13 +46,11 @@ def list_images(path):
 
 
 def read_image(path):
-    """BGR uint8 [H, W, 3] (grey images are expanded to three channels)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError("Image '{}' does not exist".format(path))
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError("Cannot read image '{}' (not an image file OpenCV understands)".format(path))
-    return image
+    """The image as the model sees it in training and evaluation (``data.image_io.read_image``: EXIF orientation
+    applied, 16-bit kept): PIL RGB for 8-bit files, float32 Tensor[3, H, W] for more bits."""
+    from maskrcnn_benchmark.data.image_io import read_image as read_model_image
+
+    return read_model_image(path)
 
 
 def read_or_report(path, unreadable):
@@ -176,9 +174,11 @@ def run_show_gt(args, unreadable=None):
             raise SystemExit("--show-gt needs --dataset NAME, or --ann-file A.json and --image-dir FOLDER")
         ann_file, image_dir = args.ann_file, args.image_dir
     gt = GroundTruth(ann_file, image_dir)
+    from maskrcnn_benchmark.data.image_io import to_display_bgr
     from maskrcnn_benchmark.engine.predictor import DetectionVisualizer, category_names_from_coco_json
 
     drawer = DetectionVisualizer(category_names_from_coco_json(ann_file), show_text=not args.no_text)
+    cfg = _load_cfg(args.config_file, args.opts)  # INPUT.HIGH_BIT_DEPTH: show 16-bit images as the model sees them
     images = gt.coco.dataset["images"][: args.limit] if args.limit else gt.coco.dataset["images"]
     os.makedirs(args.output_dir, exist_ok=True)
     written = []
@@ -187,6 +187,7 @@ def run_show_gt(args, unreadable=None):
         image = read_or_report(path, unreadable)
         if image is None:
             continue
+        image = to_display_bgr(image, cfg.INPUT.HIGH_BIT_DEPTH, cfg.INPUT.HIGH_BIT_DEPTH_PERCENTILES)
         if image.shape[:2] != (int(info["height"]), int(info["width"])):
             raise ValueError("'{}' is {}x{} (w x h) but '{}' says {}x{}: the JSON does not describe this image".format(
                 path, image.shape[1], image.shape[0], ann_file, info["width"], info["height"]))
@@ -223,7 +224,7 @@ def run_models(args, unreadable=None):
         original = read_or_report(path, unreadable)
         if original is None:
             continue
-        image = scale_image(original, args.scale)
+        image = scale_image(demos[0].display_image(original), args.scale)
         panel_size = (image.shape[1], image.shape[0])
         panels = []
         for demo in demos:

@@ -11,7 +11,8 @@ The graph takes one image, float32 [3, H, W], BGR 0-255, already resized to INPU
 The checkpoint loads as in tools/test_net.py (strict, weights only); a GAN checkpoint's discriminator and D
 optimizer entries are not used. A config the export module does not cover (keypoints, RetinaNet, DCN, FBNet,
 PrRoIPool heads, torchvision box convention, no masks) is refused by name before any weight is read.
-After writing, the file is run on two images of different sizes and compared with the PyTorch module
+After writing, the file is run on two random images of different sizes (or on ``--images FILE ...``, prepared by
+``engine.export.export_input`` with the project's image reader) and compared with the PyTorch module
 (``--no-check`` skips it); ``--time-runs K`` also prints the median time per image of both.
 ONNX needs the extra: pip install -r requirements-export.txt (or pip install .[export]).
 """
@@ -24,7 +25,13 @@ import time
 import torch
 
 from maskrcnn_benchmark.config import load_config
-from maskrcnn_benchmark.engine.export import EXPORT_FORMATS, ExportableMaskRCNN, check_exportable, export_model
+from maskrcnn_benchmark.engine.export import (
+    EXPORT_FORMATS,
+    ExportableMaskRCNN,
+    check_exportable,
+    export_input,
+    export_model,
+)
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 from maskrcnn_benchmark.utils.logger import setup_logger
@@ -39,6 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     parser.add_argument("--output", required=True, metavar="FILE", help="file to write (.onnx or .pt)")
     parser.add_argument("--no-check", action="store_true", help="do not compare the written file with PyTorch")
+    parser.add_argument("--images", nargs="+", default=None, metavar="FILE",
+                        help="trace and check on these image files (read and resized as evaluation does: "
+                             "engine.export.export_input) instead of two random images")
     parser.add_argument("--time-runs", type=int, default=0,
                         help="after the check, time this many runs of the file and of PyTorch (median per image)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
@@ -119,7 +129,7 @@ def main(argv=None):
         # strict, as tools/test_net.py: an exported half-random model would be worse than an error
         DetectronCheckpointer(cfg, model).load(ckpt, use_latest=False, strict=True)
     export_module = ExportableMaskRCNN.from_config(cfg, model).eval()
-    images = example_images(cfg)
+    images = [export_input(path, cfg)[0] for path in args.images] if args.images else example_images(cfg)
     seconds = export_model(export_module, images, args.output, args.format)
     print("wrote {} ({}, {:.1f} MB) in {:.1f} s".format(
         args.output, args.format, os.path.getsize(args.output) / 2 ** 20, seconds))

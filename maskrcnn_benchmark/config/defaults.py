@@ -47,6 +47,11 @@ _C.INPUT.MAX_SIZE_TEST = 1333  # cap on the longer image side at test time, px
 _C.INPUT.PIXEL_MEAN = [102.9801, 115.9465, 122.7717]  # per-channel mean subtracted, in the channel order fed (BGR)
 _C.INPUT.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel divisor applied after subtracting PIXEL_MEAN
 _C.INPUT.TO_BGR255 = True  # True: feed BGR in 0-255 (Caffe2/Detectron weights); False: RGB in 0-1
+# (added) intensity rule for images of more than 8 bits per channel (data/image_io.py; 8-bit images never change):
+# "full_range": value / 65535 of the 16-bit container, same for every image; "percentiles": per image, the
+# HIGH_BIT_DEPTH_PERCENTILES (low, high) become the bottom and top of the range, values beyond them are not clipped
+_C.INPUT.HIGH_BIT_DEPTH = "full_range"
+_C.INPUT.HIGH_BIT_DEPTH_PERCENTILES = (0.0, 100.0)  # (low, high) percentiles, %, for HIGH_BIT_DEPTH "percentiles"
 # (added) "maskrcnn_benchmark": PIL bilinear on the uint8 image, rounded sizes; "torchvision": bilinear on the float
 # tensor without antialiasing, sides floor(side * scale), as torchvision's GeneralizedRCNNTransform
 _C.INPUT.RESIZE_STYLE = "maskrcnn_benchmark"

@@ -8,7 +8,8 @@ again, and ``tests/tools/test_export.py`` checks that it gives the detector's de
 
 Input and output convention (see docs/deployment.md):
     image: float Tensor[3, H, W], BGR, 0-255, already resized to the model's test size (INPUT.MIN_SIZE_TEST /
-        MAX_SIZE_TEST, ``data.transforms.Resize``). The normalisation (INPUT.TO_BGR255, PIXEL_MEAN, PIXEL_STD)
+        MAX_SIZE_TEST, ``data.transforms.Resize``); ``export_input`` prepares it from an image file with the
+        project's reader, as evaluation does. The normalisation (INPUT.TO_BGR255, PIXEL_MEAN, PIXEL_STD)
         and the padding to DATALOADER.SIZE_DIVISIBILITY happen in the graph. The resize does not: the project
         resizes with PIL (antialiased), which no ONNX Resize reproduces, so it stays a preprocessing step.
     boxes: float Tensor[N, 4] xyxy in the input image's pixels; scores: Tensor[N]; labels: int64 Tensor[N]
@@ -213,6 +214,36 @@ class ExportableMaskRCNN(nn.Module):
         proposals = self.proposals(list(features), height, width)
         boxes, scores, labels = self.detections(features, proposals, height, width)
         return boxes, scores, labels, self.masks(features, boxes, labels)
+
+
+def export_input(image, cfg):
+    """The exported graph's input for one image, prepared as evaluation prepares it.
+
+    The file is read by ``data.image_io.read_image`` (EXIF orientation, 16-bit kept in float), mapped by
+    INPUT.HIGH_BIT_DEPTH and resized by the test transform (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, RESIZE_STYLE), so the
+    graph, which normalises and pads, sees what ``tools/test_net.py`` feeds the model.
+
+    Args:
+        image (str or read_image result): an image file, or what ``read_image`` returned for it.
+        cfg: the model's config.
+    Returns:
+        (Tensor[3, H', W'] float32 BGR 0-255, (sx, sy)): the graph input, and the factors that take its pixel
+        coordinates back to the original image's (multiply boxes by [sx, sy, sx, sy]).
+    """
+    from maskrcnn_benchmark.data.image_io import image_size, read_image
+    from maskrcnn_benchmark.data.transforms import transforms as T
+
+    if isinstance(image, str):
+        image = read_image(image)
+    width, height = image_size(image)
+    steps = [T.MapHighBitDepth(cfg.INPUT.HIGH_BIT_DEPTH, cfg.INPUT.HIGH_BIT_DEPTH_PERCENTILES)]
+    resize = T.Resize(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.RESIZE_STYLE)
+    # the order of the test transforms: torchvision's style resizes the float tensor, maskrcnn-benchmark's the image
+    steps += [T.ToTensor(), resize] if cfg.INPUT.RESIZE_STYLE == "torchvision" else [resize, T.ToTensor()]
+    rgb, _ = T.Compose(steps)(image)
+    # the arithmetic of transforms.Normalize (reorder, times 255), so the graph's (x - mean) / std is the same
+    bgr = rgb[[2, 1, 0]] * 255
+    return bgr, (width / bgr.shape[-1], height / bgr.shape[-2])
 
 
 def export_model(export_module, example_images, output, fmt):

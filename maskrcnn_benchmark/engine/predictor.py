@@ -7,10 +7,14 @@ The API of maskrcnn-benchmark's ``demo/predictor.py``::
 
     cfg.merge_from_file("configs/demo/nuclei_R_18_FPN.yaml")
     demo = COCODemo(cfg, confidence_threshold=0.5, weight="output/nuclei_R_18_FPN/model_final.pth")
+    overlay = demo.run_on_file("image.png")                        # any image file, BGR uint8 out
     overlay = demo.run_on_opencv_image(cv2.imread("image.png"))   # BGR uint8 in, BGR uint8 out
 
-Images go in and come out as OpenCV BGR uint8 arrays [H, W, 3]; predictions are BoxLists in the original image
-size with "scores", "labels" and, with MASK_ON, "mask" (Tensor[N, 1, H, W] pasted into the image).
+Files are read by ``data.image_io.read_image``, the reader of training and evaluation (EXIF orientation, 16-bit
+images kept in float and mapped by INPUT.HIGH_BIT_DEPTH), so the model sees the pixels it was evaluated on.
+``compute_prediction`` takes what that reader returns, or an OpenCV BGR uint8 array. Overlays are BGR uint8
+arrays [H, W, 3]; predictions are BoxLists in the original image size with "scores", "labels" and, with MASK_ON,
+"mask" (Tensor[N, 1, H, W] pasted into the image).
 """
 import logging
 
@@ -18,6 +22,8 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+
+from maskrcnn_benchmark.data.image_io import from_pil_image, image_size, read_image, to_display_bgr
 
 # Fraction of the mask colour in filled mask pixels: enough to see the shape, little enough to see the object.
 MASK_ALPHA = 0.45
@@ -170,7 +176,7 @@ class COCODemo(DetectionVisualizer):
 
     def __init__(self, cfg, confidence_threshold=0.7, show_mask_heatmaps=False, masks_per_dim=2,
                  min_image_size=224, weight=None, categories=None, ann_file=None, color_by_label=False):
-        from maskrcnn_benchmark.data.transforms import transforms as T
+        from maskrcnn_benchmark.data.transforms import build_transforms
         from maskrcnn_benchmark.modeling.detector import build_detection_model
         from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import Masker
         from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
@@ -195,12 +201,11 @@ class COCODemo(DetectionVisualizer):
                 "No weight given, no last_checkpoint in OUTPUT_DIR '%s' and MODEL.WEIGHT is empty: the detector "
                 "is randomly initialised", self.cfg.OUTPUT_DIR)
 
-        resize = T.Resize(self.min_image_size, self.cfg.INPUT.MAX_SIZE_TEST, self.cfg.INPUT.RESIZE_STYLE)
-        normalize = T.Normalize(self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD, self.cfg.INPUT.TO_BGR255)
-        # torchvision resizes the normalised float tensor, maskrcnn-benchmark the PIL image
-        steps = [T.ToTensor(), normalize, resize] if self.cfg.INPUT.RESIZE_STYLE == "torchvision" else [
-            resize, T.ToTensor(), normalize]
-        self.transforms = T.Compose(steps)
+        # The evaluation pipeline (high-bit rule, resize, normalisation), at this demo's shorter side.
+        test_cfg = self.cfg.clone()
+        test_cfg.defrost()
+        test_cfg.INPUT.MIN_SIZE_TEST = self.min_image_size
+        self.transforms = build_transforms(test_cfg, is_train=False)
         # Probabilities for the heat-map montage, binary masks (p > 0.5) for the overlays.
         self.masker = Masker(threshold=-1 if show_mask_heatmaps else 0.5, padding=1)
         self.show_mask_heatmaps = show_mask_heatmaps
@@ -218,6 +223,29 @@ class COCODemo(DetectionVisualizer):
         super().__init__(categories, color_by_label=color_by_label, masks_per_dim=masks_per_dim)
 
     # ----------------------------------------------------------------------------------------------- prediction
+    def read(self, path):
+        """``path`` read as training and evaluation read it (``data.image_io.read_image``): PIL RGB for 8-bit
+        files, float32 Tensor[3, H, W] for more bits; EXIF orientation applied."""
+        return read_image(path)
+
+    def display_image(self, image):
+        """BGR uint8 [H, W, 3] picture of a ``read`` result, with this config's INPUT.HIGH_BIT_DEPTH rule."""
+        return to_display_bgr(image, self.cfg.INPUT.HIGH_BIT_DEPTH, self.cfg.INPUT.HIGH_BIT_DEPTH_PERCENTILES)
+
+    def run_on_file(self, path):
+        """Read ``path`` with the project's reader, detect and draw.
+
+        Returns:
+            ndarray[H, W, 3] uint8: BGR picture of the image (``display_image``) with the detections above the
+            confidence threshold drawn (or the heat-map montage with show_mask_heatmaps).
+        """
+        image = self.read(path)
+        top_predictions = self.select_top_predictions(self.compute_prediction(image))
+        picture = self.display_image(image)
+        if self.show_mask_heatmaps:
+            return self.create_mask_montage(picture, top_predictions)
+        return self.draw(picture, top_predictions)
+
     def run_on_opencv_image(self, image):
         """Detect and draw.
 
@@ -235,7 +263,8 @@ class COCODemo(DetectionVisualizer):
     def compute_prediction(self, original_image, output_size=None):
         """
         Args:
-            original_image (ndarray[H, W, 3] uint8): BGR.
+            original_image: an OpenCV BGR uint8 array [H, W, 3], or what ``read`` / ``data.image_io.read_image``
+                returns (PIL RGB image, or float32 Tensor[3, H, W] of a high-bit file).
             output_size ((width, height) | None): size the detections are returned in (masks pasted at it);
                 None: the original image's. The model sees the same input either way.
         Returns:
@@ -244,12 +273,20 @@ class COCODemo(DetectionVisualizer):
         """
         from maskrcnn_benchmark.structures.image_list import to_image_list
 
-        if not isinstance(original_image, np.ndarray) or original_image.ndim != 3 or original_image.shape[2] != 3:
-            raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread), got {}".format(
-                getattr(original_image, "shape", type(original_image).__name__)))
-        height, width = original_image.shape[:2]
-        pil_image = Image.fromarray(np.ascontiguousarray(original_image[:, :, ::-1]))
-        image, _ = self.transforms(pil_image)
+        if isinstance(original_image, np.ndarray):
+            if original_image.ndim != 3 or original_image.shape[2] != 3 or original_image.dtype != np.uint8:
+                raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread) or an image "
+                                 "from data.image_io.read_image, got an array {} {} (16-bit images: use run_on_file, "
+                                 "or data.image_io.from_bgr_array on the array)".format(
+                                     original_image.dtype, original_image.shape))
+            original_image = Image.fromarray(np.ascontiguousarray(original_image[:, :, ::-1]))
+        elif isinstance(original_image, Image.Image):
+            original_image = from_pil_image(original_image)
+        elif not isinstance(original_image, torch.Tensor):
+            raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread) or an image from "
+                             "data.image_io.read_image, got {}".format(type(original_image).__name__))
+        width, height = image_size(original_image)
+        image, _ = self.transforms(original_image)
         image_list = to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY).to(self.device)
         with torch.no_grad():
             predictions = self.model(image_list)

@@ -140,4 +140,29 @@ def test_an_unreadable_image_is_reported_and_the_others_are_still_drawn(demo_too
         demo_tool.main(_common(config_file) + ["--ckpt", checkpoints[0], "--input", images, "--output-dir", str(out)])
     assert str(info.value) == "could not read 1 image(s): {}".format(broken)
     assert sorted(os.listdir(str(out))) == ["000000.png", "000001.png"]
-    assert "skipped: Cannot read image '{}'".format(broken) in capsys.readouterr().err
+    assert "skipped: Cannot read image file '{}'".format(broken) in capsys.readouterr().err
+
+
+def test_show_gt_draws_a_16bit_image_as_the_model_sees_it(demo_tool, tmp_path):
+    from PIL import Image
+
+    from maskrcnn_benchmark.data.preparation.labelmaps import convert_label_maps
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    grey = np.tile(np.arange(40, dtype=np.uint16) * 100, (30, 1))  # 12-bit-like data, 0 .. 3900
+    Image.fromarray(grey).save(str(images / "cells.png"))
+    label_map = np.zeros((30, 40), np.uint8)
+    label_map[5:15, 5:15] = 1
+    Image.fromarray(label_map).save(str(labels / "cells.png"))
+    ann_file = str(tmp_path / "ann.json")
+    convert_label_maps(ann_file, str(images), str(labels))
+    common = ["--show-gt", "--ann-file", ann_file, "--image-dir", str(images), "--no-text"]
+    full = cv2.imread(demo_tool.main(common + ["--output-dir", str(tmp_path / "full")])[0])
+    stretched = cv2.imread(demo_tool.main(common + ["--output-dir", str(tmp_path / "stretch"),
+                                                    "INPUT.HIGH_BIT_DEPTH", "percentiles"])[0])
+    # value / 65535 * 255 for full_range (at most 15), min-max to 0..255 for percentiles; never clipped at 255
+    assert full.shape == stretched.shape == (30, 40, 3)
+    assert full[25, 39, 0] == round(3900 / 65535 * 255) and stretched[25, 39, 0] == 255
+    assert stretched[25, 20, 0] == round(2000 / 3900 * 255)

@@ -21,6 +21,7 @@ import re
 import numpy as np
 from PIL import Image
 
+from maskrcnn_benchmark.data.image_io import read_image_size
 from maskrcnn_benchmark.utils.io import save_json
 
 from .coco import COCODataset
@@ -174,9 +175,8 @@ def _check_frame(frame):
     if os.path.getsize(frame["image"]) == 0:
         raise ValueError("its image '{}' is an empty file".format(frame["image"]))
     try:
-        with Image.open(frame["image"]) as image:
-            image_size = image.size
-    except OSError as e:
+        image_size = read_image_size(frame["image"])  # the size the model will see (EXIF orientation applied)
+    except (OSError, ValueError) as e:
         raise ValueError("its image '{}' cannot be read ({})".format(frame["image"], e)) from e
     if image_size != (width, height):
         raise ValueError("is {}x{} but its image '{}' is {}x{}".format(width, height, frame["image"], *image_size))

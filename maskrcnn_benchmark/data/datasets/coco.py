@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+
+from maskrcnn_benchmark.data.image_io import ImageFileError, image_size, read_image
 
 _REQUIRED_TOP_KEYS = ("images", "annotations", "categories")
 # The fields COCO requires of each entry of a section.
@@ -165,7 +166,8 @@ def _segmentation_area(seg, image_info):
 
 
 class COCODataset(torch.utils.data.Dataset):
-    """COCO instances dataset returning (image PIL RGB, target BoxList, index) after `transforms`.
+    """COCO instances dataset returning (image, target BoxList, index) after `transforms`; the image is read by
+    ``data.image_io.read_image`` (PIL RGB for 8-bit files, float32 Tensor[3, H, W] for more bits, EXIF applied).
 
     Targets: BoxList [N, 4] xyxy in pixels with fields "labels" (int64 [N], contiguous 1..C in the order of the
     sorted category ids), "masks" (SegmentationMask; polygons, or binary masks when an image has RLE annotations)
@@ -260,26 +262,26 @@ class COCODataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ loading
     def _load_image(self, image_info):
+        """The image of ``image_info`` through ``data.image_io.read_image`` (PIL RGB for 8-bit files, float
+        Tensor[3, H, W] for more bits; EXIF orientation applied), refused when its size is not the JSON's."""
         path = os.path.join(self.root, image_info["file_name"])
+        where = "image id {} of '{}'".format(image_info["id"], self.ann_file)
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                "Image file not found: '{}' (image id {} of '{}'; check the image folder)".format(
-                    path, image_info["id"], self.ann_file
-                )
-            )
+                "Image file not found: '{}' ({}; check the image folder)".format(path, where))
         try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except Exception as e:  # PIL raises several types for broken files
-            raise OSError("Cannot read image file '{}' (image id {} of '{}'): {}".format(
-                path, image_info["id"], self.ann_file, e)) from e
+            image = read_image(path)
+        except ImageFileError as e:
+            raise ImageFileError("{} ({})".format(e, where)) from e
+        except OSError as e:
+            raise OSError("{} ({})".format(e, where)) from e
         expected = (image_info.get("width"), image_info.get("height"))
-        if None not in expected and image.size != tuple(expected):
+        size = image_size(image)
+        if None not in expected and size != tuple(expected):
             raise ValueError(
-                "Image file '{}' is {}x{} but '{}' says {}x{} (width x height); annotations would be misplaced".format(
-                    path, image.size[0], image.size[1], self.ann_file, expected[0], expected[1]
-                )
-            )
+                "Image file '{}' is {}x{} (after its EXIF orientation) but '{}' says {}x{} (width x height); "
+                "annotations would be misplaced".format(path, size[0], size[1], self.ann_file, expected[0],
+                                                        expected[1]))
         return image
 
     def _build_target(self, anns, image_size):
@@ -328,7 +330,7 @@ class COCODataset(torch.utils.data.Dataset):
         image_id = self.id_to_img_map[idx]
         image_info = self.coco.imgs[image_id]
         image = self._load_image(image_info)
-        target = self._build_target(self._clean_annotations[image_id], image.size)
+        target = self._build_target(self._clean_annotations[image_id], image_size(image))
         target = target.clip_to_image(remove_empty=True)
         if self._transforms is not None:
             image, target = self._transforms(image, target)

@@ -1,10 +1,12 @@
 """A dataset over a plain list of images (e.g. for running a trained model on your own pictures)."""
 import torch
-from PIL import Image
+
+from maskrcnn_benchmark.data.image_io import from_pil_image, image_size, read_image, read_image_size
 
 
 class ListDataset(torch.utils.data.Dataset):
-    """Images given as file paths or PIL images; targets are empty BoxLists.
+    """Images given as file paths or PIL images, read as ``data.image_io`` reads them (EXIF orientation applied,
+    more than 8 bits kept as float Tensor[3, H, W]); targets are empty BoxLists.
 
     Args:
         image_lists (list[str or PIL.Image]): the images.
@@ -16,21 +18,13 @@ class ListDataset(torch.utils.data.Dataset):
         self.transforms = transforms
 
     def _image(self, item):
-        if isinstance(item, str):
-            try:
-                with Image.open(item) as im:
-                    return im.convert("RGB")
-            except FileNotFoundError:
-                raise FileNotFoundError("Image file not found: '{}'".format(item))
-            except Exception as e:
-                raise OSError("Cannot read image file '{}': {}".format(item, e)) from e
-        return item.convert("RGB")
+        return read_image(item) if isinstance(item, str) else from_pil_image(item)
 
     def __getitem__(self, idx):
         from maskrcnn_benchmark.structures.bounding_box import BoxList
 
         image = self._image(self.image_lists[idx])
-        target = BoxList(torch.zeros((0, 4)), image.size, mode="xyxy")
+        target = BoxList(torch.zeros((0, 4)), image_size(image), mode="xyxy")
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target, idx
@@ -39,6 +33,7 @@ class ListDataset(torch.utils.data.Dataset):
         return len(self.image_lists)
 
     def get_img_info(self, idx):
-        """{"height", "width"} of image `idx` (opens the file)."""
-        width, height = self._image(self.image_lists[idx]).size
+        """{"height", "width"} of image `idx` (after its EXIF orientation; a file's header is read)."""
+        item = self.image_lists[idx]
+        width, height = read_image_size(item) if isinstance(item, str) else image_size(from_pil_image(item))
         return {"height": height, "width": width}

@@ -1,4 +1,9 @@
-"""Joint image + target transforms: every geometric change of the image is applied to its BoxList too."""
+"""Joint image + target transforms: every geometric change of the image is applied to its BoxList too.
+
+Images are what ``data.image_io.read_image`` returns: a PIL RGB image (8-bit files; transformed exactly as
+maskrcnn-benchmark does) or a float32 Tensor[3, H, W] in [0, 1] units (files of more than 8 bits; transformed
+in float so their precision reaches the model).
+"""
 import random
 
 import torch
@@ -72,6 +77,12 @@ class Resize(object):
             if target is not None:
                 target = target.resize((image.shape[-1], image.shape[-2]))
             return image, target
+        if isinstance(image, torch.Tensor):  # a high-bit image: the same antialiased bilinear filter, in float
+            out_h, out_w = self.get_size((image.shape[-1], image.shape[-2]))
+            image = F.resize(image, [out_h, out_w], antialias=True)
+            if target is not None:
+                target = target.resize((out_w, out_h))
+            return image, target
         out_h, out_w = self.get_size(image.size)
         image = F.resize(image, [out_h, out_w])
         if target is not None:
@@ -127,10 +138,37 @@ class ColorJitter(object):
 
 
 class ToTensor(object):
-    """PIL image -> float Tensor[3, H, W] in [0, 1], RGB."""
+    """PIL image -> float Tensor[3, H, W] in [0, 1], RGB; a float tensor (a high-bit image) passes unchanged."""
 
     def __call__(self, image, target=None):
+        if isinstance(image, torch.Tensor):
+            return image, target
         return F.to_tensor(image), target
+
+
+class MapHighBitDepth(object):
+    """INPUT.HIGH_BIT_DEPTH on images of more than 8 bits (see ``data.image_io.map_high_bit_depth``); 8-bit
+    (PIL) images pass unchanged. Put it first: percentiles are taken over the whole image, before any resize.
+
+    Args:
+        rule (str): "full_range" or "percentiles".
+        percentiles ((float, float)): (low, high) percentiles mapped to 0 and 255 by "percentiles".
+    """
+
+    def __init__(self, rule="full_range", percentiles=(0.0, 100.0)):
+        from maskrcnn_benchmark.data.image_io import check_high_bit_depth
+
+        check_high_bit_depth(rule, percentiles)
+        self.rule = rule
+        self.percentiles = tuple(float(p) for p in percentiles)
+
+    def __call__(self, image, target=None):
+        from maskrcnn_benchmark.data.image_io import map_high_bit_depth
+
+        return map_high_bit_depth(image, self.rule, self.percentiles), target
+
+    def __repr__(self):
+        return "MapHighBitDepth(rule={}, percentiles={})".format(self.rule, self.percentiles)
 
 
 class Normalize(object):
