@@ -77,6 +77,7 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # data loading worker processes (0 = load in the main process)
 _C.DATALOADER.SIZE_DIVISIBILITY = 0  # pad batched images so H and W are multiples of this, px (FPN: 32; 0 = off)
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True  # True: a batch holds only portrait or only landscape images
+_C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # (added) drop training images without annotations; False: negatives
 
 # ---------------------------------------------------------------------------- #
 # Backbone
