@@ -82,8 +82,9 @@ def test_gan_step_trains_on_images_without_annotations(negatives_cfg, kind):
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert all(torch.isfinite(p).all() for p in step.discriminators.parameters())
     if kind == "negatives_only":
-        # no object: the regression and mask terms have nothing to average and are exact zeros
-        assert float(losses["loss_box_reg"]) == 0.0 and float(losses["loss_mask"]) == 0.0
+        # no object, no positive RoI: the regression, mask and adversarial terms are exact zeros
+        for name in ("loss_box_reg", "loss_mask", "loss_box_adv", "loss_mask_adv", "loss_box_disc", "loss_mask_disc"):
+            assert float(losses[name]) == 0.0, name
 
 
 def test_the_matcher_refusal_points_to_the_key():
