@@ -176,16 +176,16 @@ def write_evaluation_metrics(output_dir, iteration, metrics, best=None):
 
     Arguments:
         output_dir (str), iteration (int), metrics (dict name -> float).
-        best (dict or None): BestCheckpoint.update's verdict on this evaluation, written as ``{"iteration",
-            "best": best}``.
+        best (dict or None): BestCheckpoint.update's verdict on this evaluation, added to the record as "best".
     """
     if not metrics:
         return
     writers = _ScalarWriters(output_dir)
     try:
-        writers.write({"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}})
+        record = {"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}}
         if best is not None:
-            writers.write({"iteration": iteration, "best": best})
+            record["best"] = best
+        writers.write(record)
     finally:
         writers.close()
 
@@ -334,13 +334,13 @@ class TrainingMetrics(object):
             "skipped_nonfinite_steps": skipped_steps,
         })
 
-    def write_evaluation(self, iteration, metrics):
+    def write_evaluation(self, iteration, metrics, best=None):
+        """One metrics.json line {"iteration", "eval": metrics} (plus "best": BestCheckpoint.update's verdict)."""
         if metrics:
-            self.writers.write({"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}})
-
-    def write_best(self, iteration, best):
-        """One metrics.json line {"iteration", "best": BestCheckpoint.update's dict}."""
-        self.writers.write({"iteration": iteration, "best": best})
+            record = {"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}}
+            if best is not None:
+                record["best"] = best
+            self.writers.write(record)
 
     def close(self):
         self.writers.close()
@@ -381,9 +381,8 @@ class PeriodicEvaluation(object):
         if self.test_fn is None or self.period <= 0 or iteration % self.period != 0 or iteration == self.max_iter:
             return
         results = self.test_fn(iteration)
-        self.metrics.write_evaluation(iteration, results)
-        if self.best is not None:
-            self.metrics.write_best(iteration, self.best.update(iteration, results or {}))
+        verdict = self.best.update(iteration, results or {}) if self.best is not None else None
+        self.metrics.write_evaluation(iteration, results, verdict)
         self.model.train()
 
 
