@@ -105,14 +105,23 @@ def train(cfg, distributed, device, test_at_end=True):
     # Saved with every checkpoint, so test_net and demo know what the model's labels mean.
     arguments["categories"] = dataset_categories(data_loader.dataset)
     if resumed_from is not None:
+        saved_categories = checkpoint_data.get("categories")
+        if saved_categories is not None and arguments["categories"] is not None and \
+                [c["name"] for c in saved_categories] != [c["name"] for c in arguments["categories"]]:
+            raise ValueError(
+                "OUTPUT_DIR '{}' holds a run trained on categories {} ({}), but DATASETS.TRAIN {} has {}: a run "
+                "resumes only with its own training set. To train on the new categories, choose a new OUTPUT_DIR "
+                "and set MODEL.WEIGHT {} (its class layers are then matched by name)".format(
+                    output_dir, [c["name"] for c in saved_categories], resumed_from, list(cfg.DATASETS.TRAIN),
+                    [c["name"] for c in arguments["categories"]], resumed_from))
         logger.info("Resuming at iteration %d of %d from %s (OUTPUT_DIR/last_checkpoint): weights, optimizer, "
                     "scheduler and generator states%s", arguments["iteration"], cfg.SOLVER.MAX_ITER, resumed_from,
                     "; MODEL.WEIGHT is not used (it initialises new runs only)" if cfg.MODEL.WEIGHT else "")
     elif cfg.MODEL.WEIGHT:
         # A new run in this OUTPUT_DIR: weights only, from any file (another run's model_final.pth included).
-        checkpointer.initialise(cfg.MODEL.WEIGHT, arguments["categories"])
         logger.info("Initialising from %s (MODEL.WEIGHT): weights only, training starts at iteration 0 of %d",
                     cfg.MODEL.WEIGHT, cfg.SOLVER.MAX_ITER)
+        checkpointer.initialise(cfg.MODEL.WEIGHT, arguments["categories"])
     else:
         logger.info("No MODEL.WEIGHT and no checkpoint in OUTPUT_DIR: training from scratch, iteration 0 of %d",
                     cfg.SOLVER.MAX_ITER)

@@ -34,19 +34,21 @@ def train_net(monkeypatch):
     return module
 
 
-def _other_categories_dataset(tiny_cfg, tmp_path):
-    """The synthetic fixture with one more category ("ring", never annotated) and "blob" renamed "star"."""
+def _other_categories_dataset(tiny_cfg, tmp_path, add_ring=True):
+    """The synthetic fixture with "blob" renamed "star" and (``add_ring``) one more category "ring", never
+    annotated."""
     name, ann_file, image_dir = tiny_cfg.DATASETS.CUSTOM[0].split(":")
     with open(ann_file) as f:
         data = json.load(f)
     for category in data["categories"]:
         if category["name"] == "blob":
             category["name"] = "star"
-    data["categories"].append({"id": 9, "name": "ring", "supercategory": "shape"})
+    if add_ring:
+        data["categories"].append({"id": 9, "name": "ring", "supercategory": "shape"})
     other = tmp_path / "other.json"
     other.write_text(json.dumps(data))
     return ["DATASETS.CUSTOM", ("other:{}:{}".format(other, image_dir),), "DATASETS.TRAIN", ("other",),
-            "DATASETS.TEST", ("other",), "MODEL.ROI_BOX_HEAD.NUM_CLASSES", "5"]
+            "DATASETS.TEST", ("other",), "MODEL.ROI_BOX_HEAD.NUM_CLASSES", str(len(data["categories"]) + 1)]
 
 
 def _final(out):
@@ -92,6 +94,12 @@ def test_finetuning_from_another_runs_checkpoint_trains_the_full_new_schedule(ti
     assert train_net.started[-1]["iteration"] == 3
     assert "Resuming at iteration 3 of 4 from {} (OUTPUT_DIR/last_checkpoint)".format(
         os.path.join(second, "model_final.pth")) in _log(second)
+
+    # ... and only with its own categories
+    with pytest.raises(ValueError, match=r"holds a run trained on categories \['disc', 'square', 'blob'\].*"
+                                         r"has \['disc', 'square', 'star'\].*choose a new OUTPUT_DIR"):
+        train_net.main(["--config-file", config_file, "--skip-test", "SOLVER.MAX_ITER", "5", "OUTPUT_DIR", second]
+                       + _other_categories_dataset(tiny_cfg, tmp_path, add_ring=False))
 
 
 def test_gan_checkpoint_of_other_categories_initialises_g_and_d_and_reinitialises_class_layers(
