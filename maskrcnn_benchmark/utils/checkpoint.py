@@ -360,7 +360,11 @@ class Checkpointer:
         kept_layers = sorted({key.rsplit(".", 1)[0] for key in kept} - {key.rsplit(".", 1)[0] for key in left})
         left_layers = [layer for layer in layers if layer not in kept_layers]
         why = "; ".join(sorted({"{} ({})".format(key.rsplit(".", 1)[0], why) for key, why in left.items()}))
-        if label_pairs is None and reason.startswith("unknown"):
+        if not kept and all(why == "not in the checkpoint" for why in left.values()):
+            # e.g. ImageNet backbone weights: nothing class-specific to decide
+            self.logger.info("%s has no class-specific layers: %s start from their initialisation", f,
+                             ", ".join(left_layers))
+        elif label_pairs is None and reason.startswith("unknown"):
             self.logger.warning(
                 "Class-specific layers from %s: kept by shape only, unchecked, %s; re-initialised %s. %s, so the "
                 "rows may mean other classes: record them (a checkpoint written by tools/train_net.py does)",

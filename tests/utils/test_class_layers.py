@@ -79,6 +79,9 @@ def test_rows_are_matched_by_name():
     pairs, reason = match_checkpoint_categories(_cats("a", "b"), _cats("a", "b", "c"))
     assert pairs is None and reason == "checkpoint categories ['a', 'b'] vs training set ['a', 'b', 'c']: ['c'] not " \
                                        "in the checkpoint"
+    # torchvision's COCO labels: 90 entries with repeated "N/A" placeholders; the first of a name counts
+    pairs, _ = match_checkpoint_categories(_cats("person", "N/A", "car", "N/A"), _cats("car", "person"))
+    assert pairs == [(0, 0), (1, 3), (2, 1)]
     pairs, reason = match_checkpoint_categories(None, _cats("a"))
     assert pairs is None and reason.startswith("unknown: the checkpoint records no category names")
 
@@ -181,3 +184,16 @@ def test_a_checkpoint_without_a_model_entry_is_refused_by_name(tmp_path):
     torch.save({"weights": {}}, path)
     with pytest.raises(KeyError, match="odd.pth"):
         Checkpointer(_Detector(3, 1)).initialise(path, None)
+
+
+def test_backbone_only_weights_leave_the_class_layers_quietly(tmp_path, caplog):
+    source = _Detector(3, seed=1)
+    path = str(tmp_path / "backbone.pth")
+    torch.save({"model": {"trunk.weight": source.trunk.weight.detach(), "trunk.bias": source.trunk.bias.detach()}},
+               path)
+    model = _Detector(3, seed=2)
+    with caplog.at_level(logging.INFO):
+        Checkpointer(model).initialise(path, _cats("a", "b"))
+    assert torch.equal(model.trunk.weight, source.trunk.weight)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "backbone.pth has no class-specific layers: box.bbox_pred, box.cls_score" in caplog.text
