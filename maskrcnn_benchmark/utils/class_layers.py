@@ -96,6 +96,13 @@ def _names(categories):
     return [c["name"] for c in categories]
 
 
+def _shown(names, limit=12):
+    """A category list for a log line: in full up to ``limit`` names (COCO's 80 would swamp the line)."""
+    if len(names) <= limit:
+        return str(names)
+    return "[{}, ... ({} in all)]".format(", ".join(repr(n) for n in names[:limit - 2]), len(names))
+
+
 def match_checkpoint_categories(checkpoint_categories, dataset_categories):
     """Decide, by category name, whether a checkpoint's class rows can serve the training set.
 
@@ -114,22 +121,22 @@ def match_checkpoint_categories(checkpoint_categories, dataset_categories):
     wanted, stored = _names(dataset_categories), _names(checkpoint_categories)
     if len(set(wanted)) < len(wanted):
         return None, "the training set's category names are not unique ({}), so they cannot be matched by " \
-                     "name".format(wanted)
+                     "name".format(_shown(wanted))
     label_by_name = {}
     for label, name in enumerate(stored, start=1):
         label_by_name.setdefault(name, label)
     missing = [name for name in wanted if name not in label_by_name]
     if missing:
         return None, "checkpoint categories {} vs training set {}: {} not in the checkpoint".format(
-            stored, wanted, missing)
+            _shown(stored), _shown(wanted), _shown(missing))
     pairs = [(0, 0)] + [(label, label_by_name[name]) for label, name in enumerate(wanted, start=1)]
     if wanted == stored:
-        return pairs, "checkpoint categories {} are the training set's".format(stored)
+        return pairs, "checkpoint categories {} are the training set's".format(_shown(stored))
     if set(wanted) == set(stored):
         return pairs, "checkpoint categories {} are the training set's {} in another order: rows reordered by " \
-                      "name".format(stored, wanted)
+                      "name".format(_shown(stored), _shown(wanted))
     return pairs, "the training set's categories {} are among the checkpoint's {}: their rows picked by " \
-                  "name".format(wanted, stored)
+                  "name".format(_shown(wanted), _shown(stored))
 
 
 def transfer_class_tensors(model_state, loaded_state, layouts, label_pairs, key_for):
