@@ -100,6 +100,10 @@ def build_dataset(dataset_list, transforms, catalog, is_train=True, custom_specs
         args = copy.deepcopy(entry["args"])
         if issubclass(factory, D.COCODataset):  # COCO, Cityscapes, ...: by default train only on images with instances
             args["remove_images_without_annotations"] = is_train and filter_empty
+        elif is_train and not filter_empty:
+            raise ValueError("DATALOADER.FILTER_EMPTY_ANNOTATIONS False keeps images without annotations of "
+                             "COCO-format datasets; training set '{}' is a {}, which has no such option. Set it True "
+                             "or train on a COCO-format file (DATASETS.CUSTOM)".format(name, entry["factory"]))
         args["transforms"] = transforms
         dataset = factory(**args)
         if is_train and len(dataset) == 0:

@@ -99,3 +99,20 @@ def test_the_training_loader_honours_the_key(negatives_cfg):
     loader = make_data_loader(negatives_cfg, is_train=True)
     assert len(loader.dataset) == 8 + NUM_NEGATIVES
     assert os.path.basename(loader.dataset.ann_file) == "with_negatives.json"
+
+
+def test_a_training_set_without_the_option_refuses_false(monkeypatch):
+    from maskrcnn_benchmark.data import datasets as D
+
+    class PlainDataset(torch.utils.data.Dataset):
+        def __init__(self, transforms=None):
+            pass
+
+    class Catalog:
+        @staticmethod
+        def get(name):
+            return {"factory": "PlainDataset", "args": {}}
+
+    monkeypatch.setattr(D, "PlainDataset", PlainDataset, raising=False)
+    with pytest.raises(ValueError, match=r"FILTER_EMPTY_ANNOTATIONS False .* training set 'plain' is a PlainDataset"):
+        build_dataset(["plain"], None, Catalog, is_train=True, filter_empty=False)
