@@ -140,3 +140,38 @@ def test_accepted_names_and_direction():
         check_best_checkpoint_config(cfg)
     assert higher_is_better("val/segm/AP") and higher_is_better("bbox/AR@100")
     assert not higher_is_better("val/loss")
+
+
+def test_a_run_with_evaluations_killed_and_resumed_repeats_the_uninterrupted_one_exactly(tmp_path):
+    """The evaluation draws from the generator (as creating the test loader's iterator does) and the step too: the
+    checkpoint of an evaluated iteration must hold the states after that evaluation."""
+
+    def run(folder, kill_at=None, resume=False):
+        model, optimizer, scheduler, checkpointer = _setup(folder, 10)
+        arguments = resume_arguments(checkpointer.resume()[1]) if resume else {"iteration": 0}
+
+        def noisy_step(images, targets, iteration):
+            if iteration == kill_at:
+                raise KeyboardInterrupt("power cut")
+            loss_dict = model(images, targets)
+            optimizer.zero_grad()
+            (sum(loss_dict.values()) * (1 + torch.rand(()))).backward()
+            optimizer.step()
+            return loss_dict
+
+        def drawing_evaluation(iteration):
+            return {"val/segm/AP": float(torch.rand(()))}
+
+        torch.manual_seed(0)
+        do_train(model, _FakeLoader(10, arguments["iteration"]), optimizer, scheduler, checkpointer,
+                 torch.device("cpu"), 3, arguments, train_step=noisy_step, test_period=3, test_fn=drawing_evaluation,
+                 best_checkpoint_metric="segm/AP")
+        return model
+
+    reference = run(tmp_path / "reference")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", kill_at=8)
+    resumed = run(tmp_path / "killed", resume=True)  # from model_0000006.pth, evaluated at 6 before it was saved
+    assert torch.equal(reference.linear.weight, resumed.linear.weight)
+    assert torch.load(str(tmp_path / "reference" / "model_best.pth"), weights_only=True)["best_checkpoint"] == \
+        torch.load(str(tmp_path / "killed" / "model_best.pth"), weights_only=True)["best_checkpoint"]
