@@ -82,6 +82,7 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # data loading worker processes (0 = load in the main process)
 _C.DATALOADER.SIZE_DIVISIBILITY = 0  # pad batched images so H and W are multiples of this, px (FPN: 32; 0 = off)
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True  # True: a batch holds only portrait or only landscape images
+_C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # (added) drop training images without annotations; False: negatives
 
 # ---------------------------------------------------------------------------- #
 # Backbone
@@ -347,6 +348,8 @@ _C.SOLVER.CHECKPOINT_PERIOD = 2500  # save a checkpoint every this many iteratio
 _C.SOLVER.CHECKPOINT_KEEP = 0  # (added) keep only the newest N periodic model_<iter>.pth (0 = keep all)
 _C.SOLVER.IMS_PER_BATCH = 16  # images per training batch, summed over all processes
 _C.SOLVER.TEST_PERIOD = 0  # (added) evaluate on DATASETS.TEST every this many iterations (0 = only at the end)
+_C.SOLVER.BEST_CHECKPOINT_METRIC = ""  # (added) e.g. "segm/AP": keep model_best.pth of the TEST_PERIOD evaluations
+_C.SOLVER.EARLY_STOP_PATIENCE = 0  # (added) stop after this many evaluations without a better best metric (0 = off)
 _C.SOLVER.SEED = 0  # (added) seed of torch / numpy / random (-1 = draw a random seed)
 _C.SOLVER.SKIP_NONFINITE_STEPS = 0  # (added) NaN/inf-loss steps that may be skipped per run; 0 = stop at the first
 

@@ -74,15 +74,18 @@ def resolve_dataset(name, catalog, custom_specs=()):
     return entry
 
 
-def build_dataset(dataset_list, transforms, catalog, is_train=True, custom_specs=()):
+def build_dataset(dataset_list, transforms, catalog, is_train=True, custom_specs=(), filter_empty=True):
     """Instantiate each named dataset; for training, concatenate them into one.
 
     Args:
         dataset_list (sequence[str]): names from DATASETS.TRAIN / TEST.
         transforms (callable): joint image/target transforms.
         catalog: class with get(name) -> {"factory": class name in data.datasets, "args": kwargs}.
-        is_train (bool): training drops images without usable annotations and returns one (concatenated) dataset.
+        is_train (bool): training returns one (concatenated) dataset and, with ``filter_empty``, drops images
+            without usable annotations.
         custom_specs (sequence[str]): DATASETS.CUSTOM entries "NAME:ANN_FILE:IMG_DIR".
+        filter_empty (bool): DATALOADER.FILTER_EMPTY_ANNOTATIONS; False keeps training images without
+            annotations (negatives: every anchor and proposal of theirs is background).
     Returns:
         list of datasets (length 1 when is_train).
     """
@@ -95,8 +98,12 @@ def build_dataset(dataset_list, transforms, catalog, is_train=True, custom_specs
         entry = resolve_dataset(name, catalog, custom_specs)
         factory = getattr(D, entry["factory"])
         args = copy.deepcopy(entry["args"])
-        if issubclass(factory, D.COCODataset):  # COCO, Cityscapes, ...: train only on images with instances
-            args["remove_images_without_annotations"] = is_train
+        if issubclass(factory, D.COCODataset):  # COCO, Cityscapes, ...: by default train only on images with instances
+            args["remove_images_without_annotations"] = is_train and filter_empty
+        elif is_train and not filter_empty:
+            raise ValueError("DATALOADER.FILTER_EMPTY_ANNOTATIONS False keeps images without annotations of "
+                             "COCO-format datasets; training set '{}' is a {}, which has no such option. Set it True "
+                             "or train on a COCO-format file (DATASETS.CUSTOM)".format(name, entry["factory"]))
         args["transforms"] = transforms
         dataset = factory(**args)
         if is_train and len(dataset) == 0:
@@ -222,7 +229,8 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     catalog = load_catalog(cfg.PATHS_CATALOG)
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
     transforms = build_transforms(cfg, is_train)
-    datasets = build_dataset(dataset_list, transforms, catalog, is_train, cfg.DATASETS.CUSTOM)
+    datasets = build_dataset(dataset_list, transforms, catalog, is_train, cfg.DATASETS.CUSTOM,
+                             cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
     if is_train:
         _check_targets_match_heads(cfg, datasets[0])
         if not cfg.MODEL.RPN_ONLY:

@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from maskrcnn_benchmark.engine.best_checkpoint import BestCheckpoint
 from maskrcnn_benchmark.engine.mixed_precision import backward_and_step
 from maskrcnn_benchmark.modeling.utils import NonFiniteTensorError
 from maskrcnn_benchmark.utils.comm import (
@@ -169,20 +170,43 @@ class _ScalarWriters:
             self.tensorboard.close()
 
 
-def write_evaluation_metrics(output_dir, iteration, metrics):
+def write_evaluation_metrics(output_dir, iteration, metrics, best=None):
     """Append ``{"iteration", "eval": metrics}`` to output_dir/metrics.json and eval/<name> TensorBoard scalars
     (main process only), e.g. for the evaluation that follows training.
 
     Arguments:
         output_dir (str), iteration (int), metrics (dict name -> float).
+        best (dict or None): BestCheckpoint.update's verdict on this evaluation, added to the record as "best".
     """
     if not metrics:
         return
     writers = _ScalarWriters(output_dir)
     try:
-        writers.write({"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}})
+        record = {"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}}
+        if best is not None:
+            record["best"] = best
+        writers.write(record)
     finally:
         writers.close()
+
+
+# What a resumed run continues from: the loop's position, its skip count, the thread count it ran with, every
+# process's generator states and the best evaluation so far. Everything else in a checkpoint is either restored
+# by the Checkpointer (weights, optimizers, schedulers, scalers) or rewritten by this run (categories).
+RESUMED_ENTRIES = ("iteration", "skipped_nonfinite_steps", "num_threads", "rng_states", "best_checkpoint")
+
+
+def resume_arguments(checkpoint_data):
+    """The ``arguments`` for :func:`do_train` of a resumed run, from what ``Checkpointer.resume`` left over.
+
+    Args:
+        checkpoint_data (dict): the checkpoint's remaining entries.
+    Returns:
+        dict with "iteration" (0 when absent) and those of RESUMED_ENTRIES the checkpoint has.
+    """
+    arguments = {key: checkpoint_data[key] for key in RESUMED_ENTRIES if key in checkpoint_data}
+    arguments.setdefault("iteration", 0)
+    return arguments
 
 
 def gather_rng_states():
@@ -310,9 +334,13 @@ class TrainingMetrics(object):
             "skipped_nonfinite_steps": skipped_steps,
         })
 
-    def write_evaluation(self, iteration, metrics):
+    def write_evaluation(self, iteration, metrics, best=None):
+        """One metrics.json line {"iteration", "eval": metrics} (plus "best": BestCheckpoint.update's verdict)."""
         if metrics:
-            self.writers.write({"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}})
+            record = {"iteration": iteration, "eval": {k: float(v) for k, v in metrics.items()}}
+            if best is not None:
+                record["best"] = best
+            self.writers.write(record)
 
     def close(self):
         self.writers.close()
@@ -330,9 +358,9 @@ class PeriodicCheckpoint(object):
         self.checkpointer, self.period, self.keep, self.max_iter = checkpointer, period, keep, max_iter
         self.arguments = arguments
 
-    def save(self, name):
+    def save(self, name, tag_last=True):
         # every process takes part in gathering the generator states; only the checkpointer's writes to disk
-        self.checkpointer.save(name, rng_states=gather_rng_states(), **self.arguments)
+        self.checkpointer.save(name, tag_last=tag_last, rng_states=gather_rng_states(), **self.arguments)
 
     def after_iteration(self, iteration):
         if self.period > 0 and iteration % self.period == 0:
@@ -342,21 +370,25 @@ class PeriodicCheckpoint(object):
 
 class PeriodicEvaluation(object):
     """``test_fn(iteration)`` every ``period`` iterations before the last (the final test is the caller's); its
-    metrics go to ``metrics``; the model is put back in train mode after."""
+    metrics go to ``metrics`` and, with a ``best`` (BestCheckpoint), decide model_best.pth and early stopping;
+    the model is put back in train mode after."""
 
-    def __init__(self, test_fn, period, max_iter, model, metrics):
+    def __init__(self, test_fn, period, max_iter, model, metrics, best=None):
         self.test_fn, self.period, self.max_iter, self.model, self.metrics = test_fn, period, max_iter, model, metrics
+        self.best = best
 
     def after_iteration(self, iteration):
         if self.test_fn is None or self.period <= 0 or iteration % self.period != 0 or iteration == self.max_iter:
             return
-        self.metrics.write_evaluation(iteration, self.test_fn(iteration))
+        results = self.test_fn(iteration)
+        verdict = self.best.update(iteration, results or {}) if self.best is not None else None
+        self.metrics.write_evaluation(iteration, results, verdict)
         self.model.train()
 
 
 def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, checkpoint_period, arguments,
              train_step=None, test_period=0, test_fn=None, output_dir=None, log_period=LOG_PERIOD,
-             rng_states=None, skip_nonfinite_steps=0, checkpoint_keep=0):
+             skip_nonfinite_steps=0, checkpoint_keep=0, best_checkpoint_metric="", early_stop_patience=0):
     """Train until the data loader is exhausted (its length is the total iteration count, SOLVER.MAX_ITER).
 
     Every iteration: move the batch to ``device``, call ``train_step`` through the NonFiniteGuard, step the
@@ -372,10 +404,14 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             (<= 0: only model_final) and ``model_final`` at the end, with ``arguments`` and every process's
             generator states (``rng_states``) in the file.
         device: torch.device the batch is moved to.
-        arguments: dict saved in every checkpoint; ``arguments["iteration"]`` is the iteration to start from
+        arguments: dict saved in every checkpoint; a resumed run passes :func:`resume_arguments` of its
+            checkpoint, a new run ``{"iteration": 0}``. ``arguments["iteration"]`` is the iteration to start from
             and is kept up to date; ``arguments["skipped_nonfinite_steps"]`` counts skipped steps;
             ``arguments["num_threads"]`` (read on resume, see :func:`check_thread_count`) is set to this run's
-            torch.get_num_threads(), part of what makes a resumed run repeat an uninterrupted one.
+            torch.get_num_threads(), part of what makes a resumed run repeat an uninterrupted one;
+            ``arguments["rng_states"]`` (a resumed checkpoint's generator states) is taken out and restored after
+            the data loader's iterator exists (creating it draws from the generator), so the continuation is
+            exact.
         train_step: callable (images, targets, iteration) -> dict name -> 0-dim Tensor of values to log; it
             does the forward/backward/optimizer work and raises NonFiniteLossError before updating anything
             with a non-finite loss. Default: :func:`make_baseline_train_step`. The adversarial step
@@ -383,11 +419,12 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
         test_period, test_fn: ``test_fn(iteration)`` (returning None or dict metric name -> float, written to
             metrics.json and TensorBoard) every ``test_period`` iterations (SOLVER.TEST_PERIOD; 0 = never).
         output_dir: where metrics.json (and TensorBoard events) go; None disables them.
-        rng_states: the ``rng_states`` entry of the checkpoint being resumed (default: taken out of
-            ``arguments``); restored after the data loader's iterator exists (creating it draws from the
-            generator), so the continuation is exact.
         skip_nonfinite_steps: SOLVER.SKIP_NONFINITE_STEPS (see NonFiniteGuard).
         checkpoint_keep: SOLVER.CHECKPOINT_KEEP (see PeriodicCheckpoint).
+        best_checkpoint_metric, early_stop_patience: SOLVER.BEST_CHECKPOINT_METRIC and EARLY_STOP_PATIENCE
+            (see engine/best_checkpoint.py): model_best.pth from the evaluations of ``test_fn``; once
+            ``early_stop_patience`` evaluations in a row did not improve, model_final is written and training
+            stops before SOLVER.MAX_ITER (``arguments["iteration"]`` says where).
     Returns:
         the MetricLogger (TrainingMetrics.meters).
     Raises:
@@ -396,18 +433,27 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
     """
     logger = logging.getLogger("maskrcnn_benchmark.trainer")
     max_iter, start_iter = len(data_loader), arguments["iteration"]
-    periodic = [PeriodicCheckpoint(checkpointer, checkpoint_period, checkpoint_keep, max_iter, arguments)]
+    checkpoints = PeriodicCheckpoint(checkpointer, checkpoint_period, checkpoint_keep, max_iter, arguments)
+    best = (BestCheckpoint(checkpointer, best_checkpoint_metric, early_stop_patience, arguments,
+                           save=lambda name: checkpoints.save(name, tag_last=False), logger=logger)
+            if best_checkpoint_metric else None)
     guard = NonFiniteGuard(skip_nonfinite_steps, arguments, checkpointer, logger)
     logger.info("Start training")
+    # the saved states are restored, not saved back: every checkpoint gathers the current ones
+    rng_states = arguments.pop("rng_states", None)
     if start_iter > 0:
         check_thread_count(arguments.get("num_threads"), logger)
+        if rng_states is None:
+            logger.warning("The checkpoint holds no generator states: the resumed run will not repeat the "
+                           "random draws of an uninterrupted one")
     arguments["num_threads"] = torch.get_num_threads()
-    # arguments.update(checkpointer.load()) brings the saved states along: use them, don't save them back
-    saved_rng_states = arguments.pop("rng_states", None)
-    rng_states = saved_rng_states if rng_states is None else rng_states
     train_step = train_step or make_baseline_train_step(model, optimizer)
     metrics = TrainingMetrics(output_dir, max_iter, device, log_period, logger)
-    periodic.append(PeriodicEvaluation(test_fn, test_period, max_iter, model, metrics))
+    # Evaluation before the checkpoint of the same iteration: that checkpoint then holds what the evaluation
+    # decided (best value, evaluations without improvement) and the generator states after it (creating the test
+    # loader's iterator draws from them), so a run resumed from it repeats the uninterrupted one.
+    periodic = [PeriodicEvaluation(test_fn, test_period, max_iter, model, metrics, best), checkpoints]
+    stopped_early = best is not None and best.should_stop
 
     model.train()
     start_training_time = end = time.time()
@@ -415,6 +461,11 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
     if rng_states is not None:
         restore_rng_states(rng_states)
     try:
+        if stopped_early:
+            logger.info("This run stopped early at iteration %d (SOLVER.EARLY_STOP_PATIENCE): nothing to train; "
+                        "model_final is written from the checkpoint's state", start_iter)
+            checkpoints.save("model_final")
+            batches = ()
         for iteration, (images, targets, _) in enumerate(batches, start_iter + 1):
             data_time = time.time() - end
             arguments["iteration"] = iteration
@@ -426,9 +477,10 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
             end = time.time()
             for action in periodic:
                 action.after_iteration(iteration)
-            if iteration == max_iter:
-                periodic[0].save("model_final")
-        if start_iter >= max_iter:
+            if iteration == max_iter or (best is not None and best.should_stop):
+                checkpoints.save("model_final")
+                break
+        if start_iter >= max_iter and not stopped_early:
             # Resumed from a periodic checkpoint taken at the last iteration: the run was killed before it
             # wrote model_final (or before last_checkpoint named it). Write it now from the same state.
             if start_iter > max_iter:
@@ -436,12 +488,12 @@ def do_train(model, data_loader, optimizer, scheduler, checkpointer, device, che
                                "model_final is written from the checkpoint's state", start_iter, max_iter)
             else:
                 logger.info("Training had reached iteration %d of %d; writing model_final", start_iter, max_iter)
-            periodic[0].save("model_final")
+            checkpoints.save("model_final")
     finally:
         metrics.close()
 
     total_training_time = time.time() - start_training_time
     logger.info("Total training time: {} ({:.4f} s / it)".format(
         str(datetime.timedelta(seconds=int(total_training_time))),
-        total_training_time / max(max_iter - start_iter, 1)))
+        total_training_time / max(arguments["iteration"] - start_iter, 1)))
     return metrics.meters

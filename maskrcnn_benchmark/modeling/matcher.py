@@ -37,9 +37,12 @@ class Matcher(object):
         """
         if match_quality_matrix.numel() == 0:
             if match_quality_matrix.shape[0] == 0:
-                raise ValueError("Matcher: no ground-truth boxes available for one of the images during training; "
-                                 "remove images without annotations (DATALOADER / dataset option "
-                                 "remove_images_without_annotations)")
+                # Images without annotations (DATALOADER.FILTER_EMPTY_ANNOTATIONS False) never get here: the RPN,
+                # RetinaNet and box-head losses make all their anchors / proposals background before matching.
+                raise ValueError("Matcher: no ground-truth boxes for one of the images. A loss that matches must "
+                                 "treat an image without annotations as all background before calling the Matcher "
+                                 "(as modeling/rpn/loss.py prepare_targets does), or train with "
+                                 "DATALOADER.FILTER_EMPTY_ANNOTATIONS True")
             raise ValueError("Matcher: no proposal boxes available for one of the images during training")
 
         matched_vals, matches = match_quality_matrix.max(dim=0)

@@ -9,9 +9,19 @@ import zipfile
 
 import torch
 
+from maskrcnn_benchmark.utils.class_layers import (
+    class_specific_tensors,
+    match_checkpoint_categories,
+    transfer_class_tensors,
+)
 from maskrcnn_benchmark.utils.comm import unwrap_model
 from maskrcnn_benchmark.utils.io import atomic_write as _atomic_write  # the project's one temp-then-rename
-from maskrcnn_benchmark.utils.model_serialization import CheckpointMismatchError, load_state_dict
+from maskrcnn_benchmark.utils.model_serialization import (
+    CheckpointMismatchError,
+    load_state_dict,
+    matching_loaded_key,
+    strip_prefix_if_present,
+)
 from maskrcnn_benchmark.utils.model_zoo import cache_url
 from maskrcnn_benchmark.utils.torchvision_model_loading import (
     convert_torchvision_detection_state_dict,
@@ -157,13 +167,14 @@ class Checkpointer:
     def _bare_model(self):
         return unwrap_model(self.model)
 
-    def save(self, name, **kwargs):
+    def save(self, name, tag_last=True, **kwargs):
         """Write ``save_dir/name.pth`` holding every state dict plus ``kwargs`` (e.g. iteration=...).
 
         The file is written under a temporary name and renamed when complete; only then is
         ``last_checkpoint`` (itself written atomically) pointed at it, so a crash at any moment leaves a
         loadable previous checkpoint that ``last_checkpoint`` names. Stale temporary files of a killed run are
-        removed first.
+        removed first. ``tag_last`` False leaves ``last_checkpoint`` as it is (model_best.pth: a copy to keep,
+        not where a resumed run continues).
 
         Raises:
             FloatingPointError: the model or the discriminators hold NaN/inf (nothing is written).
@@ -199,7 +210,8 @@ class Checkpointer:
                 raise
             raise CheckpointSpaceError(errno.ENOSPC, _space_message(
                 save_file, needed, shutil.disk_usage(self.save_dir).free)) from e
-        self.tag_last_checkpoint(save_file)
+        if tag_last:
+            self.tag_last_checkpoint(save_file)
         return save_file
 
     def _estimated_size(self, data):
@@ -269,6 +281,99 @@ class Checkpointer:
         checkpoint.pop("optimizer", None)
         checkpoint.pop("scheduler", None)
         return checkpoint
+
+    def resume(self):
+        """Continue the run of save_dir: restore everything from the file ``last_checkpoint`` names.
+
+        The model must fit the file exactly (a resumed run is the same model); the optimizer, scheduler and the
+        ``extra`` objects (discriminators, their optimizer and scheduler, loss scalers) are restored too.
+
+        Returns:
+            (file, dict of the file's remaining entries: iteration, generator states, categories, ...).
+        Raises:
+            CheckpointMismatchError: the config describes another model than the run in save_dir; names the file
+                and says how to fine-tune from it instead.
+        """
+        f = self.get_checkpoint_file()
+        try:
+            return f, self.load(f, use_latest=False, strict=True)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(
+                "{}. OUTPUT_DIR '{}' holds a run of another model, and a run resumes from its own OUTPUT_DIR "
+                "(last_checkpoint) with the same config; to fine-tune from that checkpoint, choose a new "
+                "OUTPUT_DIR and set MODEL.WEIGHT to it".format(e, self.save_dir)) from None
+
+    def initialise(self, f, categories=None):
+        """Initialise a new run's weights from ``f`` (MODEL.WEIGHT): the model, and the nn.Modules among
+        ``extra`` (the GAN's discriminators) where the file has them; never the iteration, optimizer, scheduler,
+        loss scalers or generator states.
+
+        Tensors load where their (suffix-matched) name and shape fit; the rest keep their initial values and are
+        listed in the log. The class-specific layers (utils/class_layers.py) are decided by category name: when
+        every training category is among the checkpoint's recorded ``categories``, their rows are taken by name
+        (reordered or picked as needed); when one is missing they keep their initial values; when either side
+        records no names they load only where their shape fits (with a warning). One log line names the kept and
+        the re-initialised class layers and why.
+
+        Args:
+            f (str): any form :meth:`_load_file` reads; "" leaves everything at its initial values.
+            categories: the training set's categories, list of {"id", "name"} in label order, or None.
+        Returns:
+            dict: "file", "categories" (the checkpoint's, or None), "class_layers_kept" and
+            "class_layers_reinitialised" (dict model key -> why) ; {} when ``f`` is empty.
+        """
+        if not f:
+            return {}
+        checkpoint = self._load_file(f)
+        if "model" not in checkpoint:
+            raise KeyError("Checkpoint '{}' has no 'model' entry (found: {}); it is not a maskrcnn_benchmark "
+                           "checkpoint".format(f, sorted(checkpoint.keys())))
+        model = self._bare_model()
+        loaded = strip_prefix_if_present(checkpoint["model"], prefix="module.")
+        layouts = class_specific_tensors(model)
+        model_state = model.state_dict()
+        label_pairs, reason = match_checkpoint_categories(checkpoint.get("categories"), categories)
+        loaded_keys = list(loaded.keys())
+        kept, left = transfer_class_tensors(model_state, loaded, layouts, label_pairs,
+                                            lambda key: matching_loaded_key(key, loaded_keys))
+        load_state_dict(model, loaded, logger=self.logger, ignore=set(layouts))
+        if kept:
+            state = model.state_dict()
+            state.update(kept)
+            model.load_state_dict(state)
+        self._log_class_layers(f, kept, left, label_pairs, reason)
+        for key, obj in self.extra.items():
+            if not isinstance(obj, torch.nn.Module):
+                continue  # optimizers, schedulers, loss scalers: a new run starts its own
+            if isinstance(checkpoint.get(key), dict) and checkpoint[key]:
+                self.logger.info("Initialising %s from %s where the weights fit", key, f)
+                load_state_dict(obj, checkpoint[key], logger=self.logger)
+            else:
+                self.logger.info("%s has no '%s' weights: they start from their initialisation", f, key)
+        return {"file": f, "categories": checkpoint.get("categories"), "class_layers_kept": sorted(kept),
+                "class_layers_reinitialised": left}
+
+    def _log_class_layers(self, f, kept, left, label_pairs, reason):
+        if not kept and not left:
+            return
+        layers = sorted({key.rsplit(".", 1)[0] for key in list(kept) + list(left)})
+        kept_layers = sorted({key.rsplit(".", 1)[0] for key in kept} - {key.rsplit(".", 1)[0] for key in left})
+        left_layers = [layer for layer in layers if layer not in kept_layers]
+        why = "; ".join(sorted({"{} ({})".format(key.rsplit(".", 1)[0], why) for key, why in left.items()}))
+        if not kept and all(why == "not in the checkpoint" for why in left.values()):
+            # e.g. ImageNet backbone weights: nothing class-specific to decide
+            self.logger.info("%s has no class-specific layers: %s start from their initialisation", f,
+                             ", ".join(left_layers))
+        elif label_pairs is None and reason.startswith("unknown"):
+            self.logger.warning(
+                "Class-specific layers from %s: kept by shape only, unchecked, %s; re-initialised %s. %s, so the "
+                "rows may mean other classes: record them (a checkpoint written by tools/train_net.py does)",
+                f, kept_layers or "none", why or "none", reason[len("unknown: "):].capitalize())
+        elif label_pairs is None:
+            self.logger.warning("Class-specific layers re-initialised (%s): %s", ", ".join(left_layers), reason)
+        else:
+            self.logger.info("Class-specific layers kept (%s): %s%s", ", ".join(kept_layers) or "none", reason,
+                             "; re-initialised " + why if why else "")
 
     def has_checkpoint(self):
         """True when ``save_dir/last_checkpoint`` exists."""

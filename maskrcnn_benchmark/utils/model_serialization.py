@@ -10,7 +10,13 @@ def _suffix_matches(model_key, loaded_key):
     return model_key == loaded_key or model_key.endswith("." + loaded_key)
 
 
-def align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=None):
+def matching_loaded_key(model_key, loaded_keys):
+    """The loaded key that fills ``model_key``: the longest one that is a dotted suffix of it, or None."""
+    candidates = [k for k in loaded_keys if _suffix_matches(model_key, k)]
+    return max(candidates, key=len) if candidates else None
+
+
+def align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=None, ignore=()):
     """Copy into ``model_state_dict`` the loaded tensors whose key is a dotted suffix of a model key.
 
     A loaded checkpoint may name parameters with a shorter path than the model (e.g. a bare ResNet's
@@ -21,6 +27,8 @@ def align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=Non
     Args:
         model_state_dict: the model's ``state_dict()``, updated in place.
         loaded_state_dict: dict name -> Tensor from the checkpoint.
+        ignore: model keys left alone and not reported (the caller loads and reports them, e.g. the class-specific
+            layers, see utils/class_layers.py); the loaded keys that match them are not reported as unused.
     Returns:
         dict with lists "loaded" (model keys filled), "missing" (model keys left as they were),
         "mismatched" ((model key, loaded key, model shape, loaded shape) tuples) and "unused" (loaded keys
@@ -35,12 +43,14 @@ def align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=Non
     max_loaded_len = max([len(k) for k in loaded_keys], default=1)
     log_format = "{: <{}} loaded from {: <{}} of shape {}"
     for model_key in model_keys:
-        candidates = [k for k in loaded_keys if _suffix_matches(model_key, k)]
-        if not candidates:
+        loaded_key = matching_loaded_key(model_key, loaded_keys)
+        if loaded_key is not None:
+            used.add(loaded_key)
+        if model_key in ignore:
+            continue
+        if loaded_key is None:
             missing.append(model_key)
             continue
-        loaded_key = max(candidates, key=len)
-        used.add(loaded_key)
         source = loaded_state_dict[loaded_key]
         target = model_state_dict[model_key]
         if tuple(source.shape) != tuple(target.shape):
@@ -51,7 +61,8 @@ def align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=Non
         logger.debug(log_format.format(model_key, max_model_len, loaded_key, max_loaded_len, tuple(source.shape)))
     unused = [k for k in loaded_keys if k not in used]
 
-    logger.info("Loaded %d of %d model tensors from the checkpoint", len(loaded), len(model_keys))
+    logger.info("Loaded %d of %d model tensors from the checkpoint%s", len(loaded), len(model_keys) - len(ignore),
+                " (class-specific layers apart)" if ignore else "")
     if missing:
         logger.info("Not in the checkpoint (kept their initial values): %s", ", ".join(missing))
     if mismatched:
@@ -127,7 +138,7 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint whose tensors do not fit the model, where every tensor must (testing, prediction)."""
 
 
-def load_state_dict(model, loaded_state_dict, logger=None, strict=False):
+def load_state_dict(model, loaded_state_dict, logger=None, strict=False, ignore=()):
     """Load ``loaded_state_dict`` into ``model`` by suffix matching; returns the report of
     :func:`align_and_update_state_dicts`.
 
@@ -140,7 +151,7 @@ def load_state_dict(model, loaded_state_dict, logger=None, strict=False):
     model_state_dict = model.state_dict()
     loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
     loaded_state_dict = plain_weights_into_deformable_convs(model, loaded_state_dict, logger=logger)
-    report = align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=logger)
+    report = align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=logger, ignore=ignore)
     if strict and report["mismatched"]:
         model_key, loaded_key, model_shape, loaded_shape = report["mismatched"][0]
         raise CheckpointMismatchError(
