@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from maskrcnn_benchmark.utils.io import save_json
+from maskrcnn_benchmark.utils.tables import PER_CATEGORY_KEY
 
 from .boundary_eval import DEFAULT_DILATION_RATIO
 
@@ -561,6 +562,6 @@ def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types,
         summary = OrderedDict(results.results)
         summary["max_dets"] = int(max_dets)
         summary["coco_evaluator"] = coco_evaluator
-        summary["per_category_ap"] = results.per_category
+        summary[PER_CATEGORY_KEY] = results.per_category
         save_json(summary, os.path.join(output_folder, "coco_results.json"))
     return results, coco_results, coco_evals
