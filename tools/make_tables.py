@@ -34,8 +34,15 @@ from collections import OrderedDict
 
 from maskrcnn_benchmark.utils.io import save_json
 from maskrcnn_benchmark.utils.tables import (
-    PAPER_RESULTS, aggregate_seeds, format_comparison, load_results, make_ablation_table, make_per_category_table,
-    make_table, render_runs)
+    PAPER_RESULTS,
+    aggregate_seeds,
+    format_comparison,
+    load_results,
+    make_ablation_table,
+    make_per_category_table,
+    make_table,
+    render_runs,
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_CONFIGS = os.path.join(REPO_ROOT, "configs", "paper")
