@@ -241,3 +241,11 @@ def test_an_unknown_evaluator_is_refused_by_name(tmp_path):
         load_config(str(config_file))
     with pytest.raises(ValueError, match="TEST.COCO_EVALUATOR 'fast' is unknown"):
         evaluate(_Dataset(), _predictions(0), None, coco_evaluator="fast")
+
+
+def test_run_test_refuses_an_unknown_evaluator_before_any_inference(tiny_cfg):
+    from maskrcnn_benchmark.engine.inference import run_test
+
+    tiny_cfg.TEST.COCO_EVALUATOR = "pycocotool"  # set in Python: the config merge's check is bypassed
+    with pytest.raises(ValueError, match="TEST.COCO_EVALUATOR 'pycocotool' is unknown"):
+        run_test(tiny_cfg, model=None, distributed=False)  # no model needed: refused before it is used

@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Time COCO evaluation (bbox, segm, boundary) of our code against pycocotools' and faster-coco-eval's own API.
+
+    python tools/benchmark_eval.py [--images 100] [--width 640] [--height 480] [--detections 100] [--seed 0]
+
+Writes a seeded synthetic case (maskrcnn_benchmark/data/datasets/evaluation/coco/synthetic_case.py: ellipse
+objects, crowds, objects cut by the border, jittered and false detections) as gt.json, bbox.json and segm.json, then
+evaluates the same files, task by task, with
+  * ours:           evaluate_predictions_on_coco with TEST.COCO_EVALUATOR faster_coco_eval, plus per-category AP;
+  * pycocotools:    our code with TEST.COCO_EVALUATOR pycocotools (COCOeval, Boundary AP from boundary_eval.py);
+  * faster-coco-eval: its own COCO/loadRes/COCOeval_faster called directly (iouType "boundary" for Boundary AP).
+Each timing covers reading the results file and building the ground-truth index from the parsed JSON, evaluate,
+accumulate and summarize (the ground truth file is parsed once, outside, as a dataset holds it in memory). The
+contenders run one after the other for each task and each repeat; the fastest repeat counts. Prints seconds per
+1000 images, the ratios and the AP of each (which must agree). On a shared machine compare ratios, not seconds.
+"""
+import argparse
+import contextlib
+import copy
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+TASKS = ("bbox", "segm", "boundary")
+CONTENDERS = ("ours", "pycocotools", "faster-coco-eval")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--detections", type=int, default=100, help="mask detections per image")
+    parser.add_argument("--objects", type=int, default=7, help="ground-truth objects per image (COCO: 7.3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="timings per contender and task; the fastest counts")
+    parser.add_argument("--output-dir", default=None, help="where the case's JSON files go (default: a temp dir)")
+    return parser.parse_args(argv)
+
+
+def write_case(folder, args):
+    """Write gt.json, bbox.json and segm.json of the synthetic case; return their paths."""
+    from maskrcnn_benchmark.data.datasets.evaluation.coco.synthetic_case import synthetic_coco_case
+
+    gt, segm, bbox = synthetic_coco_case(num_images=args.images, width=args.width, height=args.height,
+                                         detections_per_image=args.detections, objects_per_image=args.objects,
+                                         num_categories=3, seed=args.seed)
+    paths = {}
+    for name, data in (("gt", gt), ("bbox", bbox), ("segm", segm)):
+        paths[name] = os.path.join(folder, name + ".json")
+        with open(paths[name], "w") as f:
+            json.dump(data, f)
+    return paths
+
+
+def run_ours(gt_dict, results_file, task, evaluator):
+    """Our evaluation path: the dataset's pycocotools COCO (built outside the timing), results read from the file."""
+    from maskrcnn_benchmark.data.datasets.coco import _coco_from_dict
+    from maskrcnn_benchmark.data.datasets.evaluation.coco.coco_eval import (
+        evaluate_predictions_on_coco,
+        per_category_ap,
+    )
+
+    coco_gt = _coco_from_dict(gt_dict)
+    start = time.perf_counter()
+    with open(results_file) as f:
+        results = json.load(f)
+    coco_eval = evaluate_predictions_on_coco(coco_gt, results, None, task, evaluator=evaluator)
+    per_category_ap(coco_eval)
+    return time.perf_counter() - start, float(coco_eval.stats[0])
+
+
+def run_faster_own(gt_dict, results_file, task):
+    """faster-coco-eval's README usage: COCO, loadRes on the file, COCOeval_faster(...).run()."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    start = time.perf_counter()
+    coco_gt = COCO(gt_dict)
+    coco_dt = coco_gt.loadRes(results_file)
+    coco_eval = COCOeval_faster(coco_gt, coco_dt, iouType=task, print_function=print)
+    coco_eval.run()
+    return time.perf_counter() - start, float(coco_eval.stats[0])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # Imported before any timing, so that no contender pays for the modules of all.
+    import cv2  # noqa: F401 (boundary bands)
+    import faster_coco_eval
+    import pycocotools
+    import pycocotools.cocoeval  # noqa: F401
+
+    import maskrcnn_benchmark.data.datasets.evaluation.coco.boundary_eval  # noqa: F401
+    import maskrcnn_benchmark.data.datasets.evaluation.coco.coco_eval  # noqa: F401
+
+    folder = args.output_dir or tempfile.mkdtemp(prefix="benchmark_eval_")
+    os.makedirs(folder, exist_ok=True)
+    start = time.perf_counter()
+    paths = write_case(folder, args)
+    print("case: {} images {}x{}, {} mask detections each, seed {} ({:.1f} s to make): {}".format(
+        args.images, args.width, args.height, args.detections, args.seed, time.perf_counter() - start, folder))
+    with open(paths["gt"]) as f:
+        gt_dict = json.load(f)
+
+    best = {(c, t): float("inf") for c in CONTENDERS for t in TASKS}
+    ap = {}
+    for _ in range(args.repeats):
+        for task in TASKS:
+            results_file = paths["bbox" if task == "bbox" else "segm"]
+            for contender in CONTENDERS:
+                gt_copy = copy.deepcopy(gt_dict)  # every evaluator annotates the GT dicts it is given
+                with contextlib.redirect_stdout(io.StringIO()):
+                    if contender == "faster-coco-eval":
+                        seconds, value = run_faster_own(gt_copy, results_file, task)
+                    else:
+                        evaluator = "faster_coco_eval" if contender == "ours" else "pycocotools"
+                        seconds, value = run_ours(gt_copy, results_file, task, evaluator)
+                best[contender, task] = min(best[contender, task], seconds)
+                ap[contender, task] = value
+
+    per_1000 = 1000.0 / args.images
+    print("\nfaster-coco-eval {}, pycocotools {}, Python {}, {} CPUs, OMP_NUM_THREADS={}".format(
+        faster_coco_eval.__version__, getattr(pycocotools, "__version__", "?"), platform.python_version(),
+        os.cpu_count(), os.environ.get("OMP_NUM_THREADS", "unset")))
+    header = "{:<18}".format("s / 1000 images") + "".join("{:>12}".format(t) for t in TASKS) + "{:>12}".format("total")
+    print(header)
+    print("-" * len(header))
+    totals = {}
+    for contender in CONTENDERS:
+        values = [best[contender, t] * per_1000 for t in TASKS]
+        totals[contender] = sum(values)
+        print("{:<18}".format(contender) + "".join("{:>12.1f}".format(v) for v in values + [totals[contender]]))
+    print("\nAP (must agree): " + "; ".join(
+        "{} {}".format(t, " / ".join("{:.4f}".format(ap[c, t]) for c in CONTENDERS)) for t in TASKS))
+    print("ratio ours / faster-coco-eval's own: " + ", ".join(
+        "{} {:.2f}".format(t, best["ours", t] / best["faster-coco-eval", t]) for t in TASKS) +
+        ", total {:.2f}".format(totals["ours"] / totals["faster-coco-eval"]))
+    print("ratio pycocotools / ours: " + ", ".join(
+        "{} {:.2f}".format(t, best["pycocotools", t] / best["ours", t]) for t in TASKS) +
+        ", total {:.2f}".format(totals["pycocotools"] / totals["ours"]))
+    disagree = [t for t in TASKS if max(ap[c, t] for c in CONTENDERS) - min(ap[c, t] for c in CONTENDERS) > 1e-4]
+    if disagree:
+        print("AP differs between evaluators for {}".format(disagree))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
