@@ -32,8 +32,8 @@ def synthetic_coco_case(num_images=10, width=160, height=120, detections_per_ima
     Every ground-truth object is an ellipse (RLE) of one of ``num_categories`` categories (the last category has
     no ground truth); about 1 in 12 is a crowd region. Image 1 has no ground truth and image 2 no detection
     (when there are at least 3 images). Each image gets ``detections_per_image`` ellipse detections (fewer when
-    it has few objects to perturb): jittered copies of its objects (some with a wrong category) and false
-    positives, with random scores.
+    one falls outside the image): jittered copies of its objects (7 in 10; 1 in 10 of those with a random category)
+    and false positives, with random scores.
 
     Returns:
         (gt, segm_results, bbox_results): ``gt`` a COCO instances dict (images, categories, annotations with
