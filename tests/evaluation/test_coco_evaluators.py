@@ -95,7 +95,7 @@ def _suite_case():
     return gt, segm, bbox
 
 
-@pytest.mark.parametrize("max_dets", [100, 150])
+@pytest.mark.parametrize("max_dets", [100, 150, 5])  # 5: maxDets [1, 5, 5]
 @pytest.mark.parametrize("iou_type", ["bbox", "segm", "boundary"])
 def test_both_evaluators_agree_on_the_suite_case(iou_type, max_dets):
     gt, segm, bbox = _suite_case()
