@@ -8,6 +8,10 @@
     # the phone ablations (Table 5, loss; Table 6, discriminator depth) from a set of runs (any may be left out):
     python tools/make_tables.py ablations --baseline B --gan G --adv-only A --disc3 D3 --disc4 D4
 
+    # the AP of each category (box, mask, Boundary AP) of one or more runs side by side; `table` appends the same
+    # section for its two runs with --per-category:
+    python tools/make_tables.py categories output/run1 output/run2 [--labels base gan]
+
     # every table of the paper (Tables 1-6) from the runs of configs/paper/, found at each config's OUTPUT_DIR
     # (or under --runs-root/<dataset>/<config name>); runs not made yet print n/a next to the paper's rows, and
     # further variants of configs/paper/ (authors' variant, ablations of the abstract's claims) get our rows:
@@ -30,8 +34,15 @@ from collections import OrderedDict
 
 from maskrcnn_benchmark.utils.io import save_json
 from maskrcnn_benchmark.utils.tables import (
-    PAPER_RESULTS, aggregate_seeds, format_comparison, load_results, make_ablation_table, make_table,
-    render_runs)
+    PAPER_RESULTS,
+    aggregate_seeds,
+    format_comparison,
+    load_results,
+    make_ablation_table,
+    make_per_category_table,
+    make_table,
+    render_runs,
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_CONFIGS = os.path.join(REPO_ROOT, "configs", "paper")
@@ -57,7 +68,14 @@ def parse_args(argv=None):
                        help="JSON replacing the built-in reference rows: one entry shaped like PAPER_RESULTS' "
                             "({'baseline': {'bbox': {'AP': ..}, 'segm': ..}, 'gan': ..., 'source': ...}, fractions "
                             "in [0, 1], null = n/a), or a file with 'tables': {dataset: entry}")
+    table.add_argument("--per-category", action="store_true",
+                       help="append the AP of each category of both runs (box, mask, Boundary AP)")
     table.add_argument("--format", choices=("text", "markdown", "both"), default="both")
+
+    categories = sub.add_parser("categories", help="the AP of each category of one or more runs")
+    categories.add_argument("runs", nargs="+", help="OUTPUT_DIRs, inference/<dataset>/ folders or coco_results.json")
+    categories.add_argument("--labels", nargs="+", default=None, help="column names (default: the paths)")
+    categories.add_argument("--format", choices=("text", "markdown", "both"), default="both")
 
     ablations = sub.add_parser("ablations", help="the phone ablations (Tables 5 and 6) from a set of runs")
     for option, config in (("baseline", "phone"), ("gan", "phone_gan"), ("adv_only", "phone_gan_adv_only"),
@@ -246,7 +264,22 @@ def main(argv=None):
         if args.paper_json:
             paper = load_paper_json(args.paper_json, args.dataset)
         baseline, gan = load_results(args.baseline), load_results(args.gan)
-        _print(lambda md: make_table(args.dataset, baseline, gan, paper=paper, markdown=md), args.format)
+
+        def render(md):
+            text = make_table(args.dataset, baseline, gan, paper=paper, markdown=md)
+            if args.per_category:
+                runs = OrderedDict([("Mask R-CNN", baseline), ("GAN", gan)])
+                text += "\n\n" + make_per_category_table(runs, markdown=md)
+            return text
+
+        _print(render, args.format)
+        return 0
+    if args.command == "categories":
+        labels = args.labels or args.runs
+        if len(labels) != len(args.runs):
+            raise SystemExit("--labels gives {} names for {} runs".format(len(labels), len(args.runs)))
+        runs = OrderedDict((label, load_results(path)) for label, path in zip(labels, args.runs))
+        _print(lambda md: make_per_category_table(runs, markdown=md), args.format)
         return 0
     summary = compare(args.config, args.gan_config, args.seeds, args.iters, args.output_dir, args.opts)
     title = "{} vs {} ({} iterations, seeds {})".format(

@@ -9,7 +9,9 @@ A checkpoint whose tensors do not all fit the model is refused (naming the first
 checkpoint records its training categories and the test set's differ, detections are scored by category name.
 Writes predictions.pth, bbox.json/segm.json and coco_results.json under OUTPUT_DIR/inference/<dataset>/.
 With MODEL.MASK_ON, Boundary AP (task "boundary", scored on segm.json) is reported next to mask AP unless
-TEST.BOUNDARY_AP is False.
+TEST.BOUNDARY_AP is False. The log and coco_results.json ("per_category_ap") also give the AP of each category.
+COCO AP is computed by faster-coco-eval; TEST.COCO_EVALUATOR pycocotools gives the same numbers with the official
+COCO API (slower).
 """
 from maskrcnn_benchmark.engine.defaults import default_argument_parser, default_setup, stalled_processes_reported
 from maskrcnn_benchmark.engine.inference import run_test

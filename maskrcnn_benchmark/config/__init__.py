@@ -56,6 +56,11 @@ UNIMPLEMENTED_KEYS = {
 }
 
 
+# Keys that take one of a few names: key -> the names (the first is the default). Any other value is refused as the
+# file or option is read, not when the code that uses it runs hours later.
+CHOICE_KEYS = {"TEST.COCO_EVALUATOR": ("faster_coco_eval", "pycocotools")}
+
+
 class UnknownConfigKeyError(KeyError):
     """A YAML file or an option names a key that is not in config/defaults.py."""
 
@@ -107,6 +112,16 @@ def _check_implemented(full_key, value, source):
         raise UnimplementedConfigKeyError(
             "Config key '{}' = {!r} in {} is not implemented by this package, so it would be ignored: {}. "
             "(Its default {!r} is accepted.)".format(full_key, value, source, UNIMPLEMENTED_KEYS[full_key], default))
+
+
+def _check_choice(full_key, value, source):
+    """Refuse a value of a CHOICE_KEYS key that is not one of its names, naming the key, source and closest name."""
+    choices = CHOICE_KEYS.get(full_key)
+    if choices is None or value in choices:
+        return
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+    raise ValueError("Config key '{}' = {!r} in {} is not one of {}{}".format(
+        full_key, value, source, choices, "; did you mean '{}'?".format(close[0]) if close else ""))
 
 
 def check_implemented_keys(config, source="the config"):
@@ -208,6 +223,7 @@ def _check_tree(loaded, defaults, source, root, prefix=""):
         else:
             loaded[name] = _coerce(value, default, full_key, source)
             _check_implemented(full_key, loaded[name], source)
+            _check_choice(full_key, loaded[name], source)
 
 
 def _get(node, full_key):
@@ -277,6 +293,7 @@ class CheckedCfgNode(CfgNode):
             value = _coerce(self._decode_cfg_value(raw), default, full_key,
                             "{} (item {} of the KEY VALUE list)".format(source, 2 * pair + 2))
             _check_implemented(full_key, value, source)
+            _check_choice(full_key, value, source)
             coerced.append((full_key, value))
         super().merge_from_list(for_yacs)
         # Set directly: yacs would decode an already decoded string again ("'2024'" -> "2024" -> 2024).

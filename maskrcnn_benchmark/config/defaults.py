@@ -366,6 +366,9 @@ _C.TEST.COCO_MAX_DETS = 100
 # (added) with MASK_ON, also report Boundary AP (Cheng et al. 2021; band 2% of the image diagonal) next to mask
 # AP; on by default since boundary quality is what the adversarial mask head targets; ~1-2 ms per mask on a CPU
 _C.TEST.BOUNDARY_AP = True
+# (added) library that computes COCO AP (bbox, segm, boundary, keypoints): "faster_coco_eval" (same numbers, faster)
+# or "pycocotools" (the official API, with our Boundary IoU code); any other value is refused
+_C.TEST.COCO_EVALUATOR = "faster_coco_eval"
 # (added) GlaS datasets: detections with at least this score make the label map that the challenge's F1, object
 # Dice and object Hausdorff are computed on (the challenge scores one segmentation, not a ranked list)
 _C.TEST.GLAS_SCORE_THRESHOLD = 0.5

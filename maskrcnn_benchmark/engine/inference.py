@@ -167,7 +167,7 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
         label_map: dict model label -> test-set label (:func:`test_set_label_map`): detections are relabelled
             into the test set's categories (those of unmapped labels dropped) before they are saved and scored;
             None keeps the model's labels.
-        eval_kwargs: passed on to :func:`evaluate` (e.g. max_dets for COCO).
+        eval_kwargs: passed on to :func:`evaluate` (e.g. max_dets and coco_evaluator for COCO).
     Returns:
         the evaluator's result on rank 0 (e.g. (COCOResults, coco_results, eval objects)), None elsewhere.
     """
@@ -239,7 +239,9 @@ def run_test(cfg, model, distributed, output_subdir=None, model_categories=None)
         list of the evaluator's results (None entries on non-main processes).
     """
     from maskrcnn_benchmark.data import make_data_loader
+    from maskrcnn_benchmark.data.datasets.evaluation.coco.coco_eval import check_coco_evaluator
 
+    check_coco_evaluator(cfg.TEST.COCO_EVALUATOR)  # before any inference is spent on the test sets
     model = unwrap_model(model)
     iou_types = ("bbox",)
     if cfg.MODEL.MASK_ON:
@@ -271,6 +273,7 @@ def run_test(cfg, model, distributed, output_subdir=None, model_categories=None)
             expected_results_sigma_tol=cfg.TEST.EXPECTED_RESULTS_SIGMA_TOL,
             output_folder=output_folder,
             max_dets=coco_max_dets(cfg),
+            coco_evaluator=cfg.TEST.COCO_EVALUATOR,
             glas_score_threshold=cfg.TEST.GLAS_SCORE_THRESHOLD,
             label_map=label_map,
         ))

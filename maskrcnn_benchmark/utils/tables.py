@@ -3,7 +3,8 @@
 Inputs are the files the evaluation writes under OUTPUT_DIR/inference/<dataset>/:
   * coco_results.json: {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "segm": {...}, "max_dets": N}
     (fractions in [0, 1], COCOeval's summary; see data/datasets/evaluation/coco/coco_eval.py), plus "boundary"
-    (Boundary AP, same metrics) when TEST.BOUNDARY_AP is on and "glas" {"F1", "ObjDice", "ObjHausdorff"} on GlaS;
+    (Boundary AP, same metrics) when TEST.BOUNDARY_AP is on, "glas" {"F1", "ObjDice", "ObjHausdorff"} on GlaS and
+    "per_category_ap" {task: {category name: AP, -1 without ground truth}};
   * cityscapes_results.json (Cityscapes only): {"AP", "AP50", "classes": {name: {"AP", "AP50"}}} from
     cityscapesscripts' instance-level evaluation (None for a class without ground truth).
 Tables print percentages with one decimal, as the paper does.
@@ -24,6 +25,9 @@ IOU_TYPES = (("bbox", "A. bbox"), ("segm", "B. segm"))
 # names (the one definition: this module stays importable without torch).
 GLAS_TASK = "glas"  # key of the GlaS numbers in COCOResults.results and coco_results.json
 GLAS_METRICS = ("F1", "ObjDice", "ObjHausdorff")  # keys of glas_eval.aggregate_glas_metrics' result
+# Key of the per-category AP in coco_results.json ({task: {category name: AP}}), written by the COCO evaluation.
+PER_CATEGORY_KEY = "per_category_ap"
+PER_CATEGORY_TASKS = (("bbox", "box AP"), ("segm", "mask AP"), ("boundary", "Boundary AP"))
 # The 10 Cityscapes instance classes (cityscapesscripts' hasInstances labels, label-id order).
 CITYSCAPES_CLASSES = ("person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle",
                       "bicycle")
@@ -163,7 +167,8 @@ def load_results(path):
     """Read one run's evaluation output.
 
     Returns:
-        {"bbox": {metric: fraction}, "segm": {...}, optionally "cityscapes": {"AP", "AP50", "classes"}} and
+        {"bbox": {metric: fraction}, "segm": {...}, optionally "boundary", "glas", "per_category_ap"
+        ({task: {category name: fraction, -1 = no ground truth}}) and "cityscapes": {"AP", "AP50", "classes"}} and
         "path": the folder read.
     """
     folder = find_results_dir(path)
@@ -180,7 +185,8 @@ def load_results(path):
     for iou_type, _ in IOU_TYPES:
         if iou_type in coco:
             results[iou_type] = {m: coco[iou_type].get(m) for m in COCO_METRICS}
-    for extra in ("boundary", GLAS_TASK):  # Boundary AP (TEST.BOUNDARY_AP) and the GlaS challenge metrics
+    # Boundary AP (TEST.BOUNDARY_AP), the GlaS challenge metrics and the AP of each category (older files: none)
+    for extra in ("boundary", GLAS_TASK, PER_CATEGORY_KEY):
         if isinstance(coco.get(extra), dict):
             results[extra] = dict(coco[extra])
     cs_file = os.path.join(folder, "cityscapes_results.json")
@@ -368,6 +374,36 @@ def render_runs(title, runs, markdown=False):
     notes = ["{}: {}".format(label, (run or {}).get("path", "not run")) for label, run in runs.items()]
     return _render(title + " (AP in %)", ["run"] + [name for _, name in columns], rows, markdown) + "\n\n" + \
         "\n".join(("- " if markdown else "  ") + n for n in notes)
+
+
+def make_per_category_table(runs, markdown=False):
+    """The AP of each category (in %), one block per task (box, mask, Boundary AP): a row per category, a column per
+    run.
+
+    Args:
+        runs: {label: load_results() dict or None (not run)}. Categories are listed in the order of the first run
+            that has them; a category without ground truth (AP -1) or not in a run prints n/a.
+    Returns:
+        the blocks as text or Markdown; a note when no run has per-category AP (coco_results.json written before
+        it existed: evaluate again with tools/test_net.py).
+    """
+    runs = OrderedDict((label, run or {}) for label, run in runs.items())
+    blocks = []
+    for task, name in PER_CATEGORY_TASKS:
+        tables = [(run.get(PER_CATEGORY_KEY) or {}).get(task) or {} for run in runs.values()]
+        categories = []
+        for table in tables:
+            categories += [c for c in table if c not in categories]
+        if not categories:
+            continue
+        rows = [(category, [_pct(table.get(category)) for table in tables], False) for category in categories]
+        blocks.append(_render("Per-category {} (AP in %; n/a: no ground truth)".format(name),
+                              ["category"] + list(runs), rows, markdown))
+    notes = ["{}: {}".format(label, run.get("path", "not run")) for label, run in runs.items()]
+    if not blocks:
+        blocks.append("No per-category AP in these runs' coco_results.json (written before it was added): evaluate "
+                      "them again with tools/test_net.py")
+    return "\n\n".join(blocks) + "\n\n" + "\n".join(("- " if markdown else "  ") + n for n in notes)
 
 
 # ---------------------------------------------------------------------------------------------- seed comparison

@@ -299,3 +299,37 @@ def test_paper_command_finds_the_runs_of_configs_paper_and_lists_the_rest(tmp_pa
         assert title in out
     table6 = out.split("discriminator depth (Table 6")[1]
     assert _row(table6, "4 conv layers (ours)") == ["54.0", "53.0"]
+
+
+def _with_per_category(folder, per_category):
+    """Add per_category_ap ({task: {category: AP}}) to the coco_results.json of a write_run() folder."""
+    path = os.path.join(tables.find_results_dir(folder), "coco_results.json")
+    with open(path) as f:
+        data = json.load(f)
+    data["per_category_ap"] = per_category
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return folder
+
+
+def test_per_category_table_lists_every_category_of_every_run(tmp_path, capsys):
+    base = _with_per_category(write_run(str(tmp_path / "base"), 0.3, 0.25), {
+        "bbox": {"nucleus": 0.5, "gland": 0.1, "unseen": -1.0}, "segm": {"nucleus": 0.45, "gland": 0.05}})
+    gan = _with_per_category(write_run(str(tmp_path / "gan"), 0.3, 0.25), {
+        "bbox": {"nucleus": 0.55, "gland": 0.2}, "segm": {"nucleus": 0.5, "gland": 0.1}})
+    assert _tool().main(["categories", base, gan, "--labels", "base", "gan", "--format", "text"]) == 0
+    text = capsys.readouterr().out
+    box_block, mask_block = text.split("Per-category mask AP")
+    assert "Per-category box AP" in box_block and "Boundary AP" not in text  # no run has boundary per category
+    assert _row(box_block, "nucleus") == ["50.0", "55.0"]
+    assert _row(box_block, "unseen") == ["n/a", "n/a"]  # no ground truth in base, not in gan
+    assert _row(mask_block, "gland") == ["5.0", "10.0"]
+
+    assert _tool().main(["table", "--dataset", "synthetic", "--baseline", base, "--gan", gan, "--per-category",
+                         "--format", "markdown"]) == 0
+    assert "| nucleus | 45.0 | 50.0 |" in capsys.readouterr().out
+
+
+def test_per_category_table_says_when_runs_predate_it(tmp_path):
+    old = tables.load_results(write_run(str(tmp_path / "old"), 0.3, 0.25))
+    assert "evaluate them again with tools/test_net.py" in tables.make_per_category_table({"old": old})

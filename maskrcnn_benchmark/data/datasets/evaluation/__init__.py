@@ -6,10 +6,11 @@ def make_evaluation_entry_point(do_evaluation, name, doc):
     ``do_<name>_evaluation(dataset, predictions, box_only, output_folder, ...)``: the public argument order and
     defaults that user code calls positionally, in one place for every dataset type."""
     def entry_point(dataset, predictions, output_folder, box_only=False, iou_types=("bbox",), expected_results=(),
-                    expected_results_sigma_tol=4, max_dets=100):
+                    expected_results_sigma_tol=4, max_dets=100, coco_evaluator="faster_coco_eval"):
         return do_evaluation(dataset=dataset, predictions=predictions, box_only=box_only,
                              output_folder=output_folder, iou_types=iou_types, expected_results=expected_results,
-                             expected_results_sigma_tol=expected_results_sigma_tol, max_dets=max_dets)
+                             expected_results_sigma_tol=expected_results_sigma_tol, max_dets=max_dets,
+                             coco_evaluator=coco_evaluator)
 
     entry_point.__name__ = entry_point.__qualname__ = name
     entry_point.__doc__ = doc
@@ -22,12 +23,14 @@ def evaluate(dataset, predictions, output_folder, glas_score_threshold=0.5, **kw
     Args:
         dataset: the test dataset. A CityscapesDataset gets COCO AP plus cityscapesscripts' instance-level AP.
             COCO-style datasets (COCODataset and subclasses, or anything with a
-            pycocotools ``.coco`` and the id maps) are evaluated with pycocotools.
+            pycocotools ``.coco`` and the id maps) get COCO AP from faster-coco-eval or pycocotools
+            (``coco_evaluator``), GlaS datasets the challenge's metrics too.
         predictions: list[BoxList], one per dataset index, in the original image sizes.
         output_folder: where result files go (None: nothing written).
         glas_score_threshold: on a GlaS dataset, the score a detection needs to enter the segmentation that F1,
             object Dice and object Hausdorff are computed on (TEST.GLAS_SCORE_THRESHOLD); unused elsewhere.
-        kwargs: evaluator options (box_only, iou_types, expected_results, expected_results_sigma_tol, max_dets).
+        kwargs: evaluator options (box_only, iou_types, expected_results, expected_results_sigma_tol, max_dets,
+            coco_evaluator: "faster_coco_eval" or "pycocotools", TEST.COCO_EVALUATOR).
     Returns:
         the evaluator's result.
     """

@@ -190,8 +190,8 @@ def format_instance_level(summary):
 
 
 def do_cityscapes_evaluation(dataset, predictions, box_only, output_folder, iou_types, expected_results,
-                             expected_results_sigma_tol, max_dets=100):
-    """COCO-style evaluation, then (with "segm") cityscapesscripts' instance-level AP.
+                             expected_results_sigma_tol, max_dets=100, coco_evaluator="faster_coco_eval"):
+    """COCO-style evaluation (with ``coco_evaluator``), then (with "segm") cityscapesscripts' instance-level AP.
 
     Writes ``cityscapes_results.json`` ({"AP", "AP50", "classes": {...}}, fractions) to `output_folder` next to
     the COCO files. The Cityscapes AP and AP50 are also added to the returned COCOResults as task "cityscapes",
@@ -207,7 +207,7 @@ def do_cityscapes_evaluation(dataset, predictions, box_only, output_folder, iou_
     results, coco_results, coco_evals = do_coco_evaluation(
         dataset=dataset, predictions=predictions, box_only=box_only, output_folder=output_folder,
         iou_types=iou_types, expected_results=coco_expected, expected_results_sigma_tol=expected_results_sigma_tol,
-        max_dets=max_dets)
+        max_dets=max_dets, coco_evaluator=coco_evaluator)
     if box_only or "segm" not in iou_types:
         return results, coco_results, coco_evals
     logger = logging.getLogger("maskrcnn_benchmark.inference")

@@ -4,4 +4,5 @@ from maskrcnn_benchmark.data.datasets.evaluation import make_evaluation_entry_po
 from .coco_eval import do_coco_evaluation
 
 coco_evaluation = make_evaluation_entry_point(
-    do_coco_evaluation, "coco_evaluation", "Evaluate with pycocotools; see :func:`coco_eval.do_coco_evaluation`.")
+    do_coco_evaluation, "coco_evaluation",
+    "COCO AP with faster-coco-eval or pycocotools; see :func:`coco_eval.do_coco_evaluation`.")

@@ -10,6 +10,10 @@ As in the authors' COCO API, the IoU that enters matching is min(Mask IoU, Bound
 (Boundary IoU alone ignores interior errors of large objects, e.g. a ring predicted for a disc) and Mask IoU for
 crowd regions. Everything else (matching, area ranges, maxDets, accumulate, summarize) is pycocotools' COCOeval
 "segm" evaluation unchanged: :class:`BoundaryCOCOeval` only swaps the IoU matrix.
+
+This is the Boundary AP of TEST.COCO_EVALUATOR "pycocotools", which has no Boundary IoU of its own; the default
+evaluator, faster-coco-eval, computes the same band in C++ (iouType "boundary", see coco_eval.py), and the tests
+check that both give the same AP.
 """
 import math
 

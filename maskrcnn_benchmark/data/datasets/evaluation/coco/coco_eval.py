@@ -1,12 +1,20 @@
-"""COCO-style evaluation of Mask R-CNN predictions with pycocotools.
+"""COCO-style evaluation of Mask R-CNN predictions with faster-coco-eval (default) or pycocotools.
 
 Predictions (list[BoxList], one per dataset index, in original image sizes) are converted to the COCO
 results format (bbox in xywh, segmentation as RLE, keypoints as flat lists), written to
-``bbox.json``/``segm.json``/``keypoints.json`` and scored with ``pycocotools.cocoeval.COCOeval``. The numbers
-reported are exactly those of COCOeval.summarize() on the written files with the same maxDets.
+``bbox.json``/``segm.json``/``keypoints.json`` and scored by one of two evaluators (TEST.COCO_EVALUATOR):
+
+* ``faster_coco_eval``: faster-coco-eval's ``COCOeval_faster`` (matching and accumulation in C++, mask IoU and
+  Boundary IoU over several threads; it reproduces pycocotools' numbers, see tests/evaluation);
+* ``pycocotools``: the official ``pycocotools.cocoeval.COCOeval``, with Boundary AP from boundary_eval.py
+  (pycocotools has no Boundary IoU).
+
+The numbers reported are those of COCOeval.summarize() on the written files with the same maxDets, plus the AP of
+each category (:func:`per_category_ap`).
 """
 import copy
 import logging
+import math
 import os
 from collections import OrderedDict
 
@@ -14,9 +22,24 @@ import numpy as np
 import torch
 
 from maskrcnn_benchmark.utils.io import save_json
+from maskrcnn_benchmark.utils.tables import PER_CATEGORY_KEY
 
-# "boundary": Boundary AP (boundary_eval.py), scored on the same results as "segm".
+from .boundary_eval import DEFAULT_DILATION_RATIO
+
+# "boundary": Boundary AP (Cheng et al. 2021), scored on the same results as "segm".
 IOU_TYPES = ("bbox", "segm", "keypoints", "boundary")
+# TEST.COCO_EVALUATOR: the library that scores the results; the first is the default.
+COCO_EVALUATORS = ("faster_coco_eval", "pycocotools")
+# Tasks whose AP is also reported per category (keypoints have one category; proposals none).
+PER_CATEGORY_TASKS = ("bbox", "segm", "boundary")
+
+
+def check_coco_evaluator(evaluator):
+    """Raise ValueError naming TEST.COCO_EVALUATOR unless ``evaluator`` is one of COCO_EVALUATORS."""
+    if evaluator not in COCO_EVALUATORS:
+        raise ValueError(
+            "TEST.COCO_EVALUATOR {!r} is unknown; use one of {} (faster_coco_eval: the default, same AP sooner; "
+            "pycocotools: the official COCO API, to reproduce numbers with it)".format(evaluator, COCO_EVALUATORS))
 
 
 def _original_size(dataset, image_index):
@@ -179,35 +202,121 @@ def _empty_results_coco(coco_gt):
                             "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])), "annotations": []})
 
 
-def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_type="bbox", max_dets=100):
-    """Write ``coco_results`` to ``json_result_file`` and run COCOeval on that file.
+def _max_dets_list(iou_type, max_dets):
+    """params.maxDets for ``max_dets``: [1, 10, max_dets] (each capped at max_dets, so the list stays sorted, as
+    faster-coco-eval sorts it), keypoints pycocotools' [20]. Both evaluators report AP at the last entry."""
+    if iou_type == "keypoints":
+        return [20]
+    max_dets = int(max_dets)
+    return [min(1, max_dets), min(10, max_dets), max_dets]
+
+
+def faster_coco_gt(coco_gt):
+    """A faster_coco_eval COCO over the images, categories and annotations of ``coco_gt`` (a pycocotools COCO).
+
+    Each annotation dict is copied (shallow): faster-coco-eval stores "rle", "boundary" and "ignore" in the
+    annotations it evaluates, and the dataset's own stay as they are. Build it once per evaluation and share it
+    between bbox, segm and boundary.
+    """
+    from faster_coco_eval import COCO as FasterCOCO
+
+    return FasterCOCO({"images": list(coco_gt.imgs.values()), "categories": list(coco_gt.cats.values()),
+                       "annotations": [dict(ann) for ann in coco_gt.anns.values()]})
+
+
+def _faster_cocoeval_class():
+    """COCOeval_faster whose Boundary IoU band width rounds as the authors' reference (Python ``round``).
+
+    faster-coco-eval's C++ band width is round(0.02 * diagonal - 1e-10): on an image whose 0.02 * diagonal is
+    exactly k + 0.5 with k odd (105 x 140, 225 x 300, 465 x 620, ...) it is one pixel narrower than the Boundary
+    IoU API's round() (Python rounds half to even). The bands of those images' masks are recomputed with
+    faster-coco-eval's OpenCV path, which rounds like the reference, so both evaluators give the same numbers.
+    """
+    from faster_coco_eval import COCOeval_faster
+    from faster_coco_eval.core import mask as faster_mask
+
+    class ReferenceBandCOCOeval(COCOeval_faster):
+        def _prepare(self):
+            super()._prepare()
+            if self.params.iouType != "boundary":
+                return
+            ratio = self.boundary_dilation_ratio
+            for coco in (self.cocoGt, self.cocoDt):
+                tie_images = {image_id for image_id, image in coco.imgs.items()
+                              if _half_pixel_band(image["height"], image["width"], ratio)}
+                if not tie_images:
+                    continue
+                for ann in coco.anns.values():
+                    if ann["image_id"] in tie_images and "rle" in ann:
+                        # The C++ dataset holds references to these dicts: replacing the entry is enough.
+                        ann["boundary"] = faster_mask.rleToBoundary(ann["rle"], ratio, backend="opencv")
+
+    return ReferenceBandCOCOeval
+
+
+def _half_pixel_band(height, width, dilation_ratio):
+    """True where dilation_ratio * diagonal sits on a rounding tie (x.5), where C++ and Python round differ."""
+    band = dilation_ratio * math.sqrt(height ** 2 + width ** 2)
+    return abs(band - math.floor(band) - 0.5) < 1e-6
+
+
+def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_type="bbox", max_dets=100,
+                                 evaluator=COCO_EVALUATORS[0], faster_gt=None):
+    """Write ``coco_results`` to ``json_result_file`` and score them with ``evaluator``.
 
     Args:
+        coco_gt: the ground truth (pycocotools COCO, as COCODataset.coco).
+        coco_results: list of COCO result dicts (not modified).
+        json_result_file: where to write them (None: not written).
+        iou_type: "bbox", "segm", "boundary" (Boundary AP on segm results) or "keypoints".
         max_dets: detections per image the AP is computed at. ``params.maxDets`` becomes
             [1, 10, max_dets] because summarize() reports AP at maxDets[2] (keypoints keep pycocotools' 20).
+        evaluator: "faster_coco_eval" or "pycocotools" (TEST.COCO_EVALUATOR).
+        faster_gt: the :func:`faster_coco_gt` of ``coco_gt`` when already built (faster_coco_eval only).
     Returns:
-        the COCOeval after evaluate/accumulate/summarize (``stats`` holds the numbers).
+        the evaluator's COCOeval after evaluate/accumulate/summarize (``stats`` holds the numbers,
+        ``eval["precision"]`` the [T, R, K, A, M] precision array).
     """
+    check_coco_evaluator(evaluator)
+    if iou_type not in IOU_TYPES:
+        raise ValueError("Unknown iou_type '{}'; use any of {}".format(iou_type, IOU_TYPES))
+    if json_result_file is not None:
+        save_json(coco_results, json_result_file)
+    if not coco_results:
+        logging.getLogger("maskrcnn_benchmark.inference").warning(
+            "No %s predictions at all: every AP is 0", iou_type)
+    if evaluator == "faster_coco_eval":
+        gt = faster_gt if faster_gt is not None else faster_coco_gt(coco_gt)
+        # Copies: loadRes and the evaluation add fields ("area", "id", "rle", ...) to the dicts they are given.
+        coco_dt = gt.loadRes([dict(r) for r in coco_results])
+        coco_eval = _faster_cocoeval_class()(gt, coco_dt, iouType=iou_type, print_function=print,
+                                             boundary_dilation_ratio=DEFAULT_DILATION_RATIO)
+        coco_eval.params.maxDets = _max_dets_list(iou_type, max_dets)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        # faster-coco-eval's summarize() reports every AP at maxDets[-1]: no own summary is needed.
+        coco_eval.summarize()
+        return coco_eval
+    return _pycocotools_evaluate(coco_gt, coco_results, json_result_file, iou_type, max_dets)
+
+
+def _pycocotools_evaluate(coco_gt, coco_results, json_result_file, iou_type, max_dets):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    if json_result_file is not None:
-        save_json(coco_results, json_result_file)
     if coco_results:
-        coco_dt = coco_gt.loadRes(str(json_result_file)) if json_result_file else coco_gt.loadRes(coco_results)
+        coco_dt = coco_gt.loadRes(str(json_result_file)) if json_result_file else \
+            coco_gt.loadRes([dict(r) for r in coco_results])
     else:
-        logging.getLogger("maskrcnn_benchmark.inference").warning(
-            "No %s predictions at all: every AP is 0", iou_type)
         coco_dt = _empty_results_coco(coco_gt)
     assert isinstance(coco_dt, COCO)
     if iou_type == "boundary":
         from .boundary_eval import BoundaryCOCOeval
 
-        coco_eval = BoundaryCOCOeval(coco_gt, coco_dt)
+        coco_eval = BoundaryCOCOeval(coco_gt, coco_dt, dilation_ratio=DEFAULT_DILATION_RATIO)
     else:
         coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
-    if iou_type != "keypoints":
-        coco_eval.params.maxDets = [1, 10, int(max_dets)]
+    coco_eval.params.maxDets = _max_dets_list(iou_type, max_dets)
     coco_eval.evaluate()
     coco_eval.accumulate()
     if iou_type == "keypoints" or int(max_dets) == 100:
@@ -217,6 +326,32 @@ def evaluate_predictions_on_coco(coco_gt, coco_results, json_result_file, iou_ty
         # is not in params.maxDets), so the same summary is computed here at maxDets[2] for every entry.
         summarize_at_max_dets(coco_eval)
     return coco_eval
+
+
+def per_category_ap(coco_eval):
+    """AP of each category from an accumulated COCOeval (either evaluator).
+
+    AP_k = mean of precision[:, :, k, area "all", maxDets[-1]] over IoU thresholds and recall points (the cells
+    that are not -1), as the overall AP is the same mean over every category. When every category has ground
+    truth, the mean of the AP_k is the overall AP.
+
+    Returns:
+        OrderedDict category name -> AP in [0, 1], -1.0 for a category without ground truth; in the order of
+        the category ids. A name shared by two categories is followed by " (id N)".
+    """
+    params = coco_eval.params
+    precision = coco_eval.eval["precision"]  # [T, R, K, A, M]
+    area = list(params.areaRngLbl).index("all")
+    categories = coco_eval.cocoGt.cats
+    names = [str(categories[int(c)].get("name", c)) for c in params.catIds]
+    out = OrderedDict()
+    for k, (cat_id, name) in enumerate(zip(params.catIds, names)):
+        if names.count(name) > 1:
+            name = "{} (id {})".format(name, int(cat_id))
+        values = precision[:, :, k, area, -1]
+        valid = values[values > -1]
+        out[name] = float(np.mean(valid)) if valid.size else -1.0
+    return out
 
 
 def summarize_at_max_dets(coco_eval):
@@ -287,9 +422,12 @@ class COCOResults:
         self.results = OrderedDict(
             (iou_type, OrderedDict((metric, -1.0) for metric in COCOResults.METRICS[iou_type]))
             for iou_type in iou_types)
+        # task -> category name -> AP (see per_category_ap), for the tasks of PER_CATEGORY_TASKS. Kept apart from
+        # `results` so that every entry of `results` stays a task -> metric -> number table.
+        self.per_category = OrderedDict()
 
     def update(self, coco_eval):
-        """Copy the first stats of a summarized COCOeval into this table."""
+        """Copy the first stats of a summarized COCOeval into this table, and its per-category AP."""
         if coco_eval is None:
             return
         # Boundary AP runs as pycocotools "segm" evaluation; its evaluator names the task it reports.
@@ -297,6 +435,8 @@ class COCOResults:
         res = self.results[iou_type]
         for idx, metric in enumerate(COCOResults.METRICS[iou_type]):
             res[metric] = float(coco_eval.stats[idx])
+        if iou_type in PER_CATEGORY_TASKS:
+            self.per_category[iou_type] = per_category_ap(coco_eval)
 
     def table(self):
         """Readable table: one row per task with AP, AP50, AP75, APs, APm, APl."""
@@ -306,6 +446,17 @@ class COCOResults:
             lines.append(" | ".join("{:>8}".format(m) for m in metrics.keys()))
             lines.append(" | ".join("{:>8.4f}".format(v) for v in metrics.values()))
         return "\n".join(lines)
+
+    def per_category_table(self):
+        """Readable tables of the per-category AP, one per task; "n/a" for a category without ground truth."""
+        blocks = []
+        for task, per_category in self.per_category.items():
+            width = max([len("category")] + [len(name) for name in per_category])
+            lines = ["Per-category AP, task: {}".format(task), "{:<{w}} | {:>8}".format("category", "AP", w=width)]
+            lines += ["{:<{w}} | {:>8}".format(name, "n/a" if ap < 0 else "{:.4f}".format(ap), w=width)
+                      for name, ap in per_category.items()]
+            blocks.append("\n".join(lines))
+        return "\n".join(blocks)
 
     def __repr__(self):
         return repr(self.results)
@@ -347,15 +498,17 @@ def check_expected_results(results, expected_results, sigma_tol):
 
 
 def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types, expected_results,
-                       expected_results_sigma_tol, max_dets=100):
-    """Evaluate ``predictions`` on a COCO-style ``dataset``.
+                       expected_results_sigma_tol, max_dets=100, coco_evaluator=COCO_EVALUATORS[0]):
+    """Evaluate ``predictions`` on a COCO-style ``dataset`` with ``coco_evaluator`` (TEST.COCO_EVALUATOR).
 
     Writes to ``output_folder`` (when given): ``<iou_type>.json`` (COCO results, loadable by pycocotools),
-    ``coco_results.json`` ({task: {metric: value}, "max_dets": ...}) and, for box_only, ``box_proposals.json``.
+    ``coco_results.json`` ({task: {metric: value}, "max_dets": N, "coco_evaluator": name,
+    "per_category_ap": {task: {category name: AP}}}) and, for box_only, ``box_proposals.json``.
 
     Returns:
         (COCOResults, dict iou_type -> COCO results list, dict iou_type -> COCOeval).
     """
+    check_coco_evaluator(coco_evaluator)
     logger = logging.getLogger("maskrcnn_benchmark.inference")
     if output_folder:
         os.makedirs(output_folder, exist_ok=True)
@@ -390,19 +543,25 @@ def do_coco_evaluation(dataset, predictions, box_only, output_folder, iou_types,
 
     results = COCOResults(*iou_types)
     coco_evals = {}
-    logger.info("Evaluating predictions (maxDets = %d)", max_dets)
+    logger.info("Evaluating predictions (maxDets = %d) with %s", max_dets, coco_evaluator)
+    # One ground truth copy for every task of this evaluation (see faster_coco_gt).
+    faster_gt = faster_coco_gt(dataset.coco) if coco_evaluator == "faster_coco_eval" else None
     for iou_type in iou_types:
         # Boundary AP scores the segm results: no second copy of segm.json on disk.
         json_file = os.path.join(output_folder, iou_type + ".json") if output_folder and iou_type != "boundary" \
             else None
         coco_eval = evaluate_predictions_on_coco(dataset.coco, coco_results[iou_type], json_file, iou_type,
-                                                 max_dets=max_dets)
+                                                 max_dets=max_dets, evaluator=coco_evaluator, faster_gt=faster_gt)
         results.update(coco_eval)
         coco_evals[iou_type] = coco_eval
     logger.info("\n" + results.table())
+    if results.per_category:
+        logger.info("\n" + results.per_category_table())
     check_expected_results(results, expected_results, expected_results_sigma_tol)
     if output_folder:
         summary = OrderedDict(results.results)
         summary["max_dets"] = int(max_dets)
+        summary["coco_evaluator"] = coco_evaluator
+        summary[PER_CATEGORY_KEY] = results.per_category
         save_json(summary, os.path.join(output_folder, "coco_results.json"))
     return results, coco_results, coco_evals
