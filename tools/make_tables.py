@@ -118,6 +118,31 @@ def scaled_schedule(config_file, iters):
     return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", str(tuple(steps)), "SOLVER.WARMUP_ITERS", str(warmup)]
 
 
+def _run_record(config_file, seed, schedule_opts, output_dir, opts, settings):
+    """(tools/train_net.py's KEY VALUE options, the run_settings record) of one run."""
+    from maskrcnn_benchmark.utils.run_settings import describe_run
+
+    cmd_opts = list(schedule_opts) + ["SOLVER.SEED", str(seed), "OUTPUT_DIR", output_dir] + list(opts)
+    return cmd_opts, describe_run(config_file, cmd_opts, dict(settings or {}, seed=seed))
+
+
+def check_runs(planned, check_code=True):
+    """Before anything trains: raise one StaleRunError naming every folder of `planned` (run_training's arguments
+    config_file, seed, schedule_opts, output_dir, opts, settings per run) that holds another run."""
+    from maskrcnn_benchmark.utils.run_settings import StaleRunError, check_run_dir
+
+    errors = []
+    for config_file, seed, schedule_opts, output_dir, opts, settings in planned:
+        try:
+            check_run_dir(output_dir, _run_record(config_file, seed, schedule_opts, output_dir, opts, settings)[1],
+                          check_code)
+        except StaleRunError as e:
+            errors.append(str(e))
+    if errors:
+        raise StaleRunError("{} of the {} run folders cannot be reused; nothing was trained.\n\n{}".format(
+            len(errors), len(planned), "\n\n".join(errors)))
+
+
 def run_training(config_file, seed, schedule_opts, output_dir, opts=(), settings=None, check_code=True):
     """Train + evaluate one model with tools/train_net.py in a subprocess; return its inference results folder.
 
@@ -127,12 +152,11 @@ def run_training(config_file, seed, schedule_opts, output_dir, opts=(), settings
     each difference). `check_code` False lets a run made by other code be reused.
     """
     from maskrcnn_benchmark.config import load_config
-    from maskrcnn_benchmark.utils.run_settings import describe_run, prepare_run_dir
+    from maskrcnn_benchmark.utils.run_settings import prepare_run_dir
 
-    cmd_opts = list(schedule_opts) + ["SOLVER.SEED", str(seed), "OUTPUT_DIR", output_dir] + list(opts)
+    cmd_opts, record = _run_record(config_file, seed, schedule_opts, output_dir, opts, settings)
     cfg = load_config(config_file, cmd_opts)
     results_dir = os.path.join(output_dir, "inference", cfg.DATASETS.TEST[0])
-    record = describe_run(config_file, cmd_opts, dict(settings or {}, seed=seed))
     if prepare_run_dir(output_dir, record, check_code) and \
             os.path.isfile(os.path.join(results_dir, "coco_results.json")):
         print("reusing {}".format(results_dir), flush=True)
@@ -173,12 +197,15 @@ def compare(config, gan_config, seeds, iters, output_dir, opts=(), run_fn=run_tr
         "differences": {"welch": seed_differences(...), "bootstrap": bootstrap_differences(...) or None}, ...}.
     """
     schedule = scaled_schedule(config, iters)
+    planned = [(config_file, seed, schedule, os.path.join(output_dir, "{}_seed{}_iter{}".format(name, seed, iters)),
+                list(opts), {"model": name, "iters": iters})
+               for seed in seeds for name, config_file in (("baseline", config), ("gan", gan_config))]
+    if run_fn is run_training:
+        check_runs(planned, check_code)
     runs = {"baseline": [], "gan": []}
-    for seed in seeds:
-        for name, config_file in (("baseline", config), ("gan", gan_config)):
-            run_dir = os.path.join(output_dir, "{}_seed{}_iter{}".format(name, seed, iters))
-            runs[name].append(run_fn(config_file, seed, schedule, run_dir, opts,
-                                     settings={"model": name, "iters": iters}, check_code=check_code))
+    for config_file, seed, schedule, run_dir, run_opts, settings in planned:
+        runs[settings["model"]].append(run_fn(config_file, seed, schedule, run_dir, run_opts, settings=settings,
+                                              check_code=check_code))
     results = OrderedDict((name, [load_results(folder) for folder in runs[name]]) for name in ("baseline", "gan"))
     boot = None
     if bootstrap_samples:
@@ -287,9 +314,15 @@ def main(argv=None):
         baseline, gan = load_results(args.baseline), load_results(args.gan)
         _print(lambda md: make_table(args.dataset, baseline, gan, paper=paper, markdown=md), args.format)
         return 0
-    summary = compare(args.config, args.gan_config, args.seeds, args.iters, args.output_dir, args.opts,
-                      bootstrap_samples=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
-                      check_code=not args.ignore_code_version)
+    from maskrcnn_benchmark.utils.run_settings import StaleRunError
+
+    try:
+        summary = compare(args.config, args.gan_config, args.seeds, args.iters, args.output_dir, args.opts,
+                          bootstrap_samples=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
+                          check_code=not args.ignore_code_version)
+    except StaleRunError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     title = "{} vs {} ({} iterations, seeds {})".format(
         os.path.basename(args.config), os.path.basename(args.gan_config), args.iters,
         " ".join(str(s) for s in args.seeds))

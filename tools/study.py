@@ -35,6 +35,7 @@ from collections import OrderedDict
 from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.intervals import bootstrap_differences, format_differences, seed_differences
 from maskrcnn_benchmark.utils.io import save_json
+from maskrcnn_benchmark.utils.run_settings import StaleRunError
 from maskrcnn_benchmark.utils.tables import aggregate_seeds, format_study, load_results
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -176,17 +177,22 @@ def study(output_dir, variants, seeds, iters, dataset_opts, extra_opts=(), test_
     run_fn = run_fn or make_tables.run_training
     schedule = make_tables.scaled_schedule(BASE_CONFIG, iters)
     data_seeds = data_seeds or OrderedDict((seed, TRAIN_DATA_SEED) for seed in seeds)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    runs = OrderedDict((name, []) for name in variants)
+    planned = []
     for seed in seeds:
         seed_dataset = dataset_opts[seed] if isinstance(dataset_opts, dict) else dataset_opts
         common = list(seed_dataset) + list(extra_opts) + ["SOLVER.TEST_PERIOD", str(test_period)]
         for name in variants:
             config, variant_opts = VARIANTS[name]
             run_dir = os.path.join(output_dir, "{}_seed{}_data{}_iter{}".format(name, seed, data_seeds[seed], iters))
-            run_settings = dict(settings or {}, variant=name, data_seed=data_seeds[seed], iters=iters)
-            runs[name].append(run_fn(config, seed, schedule, run_dir, common + list(variant_opts),
-                                     settings=run_settings, check_code=check_code))
+            planned.append((config, seed, schedule, run_dir, common + list(variant_opts),
+                            dict(settings or {}, variant=name, data_seed=data_seeds[seed], iters=iters)))
+    if run_fn is make_tables.run_training:
+        make_tables.check_runs(planned, check_code)  # a stale folder stops the study before anything trains
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    runs = OrderedDict((name, []) for name in variants)
+    for config, seed, schedule, run_dir, opts, run_settings in planned:
+        runs[run_settings["variant"]].append(run_fn(config, seed, schedule, run_dir, opts, settings=run_settings,
+                                                    check_code=check_code))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     results = OrderedDict((name, [load_results(folder) for folder in folders]) for name, folders in runs.items())
@@ -223,11 +229,15 @@ def main(argv=None):
                                for seed, data_seed in args.data_seeds.items())
     settings = {"train_images": args.train_images, "test_images": args.test_images, "image_size": args.image_size,
                 "overrides": list(args.opts)}
-    summary = study(args.output_dir, args.variants, args.seeds, args.iters, dataset_opts, args.opts,
-                    args.test_period, data_seeds=args.data_seeds, settings=settings,
-                    check_code=not args.ignore_code_version,
-                    test_ann_file=annotations_of_test_set(data_dir, args.test_images, args.image_size),
-                    bootstrap_samples=args.bootstrap, bootstrap_seed=args.bootstrap_seed)
+    try:
+        summary = study(args.output_dir, args.variants, args.seeds, args.iters, dataset_opts, args.opts,
+                        args.test_period, data_seeds=args.data_seeds, settings=settings,
+                        check_code=not args.ignore_code_version,
+                        test_ann_file=annotations_of_test_set(data_dir, args.test_images, args.image_size),
+                        bootstrap_samples=args.bootstrap, bootstrap_seed=args.bootstrap_seed)
+    except StaleRunError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     title = "Synthetic hard dataset, {} train / {} test images of {} px, {} iterations, seeds {}, data seeds {}".format(
         args.train_images, args.test_images, args.image_size, args.iters, " ".join(str(s) for s in args.seeds),
         " ".join(str(s) for s in args.data_seeds.values()))

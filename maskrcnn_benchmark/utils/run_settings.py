@@ -95,14 +95,11 @@ def differences(recorded, current, check_code=True):
     return out
 
 
-def prepare_run_dir(run_dir, record, check_code=True):
-    """Make `run_dir` for the run `record` describes, or check that the run already there is that run.
-
-    A new (or empty) folder gets the record in RUN_SETTINGS_FILE, written atomically. An existing record must
-    match `record`; the code fingerprint is compared unless `check_code` is False.
+def check_run_dir(run_dir, record, check_code=True):
+    """Whether `run_dir` already holds the run `record` describes; nothing is written.
 
     Returns:
-        True when the folder already held this run (reuse or resume it), False when it was just made.
+        True when the folder holds this run (reuse or resume it), False when it is missing or empty.
     Raises:
         StaleRunError naming every difference (or the missing record) and what to do.
     """
@@ -132,6 +129,19 @@ def prepare_run_dir(run_dir, record, check_code=True):
         raise StaleRunError("Run folder '{}' holds files but no {} (it was made by an older tools/study.py or "
                             "make_tables.py compare, or by hand), so its settings cannot be checked against this "
                             "study's. {}".format(run_dir, RUN_SETTINGS_FILE, advice))
+    return False
+
+
+def prepare_run_dir(run_dir, record, check_code=True):
+    """check_run_dir, then make a new folder with the record in RUN_SETTINGS_FILE (written atomically).
+
+    Returns:
+        True when the folder already held this run (reuse or resume it), False when it was just made.
+    Raises:
+        StaleRunError as check_run_dir.
+    """
+    if check_run_dir(run_dir, record, check_code):
+        return True
     os.makedirs(run_dir, exist_ok=True)
-    save_json(record, path, indent=1, sort_keys=True)
+    save_json(record, os.path.join(run_dir, RUN_SETTINGS_FILE), indent=1, sort_keys=True)
     return False

@@ -329,3 +329,16 @@ def test_run_training_records_the_run_reuses_the_same_run_and_refuses_another_in
     message = str(error.value)
     assert "SOLVER.SEED: recorded 0, now 1" in message and "seed: recorded 0, now 1" in message
     assert "INPUT.MIN_SIZE_TEST: recorded 192, now 96" in message and len(trained) == 1
+
+
+def test_compare_refuses_stale_run_folders_before_training_any(tmp_path, monkeypatch, capsys):
+    tool = _tool()
+    monkeypatch.setattr(tool.subprocess, "call", lambda *a, **k: pytest.fail("nothing may train"))
+    write_run(str(tmp_path / "gan_seed1_iter20"), 0.3, 0.2)  # an old folder without the settings record
+    root = os.path.join(os.path.dirname(TOOL), "..", "configs", "demo")
+    code = tool.main(["compare", "--config", os.path.join(root, "synthetic_R_18_FPN.yaml"), "--gan-config",
+                      os.path.join(root, "synthetic_R_18_FPN_gan.yaml"), "--seeds", "0", "1", "--iters", "20",
+                      "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "1 of the 4 run folders cannot be reused; nothing was trained" in err
+    assert str(tmp_path / "gan_seed1_iter20") in err and not (tmp_path / "baseline_seed0_iter20").exists()

@@ -8,7 +8,7 @@ import pytest
 
 from maskrcnn_benchmark.data.datasets.evaluation.coco.bootstrap import load_coco_gt
 from maskrcnn_benchmark.data.datasets.evaluation.coco.coco_eval import evaluate_predictions_on_coco
-from maskrcnn_benchmark.utils import intervals, tables
+from maskrcnn_benchmark.utils import intervals, run_settings, tables
 from maskrcnn_benchmark.utils.imports import import_file
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "study.py")
@@ -152,3 +152,31 @@ def test_study_gives_each_variant_a_welch_and_a_paired_bootstrap_interval_agains
     text = intervals.format_differences(welch, boot, "t")
     row = [line for line in text.splitlines() if line.startswith("gan_paper - baseline") and "box AP" in line][0]
     assert "[{:+.1f}, {:+.1f}]".format(better["low"], better["high"]) in row
+
+
+def test_a_stale_run_folder_stops_the_study_before_anything_trains_and_names_the_difference(tmp_path, capsys):
+    tool = import_file("study_tool", TOOL)
+    out = tmp_path / "out"
+    argv = ["--output-dir", str(out), "--iters", "20", "--seeds", "0", "1", "--train-images", "3", "--test-images",
+            "2", "--image-size", "64", "--variants", "baseline", "--bootstrap", "0"]
+    old = out / "baseline_seed1_data100_iter20"  # made by the study before runs recorded their settings
+    _write_run(str(old), "study_test", 0.3)
+    assert tool.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 of the 2 run folders cannot be reused; nothing was trained" in err
+    assert str(old) in err and "no study_settings.json" in err
+    assert not (out / "baseline_seed0_data100_iter20").exists()  # seed 0 was not trained either
+
+    # a folder recorded by this study with another image size is refused, naming the setting and both values
+    make_tables = import_file("make_tables_for_study", os.path.join(os.path.dirname(TOOL), "make_tables.py"))
+    dataset = tool.make_dataset(str(out / "data"), 3, 2, 64) + tool.input_size_options(96)
+    planned = str(out / "baseline_seed0_data100_iter20")
+    cmd_opts, record = make_tables._run_record(
+        tool.BASE_CONFIG, 0, make_tables.scaled_schedule(tool.BASE_CONFIG, 20), planned,
+        dataset + ["SOLVER.TEST_PERIOD", "0"],
+        {"train_images": 3, "test_images": 2, "image_size": 96, "overrides": [], "variant": "baseline",
+         "data_seed": 100, "iters": 20})
+    assert run_settings.prepare_run_dir(planned, record) is False
+    assert tool.main(argv[:6] + argv[7:]) == 2  # seed 0 only
+    err = capsys.readouterr().err
+    assert "image_size: recorded 96, now 64" in err and "INPUT.MIN_SIZE_TEST: recorded 144, now 96" in err
