@@ -147,7 +147,7 @@ def resampled_ap(matches, weights, chunk_elements=4_000_000):
     Args:
         matches (ImageMatches): from match_images.
         weights: int array [B, I], how many times each image is in each resample (all ones: the test set itself).
-        chunk_elements: bounds the [b, T, D] work arrays (memory).
+        chunk_elements: bounds the [b, D] work arrays (memory).
     Returns:
         float array [B], AP as a fraction; NaN for a resample without any ground truth.
     """
@@ -162,26 +162,31 @@ def resampled_ap(matches, weights, chunk_elements=4_000_000):
     for category in matches.categories:
         num_gt = weights @ category.num_ground_truth.astype(np.float64)  # [B]
         num_thresholds, num_dets = category.true_positive.shape
-        step = max(1, chunk_elements // max(1, num_thresholds * num_dets))
+        counted = category.true_positive | category.false_positive  # [T, D]; ignored detections count for nothing
+        step = max(1, chunk_elements // max(1, num_dets))
         for start in range(0, num_samples, step):
             stop = min(num_samples, start + step)
             det_weights = weights[start:stop][:, category.image_index]  # [b, D]
-            tp = np.cumsum(det_weights[:, None, :] * category.true_positive[None], axis=2)  # [b, T, D]
-            fp = np.cumsum(det_weights[:, None, :] * category.false_positive[None], axis=2)
-            precision = tp / (tp + fp + np.spacing(1))
-            # precision envelope: the best precision at this recall or any higher one (pycocotools' interpolation)
-            precision = np.maximum.accumulate(precision[:, :, ::-1], axis=2)[:, :, ::-1]
-            for b in range(stop - start):
-                if num_gt[start + b] <= 0:
-                    continue  # no ground truth of this category in the resample: pycocotools leaves it out
-                recall = tp[b] / num_gt[start + b]  # [T, D], non-decreasing along D
-                sampled = 0.0
-                for t in range(num_thresholds):
-                    index = np.searchsorted(recall[t], recall_thresholds, side="left")
-                    reached = index < num_dets
-                    sampled += precision[b, t, index[reached]].sum()
-                total[start + b] += sampled / (num_thresholds * len(recall_thresholds))
-                valid[start + b] += 1
+            all_counted = np.cumsum(det_weights, axis=1)
+            has_gt = num_gt[start:stop] > 0
+            sampled = np.zeros(stop - start)
+            for t in range(num_thresholds):
+                # Recall only rises at true positives, and a false positive only lowers precision at the recall
+                # reached before it, so the interpolated precision (the best precision at this recall or a higher
+                # one) is attained at true positives: the curve is evaluated there only.
+                hits = np.flatnonzero(category.true_positive[t])
+                if hits.size == 0:
+                    continue  # precision 0 at every recall threshold
+                tp = np.cumsum(det_weights[:, hits], axis=1)  # [b, P]
+                seen = (all_counted if counted[t].all() else np.cumsum(det_weights * counted[t], axis=1))[:, hits]
+                precision = tp / (seen + np.spacing(1))  # seen = tp + fp, the sum pycocotools divides by
+                precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+                for b in np.flatnonzero(has_gt):
+                    recall = tp[b] / num_gt[start + b]
+                    index = np.searchsorted(recall, recall_thresholds, side="left")
+                    sampled[b] += precision[b, index[index < hits.size]].sum()
+            total[start:stop] += np.where(has_gt, sampled / (num_thresholds * len(recall_thresholds)), 0.0)
+            valid[start:stop] += has_gt  # no ground truth of this category in a resample: pycocotools leaves it out
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(valid > 0, total / np.maximum(valid, 1), np.nan)
 
