@@ -19,8 +19,9 @@ spread includes the luck of the training set. The test set (data seed 200) is th
 Each run is tools/train_net.py in a subprocess (tools/make_tables.py's run_training) in
 <output-dir>/<variant>_seed<S>_data<D>_iter<N>/, which records every setting that made it (study_settings.json);
 a folder is reused (or resumed) only when they all match, else the study stops and names each difference.
-With --test-period the runs also evaluate during training, and the baseline's AP over iterations is printed, to
-check that the schedule is long enough for it to stop improving.
+With --test-period the runs also evaluate during training, and the baseline's AP over iterations is printed with
+its change over the last evaluation interval (paired t interval over seeds), to check that the schedule is long
+enough for it to stop improving.
 Prints the table (mean ± std over seeds) and each variant's difference to the baseline with a 95% interval by Welch
 over seeds and one by a paired bootstrap over test images (--bootstrap B, 0: off), as text and Markdown, with the
 CPU time used; writes <output-dir>/study_results.json.
@@ -33,7 +34,12 @@ import sys
 from collections import OrderedDict
 
 from maskrcnn_benchmark.utils.imports import import_file
-from maskrcnn_benchmark.utils.intervals import bootstrap_differences, format_differences, seed_differences
+from maskrcnn_benchmark.utils.intervals import (
+    bootstrap_differences,
+    format_differences,
+    paired_interval,
+    seed_differences,
+)
 from maskrcnn_benchmark.utils.io import save_json
 from maskrcnn_benchmark.utils.run_settings import StaleRunError
 from maskrcnn_benchmark.utils.tables import aggregate_seeds, format_study, load_results
@@ -218,6 +224,19 @@ def baseline_curve_text(summary):
                   for task in ("bbox", "segm")}
         cells = ["{:.1f}".format(100 * sum(v) / len(v)) if v else "n/a" for v in values.values()]
         lines.append("  {:>6}  {}".format(iteration, "  ".join(cells)))
+    if len(iterations) >= 2:
+        # has the baseline stopped improving? the change over the last evaluation interval, seed by seed
+        first, last = iterations[-2], iterations[-1]
+        for task, name in (("bbox", "box"), ("segm", "mask")):
+            pairs = [(100 * c[first][task], 100 * c[last][task]) for c in curves
+                     if task in c.get(first, {}) and task in c.get(last, {})]
+            if not pairs:
+                continue
+            change = paired_interval([p[0] for p in pairs], [p[1] for p in pairs])
+            interval = "no interval ({})".format(change["note"]) if change["low"] is None else \
+                "95% CI [{:+.1f}, {:+.1f}], p {:.2f}".format(change["low"], change["high"], change["p"])
+            lines.append("{} AP change from iteration {} to {}: {:+.1f} points, {} (paired t over {} seeds)".format(
+                name, first, last, change["diff"], interval, change["n"]))
     return "\n".join(lines)
 
 

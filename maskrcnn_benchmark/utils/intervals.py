@@ -68,6 +68,39 @@ def welch_interval(reference, other, confidence=0.95):
     return out
 
 
+def paired_interval(before, after, confidence=0.95):
+    """t interval of the mean change after - before over paired runs (e.g. one model's AP at two iterations, per
+    seed), with scipy.stats.ttest_rel's p-value.
+
+    Returns:
+        {"diff", "low", "high", "df", "p", "n", "note", "confidence"}; no interval (None, reason in "note") for fewer
+        than 2 pairs or pairs that all changed by the same amount.
+    """
+    from scipy import stats
+
+    if len(before) != len(after):
+        raise ValueError("paired_interval needs as many values before as after, got {} and {}".format(
+            len(before), len(after)))
+    changes = [float(a) - float(b) for b, a in zip(before, after)]
+    n = len(changes)
+    if n == 0:
+        raise ValueError("paired_interval needs at least one pair")
+    mean = sum(changes) / n
+    out = {"diff": mean, "low": None, "high": None, "df": None, "p": None, "n": n, "note": None,
+           "confidence": confidence}
+    if n < 2:
+        out["note"] = "n<2: no interval from 1 pair"
+        return out
+    std = math.sqrt(sum((c - mean) ** 2 for c in changes) / (n - 1))
+    if std == 0:
+        out["note"] = "every pair changed by the same amount"
+        return out
+    half = stats.t.ppf(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
+    out.update(low=mean - half, high=mean + half, df=n - 1,
+               p=float(stats.ttest_rel([float(a) for a in after], [float(b) for b in before]).pvalue))
+    return out
+
+
 def _ap_values(runs, task):
     """Per-run AP in % of `task` (runs without it left out)."""
     values = [((run or {}).get(task) or {}).get("AP") for run in runs]

@@ -69,9 +69,12 @@ def test_study_runs_every_variant_per_seed_at_one_schedule_and_reports_mean_and_
     diff = [line for line in text.splitlines() if line.startswith("gan_paper - baseline")][0].split()
     assert diff[-3:] == ["+2.0", "+2.0", "+2.0"]
     curve = tool.baseline_curve_text(summary)
-    rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]] for line in curve.splitlines()[1:]}
+    rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]] for line in curve.splitlines()[1:3]}
     # baseline AP 0.30 (seed 0) and 0.31 (seed 1); half of it at iteration 10; mask AP 5 points below
     assert rows[10] == pytest.approx([15.25, 10.25], abs=0.051) and rows[20] == pytest.approx([30.5, 25.5])
+    # box AP rose by 15.0 and 15.5 points from iteration 10 to 20: mean 15.25, sd 0.354, t_0.975(1) = 12.706,
+    # half width 12.706 * 0.354 / sqrt(2) = 3.18
+    assert "box AP change from iteration 10 to 20: +15.2 points, 95% CI [+12.1, +18.4]" in curve
 
 
 def test_data_seeds_give_each_training_seed_its_own_draw_of_training_images(tmp_path):

@@ -63,3 +63,15 @@ def test_differences_table_lists_every_model_and_task_with_both_intervals():
     assert "50 resamples of the 10 test images (seed 3)" in text
     markdown = intervals.format_differences(welch, None, "t", markdown=True)
     assert "| gan - baseline | mask AP | -2.0 |" in markdown and "bootstrap: not computed" in markdown
+
+
+def test_paired_interval_is_the_t_interval_of_the_per_seed_changes():
+    before, after = [47.0, 48.5, 47.9], [48.1, 48.9, 49.4]  # changes 1.1, 0.4, 1.5
+    out = intervals.paired_interval(before, after)
+    reference = stats.ttest_rel(after, before)
+    assert out["diff"] == pytest.approx(1.0) and out["df"] == 2
+    assert (out["low"], out["high"]) == pytest.approx(tuple(reference.confidence_interval(0.95)))
+    assert out["p"] == pytest.approx(reference.pvalue)
+    assert intervals.paired_interval([1.0], [2.0])["note"].startswith("n<2")
+    with pytest.raises(ValueError, match="as many values"):
+        intervals.paired_interval([1.0, 2.0], [2.0])
