@@ -18,11 +18,14 @@
     python tools/make_tables.py paper [--runs-root output/paper]
 
     # small-scale comparison on the embedded data: both configs trained with the same iterations and LR schedule
-    # for each seed (tools/train_net.py in a subprocess each), then mean and spread of every AP:
+    # for each seed (tools/train_net.py in a subprocess each), then mean and spread of every AP, and GAN - baseline
+    # with a 95% interval by Welch over seeds and one by a paired bootstrap over test images (--bootstrap B, 0: off);
+    # a run folder is reused only if it was made with the same settings (else refused, naming the difference):
     python tools/make_tables.py compare --config configs/demo/synthetic_R_18_FPN.yaml \
         --gan-config configs/demo/synthetic_R_18_FPN_gan.yaml --seeds 0 1 2 --iters 100
 
-The logic lives in maskrcnn_benchmark/utils/tables.py.
+The logic lives in maskrcnn_benchmark/utils/tables.py, utils/intervals.py (intervals) and utils/run_settings.py
+(what made a run folder).
 """
 import argparse
 import glob
@@ -32,6 +35,7 @@ import subprocess
 import sys
 from collections import OrderedDict
 
+from maskrcnn_benchmark.utils.intervals import bootstrap_differences, format_differences, seed_differences
 from maskrcnn_benchmark.utils.io import save_json
 from maskrcnn_benchmark.utils.tables import (
     PAPER_RESULTS,
@@ -96,6 +100,13 @@ def parse_args(argv=None):
     compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     compare.add_argument("--iters", type=int, required=True, help="SOLVER.MAX_ITER of every run")
     compare.add_argument("--output-dir", default="output/compare", help="one sub-folder per run is made here")
+    compare.add_argument("--bootstrap", type=int, default=1000, metavar="B",
+                         help="resamples of the paired bootstrap over test images of the GAN - baseline AP "
+                              "difference (0: no bootstrap)")
+    compare.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples")
+    compare.add_argument("--ignore-code-version", action="store_true",
+                         help="reuse run folders made by other code (maskrcnn_benchmark/, csrc/, tools/train_net.py "
+                              "changed since); every other setting must still match")
     compare.add_argument("--format", choices=("text", "markdown", "both"), default="both")
     compare.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every run")
     return parser.parse_args(argv)
@@ -125,21 +136,50 @@ def scaled_schedule(config_file, iters):
     return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", str(tuple(steps)), "SOLVER.WARMUP_ITERS", str(warmup)]
 
 
-def run_training(config_file, seed, schedule_opts, output_dir, opts=()):
+def _run_record(config_file, seed, schedule_opts, output_dir, opts, settings):
+    """(tools/train_net.py's KEY VALUE options, the run_settings record) of one run."""
+    from maskrcnn_benchmark.utils.run_settings import describe_run
+
+    cmd_opts = list(schedule_opts) + ["SOLVER.SEED", str(seed), "OUTPUT_DIR", output_dir] + list(opts)
+    return cmd_opts, describe_run(config_file, cmd_opts, dict(settings or {}, seed=seed))
+
+
+def check_runs(planned, check_code=True):
+    """Before anything trains: raise one StaleRunError naming every folder of `planned` (run_training's arguments
+    config_file, seed, schedule_opts, output_dir, opts, settings per run) that holds another run."""
+    from maskrcnn_benchmark.utils.run_settings import StaleRunError, check_run_dir
+
+    errors = []
+    for config_file, seed, schedule_opts, output_dir, opts, settings in planned:
+        try:
+            check_run_dir(output_dir, _run_record(config_file, seed, schedule_opts, output_dir, opts, settings)[1],
+                          check_code)
+        except StaleRunError as e:
+            errors.append(str(e))
+    if errors:
+        raise StaleRunError("{} of the {} run folders cannot be reused; nothing was trained.\n\n{}".format(
+            len(errors), len(planned), "\n\n".join(errors)))
+
+
+def run_training(config_file, seed, schedule_opts, output_dir, opts=(), settings=None, check_code=True):
     """Train + evaluate one model with tools/train_net.py in a subprocess; return its inference results folder.
 
-    A run whose results already exist is not repeated (train_net.py would resume from its last checkpoint anyway).
+    The folder records what made the run (maskrcnn_benchmark/utils/run_settings.py: `settings`, the resolved config,
+    the code fingerprint). A folder holding the same run is reused when its results exist, else resumed from its
+    last checkpoint; a folder made with other settings, or without the record, is refused (StaleRunError naming
+    each difference). `check_code` False lets a run made by other code be reused.
     """
     from maskrcnn_benchmark.config import load_config
+    from maskrcnn_benchmark.utils.run_settings import prepare_run_dir
 
-    cfg = load_config(config_file, list(opts))
+    cmd_opts, record = _run_record(config_file, seed, schedule_opts, output_dir, opts, settings)
+    cfg = load_config(config_file, cmd_opts)
     results_dir = os.path.join(output_dir, "inference", cfg.DATASETS.TEST[0])
-    if os.path.isfile(os.path.join(results_dir, "coco_results.json")):
+    if prepare_run_dir(output_dir, record, check_code) and \
+            os.path.isfile(os.path.join(results_dir, "coco_results.json")):
         print("reusing {}".format(results_dir), flush=True)
         return results_dir
-    os.makedirs(output_dir, exist_ok=True)
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", config_file]
-    cmd += list(schedule_opts) + ["SOLVER.SEED", str(seed), "OUTPUT_DIR", output_dir] + list(opts)
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "train_net.py"), "--config-file", config_file] + cmd_opts
     log_file = os.path.join(output_dir, "compare_stdout.log")
     print("running {} (log: {})".format(" ".join(cmd), log_file), flush=True)
     with open(log_file, "w") as log:
@@ -150,22 +190,48 @@ def run_training(config_file, seed, schedule_opts, output_dir, opts=()):
     return results_dir
 
 
-def compare(config, gan_config, seeds, iters, output_dir, opts=(), run_fn=run_training):
-    """Train both configs for every seed with the same iterations and LR schedule; aggregate their COCO APs.
+def ground_truth_file(config_file, opts=()):
+    """The ground-truth file of the first test dataset (DATASETS.TEST[0]) of `config_file` with `opts`."""
+    from maskrcnn_benchmark.config import load_config
+    from maskrcnn_benchmark.data.build import load_catalog, resolve_dataset
+
+    cfg = load_config(config_file, list(opts))
+    entry = resolve_dataset(cfg.DATASETS.TEST[0], load_catalog(cfg.PATHS_CATALOG), cfg.DATASETS.CUSTOM)
+    return entry["args"]["ann_file"]
+
+
+def compare(config, gan_config, seeds, iters, output_dir, opts=(), run_fn=run_training, bootstrap_samples=1000,
+            bootstrap_seed=0, check_code=True):
+    """Train both configs for every seed with the same iterations and LR schedule; aggregate their COCO APs and
+    give the GAN's difference with its intervals.
 
     The schedule (steps, warmup) of the baseline config is scaled to `iters` and used for both models.
+    Args:
+        bootstrap_samples: resamples of the paired bootstrap over test images (0: no bootstrap).
+        bootstrap_seed: seed of those resamples.
+        check_code: False reuses runs whose code fingerprint differs (run_training).
     Returns:
-        {"baseline": aggregate_seeds(...), "gan": ..., "runs": {"baseline": [folders], "gan": [folders]}}.
+        {"baseline": aggregate_seeds(...), "gan": ..., "runs": {"baseline": [folders], "gan": [folders]},
+        "differences": {"welch": seed_differences(...), "bootstrap": bootstrap_differences(...) or None}, ...}.
     """
     schedule = scaled_schedule(config, iters)
+    planned = [(config_file, seed, schedule, os.path.join(output_dir, "{}_seed{}_iter{}".format(name, seed, iters)),
+                list(opts), {"model": name, "iters": iters})
+               for seed in seeds for name, config_file in (("baseline", config), ("gan", gan_config))]
+    if run_fn is run_training:
+        check_runs(planned, check_code)
     runs = {"baseline": [], "gan": []}
-    for seed in seeds:
-        for name, config_file in (("baseline", config), ("gan", gan_config)):
-            run_dir = os.path.join(output_dir, "{}_seed{}_iter{}".format(name, seed, iters))
-            runs[name].append(run_fn(config_file, seed, schedule, run_dir, opts))
-    results = {name: [load_results(folder) for folder in folders] for name, folders in runs.items()}
+    for config_file, seed, schedule, run_dir, run_opts, settings in planned:
+        runs[settings["model"]].append(run_fn(config_file, seed, schedule, run_dir, run_opts, settings=settings,
+                                              check_code=check_code))
+    results = OrderedDict((name, [load_results(folder) for folder in runs[name]]) for name in ("baseline", "gan"))
+    boot = None
+    if bootstrap_samples:
+        boot = bootstrap_differences(runs, ground_truth_file(config, opts), "baseline", bootstrap_samples,
+                                     bootstrap_seed)
     return {"baseline": aggregate_seeds(results["baseline"]), "gan": aggregate_seeds(results["gan"]),
-            "runs": runs, "seeds": list(seeds), "iters": iters, "schedule": schedule}
+            "runs": runs, "seeds": list(seeds), "iters": iters, "schedule": schedule,
+            "differences": {"welch": seed_differences(results, "baseline"), "bootstrap": boot}}
 
 
 def _load_optional(path):
@@ -281,11 +347,22 @@ def main(argv=None):
         runs = OrderedDict((label, load_results(path)) for label, path in zip(labels, args.runs))
         _print(lambda md: make_per_category_table(runs, markdown=md), args.format)
         return 0
-    summary = compare(args.config, args.gan_config, args.seeds, args.iters, args.output_dir, args.opts)
+    from maskrcnn_benchmark.utils.run_settings import StaleRunError
+
+    try:
+        summary = compare(args.config, args.gan_config, args.seeds, args.iters, args.output_dir, args.opts,
+                          bootstrap_samples=args.bootstrap, bootstrap_seed=args.bootstrap_seed,
+                          check_code=not args.ignore_code_version)
+    except StaleRunError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     title = "{} vs {} ({} iterations, seeds {})".format(
         os.path.basename(args.config), os.path.basename(args.gan_config), args.iters,
         " ".join(str(s) for s in args.seeds))
-    _print(lambda md: format_comparison(summary["baseline"], summary["gan"], title, markdown=md), args.format)
+    differences = summary["differences"]
+    _print(lambda md: format_comparison(summary["baseline"], summary["gan"], title, markdown=md) + "\n\n" +
+           format_differences(differences["welch"], differences["bootstrap"], title, "baseline", markdown=md),
+           args.format)
     out_file = os.path.join(args.output_dir, "compare_results.json")
     save_json(summary, out_file, indent=1)
     print("\nwritten: {}".format(out_file))

@@ -142,17 +142,22 @@ def test_compare_trains_both_models_per_seed_with_the_same_schedule(tmp_path, ca
     calls = []
     aps = {("baseline", 0): 0.30, ("baseline", 1): 0.34, ("gan", 0): 0.33, ("gan", 1): 0.35}
 
-    def fake_run(config_file, seed, schedule, run_dir, opts):
+    def fake_run(config_file, seed, schedule, run_dir, opts, settings, check_code):
         name = "gan" if config_file.endswith("_gan.yaml") else "baseline"
         calls.append((name, seed, tuple(schedule), tuple(opts)))
+        assert settings == {"model": name, "iters": 20} and check_code is True
         write_run(run_dir, aps[(name, seed)], aps[(name, seed)] - 0.1)
         return os.path.join(run_dir, "inference", "synthetic_val")
 
     root = os.path.join(os.path.dirname(TOOL), "..", "configs", "demo")
     summary = tool.compare(os.path.join(root, "synthetic_R_18_FPN.yaml"),
                            os.path.join(root, "synthetic_R_18_FPN_gan.yaml"),
-                           [0, 1], 20, str(tmp_path), opts=["MODEL.DEVICE", "cpu"], run_fn=fake_run)
+                           [0, 1], 20, str(tmp_path), opts=["MODEL.DEVICE", "cpu"], run_fn=fake_run,
+                           bootstrap_samples=0)
     assert [(c[0], c[1]) for c in calls] == [("baseline", 0), ("gan", 0), ("baseline", 1), ("gan", 1)]
+    welch = summary["differences"]["welch"]["gan"]["bbox"]
+    assert welch["diff"] == pytest.approx(2.0) and welch["n"] == (2, 2)
+    assert welch["low"] < 2.0 < welch["high"] and summary["differences"]["bootstrap"] is None
     # One schedule for both models: the baseline's (150, 185) of 200 iterations and 30 warm-up, scaled to 20.
     assert {c[2] for c in calls} == {("SOLVER.MAX_ITER", "20", "SOLVER.STEPS", "(15, 18)", "SOLVER.WARMUP_ITERS",
                                       "3")}
@@ -333,3 +338,41 @@ def test_per_category_table_lists_every_category_of_every_run(tmp_path, capsys):
 def test_per_category_table_says_when_runs_predate_it(tmp_path):
     old = tables.load_results(write_run(str(tmp_path / "old"), 0.3, 0.25))
     assert "evaluate them again with tools/test_net.py" in tables.make_per_category_table({"old": old})
+
+
+def test_run_training_records_the_run_reuses_the_same_run_and_refuses_another_in_its_folder(tmp_path, monkeypatch):
+    tool = _tool()
+    config = os.path.join(os.path.dirname(TOOL), "..", "configs", "demo", "synthetic_R_18_FPN.yaml")
+    trained = []
+
+    def fake_train(cmd, stdout, stderr):  # what tools/train_net.py leaves behind: the evaluation output
+        trained.append(cmd)
+        output_dir = cmd[cmd.index("OUTPUT_DIR") + 1]
+        write_run(output_dir, 0.3, 0.2, dataset="synthetic_val")
+        return 0
+
+    monkeypatch.setattr(tool.subprocess, "call", fake_train)
+    run_dir = str(tmp_path / "baseline_seed0_iter20")
+    schedule = ["SOLVER.MAX_ITER", "20"]
+    first = tool.run_training(config, 0, schedule, run_dir, ["INPUT.MIN_SIZE_TEST", "192"], settings={"n": 400})
+    assert len(trained) == 1 and os.path.isfile(os.path.join(run_dir, "study_settings.json"))
+    again = tool.run_training(config, 0, schedule, run_dir, ["INPUT.MIN_SIZE_TEST", "192"], settings={"n": 400})
+    assert again == first and len(trained) == 1  # reused, not trained again
+    with pytest.raises(RuntimeError) as error:
+        tool.run_training(config, 1, schedule, run_dir, ["INPUT.MIN_SIZE_TEST", "96"], settings={"n": 400})
+    message = str(error.value)
+    assert "SOLVER.SEED: recorded 0, now 1" in message and "seed: recorded 0, now 1" in message
+    assert "INPUT.MIN_SIZE_TEST: recorded 192, now 96" in message and len(trained) == 1
+
+
+def test_compare_refuses_stale_run_folders_before_training_any(tmp_path, monkeypatch, capsys):
+    tool = _tool()
+    monkeypatch.setattr(tool.subprocess, "call", lambda *a, **k: pytest.fail("nothing may train"))
+    write_run(str(tmp_path / "gan_seed1_iter20"), 0.3, 0.2)  # an old folder without the settings record
+    root = os.path.join(os.path.dirname(TOOL), "..", "configs", "demo")
+    code = tool.main(["compare", "--config", os.path.join(root, "synthetic_R_18_FPN.yaml"), "--gan-config",
+                      os.path.join(root, "synthetic_R_18_FPN_gan.yaml"), "--seeds", "0", "1", "--iters", "20",
+                      "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "1 of the 4 run folders cannot be reused; nothing was trained" in err
+    assert str(tmp_path / "gan_seed1_iter20") in err and not (tmp_path / "baseline_seed0_iter20").exists()
