@@ -19,6 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from maskrcnn_benchmark.engine.bbox_aug import BBoxAugDetector, check_bbox_aug_supported
+from maskrcnn_benchmark.engine.mixed_precision import build_inference_precision, detections_to_float32
+
 # Fraction of the mask colour in filled mask pixels: enough to see the shape, little enough to see the object.
 MASK_ALPHA = 0.45
 
@@ -47,6 +50,27 @@ def instance_colors(count):
         return torch.zeros(0, 3, dtype=torch.uint8)
     hsv = np.stack([hues, np.full(count, 200), np.full(count, 255)], axis=1).astype(np.uint8)[None]
     return torch.from_numpy(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0].copy())
+
+
+def category_records(checkpoint_categories, ann_file, num_classes):
+    """The model's categories as [{"id", "name"}] in label order (entry k - 1 is label k): those stored with the
+    checkpoint, else those of ``ann_file`` (sorted by id), else ids 1..C-1 named "class k"."""
+    if checkpoint_categories:
+        records = [{"id": int(c["id"]), "name": str(c["name"])} for c in checkpoint_categories]
+    elif ann_file:
+        from maskrcnn_benchmark.data.datasets.coco import read_coco_json
+
+        data = read_coco_json(ann_file, sections=("categories",))
+        records = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))}
+                   for c in sorted(data["categories"], key=lambda c: c["id"])]
+    else:
+        records = []
+    used = {r["id"] for r in records}
+    next_id = max(used, default=0) + 1
+    for label in range(len(records) + 1, num_classes):  # classes the records do not name
+        records.append({"id": next_id, "name": "class {}".format(label)})
+        next_id += 1
+    return records
 
 
 class DetectionVisualizer:
@@ -201,11 +225,23 @@ class COCODemo(DetectionVisualizer):
         steps = [T.ToTensor(), normalize, resize] if self.cfg.INPUT.RESIZE_STYLE == "torchvision" else [
             resize, T.ToTensor(), normalize]
         self.transforms = T.Compose(steps)
+        self.precision = build_inference_precision(self.cfg, self.device)
+        self.bbox_aug = None
+        if self.cfg.TEST.BBOX_AUG.ENABLED:
+            if min_image_size is not None and self.min_image_size != self.cfg.INPUT.MIN_SIZE_TEST:
+                raise ValueError("TEST.BBOX_AUG tests at INPUT.MIN_SIZE_TEST and TEST.BBOX_AUG.SCALES; a different "
+                                 "min_image_size ({}) would be ignored. Pass min_image_size=None or change "
+                                 "INPUT.MIN_SIZE_TEST".format(min_image_size))
+            self.bbox_aug = BBoxAugDetector(self.model, self.cfg, self.device)
+        else:
+            check_bbox_aug_supported(self.cfg)
         # Probabilities for the heat-map montage, binary masks (p > 0.5) for the overlays.
         self.masker = Masker(threshold=-1 if show_mask_heatmaps else 0.5, padding=1)
         self.show_mask_heatmaps = show_mask_heatmaps
         self.confidence_threshold = confidence_threshold
         num_classes = self.cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+        # [{"id", "name"}] in label order (entry k - 1 is label k), for files others read (COCO category ids)
+        self.category_records = category_records(extra.get("categories"), ann_file, num_classes)
         if categories is None and extra.get("categories"):  # the names the model was trained with
             categories = ["__background"] + [c["name"] for c in extra["categories"]]
             categories += ["class {}".format(k) for k in range(len(categories), num_classes)]
@@ -232,6 +268,31 @@ class COCODemo(DetectionVisualizer):
             return self.create_mask_montage(image.copy(), top_predictions)
         return self.draw(image, top_predictions)
 
+    def predict_raw(self, original_image):
+        """The model's detections on one image, masks not pasted: TEST.BBOX_AUG and TEST.DTYPE apply.
+
+        Args:
+            original_image (ndarray[H, W, 3] uint8): BGR.
+        Returns:
+            BoxList in the original image's size (W, H), float32, on the CPU, fields "scores", "labels" and with
+            MASK_ON "mask" (Tensor[N, 1, M, M] probabilities; pasted Tensor[N, 1, H, W] if
+            MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS).
+        """
+        from maskrcnn_benchmark.structures.image_list import to_image_list
+
+        if not isinstance(original_image, np.ndarray) or original_image.ndim != 3 or original_image.shape[2] != 3:
+            raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread), got {}".format(
+                getattr(original_image, "shape", type(original_image).__name__)))
+        height, width = original_image.shape[:2]
+        pil_image = Image.fromarray(np.ascontiguousarray(original_image[:, :, ::-1]))
+        if self.bbox_aug is not None:
+            return self.bbox_aug([pil_image])[0]
+        image, _ = self.transforms(pil_image)
+        image_list = to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY).to(self.device)
+        with torch.no_grad(), self.precision.autocast():
+            predictions = self.model(image_list)
+        return detections_to_float32(predictions[0].to(torch.device("cpu"))).resize((width, height))
+
     def compute_prediction(self, original_image, output_size=None):
         """
         Args:
@@ -242,19 +303,10 @@ class COCODemo(DetectionVisualizer):
             BoxList of every detection in ``output_size``, fields "scores", "labels", and "mask"
             (Tensor[N, 1, H, W]: uint8 {0, 1}, or probabilities with show_mask_heatmaps) when MASK_ON.
         """
-        from maskrcnn_benchmark.structures.image_list import to_image_list
-
-        if not isinstance(original_image, np.ndarray) or original_image.ndim != 3 or original_image.shape[2] != 3:
-            raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread), got {}".format(
-                getattr(original_image, "shape", type(original_image).__name__)))
-        height, width = original_image.shape[:2]
-        pil_image = Image.fromarray(np.ascontiguousarray(original_image[:, :, ::-1]))
-        image, _ = self.transforms(pil_image)
-        image_list = to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY).to(self.device)
-        with torch.no_grad():
-            predictions = self.model(image_list)
+        height, width = original_image.shape[:2] if isinstance(original_image, np.ndarray) else (0, 0)
+        prediction = self.predict_raw(original_image)
         width, height = output_size if output_size is not None else (width, height)
-        prediction = predictions[0].to(torch.device("cpu")).resize((width, height))
+        prediction = prediction.resize((width, height))
         if prediction.has_field("mask"):
             masks = prediction.get_field("mask")
             if list(masks.shape[-2:]) != [height, width]:
