@@ -88,14 +88,16 @@ class BBoxAugDetector:
         tensors = [transform(ImageOps.mirror(image) if hflip else image)[0] for image in images]
         return to_image_list(tensors, self.size_divisible).to(self.device)
 
+    # The mirror is taken in the original frame, where the image was mirrored: mirroring (x -> W - 1 - x) and
+    # resizing (x -> s x) do not commute, and mirroring in the resized frame would shift boxes by up to ~1 px.
     def _to_original(self, detections, original_size, hflip):
-        if hflip:
-            detections = detections.transpose(FLIP_LEFT_RIGHT)
-        return detections.resize(original_size)
+        detections = detections.resize(original_size)
+        return detections.transpose(FLIP_LEFT_RIGHT) if hflip else detections
 
     def _to_pass(self, detections, pass_size, hflip):
-        detections = detections.resize(pass_size)
-        return detections.transpose(FLIP_LEFT_RIGHT) if hflip else detections
+        if hflip:
+            detections = detections.transpose(FLIP_LEFT_RIGHT)
+        return detections.resize(pass_size)
 
     def _detect(self, image_list):
         model = self.model

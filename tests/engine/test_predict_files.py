@@ -1,0 +1,124 @@
+"""predict_files on a tiny folder: nested folders, an unreadable file skipped and counted, label maps, COCO JSON.
+
+The fake model reads object ids from the pixels (value = id) and returns one detection per id with its exact
+mask, so every written value can be checked against the images.
+"""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+
+from maskrcnn_benchmark.engine.predict_files import list_image_files, predict_files
+from maskrcnn_benchmark.engine.predictor import DetectionVisualizer
+from maskrcnn_benchmark.structures.bounding_box import BoxList
+
+
+class FakeDemo(DetectionVisualizer):
+    """COCODemo's interface: predict_raw(BGR array) -> BoxList with pasted masks; category_records; draw."""
+
+    def __init__(self):
+        super().__init__(["__background", "blob"])
+        self.category_records = [{"id": 7, "name": "blob"}]
+
+    def predict_raw(self, image):
+        ids = image[:, :, 0].astype(np.int64)
+        height, width = ids.shape
+        objects = [int(v) for v in np.unique(ids) if v]
+        boxes, masks = [], []
+        for obj in objects:
+            rows, cols = np.flatnonzero((ids == obj).any(1)), np.flatnonzero((ids == obj).any(0))
+            boxes.append([cols[0], rows[0], cols[-1], rows[-1]])
+            masks.append(torch.from_numpy((ids == obj).astype(np.uint8))[None])
+        result = BoxList(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), (width, height))
+        result.add_field("scores", torch.tensor([obj / 10.0 for obj in objects], dtype=torch.float32))
+        result.add_field("labels", torch.ones(len(objects), dtype=torch.int64))
+        result.add_field("mask", torch.stack(masks) if masks else torch.zeros(0, 1, height, width, dtype=torch.uint8))
+        return result
+
+
+def _image(objects, size=(40, 50)):
+    image = np.zeros(size + (3,), np.uint8)
+    for obj, (y0, x0, y1, x1) in objects.items():
+        image[y0:y1, x0:x1] = obj
+    return image
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "images"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    cv2.imwrite(str(root / "a.png"), _image({3: (2, 2, 10, 10), 6: (8, 8, 20, 20), 9: (30, 30, 35, 45)}))
+    cv2.imwrite(str(root / "sub" / "b.png"), _image({2: (0, 0, 5, 5)}))
+    cv2.imwrite(str(root / "sub" / "deeper" / "c.tif"), _image({}))
+    (root / "sub" / "broken.jpg").write_bytes(b"not an image")
+    (root / "notes.txt").write_text("not listed")
+    return root
+
+
+def test_folder_is_searched_recursively_and_sorted(folder):
+    assert [rel for _, rel in list_image_files(str(folder))] == ["a.png", "sub/b.png", "sub/broken.jpg",
+                                                                "sub/deeper/c.tif"]
+
+
+def test_predict_folder_writes_coco_json_and_label_maps(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    summary = predict_files(FakeDemo(), str(folder), str(out), confidence=0.25, overlays=True, progress=False)
+    assert summary["unreadable"] == [str(folder / "sub" / "broken.jpg")]
+    assert "broken.jpg" in capsys.readouterr().err
+    assert summary["images"] == 3
+    assert summary["detections"] == 3  # a.png's objects 3, 6, 9 score 0.3, 0.6, 0.9; b.png's 0.2 is below 0.25
+
+    coco = COCO(str(out / "predictions.json"))
+    files = {img["file_name"]: img for img in coco.dataset["images"]}
+    assert sorted(files) == ["a.png", "sub/b.png", "sub/deeper/c.tif"]
+    assert (files["a.png"]["width"], files["a.png"]["height"]) == (50, 40)
+    assert coco.dataset["categories"][0]["id"] == 7 and coco.dataset["categories"][0]["name"] == "blob"
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=files["a.png"]["id"]))
+    assert [a["score"] for a in anns] == pytest.approx([0.9, 0.6, 0.3])
+    assert all(a["category_id"] == 7 and a["iscrowd"] == 0 and isinstance(a["segmentation"]["counts"], str)
+               for a in anns)
+    image = cv2.imread(str(folder / "a.png"))[:, :, 0]
+    for a, obj in zip(anns, (9, 6, 3)):
+        np.testing.assert_array_equal(coco.annToMask(a), image == obj)
+        assert a["area"] == int((image == obj).sum())
+        rows, cols = np.flatnonzero((image == obj).any(1)), np.flatnonzero((image == obj).any(0))
+        assert a["bbox"] == [cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1]
+    # loads as results too, against itself as ground truth
+    results = coco.loadRes(json.loads((out / "predictions.json").read_text())["annotations"])
+    assert len(results.getAnnIds()) == 3
+
+    labels = cv2.imread(str(out / "instances" / "a.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.dtype == np.uint16 and labels.shape == (40, 50)
+    # label i = i-th detection (score order); where 3 and 6 overlap the higher score (6, label 2) is on top
+    expected = np.zeros_like(labels)
+    for label, obj in ((3, 3), (2, 6), (1, 9)):
+        expected[image == obj] = label
+    np.testing.assert_array_equal(labels, expected)
+    assert labels[9, 9] == 2
+    empty = cv2.imread(str(out / "instances" / "sub" / "b.png"), cv2.IMREAD_UNCHANGED)
+    assert empty.dtype == np.uint16 and not empty.any()
+    assert os.path.isfile(out / "instances" / "sub" / "deeper" / "c.png")
+    assert cv2.imread(str(out / "overlays" / "a.png")).shape == (40, 50, 3)
+    assert not [name for _, _, names in os.walk(out) for name in names if name.startswith(".")]  # no temp files
+
+
+def test_tiled_prediction_of_a_folder_equals_whole_images_for_small_objects(folder, tmp_path):
+    whole, tiled = tmp_path / "whole", tmp_path / "tiled"
+    predict_files(FakeDemo(), str(folder), str(whole), confidence=0.0, progress=False)
+    predict_files(FakeDemo(), str(folder), str(tiled), tile=24, overlap=16, confidence=0.0, progress=False)
+    for name in ("a.png", "sub/b.png"):
+        np.testing.assert_array_equal(cv2.imread(str(whole / "instances" / name), cv2.IMREAD_UNCHANGED),
+                                      cv2.imread(str(tiled / "instances" / name), cv2.IMREAD_UNCHANGED))
+    assert json.loads((whole / "predictions.json").read_text())["annotations"] == \
+        json.loads((tiled / "predictions.json").read_text())["annotations"]
+
+
+def test_two_images_writing_one_label_map_are_refused(tmp_path):
+    cv2.imwrite(str(tmp_path / "x.png"), _image({}))
+    cv2.imwrite(str(tmp_path / "x.tif"), _image({}))
+    with pytest.raises(ValueError, match="x.png.*x.tif|x.tif.*x.png"):
+        list_image_files(str(tmp_path))
