@@ -167,3 +167,21 @@ def box_iou_one(box, boxes):
     from torchvision.ops import box_iou
 
     return box_iou(box[None], boxes)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opts", [["TEST.BBOX_AUG.ENABLED", True, "TEST.BBOX_AUG.H_FLIP", True,
+                                   "TEST.BBOX_AUG.SCALES", (96,), "TEST.BBOX_AUG.MAX_SIZE", 200],
+                                  ["TEST.DTYPE", "bfloat16"]])
+def test_test_net_evaluates_with_augmentation_and_bfloat16(tiny_cfg, opts):
+    # tools/test_net.py's run_test: the loader yields originals for the augmentation, detections come back in
+    # float32 in the original image size and are scored
+    from maskrcnn_benchmark.engine.inference import run_test
+
+    tiny_cfg.merge_from_list(["MODEL.ROI_HEADS.SCORE_THRESH", 0.0, "TEST.BOUNDARY_AP", False] + opts)
+    model = _model(tiny_cfg)
+    (result,) = run_test(tiny_cfg, model, distributed=False)
+    predictions = torch.load(os.path.join(tiny_cfg.OUTPUT_DIR, "inference", "synthetic_fixture", "predictions.pth"),
+                             weights_only=False)
+    assert predictions and all(p.bbox.dtype == torch.float32 for p in predictions)
+    assert "segm" in result[0].results
