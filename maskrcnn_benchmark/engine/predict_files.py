@@ -27,6 +27,7 @@ from maskrcnn_benchmark.engine.tiling import (
     detect_tiled,
     detections_from_boxlist,
     label_map,
+    tile_starts,
     to_tensor_masks,
     window_to_rle,
 )
@@ -148,6 +149,8 @@ def predict_files(demo, input_path, output_dir, tile=None, overlap=64, confidenc
     Returns:
         dict: "images" (number predicted), "detections" (written), "unreadable" (list of paths skipped).
     """
+    if tile:
+        tile_starts(tile, tile, overlap)  # refuses a bad --tile / --tile-overlap before any work
     files = list_image_files(input_path)
     os.makedirs(output_dir, exist_ok=True)
     images, annotations, unreadable = [], [], []

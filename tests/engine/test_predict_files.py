@@ -122,3 +122,9 @@ def test_two_images_writing_one_label_map_are_refused(tmp_path):
     cv2.imwrite(str(tmp_path / "x.tif"), _image({}))
     with pytest.raises(ValueError, match="x.png.*x.tif|x.tif.*x.png"):
         list_image_files(str(tmp_path))
+
+
+def test_bad_tile_options_are_refused_before_any_work(folder, tmp_path):
+    with pytest.raises(ValueError, match="--tile-overlap"):
+        predict_files(FakeDemo(), str(folder), str(tmp_path / "out"), tile=64, overlap=64, progress=False)
+    assert not (tmp_path / "out").exists()
