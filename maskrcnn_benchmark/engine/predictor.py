@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from maskrcnn_benchmark.data.categories import num_classes_key
 from maskrcnn_benchmark.engine.bbox_aug import BBoxAugDetector, check_bbox_aug_supported
 from maskrcnn_benchmark.engine.mixed_precision import build_inference_precision, detections_to_float32
 
@@ -190,6 +191,10 @@ class COCODemo(DetectionVisualizer):
             ``ann_file`` if given, else generic.
         ann_file (str | None): COCO JSON the category names are read from.
         color_by_label (bool): colour masks and boxes by class (maskrcnn-benchmark) instead of by instance.
+
+    The config's TEST.DTYPE (autocast of the forward pass) and TEST.BBOX_AUG (test-time augmentation; then
+    min_image_size must be None or INPUT.MIN_SIZE_TEST) apply to every prediction. ``category_records`` holds the
+    model's categories as [{"id", "name"}] in label order, for files other tools read.
     """
 
     def __init__(self, cfg, confidence_threshold=0.7, show_mask_heatmaps=False, masks_per_dim=2,
@@ -241,7 +246,7 @@ class COCODemo(DetectionVisualizer):
         self.confidence_threshold = confidence_threshold
         num_classes = self.cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
         # [{"id", "name"}] in label order (entry k - 1 is label k), for files others read (COCO category ids)
-        self.category_records = category_records(extra.get("categories"), ann_file, num_classes)
+        self.category_records = category_records(extra.get("categories"), ann_file, num_classes_key(self.cfg)[1])
         if categories is None and extra.get("categories"):  # the names the model was trained with
             categories = ["__background"] + [c["name"] for c in extra["categories"]]
             categories += ["class {}".format(k) for k in range(len(categories), num_classes)]
@@ -303,9 +308,8 @@ class COCODemo(DetectionVisualizer):
             BoxList of every detection in ``output_size``, fields "scores", "labels", and "mask"
             (Tensor[N, 1, H, W]: uint8 {0, 1}, or probabilities with show_mask_heatmaps) when MASK_ON.
         """
-        height, width = original_image.shape[:2] if isinstance(original_image, np.ndarray) else (0, 0)
-        prediction = self.predict_raw(original_image)
-        width, height = output_size if output_size is not None else (width, height)
+        prediction = self.predict_raw(original_image)  # checks the input, in the original image's size
+        width, height = output_size if output_size is not None else prediction.size
         prediction = prediction.resize((width, height))
         if prediction.has_field("mask"):
             masks = prediction.get_field("mask")
