@@ -3,15 +3,15 @@
 
     python tools/predict.py --config-file configs/demo/nuclei_R_18_FPN.yaml \\
         --ckpt output/nuclei_R_18_FPN/model_final.pth --input new_images/ --output-dir predictions/ \\
-        [--tile 512 --tile-overlap 64] [--confidence 0.5] [--overlays] [KEY VALUE ...]
+        [--tile 512 --tile-overlap 64] [--confidence 0.5] [--overlays] [--polygons] [KEY VALUE ...]
 
 Writes OUTPUT/predictions.json (COCO: images, categories of the checkpoint, annotations with score, bbox and RLE
-segmentation; pycocotools, CVAT and Label Studio read it), OUTPUT/instances/<relative path>.png (16-bit label
-map: 0 background, i the i-th detection, highest score first) and with --overlays OUTPUT/overlays/<relative
-path>.png. --tile cuts large images into overlapping tiles at full resolution and merges the detections (objects
-cut by a seam are taken from the tile where they are whole, duplicates removed by mask overlap). TEST.BBOX_AUG.*
-and TEST.DTYPE given as KEY VALUE apply. Images that cannot be read are named, skipped and counted; the exit status
-is then 1.
+segmentation, which pycocotools and CVAT read; --polygons writes outer contours instead, for Label Studio),
+OUTPUT/instances/<relative path>.png (16-bit label map: 0 background, i the i-th detection, highest score first)
+and with --overlays OUTPUT/overlays/<relative path>.png. --tile cuts large images into overlapping tiles at full
+resolution and merges the detections (objects cut by a seam are taken from the tile where they are whole,
+duplicates removed by mask overlap). TEST.BBOX_AUG.* and TEST.DTYPE given as KEY VALUE apply. Images that cannot
+be read are named, skipped and counted; the exit status is then 1.
 """
 import argparse
 import sys
@@ -33,6 +33,9 @@ def parse_args(argv=None):
                         help="px shared by neighbouring tiles; objects up to this size are seen whole by a tile")
     parser.add_argument("--confidence", type=float, default=0.5, help="minimum score written")
     parser.add_argument("--overlays", action="store_true", help="also write the detections drawn on the images")
+    parser.add_argument("--polygons", action="store_true",
+                        help="segmentations as polygons (outer contours, approximate) instead of RLE, for tools "
+                             "that import polygons only (Label Studio); the label maps stay exact")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     return parser.parse_args(argv)
 
@@ -42,7 +45,7 @@ def main(argv=None):
     cfg = load_config(args.config_file, args.opts or ())
     demo = COCODemo(cfg, confidence_threshold=args.confidence, min_image_size=None, weight=args.ckpt)
     summary = predict_files(demo, args.input, args.output_dir, tile=args.tile, overlap=args.tile_overlap,
-                            confidence=args.confidence, overlays=args.overlays)
+                            confidence=args.confidence, overlays=args.overlays, polygons=args.polygons)
     print("predicted {} image(s), {} detection(s) scoring >= {} into {}".format(
         summary["images"], summary["detections"], args.confidence, args.output_dir))
     if summary["unreadable"]:

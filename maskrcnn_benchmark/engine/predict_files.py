@@ -5,7 +5,9 @@ For an image or a folder (searched recursively) it writes into the output folder
 - ``predictions.json``: a COCO file. ``images`` (``id``, ``file_name`` relative to the input folder, ``width``,
   ``height``), ``categories`` (the model's, as stored with its checkpoint), ``annotations`` (``id``, ``image_id``,
   ``category_id``, ``score``, ``bbox`` [x, y, w, h], ``segmentation`` as compressed RLE with ``counts`` a string,
-  ``area``, ``iscrowd`` 0). An image's annotations are in its label map's order: the i-th is label i.
+  ``area``, ``iscrowd`` 0; with ``polygons`` the segmentation is the masks' outer contours instead, for tools
+  that import polygons only, e.g. Label Studio). An image's annotations are in its label map's order: the i-th is
+  label i.
 - ``instances/<relative path without extension>.png``: 16-bit label map per image, 0 background, i the i-th
   detection (highest score first; where masks overlap the higher score is on top).
 - with ``overlays``: ``overlays/<relative path without extension>.png``, the detections drawn as tools/demo.py does.
@@ -29,6 +31,7 @@ from maskrcnn_benchmark.engine.tiling import (
     label_map,
     tile_starts,
     to_tensor_masks,
+    window_to_polygons,
     window_to_rle,
 )
 from maskrcnn_benchmark.utils.io import atomic_write, save_json
@@ -92,8 +95,9 @@ def predict_detections(demo, image, tile=None, overlap=64, overlap_thresh=0.5):
     return predict(image)
 
 
-def coco_annotations(detections, image_id, category_records, first_id, height, width):
-    """COCO result records of ``detections`` (in their order) with ids from ``first_id`` on."""
+def coco_annotations(detections, image_id, category_records, first_id, height, width, polygons=False):
+    """COCO result records of ``detections`` (in their order) with ids from ``first_id`` on; ``segmentation`` is
+    compressed RLE (exact), or with ``polygons`` the masks' outer contours (approximate, for polygon-only tools)."""
     # xywh as the COCO evaluation converts boxes (BoxList.convert), so the bbox AP is tools/test_net.py's
     xywh = _boxlist(detections, height, width, with_masks=False).convert("xywh").bbox.tolist()
     records = []
@@ -102,7 +106,8 @@ def coco_annotations(detections, image_id, category_records, first_id, height, w
                   "category_id": int(category_records[int(detections.labels[k]) - 1]["id"]),
                   "score": float(detections.scores[k]), "bbox": xywh[k], "iscrowd": 0}
         if detections.masks is not None:
-            record["segmentation"] = window_to_rle(detections.masks[k], height, width)
+            record["segmentation"] = (window_to_polygons(detections.masks[k]) if polygons
+                                      else window_to_rle(detections.masks[k], height, width))
             record["area"] = int(np.count_nonzero(detections.masks[k][2]))
         else:
             record["area"] = float(xywh[k][2] * xywh[k][3])
@@ -136,7 +141,7 @@ def _boxlist(detections, height, width, with_masks=True):
 
 
 def predict_files(demo, input_path, output_dir, tile=None, overlap=64, confidence=0.5, overlays=False,
-                  overlap_thresh=0.5, reader=read_image, progress=True):
+                  overlap_thresh=0.5, reader=read_image, progress=True, polygons=False):
     """Predict every image under ``input_path`` and write the files of the module docstring into ``output_dir``.
 
     Args:
@@ -146,6 +151,7 @@ def predict_files(demo, input_path, output_dir, tile=None, overlap=64, confidenc
         overlays (bool): also write the drawn detections.
         overlap_thresh (float): with tiles, IoS above which detections of two tiles are one object.
         reader (callable): path -> BGR uint8 [H, W, 3] (raises OSError/ValueError for a bad file).
+        polygons (bool): write segmentations as polygons instead of RLE (see coco_annotations).
     Returns:
         dict: "images" (number predicted), "detections" (written), "unreadable" (list of paths skipped).
     """
@@ -167,7 +173,7 @@ def predict_files(demo, input_path, output_dir, tile=None, overlap=64, confidenc
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": rel, "width": int(width), "height": int(height)})
         annotations += coco_annotations(detections, image_id, demo.category_records, len(annotations) + 1,
-                                        height, width)
+                                        height, width, polygons)
         stem = os.path.splitext(rel)[0]
         if detections.masks is not None:
             _write_png(os.path.join(output_dir, "instances", stem + ".png"), label_map(detections, height, width))

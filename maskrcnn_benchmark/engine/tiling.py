@@ -341,6 +341,26 @@ def window_to_rle(window, height, width):
     return rle
 
 
+def window_to_polygons(window):
+    """COCO polygons [[x0, y0, x1, y1, ...], ...] (image pixel coordinates) of a mask window's outer contours, for
+    tools that import polygons only (Label Studio). An approximation: pixel centres are traced, so rasterising the
+    polygons gives back a mask about half a pixel thinner all round. A mask too small for a 3-point contour gets the
+    polygon of its pixels' outline box; an empty mask gets []."""
+    import cv2
+
+    top, left, region = window
+    if region.size == 0 or not region.any():
+        return []
+    contours, _ = cv2.findContours(np.ascontiguousarray(region, dtype=np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    polygons = [(c.reshape(-1, 2) + [left, top]).astype(float).ravel().tolist() for c in contours if len(c) >= 3]
+    if not polygons:
+        rows, cols = np.nonzero(region)
+        x0, y0, x1, y1 = left + cols.min(), top + rows.min(), left + cols.max() + 1, top + rows.max() + 1
+        polygons = [[float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]]
+    return polygons
+
+
 def label_map(detections, height, width):
     """uint16 [H, W]: 0 background, i at the pixels of the i-th detection (1-based, in the given order, highest
     score first), the highest score drawn last so it is on top where masks overlap."""

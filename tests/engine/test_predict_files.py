@@ -128,3 +128,20 @@ def test_bad_tile_options_are_refused_before_any_work(folder, tmp_path):
     with pytest.raises(ValueError, match="--tile-overlap"):
         predict_files(FakeDemo(), str(folder), str(tmp_path / "out"), tile=64, overlap=64, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_polygons_instead_of_rle_rasterise_close_to_the_masks(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    image = np.zeros((60, 70, 3), np.uint8)
+    cv2.circle(image, (30, 28), 15, (4, 4, 4), -1)
+    image[50:52, 60:61] = 8  # 2 pixels: too small for a contour, written as its outline box
+    cv2.imwrite(str(root / "disc.png"), image)
+    predict_files(FakeDemo(), str(root), str(tmp_path / "out"), confidence=0.0, polygons=True, progress=False)
+    coco = COCO(str(tmp_path / "out" / "predictions.json"))
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert all(isinstance(a["segmentation"], list) and a["segmentation"] for a in anns)
+    for a, obj in zip(anns, (8, 4)):
+        exact = image[:, :, 0] == obj
+        raster = coco.annToMask(a).astype(bool)
+        assert (raster & exact).sum() / (raster | exact).sum() > (0.85 if obj == 4 else 0.3)
