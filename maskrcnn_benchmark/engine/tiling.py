@@ -247,14 +247,16 @@ def merge_tile_detections(detections, tile_boxes, overlap_thresh=0.5):
     scores, cut = detections.scores.copy(), detections.cut.copy()
     seen_by = {i: {int(tiles[i])} for i in range(n)}  # tiles a (merged) detection came from
     kept = []
+    rank = np.full(n, n, np.int64)  # position in ``kept`` (n: not kept), the order candidates are compared in
     for i in order:
         duplicate_of = None
-        for k in kept:
-            if labels[k] != labels[i] or int(tiles[i]) in seen_by[k]:
+        # kept detections of the same class whose boxes touch this one's (vectorised: thousands per image)
+        near = np.flatnonzero((rank < n) & (labels == labels[i])
+                              & (boxes[:, 0] <= boxes[i][2] + 1) & (boxes[i][0] <= boxes[:, 2] + 1)
+                              & (boxes[:, 1] <= boxes[i][3] + 1) & (boxes[i][1] <= boxes[:, 3] + 1))
+        for k in near[np.argsort(rank[near], kind="stable")]:
+            if int(tiles[i]) in seen_by[k]:
                 continue
-            if (boxes[i][0] > boxes[k][2] + 1 or boxes[k][0] > boxes[i][2] + 1
-                    or boxes[i][1] > boxes[k][3] + 1 or boxes[k][1] > boxes[i][3] + 1):
-                continue  # boxes apart
             mask_i, mask_k = (None, None) if masks is None else (masks[i], masks[k])
             # a united detection is compared where the candidate's tile meets any of the tiles it came from
             for tile_k in sorted(seen_by[k]):
@@ -266,6 +268,7 @@ def merge_tile_detections(detections, tile_boxes, overlap_thresh=0.5):
             if duplicate_of is not None:
                 break
         if duplicate_of is None:
+            rank[i] = len(kept)
             kept.append(i)
             continue
         k = duplicate_of
