@@ -84,14 +84,14 @@ def list_image_files(path):
     return found
 
 
-def predict_detections(demo, image, tile=None, overlap=64, overlap_thresh=0.5):
+def predict_detections(demo, image, tile=None, overlap=64, overlap_thresh=0.5, progress=False):
     """Detections of one BGR image, highest score first: the whole image through ``demo`` (COCODemo), or with
     ``tile`` overlapping tiles of it merged (engine/tiling.py)."""
     def predict(array):
         return detections_from_boxlist(demo.predict_raw(array)).sorted_by_score()
 
     if tile:
-        return detect_tiled(predict, image, tile, overlap, overlap_thresh)
+        return detect_tiled(predict, image, tile, overlap, overlap_thresh, progress)
     return predict(image)
 
 
@@ -168,7 +168,7 @@ def predict_files(demo, input_path, output_dir, tile=None, overlap=64, confidenc
             unreadable.append(path)
             continue
         height, width = image.shape[:2]
-        detections = predict_detections(demo, image, tile, overlap, overlap_thresh)
+        detections = predict_detections(demo, image, tile, overlap, overlap_thresh, progress)
         detections = detections.select(np.flatnonzero(detections.scores >= confidence))
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": rel, "width": int(width), "height": int(height)})

@@ -283,7 +283,7 @@ def merge_tile_detections(detections, tile_boxes, overlap_thresh=0.5):
     return result.select(kept).sorted_by_score()
 
 
-def detect_tiled(predict, image, tile, overlap, overlap_thresh=0.5):
+def detect_tiled(predict, image, tile, overlap, overlap_thresh=0.5, progress=False):
     """Detect on overlapping tiles of ``image`` and merge into the image's frame.
 
     Args:
@@ -291,13 +291,17 @@ def detect_tiled(predict, image, tile, overlap, overlap_thresh=0.5):
         image (ndarray[H, W, 3]): the whole image (BGR for the predictor).
         tile, overlap (int): tile side and the overlap of neighbouring tiles, px.
         overlap_thresh (float): IoS above which detections of different tiles are duplicates.
+        progress (bool): a progress bar over the tiles (a large slide has hundreds).
     Returns:
         Detections in the image's frame, highest score first.
     """
     height, width = image.shape[:2]
     parts = []
     grid = tile_grid(width, height, tile, overlap)
-    for index, (x0, y0, x1, y1) in enumerate(grid):
+    from tqdm import tqdm
+
+    for index, (x0, y0, x1, y1) in enumerate(tqdm(grid, desc="tiles", unit="tile", leave=False,
+                                                  disable=not progress or len(grid) < 2)):
         found = shift(predict(np.ascontiguousarray(image[y0:y1, x0:x1])), x0, y0)
         found.cut = cut_by_inner_edge(found, (x0, y0, x1, y1), width, height)
         found.tile_index = np.full(len(found), index, np.int64)
