@@ -30,7 +30,6 @@ from maskrcnn_benchmark.engine.tiling import (
     detections_from_boxlist,
     label_map,
     tile_starts,
-    to_tensor_masks,
     window_to_polygons,
     window_to_rle,
 )
@@ -99,7 +98,7 @@ def coco_annotations(detections, image_id, category_records, first_id, height, w
     """COCO result records of ``detections`` (in their order) with ids from ``first_id`` on; ``segmentation`` is
     compressed RLE (exact), or with ``polygons`` the masks' outer contours (approximate, for polygon-only tools)."""
     # xywh as the COCO evaluation converts boxes (BoxList.convert), so the bbox AP is tools/test_net.py's
-    xywh = _boxlist(detections, height, width, with_masks=False).convert("xywh").bbox.tolist()
+    xywh = _boxlist(detections, height, width).convert("xywh").bbox.tolist()
     records = []
     for k in range(len(detections)):
         record = {"id": first_id + k, "image_id": image_id,
@@ -129,14 +128,13 @@ def _write_png(path, array):
     atomic_write(path, write)
 
 
-def _boxlist(detections, height, width, with_masks=True):
+def _boxlist(detections, height, width):
+    """Boxes, scores and labels as a BoxList (masks stay windows)."""
     from maskrcnn_benchmark.structures.bounding_box import BoxList
 
     boxes = BoxList(torch.from_numpy(detections.boxes).reshape(-1, 4), (width, height), mode="xyxy")
     boxes.add_field("scores", torch.from_numpy(detections.scores))
     boxes.add_field("labels", torch.from_numpy(detections.labels))
-    if with_masks and detections.masks is not None:
-        boxes.add_field("mask", to_tensor_masks(detections, height, width))
     return boxes
 
 
@@ -179,7 +177,7 @@ def predict_files(demo, input_path, output_dir, tile=None, overlap=64, confidenc
             _write_png(os.path.join(output_dir, "instances", stem + ".png"), label_map(detections, height, width))
         if overlays:
             _write_png(os.path.join(output_dir, "overlays", stem + ".png"),
-                       demo.draw(image, _boxlist(detections, height, width)))
+                       demo.draw(image, _boxlist(detections, height, width), mask_windows=detections.masks))
     categories = [{"id": int(c["id"]), "name": c["name"], "supercategory": c.get("supercategory", "")}
                   for c in demo.category_records]
     save_json({"info": {"description": "predictions of tools/predict.py"}, "images": images,

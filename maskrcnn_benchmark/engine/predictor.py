@@ -92,11 +92,16 @@ class DetectionVisualizer:
         # maskrcnn-benchmark's per-class colour recipe: label times large odd numbers, mod 255.
         self.palette = torch.tensor([2 ** 25 - 1, 2 ** 15 - 1, 2 ** 21 - 1])
 
-    def draw(self, image, predictions):
+    def draw(self, image, predictions, mask_windows=None):
         """Overlay ``predictions`` (BoxList in the image's size; fields "labels", optional "scores", "mask",
-        "keypoints") on a copy of ``image`` (BGR uint8 [H, W, 3]); returns the copy."""
+        "keypoints") on a copy of ``image`` (BGR uint8 [H, W, 3]); returns the copy.
+
+        ``mask_windows`` (list of (top, left, bool ndarray[h, w]), one per detection) gives the masks instead of an
+        image-sized "mask" field: a large image's thousands of masks then need no [N, H, W] tensor."""
         result = image.copy()
-        if predictions.has_field("mask"):
+        if mask_windows is not None:
+            result = self.overlay_mask_windows(result, predictions, mask_windows)
+        elif predictions.has_field("mask"):
             result = self.overlay_mask(result, predictions)
         result = self.overlay_boxes(result, predictions)
         if predictions.has_field("keypoints"):
@@ -132,6 +137,21 @@ class DetectionVisualizer:
         for mask, color in zip(masks, self._colors(predictions).tolist()):
             contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             cv2.drawContours(image, contours, -1, tuple(color), 1)
+        return image
+
+    def overlay_mask_windows(self, image, predictions, mask_windows):
+        """overlay_mask for masks given as windows (top, left, bool [h, w]); the same pixels."""
+        blended = image.astype(np.float32)
+        colors = self._colors(predictions).tolist()
+        for (top, left, region), color in zip(mask_windows, colors):
+            view = blended[top:top + region.shape[0], left:left + region.shape[1]]
+            view[region] = (1 - MASK_ALPHA) * view[region] + MASK_ALPHA * np.asarray(color, np.float32)
+        image[...] = blended.round().astype(np.uint8)
+        for (top, left, region), color in zip(mask_windows, colors):
+            if region.size:
+                contours, _ = cv2.findContours(np.ascontiguousarray(region, dtype=np.uint8), cv2.RETR_EXTERNAL,
+                                               cv2.CHAIN_APPROX_NONE, offset=(int(left), int(top)))
+                cv2.drawContours(image, contours, -1, tuple(color), 1)
         return image
 
     def overlay_keypoints(self, image, predictions):

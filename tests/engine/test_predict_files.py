@@ -145,3 +145,16 @@ def test_polygons_instead_of_rle_rasterise_close_to_the_masks(tmp_path):
         exact = image[:, :, 0] == obj
         raster = coco.annToMask(a).astype(bool)
         assert (raster & exact).sum() / (raster | exact).sum() > (0.85 if obj == 4 else 0.3)
+
+
+def test_overlays_drawn_from_mask_windows_equal_the_demo_drawing_of_full_masks(folder):
+    from maskrcnn_benchmark.engine.predict_files import _boxlist, read_image
+    from maskrcnn_benchmark.engine.tiling import detections_from_boxlist, to_tensor_masks
+
+    demo = FakeDemo()
+    image = read_image(str(folder / "a.png"))
+    detections = detections_from_boxlist(demo.predict_raw(image)).sorted_by_score()
+    full = _boxlist(detections, 40, 50)
+    full.add_field("mask", to_tensor_masks(detections, 40, 50))
+    np.testing.assert_array_equal(demo.draw(image, _boxlist(detections, 40, 50), mask_windows=detections.masks),
+                                  demo.draw(image, full))
