@@ -185,3 +185,18 @@ def test_test_net_evaluates_with_augmentation_and_bfloat16(tiny_cfg, opts):
                              weights_only=False)
     assert predictions and all(p.bbox.dtype == torch.float32 for p in predictions)
     assert "segm" in result[0].results
+
+
+def test_retinanet_detections_are_merged_too(tiny_cfg):
+    tiny_cfg.merge_from_list([
+        "MODEL.MASK_ON", False, "MODEL.RETINANET_ON", True, "MODEL.RPN_ONLY", True,
+        "MODEL.BACKBONE.CONV_BODY", "R-18-FPN-RETINANET", "MODEL.RETINANET.NUM_CLASSES", 4,
+        "MODEL.RETINANET.ANCHOR_SIZES", (8, 16, 32, 64, 128), "MODEL.RETINANET.NUM_CONVS", 1,
+        "MODEL.RETINANET.INFERENCE_TH", 0.0,
+        "TEST.BBOX_AUG.ENABLED", True, "TEST.BBOX_AUG.H_FLIP", True, "TEST.DETECTIONS_PER_IMG", 7])
+    detector = BBoxAugDetector(_model(tiny_cfg), tiny_cfg, "cpu")
+    image = _picture()
+    direct = detector([image])[0]
+    assert 0 < len(direct) <= 7 and direct.size == image.size and not direct.has_field("mask")
+    of_mirror = detector([ImageOps.mirror(image)])[0]
+    torch.testing.assert_close(of_mirror.bbox, mirror_detections(direct).bbox, atol=1e-3, rtol=0)
