@@ -10,7 +10,8 @@ For an image or a folder (searched recursively) it writes into the output folder
   label i.
 - ``instances/<relative path without extension>.png``: 16-bit label map per image, 0 background, i the i-th
   detection (highest score first; where masks overlap the higher score is on top).
-- with ``overlays``: ``overlays/<relative path without extension>.png``, the detections drawn as tools/demo.py does.
+- with ``overlays``: ``overlays/<relative path without extension>.png``, the detections drawn as tools/demo.py does
+  (class names and scores only where an image has at most OVERLAY_TEXT_MAX_DETECTIONS detections).
 
 Only detections scoring at least ``confidence`` are written. Every file is written atomically. An image that
 cannot be read is reported by name and skipped; the summary counts them.
@@ -36,6 +37,9 @@ from maskrcnn_benchmark.engine.tiling import (
 from maskrcnn_benchmark.utils.io import atomic_write, save_json
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+# Overlays write class names and scores only for images with at most this many detections: the demo's text grows
+# with the image, and on a slide with thousands of objects it would cover everything.
+OVERLAY_TEXT_MAX_DETECTIONS = 100
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +181,8 @@ def predict_files(demo, input_path, output_dir, tile=None, overlap=64, confidenc
             _write_png(os.path.join(output_dir, "instances", stem + ".png"), label_map(detections, height, width))
         if overlays:
             _write_png(os.path.join(output_dir, "overlays", stem + ".png"),
-                       demo.draw(image, _boxlist(detections, height, width), mask_windows=detections.masks))
+                       demo.draw(image, _boxlist(detections, height, width), mask_windows=detections.masks,
+                                 show_text=demo.show_text and len(detections) <= OVERLAY_TEXT_MAX_DETECTIONS))
     categories = [{"id": int(c["id"]), "name": c["name"], "supercategory": c.get("supercategory", "")}
                   for c in demo.category_records]
     save_json({"info": {"description": "predictions of tools/predict.py"}, "images": images,

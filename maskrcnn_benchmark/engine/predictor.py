@@ -92,12 +92,13 @@ class DetectionVisualizer:
         # maskrcnn-benchmark's per-class colour recipe: label times large odd numbers, mod 255.
         self.palette = torch.tensor([2 ** 25 - 1, 2 ** 15 - 1, 2 ** 21 - 1])
 
-    def draw(self, image, predictions, mask_windows=None):
+    def draw(self, image, predictions, mask_windows=None, show_text=None):
         """Overlay ``predictions`` (BoxList in the image's size; fields "labels", optional "scores", "mask",
         "keypoints") on a copy of ``image`` (BGR uint8 [H, W, 3]); returns the copy.
 
         ``mask_windows`` (list of (top, left, bool ndarray[h, w]), one per detection) gives the masks instead of an
-        image-sized "mask" field: a large image's thousands of masks then need no [N, H, W] tensor."""
+        image-sized "mask" field: a large image's thousands of masks then need no [N, H, W] tensor.
+        ``show_text`` overrides ``self.show_text`` for this call."""
         result = image.copy()
         if mask_windows is not None:
             result = self.overlay_mask_windows(result, predictions, mask_windows)
@@ -106,7 +107,8 @@ class DetectionVisualizer:
         result = self.overlay_boxes(result, predictions)
         if predictions.has_field("keypoints"):
             result = self.overlay_keypoints(result, predictions)
-        return self.overlay_class_names(result, predictions) if self.show_text else result
+        show_text = self.show_text if show_text is None else show_text
+        return self.overlay_class_names(result, predictions) if show_text else result
 
     def compute_colors_for_labels(self, labels):
         """Tensor[N] labels -> Tensor[N, 3] uint8 colours, one per class."""

@@ -158,3 +158,18 @@ def test_overlays_drawn_from_mask_windows_equal_the_demo_drawing_of_full_masks(f
     full.add_field("mask", to_tensor_masks(detections, 40, 50))
     np.testing.assert_array_equal(demo.draw(image, _boxlist(detections, 40, 50), mask_windows=detections.masks),
                                   demo.draw(image, full))
+
+
+def test_overlays_of_crowded_images_leave_out_the_text(tmp_path, monkeypatch):
+    from maskrcnn_benchmark.engine import predict_files as module
+
+    root = tmp_path / "images"
+    root.mkdir()
+    cv2.imwrite(str(root / "a.png"), _image({3: (2, 2, 10, 10), 6: (8, 8, 20, 20)}))
+    drawn = []
+    monkeypatch.setattr(FakeDemo, "overlay_class_names", lambda self, image, p: drawn.append(len(p)) or image)
+    predict_files(FakeDemo(), str(root), str(tmp_path / "few"), confidence=0.0, overlays=True, progress=False)
+    assert drawn == [2]
+    monkeypatch.setattr(module, "OVERLAY_TEXT_MAX_DETECTIONS", 1)
+    predict_files(FakeDemo(), str(root), str(tmp_path / "many"), confidence=0.0, overlays=True, progress=False)
+    assert drawn == [2]  # not called again
