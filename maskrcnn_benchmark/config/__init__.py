@@ -35,7 +35,6 @@ _LEGACY_ALIASES = {"MODEL.BACKBONE.OUT_CHANNELS": "MODEL.RESNETS.BACKBONE_OUT_CH
 
 # Keys that exist so maskrcnn-benchmark files load, but that nothing in this package reads: key -> what they would
 # do and what to use instead. Set to anything but their default, they are refused rather than ignored.
-_TTA = "test-time augmentation (TEST.BBOX_AUG) is not implemented; remove the TEST.BBOX_AUG section"
 _FBNET_KPTS = ("there is no FBNet keypoint head (no FBNet architecture has keypoint stages); use a ResNet keypoint "
                "head (MODEL.ROI_KEYPOINT_HEAD.FEATURE_EXTRACTOR) and remove the key")
 UNIMPLEMENTED_KEYS = {
@@ -44,11 +43,6 @@ UNIMPLEMENTED_KEYS = {
                              "FPN); remove MODEL.BACKBONE.USE_GN",
     "MODEL.ROI_MASK_HEAD.MLP_HEAD_DIM": "no mask head of this package has fully connected layers; remove the key",
     "MODEL.ROI_KEYPOINT_HEAD.MLP_HEAD_DIM": "the keypoint head has no fully connected layers; remove the key",
-    "TEST.BBOX_AUG.ENABLED": _TTA,
-    "TEST.BBOX_AUG.H_FLIP": _TTA,
-    "TEST.BBOX_AUG.SCALES": _TTA,
-    "TEST.BBOX_AUG.MAX_SIZE": _TTA,
-    "TEST.BBOX_AUG.SCALE_H_FLIP": _TTA,
     "MODEL.FBNET.KPTS_HEAD_LAST_SCALE": _FBNET_KPTS,
     "MODEL.FBNET.KPTS_HEAD_BLOCKS": _FBNET_KPTS,
     "MODEL.FBNET.KPTS_HEAD_STRIDE": _FBNET_KPTS,

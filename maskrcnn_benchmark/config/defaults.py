@@ -372,12 +372,15 @@ _C.TEST.COCO_EVALUATOR = "faster_coco_eval"
 # (added) GlaS datasets: detections with at least this score make the label map that the challenge's F1, object
 # Dice and object Hausdorff are computed on (the challenge scores one segmentation, not a ranked list)
 _C.TEST.GLAS_SCORE_THRESHOLD = 0.5
-_C.TEST.BBOX_AUG = CN()  # test-time augmentation: not implemented, any non-default value below is refused
-_C.TEST.BBOX_AUG.ENABLED = False  # True: test-time augmentation of box detection
-_C.TEST.BBOX_AUG.H_FLIP = False  # add a horizontally flipped pass at the original scale
+_C.TEST.BBOX_AUG = CN()  # test-time augmentation (maskrcnn-benchmark's keys); merges boxes and masks
+_C.TEST.BBOX_AUG.ENABLED = False  # True: detect on each augmented copy, merge the boxes by NMS, average the masks
+_C.TEST.BBOX_AUG.H_FLIP = False  # add a horizontally flipped pass at INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST
 _C.TEST.BBOX_AUG.SCALES = ()  # extra shorter-side sizes to test at, px
 _C.TEST.BBOX_AUG.MAX_SIZE = 4000  # cap on the longer side at those scales, px
 _C.TEST.BBOX_AUG.SCALE_H_FLIP = False  # add a flipped pass at each extra scale
+# (added) inference autocast: "float32" (off), "bfloat16" (CPU and CUDA) or "float16" (CUDA only); detections are
+# returned in float32 either way
+_C.TEST.DTYPE = "float32"
 
 # ---------------------------------------------------------------------------- #
 # Misc

@@ -12,7 +12,7 @@ from . import datasets as D
 from .preparation import nuclei, synthetic
 from .categories import check_num_classes, dataset_categories
 from . import samplers
-from .collate_batch import BatchCollator
+from .collate_batch import BatchCollator, BBoxAugCollator
 from .transforms import build_transforms
 
 
@@ -197,7 +197,8 @@ def _check_targets_match_heads(cfg, dataset):
 def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     """Data loader(s) for cfg.DATASETS.TRAIN (one loader) or cfg.DATASETS.TEST (a list, one per dataset).
 
-    Each batch is (images: ImageList, targets: tuple[BoxList], image_ids: tuple[int]). Training loaders yield
+    Each batch is (images: ImageList, targets: tuple[BoxList], image_ids: tuple[int]); with TEST.BBOX_AUG.ENABLED
+    a test batch's images are the untransformed PIL images (tuple). Training loaders yield
     SOLVER.MAX_ITER - start_iter batches of SOLVER.IMS_PER_BATCH / world-size images; test loaders one pass in
     order with TEST.IMS_PER_BATCH / world-size images per batch.
     """
@@ -228,7 +229,9 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
     aspect_grouping = [1] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else []
     catalog = load_catalog(cfg.PATHS_CATALOG)
     dataset_list = cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST
-    transforms = build_transforms(cfg, is_train)
+    # Test-time augmentation transforms each original image itself, once per pass (engine/bbox_aug.py).
+    bbox_aug = not is_train and cfg.TEST.BBOX_AUG.ENABLED
+    transforms = None if bbox_aug else build_transforms(cfg, is_train)
     datasets = build_dataset(dataset_list, transforms, catalog, is_train, cfg.DATASETS.CUSTOM,
                              cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
     if is_train:
@@ -246,7 +249,7 @@ def make_data_loader(cfg, is_train=True, is_distributed=False, start_iter=0):
             dataset,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
             batch_sampler=batch_sampler,
-            collate_fn=BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY),
+            collate_fn=BBoxAugCollator() if bbox_aug else BatchCollator(cfg.DATALOADER.SIZE_DIVISIBILITY),
         ))
     if is_train:
         return data_loaders[0]

@@ -16,3 +16,12 @@ class BatchCollator(object):
 
         images, targets, img_ids = zip(*batch)
         return to_image_list(list(images), self.size_divisible), targets, img_ids
+
+
+class BBoxAugCollator(object):
+    """Collate [(PIL image, target, index), ...] into (tuple[PIL.Image], tuple[BoxList], tuple[int]) for
+    test-time augmentation, which resizes and flips each original image itself."""
+
+    def __call__(self, batch):
+        images, targets, img_ids = zip(*batch)
+        return images, targets, img_ids

@@ -19,15 +19,22 @@ from maskrcnn_benchmark.data.categories import (
     relabel_predictions,
 )
 from maskrcnn_benchmark.data.datasets.evaluation import evaluate
+from maskrcnn_benchmark.engine.bbox_aug import BBoxAugDetector, check_bbox_aug_supported
+from maskrcnn_benchmark.engine.mixed_precision import build_inference_precision, detections_to_float32
 from maskrcnn_benchmark.utils.comm import all_gather, get_world_size, is_main_process, synchronize, unwrap_model
 from maskrcnn_benchmark.utils.io import save_json
 
 
-def compute_on_dataset(model, data_loader, device, timer=None):
+def compute_on_dataset(model, data_loader, device, timer=None, precision=None, bbox_aug=None):
     """Predict every image this process's loader yields.
 
+    Args:
+        precision (MixedPrecision | None): autocast of the forward passes (TEST.DTYPE); None: float32.
+        bbox_aug (BBoxAugDetector | None): test-time augmentation (TEST.BBOX_AUG); the loader then yields the
+            original PIL images (make_data_loader does so when TEST.BBOX_AUG.ENABLED).
     Returns:
-        dict image index -> BoxList on the CPU, in the resized input image's size.
+        dict image index -> BoxList on the CPU in float32, in the resized input image's size (the original
+        image's size with ``bbox_aug``).
     """
     model.eval()
     results_dict = {}
@@ -36,12 +43,18 @@ def compute_on_dataset(model, data_loader, device, timer=None):
         with torch.no_grad():
             if timer is not None:
                 timer["start"] = time.time()
-            output = model(images.to(device))
+            if bbox_aug is not None:
+                output = bbox_aug(list(images))
+            elif precision is not None:
+                with precision.autocast():
+                    output = model(images.to(device))
+            else:
+                output = model(images.to(device))
             if timer is not None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 timer["total"] += time.time() - timer["start"]
-            output = [o.to(cpu_device) for o in output]
+            output = [detections_to_float32(o.to(cpu_device)) for o in output]
         results_dict.update({int(img_id): result for img_id, result in zip(image_ids, output)})
     return results_dict
 
@@ -148,7 +161,7 @@ def _remove_stale_staging(output_folder):
 
 def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=False, device="cpu",
               expected_results=(), expected_results_sigma_tol=4, output_folder=None, label_map=None,
-              **eval_kwargs):
+              precision=None, bbox_aug=None, **eval_kwargs):
     """Predict the whole test set, save ``predictions.pth`` and evaluate it.
 
     Predictions are gathered from all processes on rank 0, moved to the CPU and resized to the original
@@ -167,6 +180,7 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
         label_map: dict model label -> test-set label (:func:`test_set_label_map`): detections are relabelled
             into the test set's categories (those of unmapped labels dropped) before they are saved and scored;
             None keeps the model's labels.
+        precision, bbox_aug: TEST.DTYPE's autocast and TEST.BBOX_AUG's detector, see :func:`compute_on_dataset`.
         eval_kwargs: passed on to :func:`evaluate` (e.g. max_dets and coco_evaluator for COCO).
     Returns:
         the evaluator's result on rank 0 (e.g. (COCOResults, coco_results, eval objects)), None elsewhere.
@@ -178,7 +192,7 @@ def inference(model, data_loader, dataset_name, iou_types=("bbox",), box_only=Fa
     logger.info("Start evaluation on {} dataset({} images).".format(dataset_name, len(dataset)))
     timer = {"total": 0.0, "start": 0.0}
     start_time = time.time()
-    predictions = compute_on_dataset(model, data_loader, device, timer)
+    predictions = compute_on_dataset(model, data_loader, device, timer, precision=precision, bbox_aug=bbox_aug)
     synchronize()
     total_time = time.time() - start_time
     logger.info("Total run time: {} ({:.4f} s / img per device, on {} devices)".format(
@@ -250,6 +264,9 @@ def run_test(cfg, model, distributed, output_subdir=None, model_categories=None)
             iou_types = iou_types + ("boundary",)
     if cfg.MODEL.KEYPOINT_ON:
         iou_types = iou_types + ("keypoints",)
+    precision = build_inference_precision(cfg, cfg.MODEL.DEVICE)
+    check_bbox_aug_supported(cfg)
+    bbox_aug = BBoxAugDetector(model, cfg, cfg.MODEL.DEVICE) if cfg.TEST.BBOX_AUG.ENABLED else None
     dataset_names = cfg.DATASETS.TEST
     data_loaders_val = make_data_loader(cfg, is_train=False, is_distributed=distributed)
     results = []
@@ -276,6 +293,8 @@ def run_test(cfg, model, distributed, output_subdir=None, model_categories=None)
             coco_evaluator=cfg.TEST.COCO_EVALUATOR,
             glas_score_threshold=cfg.TEST.GLAS_SCORE_THRESHOLD,
             label_map=label_map,
+            precision=precision,
+            bbox_aug=bbox_aug,
         ))
         synchronize()
     return results

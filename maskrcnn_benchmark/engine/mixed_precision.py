@@ -1,4 +1,5 @@
-"""Native mixed precision for training: torch.autocast plus one GradScaler per optimizer (DTYPE)."""
+"""Native mixed precision: torch.autocast plus one GradScaler per optimizer for training (DTYPE), autocast alone
+for inference (TEST.DTYPE)."""
 import torch
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -12,17 +13,18 @@ class MixedPrecision(object):
     gradients overflowed are skipped by the scaler. bfloat16 has float32's exponent range and needs no scaling.
     """
 
-    def __init__(self, dtype="float32", device_type="cpu"):
+    def __init__(self, dtype="float32", device_type="cpu", key="DTYPE"):
         """
         Arguments:
             dtype (str): "float32" (autocast off), "float16" (CUDA only) or "bfloat16" (CUDA and CPU).
             device_type (str): "cpu" or "cuda", the device the model runs on.
+            key (str): the config key ``dtype`` came from, named in error messages.
         """
         if dtype not in DTYPES:
-            raise ValueError("DTYPE must be one of {}, got {!r}".format(sorted(DTYPES), dtype))
+            raise ValueError("{} must be one of {}, got {!r}".format(key, sorted(DTYPES), dtype))
         if dtype == "float16" and device_type != "cuda":
-            raise ValueError("DTYPE 'float16' needs a CUDA device (MODEL.DEVICE is {!r}); use DTYPE 'bfloat16' "
-                             "for mixed precision on the CPU".format(device_type))
+            raise ValueError("{} 'float16' needs a CUDA device (MODEL.DEVICE is {!r}); use {} 'bfloat16' "
+                             "for mixed precision on the CPU".format(key, device_type, key))
         self.dtype_name = dtype
         self.dtype = DTYPES[dtype]
         self.device_type = device_type
@@ -44,6 +46,25 @@ class MixedPrecision(object):
 def build_mixed_precision(cfg, device):
     """MixedPrecision from cfg.DTYPE for the torch.device the model runs on."""
     return MixedPrecision(cfg.DTYPE, torch.device(device).type)
+
+
+def build_inference_precision(cfg, device):
+    """MixedPrecision of inference, from cfg.TEST.DTYPE, for the torch.device the model runs on."""
+    return MixedPrecision(cfg.TEST.DTYPE, torch.device(device).type, key="TEST.DTYPE")
+
+
+def detections_to_float32(boxlist):
+    """The BoxList with its boxes and floating-point fields in float32 (autocast leaves some in bfloat16/float16,
+    which the evaluators and mask pasting do not expect); other fields unchanged. Returns a new BoxList."""
+    from maskrcnn_benchmark.structures.bounding_box import BoxList
+
+    result = BoxList(boxlist.bbox.float(), boxlist.size, mode=boxlist.mode)
+    for name in boxlist.fields():
+        value = boxlist.get_field(name)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            value = value.float()
+        result.add_field(name, value)
+    return result
 
 
 def backward_and_step(loss, optimizer, scaler=None):

@@ -23,7 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from maskrcnn_benchmark.data.categories import num_classes_key
 from maskrcnn_benchmark.data.image_io import from_pil_image, image_size, read_image, to_display_bgr
+from maskrcnn_benchmark.engine.bbox_aug import BBoxAugDetector, check_bbox_aug_supported
+from maskrcnn_benchmark.engine.mixed_precision import build_inference_precision, detections_to_float32
 
 # Fraction of the mask colour in filled mask pixels: enough to see the shape, little enough to see the object.
 MASK_ALPHA = 0.45
@@ -55,6 +58,27 @@ def instance_colors(count):
     return torch.from_numpy(cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0].copy())
 
 
+def category_records(checkpoint_categories, ann_file, num_classes):
+    """The model's categories as [{"id", "name"}] in label order (entry k - 1 is label k): those stored with the
+    checkpoint, else those of ``ann_file`` (sorted by id), else ids 1..C-1 named "class k"."""
+    if checkpoint_categories:
+        records = [{"id": int(c["id"]), "name": str(c["name"])} for c in checkpoint_categories]
+    elif ann_file:
+        from maskrcnn_benchmark.data.datasets.coco import read_coco_json
+
+        data = read_coco_json(ann_file, sections=("categories",))
+        records = [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))}
+                   for c in sorted(data["categories"], key=lambda c: c["id"])]
+    else:
+        records = []
+    used = {r["id"] for r in records}
+    next_id = max(used, default=0) + 1
+    for label in range(len(records) + 1, num_classes):  # classes the records do not name
+        records.append({"id": next_id, "name": "class {}".format(label)})
+        next_id += 1
+    return records
+
+
 class DetectionVisualizer:
     """Draws detections or ground truth (BoxList in the image's size) on BGR uint8 images.
 
@@ -73,16 +97,23 @@ class DetectionVisualizer:
         # maskrcnn-benchmark's per-class colour recipe: label times large odd numbers, mod 255.
         self.palette = torch.tensor([2 ** 25 - 1, 2 ** 15 - 1, 2 ** 21 - 1])
 
-    def draw(self, image, predictions):
+    def draw(self, image, predictions, mask_windows=None, show_text=None):
         """Overlay ``predictions`` (BoxList in the image's size; fields "labels", optional "scores", "mask",
-        "keypoints") on a copy of ``image`` (BGR uint8 [H, W, 3]); returns the copy."""
+        "keypoints") on a copy of ``image`` (BGR uint8 [H, W, 3]); returns the copy.
+
+        ``mask_windows`` (list of (top, left, bool ndarray[h, w]), one per detection) gives the masks instead of an
+        image-sized "mask" field: a large image's thousands of masks then need no [N, H, W] tensor.
+        ``show_text`` overrides ``self.show_text`` for this call."""
         result = image.copy()
-        if predictions.has_field("mask"):
+        if mask_windows is not None:
+            result = self.overlay_mask_windows(result, predictions, mask_windows)
+        elif predictions.has_field("mask"):
             result = self.overlay_mask(result, predictions)
         result = self.overlay_boxes(result, predictions)
         if predictions.has_field("keypoints"):
             result = self.overlay_keypoints(result, predictions)
-        return self.overlay_class_names(result, predictions) if self.show_text else result
+        show_text = self.show_text if show_text is None else show_text
+        return self.overlay_class_names(result, predictions) if show_text else result
 
     def compute_colors_for_labels(self, labels):
         """Tensor[N] labels -> Tensor[N, 3] uint8 colours, one per class."""
@@ -113,6 +144,21 @@ class DetectionVisualizer:
         for mask, color in zip(masks, self._colors(predictions).tolist()):
             contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             cv2.drawContours(image, contours, -1, tuple(color), 1)
+        return image
+
+    def overlay_mask_windows(self, image, predictions, mask_windows):
+        """overlay_mask for masks given as windows (top, left, bool [h, w]); the same pixels."""
+        blended = image.astype(np.float32)
+        colors = self._colors(predictions).tolist()
+        for (top, left, region), color in zip(mask_windows, colors):
+            view = blended[top:top + region.shape[0], left:left + region.shape[1]]
+            view[region] = (1 - MASK_ALPHA) * view[region] + MASK_ALPHA * np.asarray(color, np.float32)
+        image[...] = blended.round().astype(np.uint8)
+        for (top, left, region), color in zip(mask_windows, colors):
+            if region.size:
+                contours, _ = cv2.findContours(np.ascontiguousarray(region, dtype=np.uint8), cv2.RETR_EXTERNAL,
+                                               cv2.CHAIN_APPROX_NONE, offset=(int(left), int(top)))
+                cv2.drawContours(image, contours, -1, tuple(color), 1)
         return image
 
     def overlay_keypoints(self, image, predictions):
@@ -172,11 +218,15 @@ class COCODemo(DetectionVisualizer):
             ``ann_file`` if given, else generic.
         ann_file (str | None): COCO JSON the category names are read from.
         color_by_label (bool): colour masks and boxes by class (maskrcnn-benchmark) instead of by instance.
+
+    The config's TEST.DTYPE (autocast of the forward pass) and TEST.BBOX_AUG (test-time augmentation; then
+    min_image_size must be None or INPUT.MIN_SIZE_TEST) apply to every prediction. ``category_records`` holds the
+    model's categories as [{"id", "name"}] in label order, for files other tools read.
     """
 
     def __init__(self, cfg, confidence_threshold=0.7, show_mask_heatmaps=False, masks_per_dim=2,
                  min_image_size=224, weight=None, categories=None, ann_file=None, color_by_label=False):
-        from maskrcnn_benchmark.data.transforms import build_transforms
+        from maskrcnn_benchmark.data.transforms import MapHighBitDepth, build_transforms
         from maskrcnn_benchmark.modeling.detector import build_detection_model
         from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import Masker
         from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
@@ -201,16 +251,33 @@ class COCODemo(DetectionVisualizer):
                 "No weight given, no last_checkpoint in OUTPUT_DIR '%s' and MODEL.WEIGHT is empty: the detector "
                 "is randomly initialised", self.cfg.OUTPUT_DIR)
 
-        # The evaluation pipeline (high-bit rule, resize, normalisation), at this demo's shorter side.
+        # The evaluation pipeline at this demo's shorter side. INPUT.HIGH_BIT_DEPTH is taken out of it and applied
+        # by map_high_bit_depth, so a caller that tiles an image maps the whole image once (its percentiles, not
+        # each tile's); predict_raw applies it to what it is given otherwise.
+        self.high_bit_depth = MapHighBitDepth(self.cfg.INPUT.HIGH_BIT_DEPTH, self.cfg.INPUT.HIGH_BIT_DEPTH_PERCENTILES)
         test_cfg = self.cfg.clone()
         test_cfg.defrost()
         test_cfg.INPUT.MIN_SIZE_TEST = self.min_image_size
+        test_cfg.INPUT.HIGH_BIT_DEPTH = "full_range"  # the identity on the reader's images
+        test_cfg.INPUT.HIGH_BIT_DEPTH_PERCENTILES = (0.0, 100.0)
         self.transforms = build_transforms(test_cfg, is_train=False)
+        self.precision = build_inference_precision(self.cfg, self.device)
+        self.bbox_aug = None
+        if self.cfg.TEST.BBOX_AUG.ENABLED:
+            if min_image_size is not None and self.min_image_size != self.cfg.INPUT.MIN_SIZE_TEST:
+                raise ValueError("TEST.BBOX_AUG tests at INPUT.MIN_SIZE_TEST and TEST.BBOX_AUG.SCALES; a different "
+                                 "min_image_size ({}) would be ignored. Pass min_image_size=None or change "
+                                 "INPUT.MIN_SIZE_TEST".format(min_image_size))
+            self.bbox_aug = BBoxAugDetector(self.model, test_cfg, self.device)
+        else:
+            check_bbox_aug_supported(self.cfg)
         # Probabilities for the heat-map montage, binary masks (p > 0.5) for the overlays.
         self.masker = Masker(threshold=-1 if show_mask_heatmaps else 0.5, padding=1)
         self.show_mask_heatmaps = show_mask_heatmaps
         self.confidence_threshold = confidence_threshold
         num_classes = self.cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+        # [{"id", "name"}] in label order (entry k - 1 is label k), for files others read (COCO category ids)
+        self.category_records = category_records(extra.get("categories"), ann_file, num_classes_key(self.cfg)[1])
         if categories is None and extra.get("categories"):  # the names the model was trained with
             categories = ["__background"] + [c["name"] for c in extra["categories"]]
             categories += ["class {}".format(k) for k in range(len(categories), num_classes)]
@@ -260,6 +327,53 @@ class COCODemo(DetectionVisualizer):
             return self.create_mask_montage(image.copy(), top_predictions)
         return self.draw(image, top_predictions)
 
+    @staticmethod
+    def _as_model_image(original_image):
+        """An OpenCV BGR uint8 array, a PIL image or the reader's tensor, as data.image_io.read_image returns it."""
+        if isinstance(original_image, np.ndarray):
+            if original_image.ndim != 3 or original_image.shape[2] != 3 or original_image.dtype != np.uint8:
+                raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread) or an image "
+                                 "from data.image_io.read_image, got an array {} {} (16-bit images: use run_on_file, "
+                                 "or data.image_io.from_bgr_array on the array)".format(
+                                     original_image.dtype, original_image.shape))
+            return Image.fromarray(np.ascontiguousarray(original_image[:, :, ::-1]))
+        if isinstance(original_image, Image.Image):
+            return from_pil_image(original_image)
+        if not isinstance(original_image, torch.Tensor):
+            raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread) or an image from "
+                             "data.image_io.read_image, got {}".format(type(original_image).__name__))
+        return original_image
+
+    def map_high_bit_depth(self, image):
+        """INPUT.HIGH_BIT_DEPTH applied to a whole image (``read``'s result; 8-bit images and arrays unchanged)."""
+        return image if isinstance(image, np.ndarray) else self.high_bit_depth(image)[0]
+
+    def predict_raw(self, original_image, mapped=False):
+        """The model's detections on one image, masks not pasted: TEST.BBOX_AUG and TEST.DTYPE apply.
+
+        Args:
+            original_image: an OpenCV BGR uint8 array [H, W, 3], or what ``read`` / ``data.image_io.read_image``
+                returns (PIL RGB image, or float32 Tensor[3, H, W] of a high-bit file).
+            mapped (bool): ``map_high_bit_depth`` was already applied (to the whole image this is a part of).
+        Returns:
+            BoxList in the original image's size (W, H), float32, on the CPU, fields "scores", "labels" and with
+            MASK_ON "mask" (Tensor[N, 1, M, M] probabilities; pasted Tensor[N, 1, H, W] if
+            MODEL.ROI_MASK_HEAD.POSTPROCESS_MASKS).
+        """
+        from maskrcnn_benchmark.structures.image_list import to_image_list
+
+        image = self._as_model_image(original_image)
+        if not mapped:
+            image = self.high_bit_depth(image)[0]
+        width, height = image_size(image)
+        if self.bbox_aug is not None:
+            return self.bbox_aug([image])[0]
+        image, _ = self.transforms(image)
+        image_list = to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY).to(self.device)
+        with torch.no_grad(), self.precision.autocast():
+            predictions = self.model(image_list)
+        return detections_to_float32(predictions[0].to(torch.device("cpu"))).resize((width, height))
+
     def compute_prediction(self, original_image, output_size=None):
         """
         Args:
@@ -271,27 +385,9 @@ class COCODemo(DetectionVisualizer):
             BoxList of every detection in ``output_size``, fields "scores", "labels", and "mask"
             (Tensor[N, 1, H, W]: uint8 {0, 1}, or probabilities with show_mask_heatmaps) when MASK_ON.
         """
-        from maskrcnn_benchmark.structures.image_list import to_image_list
-
-        if isinstance(original_image, np.ndarray):
-            if original_image.ndim != 3 or original_image.shape[2] != 3 or original_image.dtype != np.uint8:
-                raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread) or an image "
-                                 "from data.image_io.read_image, got an array {} {} (16-bit images: use run_on_file, "
-                                 "or data.image_io.from_bgr_array on the array)".format(
-                                     original_image.dtype, original_image.shape))
-            original_image = Image.fromarray(np.ascontiguousarray(original_image[:, :, ::-1]))
-        elif isinstance(original_image, Image.Image):
-            original_image = from_pil_image(original_image)
-        elif not isinstance(original_image, torch.Tensor):
-            raise ValueError("compute_prediction expects a BGR uint8 array [H, W, 3] (cv2.imread) or an image from "
-                             "data.image_io.read_image, got {}".format(type(original_image).__name__))
-        width, height = image_size(original_image)
-        image, _ = self.transforms(original_image)
-        image_list = to_image_list(image, self.cfg.DATALOADER.SIZE_DIVISIBILITY).to(self.device)
-        with torch.no_grad():
-            predictions = self.model(image_list)
-        width, height = output_size if output_size is not None else (width, height)
-        prediction = predictions[0].to(torch.device("cpu")).resize((width, height))
+        prediction = self.predict_raw(original_image)  # checks the input, in the original image's size
+        width, height = output_size if output_size is not None else prediction.size
+        prediction = prediction.resize((width, height))
         if prediction.has_field("mask"):
             masks = prediction.get_field("mask")
             if list(masks.shape[-2:]) != [height, width]:

@@ -57,10 +57,10 @@ def test_unimplemented_key_with_another_value_is_refused_by_name(full_key, tmp_p
 
 
 def test_a_value_assigned_in_python_is_refused_when_the_model_is_built(tiny_cfg):
-    tiny_cfg.TEST.BBOX_AUG.ENABLED = True
-    with pytest.raises(UnimplementedConfigKeyError, match="TEST.BBOX_AUG.ENABLED"):
+    tiny_cfg.AMP_VERBOSE = True
+    with pytest.raises(UnimplementedConfigKeyError, match="AMP_VERBOSE"):
         build_detection_model(tiny_cfg)
-    tiny_cfg.TEST.BBOX_AUG.ENABLED = False
+    tiny_cfg.AMP_VERBOSE = False
     check_implemented_keys(tiny_cfg)  # back at the default: accepted
 
 

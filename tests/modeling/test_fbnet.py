@@ -51,6 +51,21 @@ def test_every_block_type_maps_shapes_including_empty_batches(op_type):
         assert block(torch.rand(2, 16, 7, 7)).shape == (2, 32, 14, 14)
 
 
+def test_primitives_is_maskrcnn_benchmarks_table_of_block_builders():
+    # maskrcnn-benchmark's block names (a sample across the families) are all in the table
+    assert {"skip", "basic_block", "shift_5x5", "ir_k3", "ir_k5_e6", "ir_k3_s4", "ir_k5_s2_se", "ir_k33_e3",
+            "ir_k7_sep_e6", "shuffle"} <= set(fbnet_builder.PRIMITIVES)
+    assert sorted(fbnet_builder.PRIMITIVES) == fbnet_builder.BLOCK_TYPES
+    for op_type, build in fbnet_builder.PRIMITIVES.items():
+        torch.manual_seed(0)
+        block = build(16, 24, 3, 1, norm="bn").eval()
+        torch.manual_seed(0)
+        reference = fbnet_builder.make_block(op_type, 16, 24, 3, 1, norm="bn").eval()
+        x = torch.rand(1, 16, 6, 6)
+        assert block.output_depth == 24
+        assert torch.equal(block(x), reference(x)), op_type
+
+
 def test_unknown_block_type_is_refused_by_name():
     with pytest.raises(ValueError, match="ir_k9"):
         fbnet_builder.make_block("ir_k9", 16, 16, 1, 1)

@@ -278,6 +278,21 @@ def make_block(op_type, in_channels, out_channels, expansion, stride, norm="bn",
                     dw_skip_bn=dw_skip_bn, dw_skip_relu=dw_skip_relu, **options)
 
 
+def _primitive(op_type):
+    def build(in_channels, out_channels, expansion, stride, **kwargs):
+        return make_block(op_type, in_channels, out_channels, expansion, stride, **kwargs)
+
+    build.__name__ = build.__qualname__ = "build_" + op_type
+    build.__doc__ = "make_block({!r}, in_channels, out_channels, expansion, stride, **kwargs)".format(op_type)
+    return build
+
+
+# maskrcnn-benchmark's table of block builders under its name: block type -> f(C_in, C_out, expansion, stride,
+# **options) returning the module (options: norm, width_divisor, dw_skip_bn, dw_skip_relu). Code written against
+# maskrcnn-benchmark's fbnet_builder.PRIMITIVES finds every block type here; make_block is the same by name.
+PRIMITIVES = {op_type: _primitive(op_type) for op_type in BLOCK_TYPES}
+
+
 def unify_arch_def(arch_def):
     """Flatten an architecture definition: the keys of ``block_cfg`` move to the top level and ``stages`` becomes
     one dict per block {"stage_idx", "block_idx", "block": [t, c, 1, s], "block_op_type"}, repeats expanded (only

@@ -78,12 +78,34 @@ def paste_masks_in_image(masks, boxes, image_shape, threshold=0.5, padding=1):
     if masks.ndimension() == 4:
         masks = masks[:, 0]
     im_h, im_w = int(image_shape[0]), int(image_shape[1])
+    out_dtype = torch.uint8 if threshold >= 0 else masks.dtype
+    result = torch.zeros((masks.shape[0], 1, im_h, im_w), dtype=out_dtype, device=masks.device)
+    for i, window in enumerate(paste_masks_in_windows(masks, boxes, image_shape, threshold, padding)):
+        if window is not None:
+            top, left, region = window
+            result[i, 0, top:top + region.shape[0], left:left + region.shape[1]] = region
+    return result
+
+
+def paste_masks_in_windows(masks, boxes, image_shape, threshold=0.5, padding=1):
+    """Each mask pasted as paste_masks_in_image does, but returned as the window of its box inside the image only:
+    a large image's masks need no image-sized canvas each (the same pixels, computed by the same code).
+
+    Args: as :func:`paste_masks_in_image`.
+    Returns:
+        list with, per mask, None (its box lies outside the image) or (top, left, Tensor[h, w]): the pixels
+        ``[top:top + h, left:left + w]`` of the pasted mask (uint8 {0, 1}, or probabilities if threshold < 0);
+        every pixel outside the window is 0.
+    """
+    if masks.ndimension() == 4:
+        masks = masks[:, 0]
+    im_h, im_w = int(image_shape[0]), int(image_shape[1])
     num_masks, mask_size = masks.shape[0], masks.shape[-1]
     device = masks.device
     out_dtype = torch.uint8 if threshold >= 0 else masks.dtype
-    result = torch.zeros((num_masks, 1, im_h, im_w), dtype=out_dtype, device=device)
+    windows = []
     if num_masks == 0:
-        return result
+        return windows
 
     masks = masks.float()
     if padding > 0:
@@ -98,7 +120,8 @@ def paste_masks_in_image(masks, boxes, image_shape, threshold=0.5, padding=1):
         col_lo, col_hi = max(left, 0), min(right, im_w - 1)
         row_lo, row_hi = max(top, 0), min(bottom, im_h - 1)
         if col_hi < col_lo or row_hi < row_lo:
-            continue  # the box is outside the image
+            windows.append(None)  # the box is outside the image
+            continue
         cols = torch.arange(col_lo, col_hi + 1, device=device)
         rows = torch.arange(row_lo, row_hi + 1, device=device)
         # Normalised grid_sample coordinate of pixel p in a box resized to w pixels: 2 (p - x0 + 0.5) / w - 1.
@@ -109,12 +132,9 @@ def paste_masks_in_image(masks, boxes, image_shape, threshold=0.5, padding=1):
         # "border" reproduces interpolate's edge clamping for pixels between the edge cell centres.
         sampled = F.grid_sample(masks[i:i + 1, None], grid[None], mode="bilinear", padding_mode="border",
                                 align_corners=False)[0, 0]
-        region = result[i, 0, row_lo:row_hi + 1, col_lo:col_hi + 1]
-        if threshold >= 0:
-            region.copy_(sampled > threshold)
-        else:
-            region.copy_(sampled)
-    return result
+        region = (sampled > threshold).to(out_dtype) if threshold >= 0 else sampled.to(out_dtype)
+        windows.append((row_lo, col_lo, region))
+    return windows
 
 
 class Masker:
