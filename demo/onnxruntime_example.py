@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""Run a Mask R-CNN exported by tools/export.py with onnxruntime, without this package or torch.
+"""Run a Mask R-CNN exported by tools/export.py with onnxruntime, on an image read as training read it.
 
-    python demo/onnxruntime_example.py --model nuclei.onnx --image image.png \
-        --min-size 352 --max-size 853 [--output overlay.png]
+    python demo/onnxruntime_example.py --model nuclei.onnx --config-file configs/demo/nuclei_R_18_FPN.yaml \
+        --image image.png [--output overlay.png] [KEY VALUE ...]
 
---min-size / --max-size are the config's INPUT.MIN_SIZE_TEST / INPUT.MAX_SIZE_TEST (352 / 853 for the demo). Prints
-one line per detection (label, score, box in the image's pixels, mask area) and, with --output, writes the image
-with the masks and boxes drawn. The steps are those of docs/deployment.md: resize as in training (PIL bilinear),
-run the graph, scale the boxes back to the image, paste each 28x28 mask into its box in numpy.
+--config-file is the config the model was trained and exported with (KEY VALUE pairs override it as in
+tools/export.py). The image goes through the package's own reader and test-time preparation
+(maskrcnn_benchmark.engine.export.export_input: read_image with its EXIF orientation and 16-bit handling,
+INPUT.HIGH_BIT_DEPTH, the resize to INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, BGR 0-255), so the graph sees the pixels
+training and evaluation saw for the same file. Then the graph runs in onnxruntime and the rest is numpy: boxes scaled
+back to the image, each MxM mask pasted into its box. Prints one line per detection (label, score, box in the image's
+pixels, mask area) and, with --output, writes the image with the masks and boxes drawn.
 """
 import argparse
 import sys
@@ -15,22 +18,10 @@ import sys
 import cv2
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
-
-def resize_for_model(bgr, min_size, max_size):
-    """BGR uint8 [h, w, 3] -> (the model's input float32 [3, H, W] BGR 0-255, the (x, y) factors from the input's
-    pixels back to the image's): the shorter side to min_size unless the longer would exceed max_size."""
-    h, w = bgr.shape[:2]
-    size = min_size
-    if max(h, w) / min(h, w) * size > max_size:
-        size = int(round(max_size * min(h, w) / max(h, w)))
-    if (w <= h and w == size) or (h <= w and h == size):
-        out_h, out_w = h, w
-    else:
-        out_h, out_w = (int(size * h / w), size) if w < h else (size, int(size * w / h))
-    rgb = Image.fromarray(bgr[:, :, ::-1]).resize((out_w, out_h), Image.BILINEAR)  # as the training transform
-    return np.asarray(rgb)[:, :, ::-1].transpose(2, 0, 1).astype(np.float32), (w / out_w, h / out_h)
+from maskrcnn_benchmark.config import load_config
+from maskrcnn_benchmark.data.image_io import image_size, read_image, to_display_bgr
+from maskrcnn_benchmark.engine.export import export_input
 
 
 def paste_mask(mask, box, h, w, threshold=0.5):
@@ -50,14 +41,23 @@ def paste_mask(mask, box, h, w, threshold=0.5):
     return out
 
 
-def detect(session, bgr, min_size, max_size, mask_threshold=0.5):
-    """Detections of the exported model on one BGR uint8 [h, w, 3] image, in the image's pixels:
-    boxes float32 [N, 4] (x0, y0, x1, y1), scores float32 [N], labels int64 [N] (1 = first category), masks bool
-    [N, h, w]."""
-    image, (sx, sy) = resize_for_model(bgr, min_size, max_size)
-    boxes, scores, labels, masks = session.run(None, {"image": image})
+def detect(session, image, cfg, mask_threshold=0.5):
+    """Detections of the exported model on one image, in the image's pixels.
+
+    Args:
+        session: onnxruntime InferenceSession of the .onnx file.
+        image: an image file, or what ``maskrcnn_benchmark.data.image_io.read_image`` returned for it.
+        cfg: the model's config (test size, INPUT.HIGH_BIT_DEPTH, INPUT.RESIZE_STYLE).
+    Returns:
+        boxes float32 [N, 4] (x0, y0, x1, y1), scores float32 [N], labels int64 [N] (1 = first category), masks
+        bool [N, h, w].
+    """
+    if isinstance(image, str):
+        image = read_image(image)
+    w, h = image_size(image)
+    model_input, (sx, sy) = export_input(image, cfg)
+    boxes, scores, labels, masks = session.run(None, {"image": model_input.numpy()})
     boxes = boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
-    h, w = bgr.shape[:2]
     full_masks = np.stack([paste_mask(m[0], b, h, w, mask_threshold) for m, b in zip(masks, boxes)]) if len(boxes) \
         else np.zeros((0, h, w), bool)
     return boxes, scores, labels, full_masks
@@ -80,25 +80,30 @@ def draw(bgr, boxes, masks, score_labels):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="the .onnx file written by tools/export.py")
-    parser.add_argument("--image", required=True, help="an image file OpenCV reads")
-    parser.add_argument("--min-size", type=int, required=True, help="the config's INPUT.MIN_SIZE_TEST")
-    parser.add_argument("--max-size", type=int, required=True, help="the config's INPUT.MAX_SIZE_TEST")
+    parser.add_argument("--config-file", required=True, help="the config the model was trained and exported with")
+    parser.add_argument("--image", required=True, help="an image file (any format the package's reader reads)")
     parser.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability that counts as inside")
     parser.add_argument("--output", help="write the image with the detections drawn here (PNG)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
     args = parser.parse_args(argv)
 
-    bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
-    if bgr is None:
-        parser.error("--image {}: not an image file OpenCV can read".format(args.image))
+    cfg = load_config(args.config_file, args.opts)
+    try:
+        image = read_image(args.image)
+    except (OSError, ValueError) as e:  # the reader's messages name the file and the reason
+        parser.error("--image {}: not an image file the package's reader can read: {}".format(args.image, e))
     session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
-    boxes, scores, labels, masks = detect(session, bgr, args.min_size, args.max_size, args.mask_threshold)
-    print("{} detections in {} ({}x{})".format(len(boxes), args.image, bgr.shape[1], bgr.shape[0]))
+    boxes, scores, labels, masks = detect(session, image, cfg, args.mask_threshold)
+    width, height = image_size(image)
+    print("{} detections in {} ({}x{})".format(len(boxes), args.image, width, height))
     for box, score, label, mask in zip(boxes, scores, labels, masks):
         print("label {} score {:.3f} box {:.1f} {:.1f} {:.1f} {:.1f} mask {} px".format(
             int(label), float(score), *(float(v) for v in box), int(mask.sum())))
     if args.output:
+        # the picture the model saw (16-bit images mapped by INPUT.HIGH_BIT_DEPTH, then clipped for display)
+        picture = to_display_bgr(image, cfg.INPUT.HIGH_BIT_DEPTH, cfg.INPUT.HIGH_BIT_DEPTH_PERCENTILES)
         texts = ["{} {:.2f}".format(int(lab), float(s)) for lab, s in zip(labels, scores)]
-        if not cv2.imwrite(args.output, draw(bgr, boxes, masks, texts)):
+        if not cv2.imwrite(args.output, draw(picture, boxes, masks, texts)):
             parser.error("--output {}: OpenCV could not write it (use a .png name in an existing folder)".format(
                 args.output))
     return 0

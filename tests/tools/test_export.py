@@ -199,9 +199,9 @@ def test_unknown_export_format_is_refused(trained):
 
 def test_onnxruntime_example_reproduces_test_net_in_the_original_image(trained, synthetic_dataset_dir, export_tool,
                                                                        tmp_path):
-    """demo/onnxruntime_example.py (resize, run, boxes back to the image, numpy paste) against the detector's
-    detections mapped to the original image and pasted by the project's Masker; then the script as a user runs it,
-    in a process without this package on its path."""
+    """demo/onnxruntime_example.py (the package's reader and export_input, run, boxes back to the image, numpy
+    paste) against the detector's detections mapped to the original image and pasted by the project's Masker; then
+    the script as a user runs it, in its own process."""
     from maskrcnn_benchmark.data.transforms import build_transforms
     from maskrcnn_benchmark.modeling.detector import build_detection_model
     from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import Masker
@@ -218,8 +218,7 @@ def test_onnxruntime_example_reproduces_test_net_in_the_original_image(trained, 
     script = os.path.join(REPO, "demo", "onnxruntime_example.py")
     example = import_file("onnxruntime_example_under_test", script)
     session = onnxruntime.InferenceSession(model_file, providers=["CPUExecutionProvider"])
-    bgr = np.ascontiguousarray(np.asarray(original)[:, :, ::-1])
-    boxes, scores, labels, full_masks = example.detect(session, bgr, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    boxes, scores, labels, full_masks = example.detect(session, image_file, cfg)
 
     model = build_detection_model(cfg).eval()
     DetectronCheckpointer(cfg, model).load(gan_ckpt, use_latest=False, strict=True)
@@ -236,10 +235,9 @@ def test_onnxruntime_example_reproduces_test_net_in_the_original_image(trained, 
         assert union == 0 or (example_mask & project_mask).sum() / union >= MASK_MIN_IOU
 
     overlay = str(tmp_path / "overlay.png")
-    proc = subprocess.run([sys.executable, script, "--model", model_file, "--image", image_file,
-                           "--min-size", str(cfg.INPUT.MIN_SIZE_TEST), "--max-size", str(cfg.INPUT.MAX_SIZE_TEST),
-                           "--output", overlay], cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=""),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, script, "--model", model_file, "--config-file", config_file,
+                           "--image", image_file, "--output", overlay], cwd=str(tmp_path),
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[0].startswith("{} detections in ".format(len(result)))
     assert Image.open(overlay).size == original.size
@@ -247,8 +245,10 @@ def test_onnxruntime_example_reproduces_test_net_in_the_original_image(trained, 
 
 def test_onnxruntime_example_names_an_unreadable_image(tmp_path):
     script = os.path.join(REPO, "demo", "onnxruntime_example.py")
-    proc = subprocess.run([sys.executable, script, "--model", "unused.onnx", "--image", str(tmp_path / "none.png"),
-                           "--min-size", "352", "--max-size", "853"], capture_output=True, text=True, timeout=300)
+    config_file = os.path.join(REPO, "configs", "demo", "nuclei_R_18_FPN.yaml")
+    proc = subprocess.run([sys.executable, script, "--model", "unused.onnx", "--config-file", config_file,
+                           "--image", str(tmp_path / "none.png")], env=dict(os.environ, PYTHONPATH=REPO),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "none.png" in proc.stderr and "not an image" in proc.stderr
 
 
