@@ -227,7 +227,7 @@ def test_user_classes_registered_the_maskrcnn_benchmark_way_are_built_and_run(ti
     losses, adv_inputs = model(_images(), _targets(), return_adv_inputs=True)
     assert {"loss_objectness", "loss_classifier", "loss_box_reg", "loss_mask"} <= set(losses)
     # what the discriminators need comes out although the backbone has no feature_strides: from POOLER_SCALES
-    assert adv_inputs["feature_strides"] == [4, 8, 16, 32] and len(adv_inputs["features"]) == 4
+    assert adv_inputs.feature_strides == [4, 8, 16, 32] and len(adv_inputs.features) == 4
     sum(losses.values()).backward()
     assert model.rpn.head.conv.weight.grad.abs().sum() > 0
     assert box_head.predictor.cls_score.weight.grad.abs().sum() > 0

@@ -1,4 +1,6 @@
 """Box / mask discriminators, the RoI feature pooling that feeds them, and their builder."""
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +14,7 @@ from maskrcnn_benchmark.modeling.discriminators import (
 )
 from maskrcnn_benchmark.modeling.discriminators.box_discriminator import conv_plan
 from maskrcnn_benchmark.modeling.discriminators.loss import box_adv_generator_loss
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
 
 
 @pytest.mark.parametrize("num_convs", [3, 4, 5])
@@ -142,8 +145,8 @@ def test_pool_inputs_multiplies_masks_with_features_and_detaches_features():
     rois = torch.tensor([[0, 2.0, 2.0, 20.0, 24.0]])
     logits = torch.randn(1, 28, 28, requires_grad=True)
     targets = (torch.rand(1, 28, 28) > 0.5).float()
-    adv_inputs = {"features": features, "feature_strides": [4], "box_rois_pred": rois, "box_rois_gt": rois,
-                  "mask_logits": logits, "mask_targets": targets, "mask_rois": rois}
+    adv_inputs = AdversarialInputs(features=features, feature_strides=[4], box_rois_pred=rois, box_rois_gt=rois,
+                                   mask_logits=logits, mask_targets=targets, mask_rois=rois)
     inputs = discs.pool_inputs(adv_inputs)
     roi_features = roi_align(features[0], rois, (28, 28), 0.25, c.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO)
     real, fake = inputs["mask"].chunk(2)
@@ -191,14 +194,14 @@ def test_channels_last_discriminators_score_as_nchw_and_pool_from_channels_last_
     features = [torch.randn(2, 16, 40, 40), torch.randn(2, 16, 20, 20)]
     rois = torch.tensor([[0, 2.0, 2.0, 60.0, 64.0], [1, 30.0, 10.0, 90.0, 50.0], [1, 5.0, 50.0, 40.0, 150.0]])
     shifted = rois + torch.tensor([0.0, 3.0, -2.0, 3.0, 4.0])
-    adv_inputs = {"feature_strides": [4, 8], "box_rois_pred": shifted, "box_rois_gt": rois,
-                  "mask_logits": torch.randn(3, 28, 28), "mask_targets": (torch.rand(3, 28, 28) > 0.5).float(),
-                  "mask_rois": rois}
+    adv_inputs = AdversarialInputs(feature_strides=[4, 8], box_rois_pred=shifted, box_rois_gt=rois,
+                                   mask_logits=torch.randn(3, 28, 28),
+                                   mask_targets=(torch.rand(3, 28, 28) > 0.5).float(), mask_rois=rois)
     scores = {}
     for name, discs, maps in (("nchw", nchw, features),
                               ("nhwc", nhwc, [f.contiguous(memory_format=torch.channels_last) for f in features])):
         discs.train()
-        inputs = discs.pool_inputs(dict(adv_inputs, features=maps))
+        inputs = discs.pool_inputs(dataclasses.replace(adv_inputs, features=maps))
         scores[name] = discs(inputs)
     for key in ("box", "mask"):
         for ours, ref in zip(scores["nhwc"][key], scores["nchw"][key]):
@@ -211,7 +214,7 @@ def test_pool_inputs_forms_each_batch_once_with_the_values_and_gradients_of_pool
     # pool_inputs forms each D batch once, in D's layout: the real and fake pooled boxes copied straight into it, D_m's
     # masked context written in it by one broadcast product. The values, D's scores and the gradient reaching the
     # predicted boxes are bitwise those of pooling each half on its own and concatenating them (the path D took
-    # before, and still takes for "box_real" / "box_fake"); so is the masks' gradient in NCHW. In NHWC that gradient
+    # before); so is the masks' gradient in NCHW. In NHWC that gradient
     # (a sum over the channels) is summed in another order: equal up to float rounding.
     c = _gan_cfg()
     c.MODEL.GAN.MASK_DISC.POOLER_TYPE = "ROIAlign"  # the demo's: PrRoIPool for D_b, ROIAlign for D_m
@@ -222,38 +225,38 @@ def test_pool_inputs_forms_each_batch_once_with_the_values_and_gradients_of_pool
     features = [torch.randn(2, 16, 40, 40).contiguous(memory_format=layout),
                 torch.randn(2, 16, 20, 20).contiguous(memory_format=layout)]
     rois = torch.tensor([[0, 2.0, 2.0, 60.0, 64.0], [1, 30.0, 10.0, 90.0, 50.0], [1, 5.0, 50.0, 40.0, 150.0]])
-    adv_inputs = {"features": features, "feature_strides": [4, 8], "box_rois_gt": rois,
-                  "mask_targets": (torch.rand(3, 28, 28) > 0.5).float(), "mask_rois": rois}
+    adv_inputs = AdversarialInputs(features=features, feature_strides=[4, 8], box_rois_gt=rois,
+                                   mask_targets=(torch.rand(3, 28, 28) > 0.5).float(), mask_rois=rois)
 
     def attached():
         pred = (rois + torch.tensor([0.0, 3.0, -2.0, 3.0, 4.0])).requires_grad_()
         logits = torch.randn(3, 28, 28, generator=torch.Generator().manual_seed(1)).requires_grad_()
-        return dict(adv_inputs, box_rois_pred=pred, mask_logits=logits)
+        return dataclasses.replace(adv_inputs, box_rois_pred=pred, mask_logits=logits)
 
     batched_adv, apart_adv = attached(), attached()
     inputs = discs.pool_inputs(batched_adv)
     assert inputs["box"].is_contiguous(memory_format=layout) and inputs["mask"].is_contiguous(memory_format=layout)
     maps = [level.contiguous() for level in features]
     context = discs.mask_pooler(maps, [4, 8], rois)
-    apart = {"box_real": discs.box_pooler(maps, [4, 8], rois),
-             "box_fake": discs.box_pooler(maps, [4, 8], apart_adv["box_rois_pred"]),
-             "mask_real": adv_inputs["mask_targets"][:, None] * context,
-             "mask_fake": apart_adv["mask_logits"].sigmoid()[:, None] * context}
+    apart = {"box": torch.cat([discs.box_pooler(maps, [4, 8], rois),
+                               discs.box_pooler(maps, [4, 8], apart_adv.box_rois_pred)]),
+             "mask": torch.cat([adv_inputs.mask_targets[:, None] * context,
+                                apart_adv.mask_logits.sigmoid()[:, None] * context])}
     for key in ("box", "mask"):
-        assert torch.equal(inputs[key], torch.cat([apart[key + "_real"], apart[key + "_fake"]]))
+        assert torch.equal(inputs[key], apart[key])
     scores, scores_apart = discs(inputs), discs(apart)
     for key in ("box", "mask"):
         for ours, ref in zip(scores[key], scores_apart[key]):
             assert torch.equal(ours, ref)
     for adv, found in ((batched_adv, scores), (apart_adv, scores_apart)):
         (found["box"][1].sum() + (found["mask"][0] - found["mask"][1]).abs().mean()).backward()
-    assert batched_adv["box_rois_pred"].grad.abs().sum() > 0
-    assert torch.equal(batched_adv["box_rois_pred"].grad, apart_adv["box_rois_pred"].grad)
+    assert batched_adv.box_rois_pred.grad.abs().sum() > 0
+    assert torch.equal(batched_adv.box_rois_pred.grad, apart_adv.box_rois_pred.grad)
     if channels_last:
-        torch.testing.assert_close(batched_adv["mask_logits"].grad, apart_adv["mask_logits"].grad, rtol=1e-5,
+        torch.testing.assert_close(batched_adv.mask_logits.grad, apart_adv.mask_logits.grad, rtol=1e-5,
                                    atol=1e-9)
     else:
-        assert torch.equal(batched_adv["mask_logits"].grad, apart_adv["mask_logits"].grad)
+        assert torch.equal(batched_adv.mask_logits.grad, apart_adv.mask_logits.grad)
 
 
 def test_discriminators_refuse_inputs_for_a_disabled_discriminator_naming_the_key():
