@@ -274,23 +274,18 @@ def _chain_max(levels):
     return fused
 
 
-_MAX_OVER_LEVELS = {"compiled": "_CompiledMaxOverLevelsBackward", "torch": "_MaxOverLevelsBackward"}
+def _max_over_levels(levels):
+    from maskrcnn_benchmark.modeling.discriminators.feature_pooling import max_over_levels
+
+    return max_over_levels(levels)
 
 
-def _max_over_levels_impl(impl):
-    from maskrcnn_benchmark.modeling.discriminators import feature_pooling
-
-    return feature_pooling.max_over_levels if impl == "compiled" else feature_pooling.max_over_levels_torch
-
-
-@pytest.mark.parametrize("impl", sorted(_MAX_OVER_LEVELS))
-def test_max_over_levels_gives_the_chain_of_maxima_and_its_gradient(impl):
-    max_over_levels = _max_over_levels_impl(impl)
+def test_max_over_levels_gives_the_chain_of_maxima_and_its_gradient():
+    max_over_levels = _max_over_levels
     torch.manual_seed(0)
     levels = [torch.randn(3, 4, 5, 5, requires_grad=True) for _ in range(4)]
     grad_output = torch.randn(3, 4, 5, 5)
     ours = max_over_levels(levels)
-    assert type(ours.grad_fn).__name__ == _MAX_OVER_LEVELS[impl]
     ours_grads = torch.autograd.grad(ours, levels, grad_output)
     chain = _chain_max(levels)
     chain_grads = torch.autograd.grad(chain, levels, grad_output)
@@ -300,9 +295,8 @@ def test_max_over_levels_gives_the_chain_of_maxima_and_its_gradient(impl):
     assert torch.autograd.gradcheck(lambda *x: max_over_levels(list(x)), double)
 
 
-@pytest.mark.parametrize("impl", sorted(_MAX_OVER_LEVELS))
-def test_max_over_levels_gives_a_tie_s_whole_gradient_to_the_first_tied_level(impl):
-    max_over_levels = _max_over_levels_impl(impl)
+def test_max_over_levels_gives_a_tie_s_whole_gradient_to_the_first_tied_level():
+    max_over_levels = _max_over_levels
     a = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     b = torch.tensor([1.0, 5.0, 3.0], requires_grad=True)
     c = torch.tensor([0.0, 5.0, 3.0], requires_grad=True)
@@ -314,3 +308,21 @@ def test_max_over_levels_gives_a_tie_s_whole_gradient_to_the_first_tied_level(im
     assert torch.equal(c.grad, torch.zeros(3))
     with torch.no_grad():  # without a gradient to carry it is the plain chain
         assert max_over_levels([a, b, c]).grad_fn is None
+
+
+def test_max_over_levels_propagates_nan_and_infinities_and_routes_their_gradient_to_their_level():
+    # the definition: the chain of torch.maximum (NaN wins, +inf beats everything else), each element's gradient
+    # to the last level at which the chain's running maximum changed (maximum(x, y) != x); NaN != NaN, so a NaN
+    # element's gradient goes to the last level
+    nan, inf = float("nan"), float("inf")
+    a = torch.tensor([1.0, nan, 2.0, -inf], requires_grad=True)
+    b = torch.tensor([nan, 3.0, inf, -inf], requires_grad=True)
+    c = torch.tensor([4.0, 5.0, 6.0, -inf], requires_grad=True)
+    fused = _max_over_levels([a, b, c])
+    chain = _chain_max([a, b, c])
+    assert torch.equal(torch.isnan(fused), torch.isnan(chain)) and torch.isnan(fused[:2]).all()
+    assert fused[2] == inf and fused[3] == -inf
+    fused.backward(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert torch.equal(a.grad, torch.tensor([0.0, 0.0, 0.0, 4.0]))  # all -inf: a tie, the first level
+    assert torch.equal(b.grad, torch.tensor([0.0, 0.0, 3.0, 0.0]))  # inf came in at b and stayed
+    assert torch.equal(c.grad, torch.tensor([1.0, 2.0, 0.0, 0.0]))  # NaN elements: the last level
