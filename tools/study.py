@@ -13,9 +13,10 @@ Variants (all on configs/demo/synthetic_R_18_FPN*.yaml, same data, iterations an
   gan_box_coords   D_b judging normalised box coordinates instead of pooled regions (the abstract's context claim)
 
 The dataset is generated once under --data-dir (train and test from different seeds, so the test AP measures
-generalisation). Each run is tools/train_net.py in a subprocess (tools/make_tables.py's run_training; a run whose
-results exist is reused). With --test-period the runs also evaluate during training, and the baseline's AP over
-iterations is printed, to check that the schedule is long enough for it to stop improving.
+generalisation). Each run is tools/train_net.py in a subprocess (run_training of
+maskrcnn_benchmark/utils/training_runs.py; a run whose results exist is reused). With --test-period the runs also
+evaluate during training, and the baseline's AP over iterations is printed, to check that the schedule is long
+enough for it to stop improving.
 Writes <output-dir>/study_results.json and prints the table as text and Markdown, with the CPU time used.
 """
 import argparse
@@ -25,9 +26,9 @@ import resource
 import sys
 from collections import OrderedDict
 
-from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.io import save_json
 from maskrcnn_benchmark.utils.tables import aggregate_seeds, format_study, load_results
+from maskrcnn_benchmark.utils.training_runs import run_training, scaled_schedule
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TOOLS)
@@ -108,9 +109,8 @@ def study(output_dir, variants, seeds, iters, dataset_opts, extra_opts=(), test_
         {"variants": {name: aggregate_seeds(...)}, "runs": {name: [results folders]}, "seeds", "iters",
         "schedule", "cpu_seconds" (user + system time of the training subprocesses run now; reused runs count 0)}
     """
-    make_tables = import_file("make_tables_for_study", os.path.join(TOOLS, "make_tables.py"))
-    run_fn = run_fn or make_tables.run_training
-    schedule = make_tables.scaled_schedule(BASE_CONFIG, iters)
+    run_fn = run_fn or run_training
+    schedule = scaled_schedule(BASE_CONFIG, iters)
     common = list(dataset_opts) + list(extra_opts) + ["SOLVER.TEST_PERIOD", str(test_period)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     runs = OrderedDict((name, []) for name in variants)

@@ -15,7 +15,6 @@ from maskrcnn_benchmark.utils.comm import (
     get_rank,
     is_main_process,
     reduce_dict,
-    unwrap_model,  # noqa: F401 (engine.trainer.unwrap_model: the name earlier releases exported)
 )
 from maskrcnn_benchmark.utils.metric_logger import MetricLogger
 from maskrcnn_benchmark.utils.random_state import get_rng_state, set_rng_state
