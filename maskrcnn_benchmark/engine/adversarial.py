@@ -162,7 +162,7 @@ class AdversarialTrainStep(object):
         # 2. D update with G frozen (detached inputs): L_D = L_adv^Db + L_adv^Dm, Eq. (3).
         for _ in range(self.d_steps):
             with self._autocast():
-                scores = self.d_update_module({k: v.detach() for k, v in d_inputs.items()})
+                scores = self.d_update_module(d_inputs.detach())
             d_losses, d_stats = discriminator_losses(scores, self.d_weights)
             check_finite_losses(d_losses, iteration)
             backward_and_step(sum(d_losses.values()), self.d_optimizer, self.d_scaler)

@@ -99,7 +99,7 @@ def test_layer_weights_must_match_the_layer_count_naming_the_key():
 def test_pixel_space_mask_discriminator_inputs():
     adv = _adv_inputs()
     masks_only = build_discriminators(_gan_cfg(**{"MODEL.GAN.MASK_DISC.INPUT": "mask"}), 4)
-    real, fake = masks_only.pool_inputs(adv)["mask"].chunk(2)
+    real, fake = masks_only.pool_inputs(adv).mask.chunk(2)
     torch.testing.assert_close(real, adv.mask_targets[:, None])
     torch.testing.assert_close(fake, adv.mask_logits.sigmoid()[:, None])
     assert masks_only.mask_disc.blocks[0][0].in_channels == 1 and masks_only.mask_pooler is None
@@ -107,7 +107,7 @@ def test_pixel_space_mask_discriminator_inputs():
     pixels = build_discriminators(_gan_cfg(**{"MODEL.GAN.MASK_DISC.INPUT": "pixels"}), 4)
     inputs = pixels.pool_inputs(adv)
     roi_pixels = roi_align(adv.images, adv.mask_rois, (28, 28), 1.0, 0)  # default sampling ratio 0
-    real, fake = inputs["mask"].chunk(2)
+    real, fake = inputs.mask.chunk(2)
     torch.testing.assert_close(real, adv.mask_targets[:, None] * roi_pixels)
     torch.testing.assert_close(fake, adv.mask_logits.sigmoid()[:, None] * roi_pixels)
     assert pixels.mask_disc.blocks[0][0].in_channels == 3
@@ -117,7 +117,7 @@ def test_pixel_space_mask_discriminator_inputs():
     embeddings[1].sum().backward()
     assert adv.features[0].grad is None and adv.mask_logits.grad.abs().sum() > 0
     # the box side still pools features (only the mask input changed)
-    assert inputs["box"].shape == (4, 4, 28, 28)  # 2 real, then 2 fake
+    assert inputs.box.shape == (4, 4, 28, 28)  # 2 real, then 2 fake
     with pytest.raises(ValueError, match="MODEL.GAN.MASK_DISC.INPUT 'texture'"):
         build_discriminators(_gan_cfg(**{"MODEL.GAN.MASK_DISC.INPUT": "texture"}), 4)
 
@@ -131,7 +131,7 @@ def test_box_coordinate_discriminator_judges_normalised_boxes_and_reaches_the_pr
     inputs = discs.pool_inputs(adv)
     # image 0 is 48 wide, 60 high; image 1 is 40 wide, 64 high
     expected = torch.tensor([[2 / 48, 4 / 60, 30 / 48, 40 / 60], [10 / 40, 8 / 64, 40 / 40, 20 / 64]])
-    real, fake = inputs["box"].chunk(2)
+    real, fake = inputs.box.chunk(2)
     torch.testing.assert_close(real, expected)
     torch.testing.assert_close(fake, (adv.box_rois_pred[:, 1:] / expected.new_tensor(
         [[48, 60, 48, 60], [40, 64, 40, 64]])).detach())

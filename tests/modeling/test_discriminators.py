@@ -8,6 +8,7 @@ from torchvision.ops import roi_align
 
 from maskrcnn_benchmark.modeling.discriminators import (
     BoxDiscriminator,
+    DiscriminatorBatches,
     MaskDiscriminator,
     RoIFeaturePooler,
     build_discriminators,
@@ -149,7 +150,7 @@ def test_pool_inputs_multiplies_masks_with_features_and_detaches_features():
                                    mask_logits=logits, mask_targets=targets, mask_rois=rois)
     inputs = discs.pool_inputs(adv_inputs)
     roi_features = roi_align(features[0], rois, (28, 28), 0.25, c.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO)
-    real, fake = inputs["mask"].chunk(2)
+    real, fake = inputs.mask.chunk(2)
     assert torch.allclose(real, targets[:, None] * roi_features)
     assert torch.allclose(fake, logits.sigmoid()[:, None] * roi_features)
     fake.sum().backward()
@@ -235,15 +236,14 @@ def test_pool_inputs_forms_each_batch_once_with_the_values_and_gradients_of_pool
 
     batched_adv, apart_adv = attached(), attached()
     inputs = discs.pool_inputs(batched_adv)
-    assert inputs["box"].is_contiguous(memory_format=layout) and inputs["mask"].is_contiguous(memory_format=layout)
+    assert inputs.box.is_contiguous(memory_format=layout) and inputs.mask.is_contiguous(memory_format=layout)
     maps = [level.contiguous() for level in features]
     context = discs.mask_pooler(maps, [4, 8], rois)
-    apart = {"box": torch.cat([discs.box_pooler(maps, [4, 8], rois),
-                               discs.box_pooler(maps, [4, 8], apart_adv.box_rois_pred)]),
-             "mask": torch.cat([adv_inputs.mask_targets[:, None] * context,
-                                apart_adv.mask_logits.sigmoid()[:, None] * context])}
-    for key in ("box", "mask"):
-        assert torch.equal(inputs[key], apart[key])
+    apart = DiscriminatorBatches(
+        box=torch.cat([discs.box_pooler(maps, [4, 8], rois), discs.box_pooler(maps, [4, 8], apart_adv.box_rois_pred)]),
+        mask=torch.cat([adv_inputs.mask_targets[:, None] * context,
+                        apart_adv.mask_logits.sigmoid()[:, None] * context]))
+    assert torch.equal(inputs.box, apart.box) and torch.equal(inputs.mask, apart.mask)
     scores, scores_apart = discs(inputs), discs(apart)
     for key in ("box", "mask"):
         for ours, ref in zip(scores[key], scores_apart[key]):
@@ -264,7 +264,7 @@ def test_discriminators_refuse_inputs_for_a_disabled_discriminator_naming_the_ke
     c.MODEL.GAN.BOX_DISC.ENABLED = False
     discs = build_discriminators(c, 4)
     with pytest.raises(ValueError, match="MODEL.GAN.BOX_DISC.ENABLED"):
-        discs({"box": torch.randn(2, 4, 28, 28)})
+        discs(DiscriminatorBatches(box=torch.randn(2, 4, 28, 28)))
 
 
 def _chain_max(levels):

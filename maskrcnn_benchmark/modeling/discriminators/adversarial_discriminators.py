@@ -1,7 +1,10 @@
 """AdversarialDiscriminators: D_b and D_m, the pooling that turns the detector's AdversarialInputs into their
-real and fake batches, and the scores they give them."""
+real and fake batches (DiscriminatorBatches), and the scores they give them."""
+import dataclasses
+from typing import Optional
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 # What D_b judges (MODEL.GAN.BOX_DISC.INPUT): the paper's RoI features pooled at the boxes, or the boxes'
 # coordinates normalised to the image (the abstract's "contextual regions vs box coordinates" ablation).
@@ -9,6 +12,28 @@ BOX_INPUTS = ("features", "coordinates")
 # What D_m's masks multiply (MODEL.GAN.MASK_DISC.INPUT): the paper's RoI features, nothing (the masks alone), or
 # the RoI's image pixels (the abstract's "feature space vs pixel space" ablation).
 MASK_INPUTS = ("features", "mask", "pixels")
+
+
+@dataclasses.dataclass
+class DiscriminatorBatches:
+    """What D_b and D_m judge in one iteration: each a single batch, the real inputs first, then as many fake ones
+    in the same RoI order (one batch, so BatchNorm normalises real and fake together), in D's memory layout.
+    None for a disabled discriminator.
+
+    Fields:
+        box: Tensor[2P, C, R, R], RoI features pooled at the P ground-truth then the P predicted boxes (or
+            Tensor[2P, 4], the boxes' coordinates normalised by the image size, MODEL.GAN.BOX_DISC.INPUT
+            "coordinates").
+        mask: Tensor[2M, C, R, R], the M ground-truth then the M predicted masks (probabilities) times their RoI's
+            context (C channels of features; C = 1 for the masks alone, 3 for mask x pixels).
+    """
+
+    box: Optional[Tensor] = None
+    mask: Optional[Tensor] = None
+
+    def detach(self):
+        """The same batches cut from the detector's graph (for D's update)."""
+        return DiscriminatorBatches(*(None if batch is None else batch.detach() for batch in (self.box, self.mask)))
 
 
 def _in_d_layout(batch, channels_last):
@@ -105,10 +130,7 @@ class AdversarialDiscriminators(nn.Module):
                 ``features`` and ``feature_strides``, the box fields when D_b is enabled and the mask fields when
                 D_m is; ``image_sizes`` for box input "coordinates" and ``images`` for mask input "pixels".
         Returns:
-            dict[str, Tensor]: "box" (Tensor[2P, C, R, R], or Tensor[2P, 4] normalised coordinates) when D_b is
-                enabled and "mask" (Tensor[2M, C, R, R], C = 1 for the masks alone and 3 for mask x pixels) when D_m
-                is enabled: each D's batch, the P (M) real inputs followed by the fake ones in the same RoI order,
-                in D's memory layout.
+            DiscriminatorBatches: ``box`` when D_b is enabled, ``mask`` when D_m is.
         """
         # The discriminators pool in float32: the compiled PrRoIPool CPU kernel takes float32/float64 only, and
         # the pooled values feed log-sigmoid losses. The casts are differentiable: the graph is kept.
@@ -125,7 +147,7 @@ class AdversarialDiscriminators(nn.Module):
         # level once here for the up to three calls (D_b real, D_b fake, D_m) and their levels.
         features = [level.contiguous() for level in features]
         strides = adv_inputs.require("feature_strides", "the discriminators")
-        inputs = {}
+        inputs = DiscriminatorBatches()
         # Real and fake go through D as ONE batch, real first: with BatchNorm in training mode, separate batches
         # would each be normalised to their own statistics, hiding from D exactly the difference it has to see.
         # Each batch is formed here, once for both updates, in D's memory layout.
@@ -136,9 +158,9 @@ class AdversarialDiscriminators(nn.Module):
             fake = adv_inputs.require("box_rois_pred", "the box discriminator")
             if self.box_input == "coordinates":
                 sizes = adv_inputs.require("image_sizes", "MODEL.GAN.BOX_DISC.INPUT 'coordinates'")
-                inputs["box"] = _normalised_boxes(torch.cat([real, fake]), sizes)
+                inputs.box = _normalised_boxes(torch.cat([real, fake]), sizes)
             else:
-                inputs["box"] = self.real_fake_batch(self.box_pooler(features, strides, real),
+                inputs.box = self.real_fake_batch(self.box_pooler(features, strides, real),
                                                      self.box_pooler(features, strides, fake))
         if self.mask_disc is not None:
             # the fake mask is the probability map, so real (0/1 targets) and fake live on the same scale
@@ -152,15 +174,14 @@ class AdversarialDiscriminators(nn.Module):
                 context = self.mask_pooler([images.detach()], [1], rois)
             else:
                 context = None
-            inputs["mask"] = masks if context is None else _masked_context(masks, context, self.channels_last)
+            inputs.mask = masks if context is None else _masked_context(masks, context, self.channels_last)
         return inputs
 
     def forward(self, inputs):
         """D_b and D_m score what they are given.
 
         Arguments:
-            inputs (dict[str, Tensor]): :meth:`pool_inputs` output (detached for D's update): "box" and / or "mask",
-                each the real inputs followed by as many fake ones.
+            inputs (DiscriminatorBatches): :meth:`pool_inputs` output (``.detach()``-ed for D's update).
         Returns:
             dict: "box" -> (real Tensor[P], fake Tensor[P]) logits when D_b is on; "mask" -> (real Tensor[M, L],
             fake Tensor[M, L]) embeddings when D_m is on; in float32 whatever autocast ran D in (the losses take
@@ -168,12 +189,13 @@ class AdversarialDiscriminators(nn.Module):
         """
         scores = {}
         for name, discriminator in (("box", self.box_disc), ("mask", self.mask_disc)):
-            if name not in inputs:
+            batch = getattr(inputs, name)
+            if batch is None:
                 continue
             if discriminator is None:
                 raise ValueError("the discriminators were given {!r} inputs, but the {} discriminator is disabled "
                                  "(MODEL.GAN.{}_DISC.ENABLED)".format(name, name, name.upper()))
-            scores[name] = tuple(half.float() for half in _split_real_fake(discriminator(inputs[name])))
+            scores[name] = tuple(half.float() for half in _split_real_fake(discriminator(batch)))
         return scores
 
     def real_fake_batch(self, real, fake):
