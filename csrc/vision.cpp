@@ -1,7 +1,6 @@
 // The single binding file of maskrcnn_benchmark._C.
 #include <torch/extension.h>
 
-#include "level_max.h"
 #include "prroi_pool.h"
 
 namespace {
@@ -22,13 +21,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Gradients of Precise RoI Pooling -> (grad_features or empty, grad_rois or empty)", py::arg("grad_output"),
         py::arg("features"), py::arg("rois"), py::arg("pooled_height"), py::arg("pooled_width"),
         py::arg("spatial_scale"), py::arg("features_need_grad"), py::arg("rois_need_grad"));
-  m.def("level_max_forward", &maskrcnn_benchmark::level_max_forward,
-        "Element-wise maximum of L same-shaped float tensors -> (maximum, uint8 index of the level it came from)",
-        py::arg("levels"));
-  m.def("level_max_backward", &maskrcnn_benchmark::level_max_backward,
-        "Gradients of level_max_forward: grad where source == l, else 0, per level (empty where not needed)",
-        py::arg("grad"), py::arg("source"), py::arg("needs_grad"));
-  m.attr("level_max_max_levels") = maskrcnn_benchmark::kLevelMaxMaxLevels;
   m.def("has_cuda", []() { return kWithCuda; }, "Whether the CUDA kernels were compiled in");
   m.attr("with_cuda") = kWithCuda;
 }

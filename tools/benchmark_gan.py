@@ -20,12 +20,18 @@ starts and ends with torch.cuda.synchronize. Prints the median seconds per step 
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import REPO, Ours, make_inputs  # noqa: E402  (the same model set-up and input as the detector benchmark)
-from benchmark_prroi_pool import synchronizer  # noqa: E402
+# the same model set-up and input as the detector benchmark (tools/benchmark.py)
+from maskrcnn_benchmark.utils.benchmarking import (
+    CONFIGS as CONFIG_DIR,
+)
+from maskrcnn_benchmark.utils.benchmarking import (
+    BenchmarkDetector,
+    add_detector_stages,
+    make_inputs,
+    synchronizer,
+)
 
 ZERO_LR = ["SOLVER.BASE_LR", 0.0]
 
@@ -42,7 +48,7 @@ class _Step(object):
         import torch
 
         torch.manual_seed(0)
-        self.runner = Ours(config_file=config_file, extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)] + list(opts),
+        self.runner = BenchmarkDetector(config_file=config_file, extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)] + list(opts),
                            benchmark_input=batch is None)
         self.runner.model.to(device).train()
         images, targets = batch if batch is not None else self.runner.prepare(*make_inputs())[:2]
@@ -84,7 +90,7 @@ def demo_batch(opts=()):
     from maskrcnn_benchmark.data import make_data_loader
     from maskrcnn_benchmark.utils.miscellaneous import set_random_seed
 
-    cfg = load_config(os.path.join(REPO, "configs", CONFIGS[True][0]), ["MODEL.DEVICE", "cpu"] + list(opts))
+    cfg = load_config(os.path.join(CONFIG_DIR, CONFIGS[True][0]), ["MODEL.DEVICE", "cpu"] + list(opts))
     set_random_seed(cfg.SOLVER.SEED, 0)
     images, targets, _ = next(iter(make_data_loader(cfg, is_train=True)))
     return images, list(targets)
@@ -148,7 +154,6 @@ def main(argv=None):
 
 def profile_steps(steps, iters, synchronize):
     """{name: StageTimer medians} of the baseline and the GAN step (already warmed up by the timing)."""
-    from benchmark import add_detector_stages
     from maskrcnn_benchmark.utils.stage_timer import StageTimer
 
     columns = {}

@@ -18,6 +18,7 @@ from torchvision.ops import roi_align
 
 from maskrcnn_benchmark.layers import prroi_pool as prroi_module
 from maskrcnn_benchmark.layers.prroi_pool import prroi_pool2d, prroi_pool2d_reference
+from maskrcnn_benchmark.utils.benchmarking import synchronizer
 
 
 def make_rois(num_rois, image_width, image_height, batch_size, generator):
@@ -28,14 +29,6 @@ def make_rois(num_rois, image_width, image_height, batch_size, generator):
     x1y1 = torch.minimum(centres + sides / 2, torch.tensor([image_width - 1.0, image_height - 1.0]))
     batch_index = torch.randint(0, batch_size, (num_rois, 1), generator=generator).float()
     return torch.cat([batch_index, x0y0, x1y1], dim=1)
-
-
-def synchronizer(device):
-    """A function that waits for `device`'s queued work: torch.cuda.synchronize on a GPU, nothing on the CPU."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
 
 
 def time_fwd_bwd(fn, features, rois, repeats, synchronize=lambda: None):

@@ -128,7 +128,7 @@ def main(argv=None):
                                         args.config_file))
         # strict, as tools/test_net.py: an exported half-random model would be worse than an error
         DetectronCheckpointer(cfg, model).load(ckpt, use_latest=False, strict=True)
-    export_module = ExportableMaskRCNN.from_config(cfg, model).eval()
+    export_module = ExportableMaskRCNN(cfg, model).eval()
     images = [export_input(path, cfg)[0] for path in args.images] if args.images else example_images(cfg)
     seconds = export_model(export_module, images, args.output, args.format)
     print("wrote {} ({}, {:.1f} MB) in {:.1f} s".format(

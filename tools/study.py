@@ -16,7 +16,8 @@ The dataset is generated once under --data-dir (train and test from different se
 generalisation). By default every training seed trains on the same draw of training images (data seed 100);
 --data-seeds gives each training seed its own draw (e.g. --seeds 0 1 2 --data-seeds 100 101 102), so the seeds'
 spread includes the luck of the training set. The test set (data seed 200) is the same for every run.
-Each run is tools/train_net.py in a subprocess (tools/make_tables.py's run_training) in
+Each run is tools/train_net.py in a subprocess (run_training of
+maskrcnn_benchmark/utils/training_runs.py) in
 <output-dir>/<variant>_seed<S>_data<D>_iter<N>/, which records every setting that made it (study_settings.json);
 a folder is reused (or resumed) only when they all match, else the study stops and names each difference.
 With --test-period the runs also evaluate during training, and the baseline's AP over iterations is printed with
@@ -33,7 +34,6 @@ import resource
 import sys
 from collections import OrderedDict
 
-from maskrcnn_benchmark.utils.imports import import_file
 from maskrcnn_benchmark.utils.intervals import (
     bootstrap_differences,
     format_differences,
@@ -43,6 +43,7 @@ from maskrcnn_benchmark.utils.intervals import (
 from maskrcnn_benchmark.utils.io import save_json
 from maskrcnn_benchmark.utils.run_settings import StaleRunError
 from maskrcnn_benchmark.utils.tables import aggregate_seeds, format_study, load_results
+from maskrcnn_benchmark.utils.training_runs import check_runs, run_training, scaled_schedule
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TOOLS)
@@ -179,9 +180,8 @@ def study(output_dir, variants, seeds, iters, dataset_opts, extra_opts=(), test_
         "iters", "schedule", "differences": {"welch": seed_differences(...), "bootstrap": ... or None},
         "cpu_seconds" (user + system time of the training subprocesses run now; reused runs count 0)}
     """
-    make_tables = import_file("make_tables_for_study", os.path.join(TOOLS, "make_tables.py"))
-    run_fn = run_fn or make_tables.run_training
-    schedule = make_tables.scaled_schedule(BASE_CONFIG, iters)
+    run_fn = run_fn or run_training
+    schedule = scaled_schedule(BASE_CONFIG, iters)
     data_seeds = data_seeds or OrderedDict((seed, TRAIN_DATA_SEED) for seed in seeds)
     planned = []
     for seed in seeds:
@@ -192,8 +192,8 @@ def study(output_dir, variants, seeds, iters, dataset_opts, extra_opts=(), test_
             run_dir = os.path.join(output_dir, "{}_seed{}_data{}_iter{}".format(name, seed, data_seeds[seed], iters))
             planned.append((config, seed, schedule, run_dir, common + list(variant_opts),
                             dict(settings or {}, variant=name, data_seed=data_seeds[seed], iters=iters)))
-    if run_fn is make_tables.run_training:
-        make_tables.check_runs(planned, check_code)  # a stale folder stops the study before anything trains
+    if run_fn is run_training:
+        check_runs(planned, check_code)  # a stale folder stops the study before anything trains
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     runs = OrderedDict((name, []) for name in variants)
     for config, seed, schedule, run_dir, opts, run_settings in planned:

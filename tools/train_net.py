@@ -27,14 +27,8 @@ from maskrcnn_benchmark.engine.best_checkpoint import BestCheckpoint, check_best
 from maskrcnn_benchmark.engine.defaults import default_argument_parser, default_setup, stalled_processes_reported
 from maskrcnn_benchmark.engine.inference import run_test
 from maskrcnn_benchmark.engine.mixed_precision import build_mixed_precision
-from maskrcnn_benchmark.engine.trainer import (
-    PeriodicCheckpoint,
-    distribute_module,
-    do_train,
-    make_baseline_train_step,
-    resume_arguments,
-    write_evaluation_metrics,
-)
+from maskrcnn_benchmark.engine.train_step import distribute_module, make_baseline_train_step
+from maskrcnn_benchmark.engine.trainer import PeriodicCheckpoint, do_train, resume_arguments, write_evaluation_metrics
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.solver import make_lr_scheduler, make_optimizer
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer

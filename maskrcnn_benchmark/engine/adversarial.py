@@ -4,8 +4,8 @@ The detector is the generator G; the box and mask discriminators (modeling/discr
 Each iteration runs the detector once; D is updated first, on detached inputs, then G with D frozen.
 ``AdversarialTrainStep`` packages that as the ``train_step(images, targets, iteration) -> dict`` callable
 that ``engine.trainer.do_train`` accepts. The data path: the detector returns its losses and the
-discriminators' inputs (``extras``); ``AdversarialDiscriminators.pool_inputs`` turns those into D's inputs and
-its ``forward`` scores them; the losses of modeling/discriminators/loss.py turn the scores into L_D and L_G.
+discriminators' inputs (``AdversarialInputs``); ``AdversarialDiscriminators.pool_inputs`` turns those into D's
+inputs and its ``forward`` scores them; the losses of modeling/discriminators/loss.py turn the scores into L_D and L_G.
 """
 import contextlib
 import warnings
@@ -13,7 +13,7 @@ import warnings
 import torch
 
 from maskrcnn_benchmark.engine.mixed_precision import backward_and_step
-from maskrcnn_benchmark.engine.trainer import (
+from maskrcnn_benchmark.engine.train_step import (
     NonFiniteLossError,
     check_finite_losses,
     distribute_module,
@@ -154,15 +154,15 @@ class AdversarialTrainStep(object):
         """
         # 1. One detector forward serves both updates.
         with self._autocast():
-            detection_losses, extras = self.model(images, targets, return_adv_inputs=True)
+            detection_losses, adv_inputs = self.model(images, targets, return_adv_inputs=True)
         detection_losses = {k: v.float() for k, v in detection_losses.items()}
         check_finite_losses(detection_losses, iteration)
-        d_inputs = self.discriminators.pool_inputs(extras)
+        d_inputs = self.discriminators.pool_inputs(adv_inputs)
 
         # 2. D update with G frozen (detached inputs): L_D = L_adv^Db + L_adv^Dm, Eq. (3).
         for _ in range(self.d_steps):
             with self._autocast():
-                scores = self.d_update_module({k: v.detach() for k, v in d_inputs.items()})
+                scores = self.d_update_module(d_inputs.detach())
             d_losses, d_stats = discriminator_losses(scores, self.d_weights)
             check_finite_losses(d_losses, iteration)
             backward_and_step(sum(d_losses.values()), self.d_optimizer, self.d_scaler)

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling.roi_heads.box_head.inference import filter_detections
 from maskrcnn_benchmark.modeling.rpn.utils import permute_and_flatten
 
@@ -119,6 +120,7 @@ class ExportableMaskRCNN(nn.Module):
         masks Tensor[N, 1, M, M] probabilities), sorted by decreasing score, in the input image's pixels.
     """
 
+    @configurable
     def __init__(self, model, pixel_mean, pixel_std, to_bgr255=True):
         super().__init__()
         self.model = model.eval()
@@ -129,9 +131,11 @@ class ExportableMaskRCNN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, model):
-        """The export module of ``model`` built from ``cfg`` (reads INPUT.PIXEL_MEAN, PIXEL_STD, TO_BGR255)."""
+        """The constructor arguments for ``model`` from ``cfg`` (INPUT.PIXEL_MEAN, PIXEL_STD, TO_BGR255), after
+        refusing what the export does not cover (check_exportable); ``ExportableMaskRCNN(cfg, model)`` builds it."""
         check_exportable(cfg)
-        return cls(model, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, cfg.INPUT.TO_BGR255)
+        return dict(model=model, pixel_mean=cfg.INPUT.PIXEL_MEAN, pixel_std=cfg.INPUT.PIXEL_STD,
+                    to_bgr255=cfg.INPUT.TO_BGR255)
 
     def preprocess(self, image):
         """Tensor[3, H, W] BGR 0-255 -> normalised Tensor[1, 3, H', W'] padded (bottom/right, zeros) to a multiple

@@ -17,13 +17,13 @@ Two implementations compute it (``impl``, config key MODEL.PRROI_POOL_IMPL):
 :func:`prroi_pool2d_reference` computes the same maths one RoI at a time, for tests.
 """
 import math
-import threading
-import warnings
 
 import torch
 from torch import nn
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
+
+from .compiled_op_check import CompiledOpCheck
 
 __all__ = ["IMPLEMENTATIONS", "PrRoIPool2D", "prroi_pool2d", "prroi_pool2d_torch", "prroi_pool2d_reference",
            "compare_implementations"]
@@ -242,40 +242,22 @@ def compare_implementations(device, dtype=None, seed=0):
                for ours, theirs in zip(*results))
 
 
+def _self_check_dtype(device):
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
 _AUTO_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
-_auto_choice = {}  # str(device) -> "compiled" or "torch", decided once per process
-_auto_lock = threading.Lock()
+# MODEL.PRROI_POOL_IMPL "auto": the compiled op where it has matched prroi_pool2d_torch, per device and process
+AUTO_CHECK = CompiledOpCheck(
+    "PrRoIPool (MODEL.PRROI_POOL_IMPL 'auto')",
+    compare=lambda device: compare_implementations(device, _self_check_dtype(device)),
+    tolerance=lambda device: _AUTO_TOLERANCE[_self_check_dtype(device)],
+)
 
 
 def _auto_implementation(device):
-    key = str(device)
-    with _auto_lock:
-        if key not in _auto_choice:
-            _auto_choice[key] = _self_check(device)
-        return _auto_choice[key]
-
-
-def _self_check(device):
-    """"compiled" if the compiled op is there and agrees with the torch implementation on `device`, else "torch"."""
-    try:
-        from maskrcnn_benchmark import _C  # noqa: F401
-    except ImportError as error:
-        warnings.warn(f"PrRoIPool (MODEL.PRROI_POOL_IMPL 'auto'): maskrcnn_benchmark._C is not built ({error}); "
-                      "using the torch implementation. Build it with `python setup.py build_ext --inplace`.")
-        return "torch"
-    dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
-    try:
-        error = compare_implementations(device, dtype)
-    except Exception as failure:  # any failure of the compiled op (e.g. no kernel for this GPU) means: don't use it
-        warnings.warn(f"PrRoIPool (MODEL.PRROI_POOL_IMPL 'auto'): the compiled op failed its self-check on {device} "
-                      f"({type(failure).__name__}: {failure}); using the torch implementation")
-        return "torch"
-    if not error <= _AUTO_TOLERANCE[dtype]:
-        warnings.warn(f"PrRoIPool (MODEL.PRROI_POOL_IMPL 'auto'): the compiled op disagrees with the torch "
-                      f"implementation on {device} (max relative error {error:.3g} in {dtype}, forward and "
-                      "backward); using the torch implementation. Report it, and run tools/selfcheck.py")
-        return "torch"
-    return "compiled"
+    """"compiled" or "torch": what MODEL.PRROI_POOL_IMPL "auto" uses on ``device`` (see AUTO_CHECK)."""
+    return "compiled" if AUTO_CHECK.check(device) else "torch"
 
 
 def prroi_pool2d(features, rois, pooled_height, pooled_width, spatial_scale, impl="auto"):

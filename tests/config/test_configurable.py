@@ -227,7 +227,7 @@ def test_user_classes_registered_the_maskrcnn_benchmark_way_are_built_and_run(ti
     losses, adv_inputs = model(_images(), _targets(), return_adv_inputs=True)
     assert {"loss_objectness", "loss_classifier", "loss_box_reg", "loss_mask"} <= set(losses)
     # what the discriminators need comes out although the backbone has no feature_strides: from POOLER_SCALES
-    assert adv_inputs["feature_strides"] == [4, 8, 16, 32] and len(adv_inputs["features"]) == 4
+    assert adv_inputs.feature_strides == [4, 8, 16, 32] and len(adv_inputs.features) == 4
     sum(losses.values()).backward()
     assert model.rpn.head.conv.weight.grad.abs().sum() > 0
     assert box_head.predictor.cls_score.weight.grad.abs().sum() > 0
@@ -235,3 +235,27 @@ def test_user_classes_registered_the_maskrcnn_benchmark_way_are_built_and_run(ti
     with torch.no_grad():
         detections = model(_images())
     assert len(detections) == 2 and all(d.has_field("scores") for d in detections)
+
+
+def test_from_config_returns_constructor_arguments_outside_the_registries_too(tiny_cfg):
+    """RetinaNet's modules and the export wrapper follow the same contract: ``from_config`` gives the __init__
+    arguments, ``cls(cfg, ...)`` builds (maskrcnn-benchmark's RetinaNetModule(cfg, in_channels) signature)."""
+    from maskrcnn_benchmark.engine.export import ExportableMaskRCNN
+    from maskrcnn_benchmark.modeling.rpn.retinanet.inference import RetinaNetPostProcessor
+    from maskrcnn_benchmark.modeling.rpn.retinanet.loss import RetinaNetLossComputation
+    from maskrcnn_benchmark.modeling.rpn.retinanet.retinanet import RetinaNetHead, RetinaNetModule
+
+    config = default_cfg.clone()
+    config.merge_from_list(["MODEL.RETINANET.NUM_CLASSES", 3, "MODEL.RETINANET.NUM_CONVS", 1])
+    for cls, args in ((RetinaNetHead, (8,)), (RetinaNetModule, (8,)), (RetinaNetPostProcessor, ()),
+                      (RetinaNetLossComputation, (None,))):
+        explicit = cls.from_config(config, *args)
+        assert isinstance(explicit, dict), cls.__name__
+        assert type(cls(config, *args)) is type(cls(**explicit)) is cls
+    head = RetinaNetHead(config, 8)
+    assert head.cls_logits.out_channels == 9 * 2  # 9 anchors per location x 2 foreground classes
+    config = tiny_cfg
+    model = build_detection_model(config)
+    export = ExportableMaskRCNN.from_config(config, model)
+    assert isinstance(export, dict) and export["model"] is model
+    assert torch.equal(ExportableMaskRCNN(config, model).pixel_mean.flatten(), torch.tensor(config.INPUT.PIXEL_MEAN))

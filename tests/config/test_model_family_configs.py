@@ -120,7 +120,7 @@ def test_family_config_builds_trains_a_step_and_infers(family, name):
     optimizer = torch.optim.SGD(params, lr=1e-5, momentum=0.9)
     rpn_before = model.rpn.head.cls_logits.weight.detach().clone()
     box_before = model.roi_heads.box.predictor.cls_score.weight.detach().clone()
-    losses, _ = model(_images(cfg.DATALOADER.SIZE_DIVISIBILITY), _targets(cfg))
+    losses = model(_images(cfg.DATALOADER.SIZE_DIVISIBILITY), _targets(cfg))
     expected = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
     expected |= {"loss_mask"} if cfg.MODEL.MASK_ON else set()
     expected |= {"loss_kp"} if cfg.MODEL.KEYPOINT_ON else set()

@@ -14,6 +14,7 @@ from maskrcnn_benchmark.modeling.discriminators import (
     MaskDiscriminator,
     RoIFeaturePooler,
 )
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
 
 STRIDE = 4
 
@@ -52,9 +53,9 @@ class TinyGenerator(nn.Module):
         }
         if not return_adv_inputs:
             return losses
-        adv_inputs = {"features": features, "feature_strides": [STRIDE], "box_rois_pred": pred_rois,
-                      "box_rois_gt": gt_rois, "mask_logits": mask_logits, "mask_targets": gt_masks,
-                      "mask_rois": proposals}
+        adv_inputs = AdversarialInputs(features=features, feature_strides=[STRIDE], box_rois_pred=pred_rois,
+                                       box_rois_gt=gt_rois, mask_logits=mask_logits, mask_targets=gt_masks,
+                                       mask_rois=proposals)
         return losses, adv_inputs
 
 
@@ -183,9 +184,9 @@ def _empty_forward(model, images, targets):
     empty_rois = torch.zeros(0, 5)
     pred = torch.cat([empty_rois[:, :1], model.box_regression(empty_rois[:, 1:])], dim=1)
     losses = {"loss_classifier": features[0].pow(2).mean()}
-    return losses, {"features": features, "feature_strides": [STRIDE], "box_rois_pred": pred,
-                    "box_rois_gt": empty_rois, "mask_logits": torch.zeros(0, 28, 28, requires_grad=True),
-                    "mask_targets": torch.zeros(0, 28, 28), "mask_rois": empty_rois}
+    return losses, AdversarialInputs(features=features, feature_strides=[STRIDE], box_rois_pred=pred,
+                                     box_rois_gt=empty_rois, mask_logits=torch.zeros(0, 28, 28, requires_grad=True),
+                                     mask_targets=torch.zeros(0, 28, 28), mask_rois=empty_rois)
 
 
 # ---- on the real detector (tiny R-18-FPN config from tests/conftest.py) ----
@@ -217,7 +218,7 @@ def test_gan_off_detector_and_losses_equal_the_baseline(tiny_cfg):
     images, targets = _first_batch(tiny_cfg)
     baseline = _detector(tiny_cfg)
     torch.manual_seed(1)  # the RPN / RoI samplers draw from the global generator
-    baseline_losses, _ = baseline(images, targets)
+    baseline_losses = baseline(images, targets)
 
     from maskrcnn_benchmark.modeling.discriminators import build_discriminators
 
@@ -228,7 +229,7 @@ def test_gan_off_detector_and_losses_equal_the_baseline(tiny_cfg):
     losses, adv_inputs = model(images, targets, return_adv_inputs=True)
     assert set(losses) == set(baseline_losses)
     assert all(torch.equal(losses[k], baseline_losses[k]) for k in losses)
-    assert adv_inputs["box_rois_pred"].shape[0] > 0
+    assert adv_inputs.box_rois_pred.shape[0] > 0
 
 
 @pytest.mark.parametrize("pooler_type", ["PrRoIPool", "ROIAlign"])

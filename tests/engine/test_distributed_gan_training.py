@@ -170,7 +170,7 @@ def _run_with_nan_on_rank1(rank, port, config_file, out_dir):
         if self.training:
             calls.append(1)
             if len(calls) == 2 and rank == 1:
-                losses = output.losses
+                losses = output[0] if return_adv_inputs else output
                 losses["loss_mask"] = losses["loss_mask"] * float("nan")
         return output
 

@@ -19,7 +19,7 @@ def test_bfloat16_autocast_trains_the_gan_on_cpu_with_finite_losses(tiny_cfg, tm
     def recording_forward(self, images, targets=None, return_adv_inputs=False):
         output = real_forward(self, images, targets, return_adv_inputs=return_adv_inputs)
         if self.training and return_adv_inputs:
-            forward_dtypes.append(output.extras["features"][0].dtype)
+            forward_dtypes.append(output[1].features[0].dtype)
         return output
 
     monkeypatch.setattr(GeneralizedRCNN, "forward", recording_forward)

@@ -21,7 +21,7 @@ def _inject_nan(monkeypatch, at_calls):
         if not self.training:
             return output
         calls.append(1)
-        losses = output.losses
+        losses = output[0] if return_adv_inputs else output
         if len(calls) in at_calls:
             losses["loss_mask"] = losses["loss_mask"] * float("nan")
         return output

@@ -360,7 +360,7 @@ def test_compiled_and_torch_agree_on_the_self_check_input():
 
 @pytest.fixture
 def fresh_auto_choice(monkeypatch):
-    monkeypatch.setattr(prroi_module, "_auto_choice", {})
+    monkeypatch.setattr(prroi_module.AUTO_CHECK, "verdicts", {})
 
 
 def test_auto_checks_once_per_device_and_uses_the_compiled_op_when_it_agrees(fresh_auto_choice, monkeypatch):
@@ -372,7 +372,7 @@ def test_auto_checks_once_per_device_and_uses_the_compiled_op_when_it_agrees(fre
         warnings.simplefilter("error")
         for _ in range(3):
             prroi_pool2d(features, rois, 2, 2, 1.0)
-    assert len(calls) == 1 and prroi_module._auto_choice == {"cpu": "compiled"}
+    assert len(calls) == 1 and prroi_module.AUTO_CHECK.verdicts == {"cpu": True}
 
 
 def test_auto_falls_back_to_torch_with_a_warning_when_the_compiled_op_disagrees(fresh_auto_choice, monkeypatch):
@@ -384,10 +384,11 @@ def test_auto_falls_back_to_torch_with_a_warning_when_the_compiled_op_disagrees(
     monkeypatch.setattr(prroi_module, "_prroi_pool2d_compiled", off_by_a_bit)
     features = torch.randn(2, 3, 5, 6, dtype=torch.float64)
     rois = _rois(BOXES, BOXES)
-    with pytest.warns(UserWarning, match=r"disagrees with the torch implementation on cpu \(max relative error "
-                                         r"[0-9.e-]+ in torch.float64"):
+    with pytest.warns(UserWarning, match=r"PrRoIPool \(MODEL.PRROI_POOL_IMPL 'auto'\): the compiled op disagrees "
+                                         r"with the torch implementation on cpu \(max relative error [0-9.e-]+, "
+                                         r"tolerance 1e-09"):
         out = prroi_pool2d(features, rois, 2, 3, 0.5)
-    assert prroi_module._auto_choice == {"cpu": "torch"}
+    assert prroi_module.AUTO_CHECK.verdicts == {"cpu": False}
     torch.testing.assert_close(out, prroi_pool2d_torch(features, rois, 2, 3, 0.5), atol=0, rtol=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # decided once: no second check, no second warning

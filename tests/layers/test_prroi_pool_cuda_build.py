@@ -1,4 +1,4 @@
-"""The CUDA kernels (Precise RoI Pooling, the maximum over levels) compile for the GPUs we ship for, with PTX for
+"""The CUDA kernels (Precise RoI Pooling) compile for the GPUs we ship for, with PTX for
 newer ones.
 
 Runs wherever torch is a CUDA build and nvcc is present, GPU or not (CI has no GPU). It compiles every

@@ -40,7 +40,7 @@ def test_checkpointed_body_trains_with_the_plain_body_s_losses_gradients_and_sta
     results = []
     for model in _plain_and_checkpointed(tiny_cfg, stem, block):
         torch.manual_seed(1)  # the samplers draw the same RoIs
-        losses, _ = model(_images(), _targets())
+        losses = model(_images(), _targets())
         sum(losses.values()).backward()
         results.append((losses, {n: p.grad for n, p in model.named_parameters() if p.grad is not None},
                         dict(model.named_buffers())))

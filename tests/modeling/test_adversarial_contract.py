@@ -5,7 +5,7 @@ import torch
 
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.engine.adversarial import AdversarialTrainStep, build_adversarial_train_step
-from maskrcnn_benchmark.modeling.discriminators import RoIFeaturePooler, build_discriminators
+from maskrcnn_benchmark.modeling.discriminators import DiscriminatorBatches, RoIFeaturePooler, build_discriminators
 from maskrcnn_benchmark.modeling.poolers import Pooler
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.boxlist_ops import boxes_to_rois
@@ -54,18 +54,18 @@ def _gan_cfg():
 def test_discriminators_forward_scores_real_and_fake_in_float32():
     torch.manual_seed(0)
     discs = build_discriminators(_gan_cfg(), 4).train()
-    inputs = {"box_real": torch.randn(3, 4, 28, 28), "box_fake": torch.randn(3, 4, 28, 28),
-              "mask_real": torch.randn(2, 4, 28, 28), "mask_fake": torch.randn(2, 4, 28, 28)}
+    # 3 real then 3 fake boxes, 2 real then 2 fake masks
+    inputs = DiscriminatorBatches(box=torch.randn(6, 4, 28, 28), mask=torch.randn(4, 4, 28, 28))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         scores = discs(inputs)
     assert set(scores) == {"box", "mask"}
     assert all(t.dtype == torch.float32 for pair in scores.values() for t in pair)
     assert scores["box"][0].shape == (3,) and scores["mask"][1].shape[0] == 2
-    # real and fake are judged in one batch (BatchNorm statistics over both): equal to the direct call
-    expected_real, expected_fake = discs.box_logits(inputs["box_real"], inputs["box_fake"])
+    # real and fake are judged in one batch (BatchNorm statistics over both): the halves of D's direct call
+    expected_real, expected_fake = discs.box_disc(inputs.box).chunk(2)
     torch.testing.assert_close(scores["box"][0], expected_real.float(), rtol=0.02, atol=0.02)
     torch.testing.assert_close(scores["box"][1], expected_fake.float(), rtol=0.02, atol=0.02)
-    box_only = discs({"box_real": inputs["box_real"], "box_fake": inputs["box_fake"]})
+    box_only = discs(DiscriminatorBatches(box=inputs.box))
     assert set(box_only) == {"box"}
 
 

@@ -145,7 +145,7 @@ def test_training_step_updates_the_offsets(modulated):
     model = build_detection_model(cfg).train()
     target = BoxList(torch.tensor([[8.0, 10.0, 40.0, 50.0]]), (64, 64))
     target.add_field("labels", torch.tensor([1]))
-    losses, _ = model([torch.randn(3, 64, 64)], [target])
+    losses = model([torch.randn(3, 64, 64)], [target])
     sum(losses.values()).backward()
     offset = model.backbone.body.layer3[0].conv2.offset
     assert offset.weight.grad.abs().sum() > 0 and offset.bias.grad.abs().sum() > 0
@@ -184,7 +184,7 @@ def test_shipped_dcn_config_builds_trains_a_step_and_infers(path):
     target.add_field("labels", torch.tensor([1]))
     target.add_field("masks", SegmentationMask([[[8, 10, 40, 10, 40, 50, 8, 50]]], (64, 64), mode="poly"))
     image = torch.rand(3, 64, 64) * 50
-    losses, _ = model([image], [target])
+    losses = model([image], [target])
     assert ("loss_mask" in losses) == cfg.MODEL.MASK_ON
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()

@@ -40,8 +40,8 @@ def test_rpn_only_trains_and_returns_proposals(tiny_cfg):
     tiny_cfg.MODEL.RPN_ONLY = True
     model = build_detection_model(tiny_cfg).train()
     assert model.roi_heads is None
-    losses, extras = model(_images(), _targets(with_masks=False))
-    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg"} and extras == {}
+    losses = model(_images(), _targets(with_masks=False))
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg"}
     sum(losses.values()).backward()
     model.eval()
     with torch.no_grad():
@@ -56,7 +56,7 @@ def test_mask_rcnn_r18_fpn_trains_one_step_and_evaluates(tiny_cfg):
     model = build_detection_model(tiny_cfg).train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     before = model.rpn.head.conv.weight.detach().clone()
-    losses, _ = model(_images(), _targets())
+    losses = model(_images(), _targets())
     assert {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"} <= set(losses)
     total = sum(losses.values())
     assert torch.isfinite(total)
@@ -79,26 +79,22 @@ def test_adv_inputs_carry_roi_feature_maps_and_strides(tiny_cfg):
     model = build_detection_model(tiny_cfg).train()
     losses, adv_inputs = model(_images(), _targets(), return_adv_inputs=True)
     assert "loss_mask" in losses
-    assert adv_inputs["feature_strides"] == [4, 8, 16, 32]  # the maps the RoI heads pool from (no P6)
-    features = adv_inputs["features"]
+    assert adv_inputs.feature_strides == [4, 8, 16, 32]  # the maps the RoI heads pool from (no P6)
+    features = adv_inputs.features
     assert [f.shape[-1] for f in features] == [32, 16, 8, 4]
     assert all(f.requires_grad for f in features)  # not detached: the generator loss reaches the backbone
     for key in ("box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois"):
-        assert key in adv_inputs
-    # Without the flag the extras are empty; the output still reads as maskrcnn-benchmark's loss dict.
+        assert getattr(adv_inputs, key) is not None, key
+    # Without the flag the output is maskrcnn-benchmark's: the loss dict itself, nothing else.
     torch.manual_seed(0)
     output = model(_images(), _targets())
-    assert output.extras == {} and set(output.keys()) == set(losses)
-    assert output["loss_mask"] is output.losses["loss_mask"] and dict(**output) == output.losses
-    assert sorted(k for k, _ in output.items()) == sorted(losses) and len(list(output.values())) == len(losses)
-    losses_again, _ = output
-    assert losses_again is output.losses
+    assert type(output) is dict and set(output) == set(losses)
 
 
 def test_losses_do_not_depend_on_asking_for_the_adversarial_inputs(tiny_cfg):
     model = build_detection_model(tiny_cfg).train()
     torch.manual_seed(3)
-    plain, _ = model(_images(), _targets())
+    plain = model(_images(), _targets())
     torch.manual_seed(3)
     with_extras, _ = model(_images(), _targets(), return_adv_inputs=True)
     assert list(plain) == list(with_extras)  # same terms in the same order: their sum is the same float

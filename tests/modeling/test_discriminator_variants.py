@@ -9,8 +9,9 @@ from torchvision.ops import roi_align
 
 from maskrcnn_benchmark.engine.adversarial import AdversarialTrainStep
 from maskrcnn_benchmark.modeling.discriminators import MaskDiscriminator, build_discriminators
+from maskrcnn_benchmark.modeling.discriminators.adversarial_discriminators import batchnorm_scale
 from maskrcnn_benchmark.modeling.discriminators.box_discriminator import BoxCoordinateDiscriminator
-from maskrcnn_benchmark.modeling.discriminators.build import batchnorm_scale
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
 from maskrcnn_benchmark.utils.imports import import_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,9 +42,9 @@ def _adv_inputs(channels=4):
     pred = (gt + torch.tensor([0, 1.0, -2.0, 3.0, 1.0])).requires_grad_(True)
     logits = torch.randn(2, 28, 28, requires_grad=True)
     targets = (torch.rand(2, 28, 28) > 0.5).float()
-    return {"features": features, "feature_strides": [4], "box_rois_pred": pred, "box_rois_gt": gt,
-            "mask_logits": logits, "mask_targets": targets, "mask_rois": gt, "images": images,
-            "image_sizes": [(60, 48), (64, 40)]}
+    return AdversarialInputs(features=features, feature_strides=[4], box_rois_pred=pred, box_rois_gt=gt,
+                             mask_logits=logits, mask_targets=targets, mask_rois=gt, images=images,
+                             image_sizes=[(60, 48), (64, 40)])
 
 
 # ------------------------------------------------------------------------------------------- authors' variant
@@ -98,25 +99,25 @@ def test_layer_weights_must_match_the_layer_count_naming_the_key():
 def test_pixel_space_mask_discriminator_inputs():
     adv = _adv_inputs()
     masks_only = build_discriminators(_gan_cfg(**{"MODEL.GAN.MASK_DISC.INPUT": "mask"}), 4)
-    real, fake = masks_only.pool_inputs(adv)["mask"].chunk(2)
-    torch.testing.assert_close(real, adv["mask_targets"][:, None])
-    torch.testing.assert_close(fake, adv["mask_logits"].sigmoid()[:, None])
+    real, fake = masks_only.pool_inputs(adv).mask.chunk(2)
+    torch.testing.assert_close(real, adv.mask_targets[:, None])
+    torch.testing.assert_close(fake, adv.mask_logits.sigmoid()[:, None])
     assert masks_only.mask_disc.blocks[0][0].in_channels == 1 and masks_only.mask_pooler is None
 
     pixels = build_discriminators(_gan_cfg(**{"MODEL.GAN.MASK_DISC.INPUT": "pixels"}), 4)
     inputs = pixels.pool_inputs(adv)
-    roi_pixels = roi_align(adv["images"], adv["mask_rois"], (28, 28), 1.0, 0)  # default sampling ratio 0
-    real, fake = inputs["mask"].chunk(2)
-    torch.testing.assert_close(real, adv["mask_targets"][:, None] * roi_pixels)
-    torch.testing.assert_close(fake, adv["mask_logits"].sigmoid()[:, None] * roi_pixels)
+    roi_pixels = roi_align(adv.images, adv.mask_rois, (28, 28), 1.0, 0)  # default sampling ratio 0
+    real, fake = inputs.mask.chunk(2)
+    torch.testing.assert_close(real, adv.mask_targets[:, None] * roi_pixels)
+    torch.testing.assert_close(fake, adv.mask_logits.sigmoid()[:, None] * roi_pixels)
     assert pixels.mask_disc.blocks[0][0].in_channels == 3
     embeddings = pixels(inputs)["mask"]
     assert embeddings[0].shape == (2, pixels.mask_disc.embedding_size)
     # the features are not used at all: the generator reaches D_m only through its masks
     embeddings[1].sum().backward()
-    assert adv["features"][0].grad is None and adv["mask_logits"].grad.abs().sum() > 0
+    assert adv.features[0].grad is None and adv.mask_logits.grad.abs().sum() > 0
     # the box side still pools features (only the mask input changed)
-    assert inputs["box"].shape == (4, 4, 28, 28)  # 2 real, then 2 fake
+    assert inputs.box.shape == (4, 4, 28, 28)  # 2 real, then 2 fake
     with pytest.raises(ValueError, match="MODEL.GAN.MASK_DISC.INPUT 'texture'"):
         build_discriminators(_gan_cfg(**{"MODEL.GAN.MASK_DISC.INPUT": "texture"}), 4)
 
@@ -130,14 +131,14 @@ def test_box_coordinate_discriminator_judges_normalised_boxes_and_reaches_the_pr
     inputs = discs.pool_inputs(adv)
     # image 0 is 48 wide, 60 high; image 1 is 40 wide, 64 high
     expected = torch.tensor([[2 / 48, 4 / 60, 30 / 48, 40 / 60], [10 / 40, 8 / 64, 40 / 40, 20 / 64]])
-    real, fake = inputs["box"].chunk(2)
+    real, fake = inputs.box.chunk(2)
     torch.testing.assert_close(real, expected)
-    torch.testing.assert_close(fake, (adv["box_rois_pred"][:, 1:] / expected.new_tensor(
+    torch.testing.assert_close(fake, (adv.box_rois_pred[:, 1:] / expected.new_tensor(
         [[48, 60, 48, 60], [40, 64, 40, 64]])).detach())
     real, fake = discs(inputs)["box"]
     assert real.shape == fake.shape == (2,)
     fake.sum().backward()  # no box-differentiable pooling needed: the gradient reaches the predicted coordinates
-    assert adv["box_rois_pred"].grad[:, 1:].abs().sum() > 0
+    assert adv.box_rois_pred.grad[:, 1:].abs().sum() > 0
     with pytest.raises(ValueError, match="MODEL.GAN.BOX_DISC.INPUT 'corners'"):
         build_discriminators(_gan_cfg(**{"MODEL.GAN.BOX_DISC.INPUT": "corners"}), 4)
 

@@ -1,4 +1,6 @@
 """Box / mask discriminators, the RoI feature pooling that feeds them, and their builder."""
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -6,12 +8,14 @@ from torchvision.ops import roi_align
 
 from maskrcnn_benchmark.modeling.discriminators import (
     BoxDiscriminator,
+    DiscriminatorBatches,
     MaskDiscriminator,
     RoIFeaturePooler,
     build_discriminators,
 )
 from maskrcnn_benchmark.modeling.discriminators.box_discriminator import conv_plan
 from maskrcnn_benchmark.modeling.discriminators.loss import box_adv_generator_loss
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
 
 
 @pytest.mark.parametrize("num_convs", [3, 4, 5])
@@ -142,11 +146,11 @@ def test_pool_inputs_multiplies_masks_with_features_and_detaches_features():
     rois = torch.tensor([[0, 2.0, 2.0, 20.0, 24.0]])
     logits = torch.randn(1, 28, 28, requires_grad=True)
     targets = (torch.rand(1, 28, 28) > 0.5).float()
-    adv_inputs = {"features": features, "feature_strides": [4], "box_rois_pred": rois, "box_rois_gt": rois,
-                  "mask_logits": logits, "mask_targets": targets, "mask_rois": rois}
+    adv_inputs = AdversarialInputs(features=features, feature_strides=[4], box_rois_pred=rois, box_rois_gt=rois,
+                                   mask_logits=logits, mask_targets=targets, mask_rois=rois)
     inputs = discs.pool_inputs(adv_inputs)
     roi_features = roi_align(features[0], rois, (28, 28), 0.25, c.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO)
-    real, fake = inputs["mask"].chunk(2)
+    real, fake = inputs.mask.chunk(2)
     assert torch.allclose(real, targets[:, None] * roi_features)
     assert torch.allclose(fake, logits.sigmoid()[:, None] * roi_features)
     fake.sum().backward()
@@ -191,14 +195,14 @@ def test_channels_last_discriminators_score_as_nchw_and_pool_from_channels_last_
     features = [torch.randn(2, 16, 40, 40), torch.randn(2, 16, 20, 20)]
     rois = torch.tensor([[0, 2.0, 2.0, 60.0, 64.0], [1, 30.0, 10.0, 90.0, 50.0], [1, 5.0, 50.0, 40.0, 150.0]])
     shifted = rois + torch.tensor([0.0, 3.0, -2.0, 3.0, 4.0])
-    adv_inputs = {"feature_strides": [4, 8], "box_rois_pred": shifted, "box_rois_gt": rois,
-                  "mask_logits": torch.randn(3, 28, 28), "mask_targets": (torch.rand(3, 28, 28) > 0.5).float(),
-                  "mask_rois": rois}
+    adv_inputs = AdversarialInputs(feature_strides=[4, 8], box_rois_pred=shifted, box_rois_gt=rois,
+                                   mask_logits=torch.randn(3, 28, 28),
+                                   mask_targets=(torch.rand(3, 28, 28) > 0.5).float(), mask_rois=rois)
     scores = {}
     for name, discs, maps in (("nchw", nchw, features),
                               ("nhwc", nhwc, [f.contiguous(memory_format=torch.channels_last) for f in features])):
         discs.train()
-        inputs = discs.pool_inputs(dict(adv_inputs, features=maps))
+        inputs = discs.pool_inputs(dataclasses.replace(adv_inputs, features=maps))
         scores[name] = discs(inputs)
     for key in ("box", "mask"):
         for ours, ref in zip(scores["nhwc"][key], scores["nchw"][key]):
@@ -211,7 +215,7 @@ def test_pool_inputs_forms_each_batch_once_with_the_values_and_gradients_of_pool
     # pool_inputs forms each D batch once, in D's layout: the real and fake pooled boxes copied straight into it, D_m's
     # masked context written in it by one broadcast product. The values, D's scores and the gradient reaching the
     # predicted boxes are bitwise those of pooling each half on its own and concatenating them (the path D took
-    # before, and still takes for "box_real" / "box_fake"); so is the masks' gradient in NCHW. In NHWC that gradient
+    # before); so is the masks' gradient in NCHW. In NHWC that gradient
     # (a sum over the channels) is summed in another order: equal up to float rounding.
     c = _gan_cfg()
     c.MODEL.GAN.MASK_DISC.POOLER_TYPE = "ROIAlign"  # the demo's: PrRoIPool for D_b, ROIAlign for D_m
@@ -222,38 +226,37 @@ def test_pool_inputs_forms_each_batch_once_with_the_values_and_gradients_of_pool
     features = [torch.randn(2, 16, 40, 40).contiguous(memory_format=layout),
                 torch.randn(2, 16, 20, 20).contiguous(memory_format=layout)]
     rois = torch.tensor([[0, 2.0, 2.0, 60.0, 64.0], [1, 30.0, 10.0, 90.0, 50.0], [1, 5.0, 50.0, 40.0, 150.0]])
-    adv_inputs = {"features": features, "feature_strides": [4, 8], "box_rois_gt": rois,
-                  "mask_targets": (torch.rand(3, 28, 28) > 0.5).float(), "mask_rois": rois}
+    adv_inputs = AdversarialInputs(features=features, feature_strides=[4, 8], box_rois_gt=rois,
+                                   mask_targets=(torch.rand(3, 28, 28) > 0.5).float(), mask_rois=rois)
 
     def attached():
         pred = (rois + torch.tensor([0.0, 3.0, -2.0, 3.0, 4.0])).requires_grad_()
         logits = torch.randn(3, 28, 28, generator=torch.Generator().manual_seed(1)).requires_grad_()
-        return dict(adv_inputs, box_rois_pred=pred, mask_logits=logits)
+        return dataclasses.replace(adv_inputs, box_rois_pred=pred, mask_logits=logits)
 
     batched_adv, apart_adv = attached(), attached()
     inputs = discs.pool_inputs(batched_adv)
-    assert inputs["box"].is_contiguous(memory_format=layout) and inputs["mask"].is_contiguous(memory_format=layout)
+    assert inputs.box.is_contiguous(memory_format=layout) and inputs.mask.is_contiguous(memory_format=layout)
     maps = [level.contiguous() for level in features]
     context = discs.mask_pooler(maps, [4, 8], rois)
-    apart = {"box_real": discs.box_pooler(maps, [4, 8], rois),
-             "box_fake": discs.box_pooler(maps, [4, 8], apart_adv["box_rois_pred"]),
-             "mask_real": adv_inputs["mask_targets"][:, None] * context,
-             "mask_fake": apart_adv["mask_logits"].sigmoid()[:, None] * context}
-    for key in ("box", "mask"):
-        assert torch.equal(inputs[key], torch.cat([apart[key + "_real"], apart[key + "_fake"]]))
+    apart = DiscriminatorBatches(
+        box=torch.cat([discs.box_pooler(maps, [4, 8], rois), discs.box_pooler(maps, [4, 8], apart_adv.box_rois_pred)]),
+        mask=torch.cat([adv_inputs.mask_targets[:, None] * context,
+                        apart_adv.mask_logits.sigmoid()[:, None] * context]))
+    assert torch.equal(inputs.box, apart.box) and torch.equal(inputs.mask, apart.mask)
     scores, scores_apart = discs(inputs), discs(apart)
     for key in ("box", "mask"):
         for ours, ref in zip(scores[key], scores_apart[key]):
             assert torch.equal(ours, ref)
     for adv, found in ((batched_adv, scores), (apart_adv, scores_apart)):
         (found["box"][1].sum() + (found["mask"][0] - found["mask"][1]).abs().mean()).backward()
-    assert batched_adv["box_rois_pred"].grad.abs().sum() > 0
-    assert torch.equal(batched_adv["box_rois_pred"].grad, apart_adv["box_rois_pred"].grad)
+    assert batched_adv.box_rois_pred.grad.abs().sum() > 0
+    assert torch.equal(batched_adv.box_rois_pred.grad, apart_adv.box_rois_pred.grad)
     if channels_last:
-        torch.testing.assert_close(batched_adv["mask_logits"].grad, apart_adv["mask_logits"].grad, rtol=1e-5,
+        torch.testing.assert_close(batched_adv.mask_logits.grad, apart_adv.mask_logits.grad, rtol=1e-5,
                                    atol=1e-9)
     else:
-        assert torch.equal(batched_adv["mask_logits"].grad, apart_adv["mask_logits"].grad)
+        assert torch.equal(batched_adv.mask_logits.grad, apart_adv.mask_logits.grad)
 
 
 def test_discriminators_refuse_inputs_for_a_disabled_discriminator_naming_the_key():
@@ -261,7 +264,7 @@ def test_discriminators_refuse_inputs_for_a_disabled_discriminator_naming_the_ke
     c.MODEL.GAN.BOX_DISC.ENABLED = False
     discs = build_discriminators(c, 4)
     with pytest.raises(ValueError, match="MODEL.GAN.BOX_DISC.ENABLED"):
-        discs({"box": torch.randn(2, 4, 28, 28)})
+        discs(DiscriminatorBatches(box=torch.randn(2, 4, 28, 28)))
 
 
 def _chain_max(levels):
@@ -271,23 +274,18 @@ def _chain_max(levels):
     return fused
 
 
-_MAX_OVER_LEVELS = {"compiled": "_CompiledMaxOverLevelsBackward", "torch": "_MaxOverLevelsBackward"}
+def _max_over_levels(levels):
+    from maskrcnn_benchmark.modeling.discriminators.feature_pooling import max_over_levels
+
+    return max_over_levels(levels)
 
 
-def _max_over_levels_impl(impl):
-    from maskrcnn_benchmark.modeling.discriminators import feature_pooling
-
-    return feature_pooling.max_over_levels if impl == "compiled" else feature_pooling.max_over_levels_torch
-
-
-@pytest.mark.parametrize("impl", sorted(_MAX_OVER_LEVELS))
-def test_max_over_levels_gives_the_chain_of_maxima_and_its_gradient(impl):
-    max_over_levels = _max_over_levels_impl(impl)
+def test_max_over_levels_gives_the_chain_of_maxima_and_its_gradient():
+    max_over_levels = _max_over_levels
     torch.manual_seed(0)
     levels = [torch.randn(3, 4, 5, 5, requires_grad=True) for _ in range(4)]
     grad_output = torch.randn(3, 4, 5, 5)
     ours = max_over_levels(levels)
-    assert type(ours.grad_fn).__name__ == _MAX_OVER_LEVELS[impl]
     ours_grads = torch.autograd.grad(ours, levels, grad_output)
     chain = _chain_max(levels)
     chain_grads = torch.autograd.grad(chain, levels, grad_output)
@@ -297,9 +295,8 @@ def test_max_over_levels_gives_the_chain_of_maxima_and_its_gradient(impl):
     assert torch.autograd.gradcheck(lambda *x: max_over_levels(list(x)), double)
 
 
-@pytest.mark.parametrize("impl", sorted(_MAX_OVER_LEVELS))
-def test_max_over_levels_gives_a_tie_s_whole_gradient_to_the_first_tied_level(impl):
-    max_over_levels = _max_over_levels_impl(impl)
+def test_max_over_levels_gives_a_tie_s_whole_gradient_to_the_first_tied_level():
+    max_over_levels = _max_over_levels
     a = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
     b = torch.tensor([1.0, 5.0, 3.0], requires_grad=True)
     c = torch.tensor([0.0, 5.0, 3.0], requires_grad=True)
@@ -311,3 +308,21 @@ def test_max_over_levels_gives_a_tie_s_whole_gradient_to_the_first_tied_level(im
     assert torch.equal(c.grad, torch.zeros(3))
     with torch.no_grad():  # without a gradient to carry it is the plain chain
         assert max_over_levels([a, b, c]).grad_fn is None
+
+
+def test_max_over_levels_propagates_nan_and_infinities_and_routes_their_gradient_to_their_level():
+    # the definition: the chain of torch.maximum (NaN wins, +inf beats everything else), each element's gradient
+    # to the last level at which the chain's running maximum changed (maximum(x, y) != x); NaN != NaN, so a NaN
+    # element's gradient goes to the last level
+    nan, inf = float("nan"), float("inf")
+    a = torch.tensor([1.0, nan, 2.0, -inf], requires_grad=True)
+    b = torch.tensor([nan, 3.0, inf, -inf], requires_grad=True)
+    c = torch.tensor([4.0, 5.0, 6.0, -inf], requires_grad=True)
+    fused = _max_over_levels([a, b, c])
+    chain = _chain_max([a, b, c])
+    assert torch.equal(torch.isnan(fused), torch.isnan(chain)) and torch.isnan(fused[:2]).all()
+    assert fused[2] == inf and fused[3] == -inf
+    fused.backward(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert torch.equal(a.grad, torch.tensor([0.0, 0.0, 0.0, 4.0]))  # all -inf: a tie, the first level
+    assert torch.equal(b.grad, torch.tensor([0.0, 0.0, 3.0, 0.0]))  # inf came in at b and stayed
+    assert torch.equal(c.grad, torch.tensor([1.0, 2.0, 0.0, 0.0]))  # NaN elements: the last level

@@ -7,12 +7,23 @@ import torch
 
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.modeling import registry
-from maskrcnn_benchmark.modeling.roi_heads.keypoint_head.inference import heatmaps_to_keypoints
-from maskrcnn_benchmark.modeling.roi_heads.keypoint_head.keypoint_head import build_roi_keypoint_head
-from maskrcnn_benchmark.modeling.roi_heads.keypoint_head.loss import KeypointRCNNLossComputation, keypoint_rcnn_loss
+from maskrcnn_benchmark.modeling.roi_heads.keypoint_head.inference import (
+    heatmaps_to_keypoints,
+)
+from maskrcnn_benchmark.modeling.roi_heads.keypoint_head.keypoint_head import (
+    build_roi_keypoint_head,
+)
+from maskrcnn_benchmark.modeling.roi_heads.keypoint_head.loss import (
+    KeypointRCNNLossComputation,
+    keypoint_rcnn_loss,
+)
 from maskrcnn_benchmark.modeling.roi_heads.keypoint_head.roi_keypoint_feature_extractors import (
-    make_roi_keypoint_feature_extractor)
-from maskrcnn_benchmark.modeling.roi_heads.keypoint_head.roi_keypoint_predictors import make_roi_keypoint_predictor
+    make_roi_keypoint_feature_extractor,
+)
+from maskrcnn_benchmark.modeling.roi_heads.keypoint_head.roi_keypoint_predictors import (
+    make_roi_keypoint_predictor,
+)
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.keypoint import PersonKeypoints
 
@@ -85,14 +96,15 @@ def test_keypoint_head_trains_and_predicts():
     proposals.add_field("labels", torch.tensor([1, 0]))
     proposals.add_field("matched_idxs", torch.tensor([0, -1]))
     features = [torch.randn(1, 8, 4, 4)]
-    _, _, losses = head(features, [proposals], [target])
+    _, _, losses, adv_inputs = head(features, [proposals], [target])
     losses["loss_kp"].backward()
     assert losses["loss_kp"].item() > 0
     assert head.predictor.kps_score.weight.grad.abs().sum() > 0
+    assert adv_inputs == AdversarialInputs()  # every head returns the same 4-tuple; no discriminator reads keypoints
 
     head.eval()
     detections = BoxList(torch.tensor([[10.0, 10.0, 60.0, 60.0]]), (64, 64))
     detections.add_field("labels", torch.tensor([1]))
     with torch.no_grad():
-        _, result, _ = head(features, [detections])
+        _, result, _, _ = head(features, [detections])
     assert result[0].get_field("keypoints").keypoints.shape == (1, 17, 3)

@@ -5,6 +5,7 @@ import torch
 
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.modeling.roi_heads.roi_heads import build_roi_heads
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.boxlist_ops import cat_boxlist
 from maskrcnn_benchmark.structures.segmentation_mask import SegmentationMask
@@ -79,20 +80,21 @@ def test_training_returns_losses_and_adv_inputs_with_matching_shapes():
     attributes_before = _tensor_attributes(heads)
     x, sampled, losses, adv = heads(_features(), _proposals(targets), targets)
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask"}
-    assert set(adv) == {"box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois"}
+    filled = {name for name, value in vars(adv).items() if value is not None}
+    assert filled == {"box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois"}
     num_positive = sum(int((s.get_field("labels") > 0).sum()) for s in sampled)
     assert num_positive > 0
-    assert adv["box_rois_pred"].shape == adv["box_rois_gt"].shape == (num_positive, 5)
-    assert adv["mask_logits"].shape == adv["mask_targets"].shape == (num_positive, 28, 28)
-    assert adv["mask_rois"].shape == (num_positive, 5)
-    assert set(adv["mask_targets"].unique().tolist()) <= {0.0, 1.0}
+    assert adv.box_rois_pred.shape == adv.box_rois_gt.shape == (num_positive, 5)
+    assert adv.mask_logits.shape == adv.mask_targets.shape == (num_positive, 28, 28)
+    assert adv.mask_rois.shape == (num_positive, 5)
+    assert set(adv.mask_targets.unique().tolist()) <= {0.0, 1.0}
     # every GT row is one of its image's GT boxes, and the batch index column agrees across the outputs
-    for row in adv["box_rois_gt"]:
+    for row in adv.box_rois_gt:
         assert (targets[int(row[0])].bbox == row[1:]).all(dim=1).any()
-    assert torch.equal(adv["box_rois_pred"][:, 0], adv["box_rois_gt"][:, 0])
-    assert torch.equal(adv["box_rois_pred"][:, 0], adv["mask_rois"][:, 0])
+    assert torch.equal(adv.box_rois_pred[:, 0], adv.box_rois_gt[:, 0])
+    assert torch.equal(adv.box_rois_pred[:, 0], adv.mask_rois[:, 0])
     w, h = IMAGE_SIZE
-    pred = adv["box_rois_pred"][:, 1:]
+    pred = adv.box_rois_pred[:, 1:]
     assert pred.min() >= 0 and pred[:, 0::2].max() <= w - 1 and pred[:, 1::2].max() <= h - 1
     assert _tensor_attributes(heads) == attributes_before
 
@@ -103,10 +105,10 @@ def test_box_rois_pred_has_gradient_path_to_the_box_regression_weights():
     targets = _targets()
     *_, adv = heads(_features(), _proposals(targets), targets)
     bbox_pred = heads.box.predictor.bbox_pred.weight
-    grad, = torch.autograd.grad(adv["box_rois_pred"][:, 1:].sum(), bbox_pred)
+    grad, = torch.autograd.grad(adv.box_rois_pred[:, 1:].sum(), bbox_pred)
     assert grad.abs().sum() > 0
     mask_weight = heads.mask.predictor.mask_fcn_logits.weight
-    grad, = torch.autograd.grad(adv["mask_logits"].sum(), mask_weight)
+    grad, = torch.autograd.grad(adv.mask_logits.sum(), mask_weight)
     assert grad.abs().sum() > 0
 
 
@@ -118,12 +120,12 @@ def test_box_rois_pred_are_the_proposals_when_the_regression_is_zero():
     targets = _targets()
     *_, adv = heads(_features(), _proposals(targets), targets)
     # decode(0, proposal) == proposal; the mask RoIs are the same positive proposals in the same order
-    assert torch.allclose(adv["box_rois_pred"], adv["mask_rois"], atol=1e-4)
+    assert torch.allclose(adv.box_rois_pred, adv.mask_rois, atol=1e-4)
 
 
 def test_a_maskrcnn_benchmark_style_custom_head_returning_three_items_still_runs():
     """maskrcnn-benchmark's heads return (x, detections, losses): such a custom head runs in the combined heads,
-    adding its losses and no extras."""
+    adding its losses and no adversarial inputs; a fourth item that is not AdversarialInputs is refused by name."""
     heads = build_roi_heads(_fpn_cfg(), 8).train()
     real_mask_head = heads.mask
 
@@ -134,9 +136,18 @@ def test_a_maskrcnn_benchmark_style_custom_head_returning_three_items_still_runs
     heads["mask"] = ThreeItemMaskHead()
     targets = _targets()
     torch.manual_seed(3)
-    _, _, losses, extras = heads(_features(), _proposals(targets), targets)
+    _, _, losses, adv = heads(_features(), _proposals(targets), targets)
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask"}
-    assert set(extras) == {"box_rois_pred", "box_rois_gt"}
+    assert adv.box_rois_pred is not None and adv.box_rois_gt is not None
+    assert adv.mask_logits is None and adv.mask_targets is None and adv.mask_rois is None
+
+    class DictExtrasMaskHead(torch.nn.Module):
+        def forward(self, features, proposals, targets=None):
+            return real_mask_head(features, proposals, targets)[:3] + ({"mask_logits": None},)
+
+    heads["mask"] = DictExtrasMaskHead()
+    with pytest.raises(TypeError, match="the mask head returned a dict as its fourth item"):
+        heads(_features(), _proposals(targets), targets)
 
 
 def test_images_without_objects_give_zero_mask_loss_with_gradient_and_empty_adv_inputs():
@@ -147,8 +158,8 @@ def test_images_without_objects_give_zero_mask_loss_with_gradient_and_empty_adv_
     assert losses["loss_mask"].item() == 0 and losses["loss_box_reg"].item() == 0
     sum(losses.values()).backward()
     assert heads.mask.predictor.mask_fcn_logits.weight.grad is not None
-    assert adv["box_rois_pred"].shape == (0, 5) and adv["mask_logits"].shape == (0, 28, 28)
-    assert adv["mask_rois"].shape == (0, 5)
+    assert adv.box_rois_pred.shape == (0, 5) and adv.mask_logits.shape == (0, 28, 28)
+    assert adv.mask_rois.shape == (0, 5)
 
 
 def test_eval_returns_detections_with_masks_and_no_adv_inputs():
@@ -158,8 +169,8 @@ def test_eval_returns_detections_with_masks_and_no_adv_inputs():
     with torch.no_grad():
         outputs = heads(_features(), _proposals(targets))
     assert len(outputs) == 4
-    _, detections, losses, extras = outputs
-    assert losses == {} and extras == {} and len(detections) == 2
+    _, detections, losses, adv = outputs
+    assert losses == {} and adv == AdversarialInputs() and len(detections) == 2
     for det in detections:
         assert len(det) > 0 and det.size == IMAGE_SIZE
         assert det.get_field("mask").shape == (len(det), 1, 28, 28)
@@ -205,7 +216,7 @@ def test_c4_heads_share_the_box_extractor_and_train_on_its_features():
     targets = _targets(num_images=1)
     features = [torch.randn(1, 1024, 3, 4)]
     _, _, losses, adv = heads(features, _proposals(targets), targets)
-    assert adv["mask_logits"].shape[1:] == (4, 4)
+    assert adv.mask_logits.shape[1:] == (4, 4)
     assert torch.isfinite(sum(losses.values()))
 
     heads.eval()

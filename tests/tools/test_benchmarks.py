@@ -38,15 +38,6 @@ def test_prroi_benchmark_synchronises_around_every_timed_run_and_prints_the_rati
         assert f"{size}x{size}: compiled/roi_align = " in out and "torch/roi_align = " in out
 
 
-def test_synchronizer_waits_for_the_gpu_only_on_cuda(prroi_benchmark, monkeypatch):
-    calls = []
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
-    prroi_benchmark.synchronizer("cpu")()
-    assert calls == []
-    prroi_benchmark.synchronizer("cuda:1")()
-    assert calls == [torch.device("cuda:1")]
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when there is no GPU")
 @pytest.mark.parametrize("tool", ["benchmark_prroi_pool.py", "benchmark_gan.py"])
 def test_device_cuda_without_a_gpu_is_refused_by_name(tool, capsys):

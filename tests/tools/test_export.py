@@ -273,7 +273,7 @@ def test_c4_mask_rcnn_exports_with_any_number_of_detections(export_tool, tmp_pat
     cfg = load_config(os.path.join(REPO, "configs", "e2e_mask_rcnn_R_50_C4_1x.yaml"),
                       TINY_C4_OPTS + ["MODEL.ROI_HEADS.SCORE_THRESH", score_thresh])
     model = build_detection_model(cfg).eval()
-    module = ExportableMaskRCNN.from_config(cfg, model)
+    module = ExportableMaskRCNN(cfg, model)
     images = export_tool.example_images(cfg)
     output = str(tmp_path / ("c4." + fmt))
     export_model(module, images, output, fmt)

@@ -8,7 +8,7 @@ import pytest
 
 from maskrcnn_benchmark.data.datasets.evaluation.coco.bootstrap import load_coco_gt
 from maskrcnn_benchmark.data.datasets.evaluation.coco.coco_eval import evaluate_predictions_on_coco
-from maskrcnn_benchmark.utils import intervals, run_settings, tables
+from maskrcnn_benchmark.utils import intervals, run_settings, tables, training_runs
 from maskrcnn_benchmark.utils.imports import import_file
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "study.py")
@@ -171,11 +171,10 @@ def test_a_stale_run_folder_stops_the_study_before_anything_trains_and_names_the
     assert not (out / "baseline_seed0_data100_iter20").exists()  # seed 0 was not trained either
 
     # a folder recorded by this study with another image size is refused, naming the setting and both values
-    make_tables = import_file("make_tables_for_study", os.path.join(os.path.dirname(TOOL), "make_tables.py"))
     dataset = tool.make_dataset(str(out / "data"), 3, 2, 64) + tool.input_size_options(96)
     planned = str(out / "baseline_seed0_data100_iter20")
-    cmd_opts, record = make_tables._run_record(
-        tool.BASE_CONFIG, 0, make_tables.scaled_schedule(tool.BASE_CONFIG, 20), planned,
+    cmd_opts, record = training_runs._run_record(
+        tool.BASE_CONFIG, 0, training_runs.scaled_schedule(tool.BASE_CONFIG, 20), planned,
         dataset + ["SOLVER.TEST_PERIOD", "0"],
         {"train_images": 3, "test_images": 2, "image_size": 96, "overrides": [], "variant": "baseline",
          "data_seed": 100, "iters": 20})

@@ -1,37 +1,8 @@
 """GeneralizedRCNN: backbone -> RPN -> RoI heads, the Faster/Mask/Keypoint R-CNN meta-architecture."""
-from typing import NamedTuple
-
 from torch import nn
 
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
 from maskrcnn_benchmark.structures.image_list import to_image_list
-
-
-class TrainingOutput(NamedTuple):
-    """What the detector returns in training: ``losses, extras = model(images, targets)``.
-
-    ``losses`` (dict name -> Tensor[]) are the detection losses; ``extras`` (dict) holds the discriminators'
-    inputs when they were asked for (``return_adv_inputs``), and is empty otherwise. In maskrcnn-benchmark
-    the loss dict itself was the training output, so training loops written for it read this object as that
-    dict: ``keys()``, ``values()``, ``items()``, ``output["loss_mask"]`` and ``**output`` reach the losses.
-    (Iterating it, or ``len``, sees the pair.)
-    """
-
-    losses: dict
-    extras: dict
-
-    def keys(self):
-        return self.losses.keys()
-
-    def values(self):
-        return self.losses.values()
-
-    def items(self):
-        return self.losses.items()
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            return self.losses[key]
-        return tuple.__getitem__(self, key)
 
 
 class GeneralizedRCNN(nn.Module):
@@ -65,13 +36,13 @@ class GeneralizedRCNN(nn.Module):
         Args:
             images: ImageList, or list[Tensor[3, H_i, W_i]] (BGR 0-255 minus PIXEL_MEAN).
             targets: list[BoxList] with fields "labels" (and "masks"/"keypoints"), required in training.
-            return_adv_inputs: in training, fill ``extras`` with the tensors the discriminators need.
+            return_adv_inputs: in training, also return the tensors the discriminators need.
         Returns:
-            training: TrainingOutput (losses, extras). losses {loss_objectness, loss_rpn_box_reg,
-                loss_classifier, loss_box_reg, loss_mask, (loss_kp)}; extras {} unless ``return_adv_inputs``,
-                then "features" (list[Tensor[N,C,H,W]], not detached), "feature_strides" (list[int]), "images"
-                (the padded input batch Tensor[N,3,H,W]), "image_sizes" (list of (height, width)) and the RoI
-                heads' "box_rois_pred", "box_rois_gt", "mask_logits", "mask_targets", "mask_rois".
+            training: the loss dict {loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg,
+                loss_mask, (loss_kp)} (name -> Tensor[]), as maskrcnn-benchmark's detector returns it; with
+                ``return_adv_inputs`` the pair (losses, AdversarialInputs): the RoI heads' fields plus the
+                ``features`` the RoI heads pool from (not detached), their ``feature_strides``, the padded
+                ``images`` and the ``image_sizes``.
             eval: list[BoxList] per image (in the input image size) with "scores", "labels", "mask", ...;
                 for an RPN-only model the proposals with "objectness".
         """
@@ -87,16 +58,17 @@ class GeneralizedRCNN(nn.Module):
         features = self.backbone(images.tensors)
         proposals, proposal_losses = self.rpn(images, features, targets)
         if self.roi_heads is not None:
-            _, result, losses, head_extras = self.roi_heads(features, proposals, targets)
+            _, result, losses, head_adv_inputs = self.roi_heads(features, proposals, targets)
         else:
-            result, losses, head_extras = proposals, {}, {}
+            result, losses, head_adv_inputs = proposals, {}, AdversarialInputs()
         if not self.training:
             return result
         losses = dict(losses, **proposal_losses)
         if not return_adv_inputs:
-            return TrainingOutput(losses, {})
+            return losses
         num_maps = len(self.roi_feature_strides)
-        extras = dict(head_extras, features=list(features[:num_maps]), feature_strides=list(self.roi_feature_strides),
-                      # for the ablations of D in pixel space and on box coordinates (MODEL.GAN.*_DISC.INPUT)
-                      images=images.tensors, image_sizes=list(images.image_sizes))
-        return TrainingOutput(losses, extras)
+        adv_inputs = head_adv_inputs.merged(AdversarialInputs(
+            features=list(features[:num_maps]), feature_strides=list(self.roi_feature_strides),
+            # for the ablations of D in pixel space and on box coordinates (MODEL.GAN.*_DISC.INPUT)
+            images=images.tensors, image_sizes=list(images.image_sizes)))
+        return losses, adv_inputs

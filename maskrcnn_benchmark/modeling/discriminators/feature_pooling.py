@@ -10,8 +10,6 @@ which the box discriminator needs for L_adv^Gb to reach the box regression) and 
 w.r.t. the coordinates).
 """
 import functools
-import threading
-import warnings
 
 import torch
 from torch import nn
@@ -37,7 +35,7 @@ class _MaxOverLevels(torch.autograd.Function):
     maximum came from, read from a saved uint8 index: fewer passes over the pooled features than a chain of
     torch.maximum, whose backward re-compares the inputs pair by pair. The values are the chain's, bitwise; so are
     the gradients except at exact ties, where the chain splits the gradient between the tied inputs and this gives
-    it all to the first. The reference of the compiled :class:`_CompiledMaxOverLevels`."""
+    it all to the first."""
 
     @staticmethod
     def forward(ctx, *levels):
@@ -60,141 +58,17 @@ class _MaxOverLevels(torch.autograd.Function):
                      for index in range(ctx.num_levels))
 
 
-class _CompiledMaxOverLevels(torch.autograd.Function):
-    """:class:`_MaxOverLevels` in one pass over the levels (``_C.level_max_forward``, csrc/level_max.h), and its
-    backward in one pass writing every needed level's gradient. Same values (a zero's sign aside: at a tie of +0
-    and -0 this keeps the earlier level's, torch.maximum may not), same source index, bitwise the same gradients."""
-
-    @staticmethod
-    def forward(ctx, *levels):
-        from maskrcnn_benchmark import _C
-
-        fused, source = _C.level_max_forward(list(levels))
-        ctx.save_for_backward(source)
-        return fused
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        from maskrcnn_benchmark import _C
-
-        source, = ctx.saved_tensors
-        needs = list(ctx.needs_input_grad)
-        grads = _C.level_max_backward(grad, source, needs)
-        return tuple(g if need else None for g, need in zip(grads, needs))
-
-
-# csrc/level_max.h takes float32 / float64 only
-_COMPILED_DTYPES = (torch.float32, torch.float64)
-
-
 def _needs_grad(levels):
     return torch.is_grad_enabled() and any(level.requires_grad for level in levels)
 
 
-def _compiled_level_max_applies(levels):
-    """Whether the compiled op takes these levels: float32/64 of one shape and dtype, at most as many as it takes,
-    on the CPU or, in a build with CUDA kernels, on one GPU, where it has passed its check; not while tracing or
-    compiling (which know the torch ops only)."""
-    if len(levels) < 2 or torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return False
-    first = levels[0]
-    if first.dtype not in _COMPILED_DTYPES or any(level.dtype != first.dtype or level.shape != first.shape
-                                                  or level.device != first.device for level in levels):
-        return False
-    try:
-        from maskrcnn_benchmark import _C
-    except ImportError:
-        return False
-    if not hasattr(_C, "level_max_forward") or len(levels) > _C.level_max_max_levels:
-        return False
-    if not (first.device.type == "cpu" or (first.device.type == "cuda" and _C.has_cuda())):
-        return False
-    return _compiled_level_max_verified(first.device)
-
-
-def compare_level_max_implementations(device, seed=0):
-    """Largest disagreement of the compiled maximum over levels with :func:`max_over_levels_torch` on a small
-    float64 input with exact ties, infinities and a NaN: forward values and every level's gradient for a random
-    upstream gradient (0.0 when they agree exactly, as they must; inf when NaN elements differ).
-
-    Args:
-        device (str or torch.device): where to run both.
-    Returns:
-        float: the maximum absolute difference.
-    """
-    device = torch.device(device)
-    generator = torch.Generator().manual_seed(seed)
-    levels = [torch.randn(2, 3, 5, 5, generator=generator, dtype=torch.float64) for _ in range(4)]
-    levels[1][0, 0] = levels[0][0, 0]  # ties
-    levels[2][1, 1, 2] = float("inf")
-    levels[3][1, 2, 3, 4] = float("nan")
-    upstream = torch.randn(levels[0].shape, generator=generator, dtype=torch.float64).to(device)
-    results = []
-    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
-        for op in (_CompiledMaxOverLevels.apply, lambda *x: max_over_levels_torch(list(x))):
-            inputs = [level.to(device).requires_grad_() for level in levels]
-            out = op(*inputs)
-            grads = torch.autograd.grad(out, inputs, upstream)
-            results.append([t.detach().cpu() for t in (out,) + grads])
-    worst = 0.0
-    for ours, theirs in zip(*results):
-        if not torch.equal(torch.isnan(ours), torch.isnan(theirs)):
-            return float("inf")
-        finite = ~torch.isnan(theirs)
-        difference = (ours[finite] - theirs[finite]).abs()
-        difference[ours[finite] == theirs[finite]] = 0.0  # equal infinities
-        worst = max(worst, float(difference.max()) if difference.numel() else 0.0)
-    return worst
-
-
-_verified_devices = {}  # str(device) -> bool: the compiled op agreed with the torch one there, checked once
-_verified_lock = threading.Lock()
-
-
-def _compiled_level_max_verified(device):
-    """Whether the compiled op matched the torch one on ``device`` (checked at its first use there, as
-    MODEL.PRROI_POOL_IMPL "auto" checks PrRoIPool); where it did not, or failed, a warning says so once and the
-    torch one is used."""
-    key = str(device)
-    if key in _verified_devices:  # every call after the first on a device: no lock
-        return _verified_devices[key]
-    with _verified_lock:
-        if key not in _verified_devices:
-            try:
-                error = compare_level_max_implementations(device)
-                reason = None if error == 0.0 else "it disagrees with the torch one by {:.3g}".format(error)
-            except Exception as failure:  # e.g. no kernel for this GPU: use the torch one
-                reason = "it failed ({}: {})".format(type(failure).__name__, failure)
-            if reason is not None:
-                warnings.warn("the compiled maximum over FPN levels (MODEL.GAN.FEATURE_FUSION 'max') is not used on "
-                              "{}: {}; using plain PyTorch. Report it, with the output of tools/selfcheck.py"
-                              .format(device, reason))
-            _verified_devices[key] = reason is None
-        return _verified_devices[key]
-
-
-def max_over_levels_torch(levels):
-    """Element-wise maximum of ``levels`` in plain PyTorch: a chain of torch.maximum without autograd,
-    :class:`_MaxOverLevels` when a gradient must flow. The reference of :func:`max_over_levels`."""
+def max_over_levels(levels):
+    """Element-wise maximum of ``levels`` (list of Tensor[K, C, R, R], the RoIs pooled at each FPN level), with a
+    gradient (when one must flow, to the predicted boxes) that reaches each element's maximal level only: a chain
+    of torch.maximum without autograd, :class:`_MaxOverLevels` when a gradient must flow."""
     if len(levels) > 1 and _needs_grad(levels):
         return _MaxOverLevels.apply(*levels)
     return functools.reduce(torch.maximum, levels)
-
-
-def max_over_levels(levels):
-    """Element-wise maximum of ``levels`` (list of Tensor[K, C, R, R], the RoIs pooled at each FPN level), with a
-    gradient (when one must flow, to the predicted boxes) that reaches each element's maximal level only.
-
-    The compiled op where it applies (see :func:`_compiled_level_max_applies`), else :func:`max_over_levels_torch`.
-    On the demo's box discriminator the compiled op takes a tenth of the time of the torch one with autograd."""
-    if _compiled_level_max_applies(levels):
-        if _needs_grad(levels):
-            return _CompiledMaxOverLevels.apply(*levels)
-        from maskrcnn_benchmark import _C
-
-        return _C.level_max_forward(list(levels))[0]
-    return max_over_levels_torch(levels)
 
 
 class RoIFeaturePooler(nn.Module):

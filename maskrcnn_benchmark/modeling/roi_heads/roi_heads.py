@@ -1,6 +1,8 @@
 """The RoI heads (box, mask, keypoint) run in sequence on the RPN proposals."""
 from torch import nn
 
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
+
 from .box_head.box_head import build_roi_box_head
 from .keypoint_head.keypoint_head import build_roi_keypoint_head
 from .mask_head.mask_head import build_roi_mask_head
@@ -34,30 +36,37 @@ class CombinedROIHeads(nn.ModuleDict):
             proposals (list[BoxList]): RPN proposals per image.
             targets (list[BoxList] | None): GT per image (fields "labels", "masks", "keypoints"), training only.
         Returns:
-            (x, detections, losses, extras). In training ``detections`` are the sampled proposals and
-            ``extras`` holds what the heads give the discriminators: the box head's "box_rois_pred" and
-            "box_rois_gt" (Tensor[P, 5]), the mask head's "mask_logits" and "mask_targets" (Tensor[M, S, S]) and
-            "mask_rois" (Tensor[M, 5]). In eval ``detections`` are the final ones (list[BoxList]), extras {}.
-            A head may return maskrcnn-benchmark's (x, detections, losses) or add a fourth item, its extras.
+            (x, detections, losses, adv_inputs). In training ``detections`` are the sampled proposals and
+            ``adv_inputs`` (AdversarialInputs) holds what the heads give the discriminators: the box head's
+            ``box_rois_pred``, ``box_rois_gt`` and the mask head's ``mask_logits``, ``mask_targets``,
+            ``mask_rois``. In eval ``detections`` are the final ones (list[BoxList]) and ``adv_inputs`` is empty.
+            Every head here returns (x, detections, losses, AdversarialInputs); a custom head may return
+            maskrcnn-benchmark's (x, detections, losses), and then gives the discriminators nothing.
         """
-        losses, extras = {}, {}
-        x, detections = self._run_head("box", features, proposals, targets, losses, extras)
+        losses, adv_inputs = {}, AdversarialInputs()
+        x, detections, adv_inputs = self._run_head("box", features, proposals, targets, losses, adv_inputs)
         if "mask" in self:
             # In training the shared C4 extractor's output for the sampled RoIs is reused instead of recomputed.
             mask_features = x if self.training and self.mask_share_box_features else features
-            x, detections = self._run_head("mask", mask_features, detections, targets, losses, extras)
+            x, detections, adv_inputs = self._run_head("mask", mask_features, detections, targets, losses,
+                                                       adv_inputs)
         if "keypoint" in self:
             keypoint_features = x if self.training and self.keypoint_share_box_features else features
-            x, detections = self._run_head("keypoint", keypoint_features, detections, targets, losses, extras)
-        return x, detections, losses, extras
+            x, detections, adv_inputs = self._run_head("keypoint", keypoint_features, detections, targets, losses,
+                                                       adv_inputs)
+        return x, detections, losses, adv_inputs
 
-    def _run_head(self, name, features, proposals, targets, losses, extras):
-        # adds the head's losses and extras to the caller's dicts; returns (x, detections)
+    def _run_head(self, name, features, proposals, targets, losses, adv_inputs):
+        # adds the head's losses to the caller's dict; returns (x, detections, adv_inputs with the head's fields)
         outputs = self[name](features, proposals, targets)
         losses.update(outputs[2])
         if len(outputs) > 3:
-            extras.update(outputs[3])
-        return outputs[0], outputs[1]
+            if not isinstance(outputs[3], AdversarialInputs):
+                raise TypeError("the {} head returned a {} as its fourth item; a head returns (x, detections, "
+                                "losses) or (x, detections, losses, AdversarialInputs)".format(
+                                    name, type(outputs[3]).__name__))
+            adv_inputs = adv_inputs.merged(outputs[3])
+        return outputs[0], outputs[1], adv_inputs
 
 
 def build_roi_heads(cfg, in_channels):

@@ -2,6 +2,8 @@
 import torch
 from torch import nn
 
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
+
 from .inference import make_roi_box_post_processor
 from .loss import make_roi_box_loss_evaluator
 from .roi_box_feature_extractors import make_roi_box_feature_extractor
@@ -33,9 +35,9 @@ class ROIBoxHead(nn.Module):
             targets (list[BoxList] | None): GT per image (fields "labels", ...), required in training.
         Returns:
             training: (x RoI features of the sampled RoIs, sampled proposals list[BoxList] with fields "labels",
-            "regression_targets", "matched_idxs", {"loss_classifier", "loss_box_reg"}, the discriminators'
-            inputs {"box_rois_pred": Tensor[P,5], "box_rois_gt": Tensor[P,5]} of the P foreground RoIs).
-            eval: (x, detections list[BoxList] with "scores" and "labels", {}, {}).
+            "regression_targets", "matched_idxs", {"loss_classifier", "loss_box_reg"}, AdversarialInputs with
+            ``box_rois_pred`` and ``box_rois_gt`` (Tensor[P, 5]) of the P foreground RoIs).
+            eval: (x, detections list[BoxList] with "scores" and "labels", {}, an empty AdversarialInputs).
         """
         if self.training:
             if targets is None:
@@ -55,12 +57,12 @@ class ROIBoxHead(nn.Module):
                 "the learning rate".format(class_logits.shape[0], num_rois))
 
         if not self.training:
-            return x, self.post_processor((class_logits, box_regression), proposals), {}, {}
+            return x, self.post_processor((class_logits, box_regression), proposals), {}, AdversarialInputs()
 
         loss_classifier, loss_box_reg = self.loss_evaluator(class_logits, box_regression, proposals)
         losses = dict(loss_classifier=loss_classifier, loss_box_reg=loss_box_reg)
         box_rois_pred, box_rois_gt = self.loss_evaluator.adversarial_boxes(box_regression, proposals, targets)
-        return x, proposals, losses, dict(box_rois_pred=box_rois_pred, box_rois_gt=box_rois_gt)
+        return x, proposals, losses, AdversarialInputs(box_rois_pred=box_rois_pred, box_rois_gt=box_rois_gt)
 
 
 def build_roi_box_head(cfg, in_channels):

@@ -2,6 +2,8 @@
 import torch
 from torch import nn
 
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
+
 from .inference import make_roi_keypoint_post_processor
 from .loss import make_roi_keypoint_loss_evaluator
 from .roi_keypoint_feature_extractors import make_roi_keypoint_feature_extractor
@@ -36,7 +38,8 @@ class ROIKeypointHead(nn.Module):
             proposals (list[BoxList]): training: the box head's sampled RoIs; eval: detections.
             targets (list[BoxList] | None): GT with field "keypoints", required in training.
         Returns:
-            training: (x, proposals, {"loss_kp"}); eval: (x, detections with field "keypoints", {}).
+            training: (x, proposals, {"loss_kp"}, an empty AdversarialInputs: no discriminator reads keypoints);
+            eval: (x, detections with field "keypoints", {}, an empty AdversarialInputs).
         """
         if self.training:
             if targets is None:
@@ -52,8 +55,8 @@ class ROIKeypointHead(nn.Module):
             x = self.feature_extractor(features, proposals)
         keypoint_logits = self.predictor(x)
         if not self.training:
-            return x, self.post_processor(keypoint_logits, proposals), {}
-        return x, all_proposals, dict(loss_kp=self.loss_evaluator(proposals, keypoint_logits))
+            return x, self.post_processor(keypoint_logits, proposals), {}, AdversarialInputs()
+        return x, all_proposals, dict(loss_kp=self.loss_evaluator(proposals, keypoint_logits)), AdversarialInputs()
 
 
 def build_roi_keypoint_head(cfg, in_channels):

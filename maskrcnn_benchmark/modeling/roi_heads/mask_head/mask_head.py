@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
 from maskrcnn_benchmark.structures.boxlist_ops import boxes_to_rois
 
 from .inference import make_roi_mask_post_processor
@@ -83,10 +84,10 @@ class ROIMaskHead(nn.Module):
                 eval: detections (field "labels").
             targets (list[BoxList] | None): GT with field "masks", required in training.
         Returns:
-            training: (x, proposals, {"loss_mask"}, the discriminators' inputs {"mask_logits": Tensor[P, M, M]
-            (the GT class's logits), "mask_targets": Tensor[P, M, M], "mask_rois": Tensor[P, 5]} of the P
+            training: (x, proposals, {"loss_mask"}, AdversarialInputs with ``mask_logits`` Tensor[P, M, M]
+            (the GT class's logits), ``mask_targets`` Tensor[P, M, M] and ``mask_rois`` Tensor[P, 5] of the P
             positive RoIs).
-            eval: (x, detections with field "mask" Tensor[N, 1, M, M], {}, {}).
+            eval: (x, detections with field "mask" Tensor[N, 1, M, M], {}, an empty AdversarialInputs).
         """
         if self.training:
             if targets is None:
@@ -100,14 +101,15 @@ class ROIMaskHead(nn.Module):
         else:
             x = self.feature_extractor(features, proposals)
             labels = torch.cat([p.get_field("labels") for p in proposals]).to(torch.int64)
-            return x, self.post_processor(self.detection_class_logits(x, labels), proposals), {}, {}
+            return x, self.post_processor(self.detection_class_logits(x, labels), proposals), {}, AdversarialInputs()
         mask_logits = self.predictor(x)
 
         gt_class_logits, mask_targets = self.loss_evaluator.gt_class_logits_and_targets(
             proposals, mask_logits, targets)
         losses = dict(loss_mask=maskrcnn_loss(gt_class_logits, mask_targets))
-        extras = dict(mask_logits=gt_class_logits, mask_targets=mask_targets, mask_rois=boxes_to_rois(proposals))
-        return x, all_proposals, losses, extras
+        adv_inputs = AdversarialInputs(mask_logits=gt_class_logits, mask_targets=mask_targets,
+                                       mask_rois=boxes_to_rois(proposals))
+        return x, all_proposals, losses, adv_inputs
 
 
 def build_roi_mask_head(cfg, in_channels):

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling.box_coder import BoxCoder
 from maskrcnn_benchmark.modeling.roi_heads.box_head.inference import clip_boxes
 from maskrcnn_benchmark.structures.bounding_box import BoxList
@@ -28,6 +29,7 @@ class RetinaNetPostProcessor(nn.Module):
     (int64 in [1, C]), sorted by decreasing score.
     """
 
+    @configurable
     def __init__(self, pre_nms_thresh=0.05, pre_nms_top_n=1000, nms_thresh=0.4, detections_per_img=100,
                  box_coder=None):
         super().__init__()
@@ -39,9 +41,11 @@ class RetinaNetPostProcessor(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, box_coder=None):
-        """Reads MODEL.RETINANET.{INFERENCE_TH, PRE_NMS_TOP_N, NMS_TH} and TEST.DETECTIONS_PER_IMG."""
+        """The constructor arguments from MODEL.RETINANET.{INFERENCE_TH, PRE_NMS_TOP_N, NMS_TH} and
+        TEST.DETECTIONS_PER_IMG."""
         retina = cfg.MODEL.RETINANET
-        return cls(retina.INFERENCE_TH, retina.PRE_NMS_TOP_N, retina.NMS_TH, cfg.TEST.DETECTIONS_PER_IMG, box_coder)
+        return dict(pre_nms_thresh=retina.INFERENCE_TH, pre_nms_top_n=retina.PRE_NMS_TOP_N, nms_thresh=retina.NMS_TH,
+                    detections_per_img=cfg.TEST.DETECTIONS_PER_IMG, box_coder=box_coder)
 
     def _candidates(self, anchors, box_cls, box_regression):
         """One image, one level: anchors Tensor[M, 4], box_cls Tensor[M, C] logits, box_regression Tensor[M, 4]
@@ -89,4 +93,4 @@ class RetinaNetPostProcessor(nn.Module):
 
 def make_retinanet_postprocessor(cfg, box_coder=None):
     """RetinaNetPostProcessor from MODEL.RETINANET.* and TEST.DETECTIONS_PER_IMG."""
-    return RetinaNetPostProcessor.from_config(cfg, box_coder)
+    return RetinaNetPostProcessor(cfg, box_coder)

@@ -1,6 +1,7 @@
 """RetinaNet training targets and losses: focal loss over all anchors, smooth-L1 box loss over the positives."""
 import torch
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.layers import sigmoid_focal_loss, smooth_l1_loss
 from maskrcnn_benchmark.modeling.box_coder import BoxCoder
 from maskrcnn_benchmark.modeling.matcher import Matcher
@@ -43,6 +44,7 @@ class RetinaNetLossComputation(object):
         regress_norm: MODEL.RETINANET.BBOX_REG_WEIGHT (divides the box loss per positive).
     """
 
+    @configurable
     def __init__(self, matcher, box_coder, gamma=2.0, alpha=0.25, bbox_reg_beta=0.11, regress_norm=4.0):
         self.matcher = matcher
         self.box_coder = box_coder
@@ -53,12 +55,12 @@ class RetinaNetLossComputation(object):
 
     @classmethod
     def from_config(cls, cfg, box_coder):
-        """Reads MODEL.RETINANET.{FG_IOU_THRESHOLD, BG_IOU_THRESHOLD, LOSS_GAMMA, LOSS_ALPHA, BBOX_REG_BETA,
-        BBOX_REG_WEIGHT}."""
+        """The constructor arguments from MODEL.RETINANET.{FG_IOU_THRESHOLD, BG_IOU_THRESHOLD, LOSS_GAMMA,
+        LOSS_ALPHA, BBOX_REG_BETA, BBOX_REG_WEIGHT}."""
         retina = cfg.MODEL.RETINANET
         matcher = Matcher(retina.FG_IOU_THRESHOLD, retina.BG_IOU_THRESHOLD, allow_low_quality_matches=True)
-        return cls(matcher, box_coder, retina.LOSS_GAMMA, retina.LOSS_ALPHA, retina.BBOX_REG_BETA,
-                   retina.BBOX_REG_WEIGHT)
+        return dict(matcher=matcher, box_coder=box_coder, gamma=retina.LOSS_GAMMA, alpha=retina.LOSS_ALPHA,
+                    bbox_reg_beta=retina.BBOX_REG_BETA, regress_norm=retina.BBOX_REG_WEIGHT)
 
     def prepare_targets(self, anchors, targets):
         """Per image: labels int64 Tensor[M_i] (class, 0 background, -1 ignored) and regression targets [M_i, 4].
@@ -106,4 +108,4 @@ class RetinaNetLossComputation(object):
 
 def make_retinanet_loss_evaluator(cfg, box_coder=None):
     """RetinaNetLossComputation from MODEL.RETINANET.* (box coder weights (10, 10, 5, 5) by default)."""
-    return RetinaNetLossComputation.from_config(cfg, box_coder or BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)))
+    return RetinaNetLossComputation(cfg, box_coder or BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)))

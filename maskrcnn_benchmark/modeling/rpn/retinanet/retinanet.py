@@ -4,6 +4,7 @@ import math
 import torch
 from torch import nn
 
+from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling.box_coder import BoxCoder
 
 from ..anchor_generator import make_anchor_generator_retinanet
@@ -26,6 +27,7 @@ class RetinaNetHead(nn.Module):
     list[Tensor[N, A*4, H_l, W_l]] box deltas).
     """
 
+    @configurable
     def __init__(self, in_channels, num_classes, num_anchors, num_convs=4, prior_prob=0.01):
         super().__init__()
         if num_classes < 1:
@@ -49,10 +51,12 @@ class RetinaNetHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, in_channels):
-        """Reads MODEL.RETINANET.{NUM_CLASSES, ASPECT_RATIOS, SCALES_PER_OCTAVE, NUM_CONVS, PRIOR_PROB}."""
+        """The constructor arguments from MODEL.RETINANET.{NUM_CLASSES, ASPECT_RATIOS, SCALES_PER_OCTAVE,
+        NUM_CONVS, PRIOR_PROB}; ``RetinaNetHead(cfg, in_channels)`` builds it (maskrcnn-benchmark's signature)."""
         retina = cfg.MODEL.RETINANET
-        return cls(in_channels, retina.NUM_CLASSES - 1, len(retina.ASPECT_RATIOS) * retina.SCALES_PER_OCTAVE,
-                   retina.NUM_CONVS, retina.PRIOR_PROB)
+        return dict(in_channels=in_channels, num_classes=retina.NUM_CLASSES - 1,
+                    num_anchors=len(retina.ASPECT_RATIOS) * retina.SCALES_PER_OCTAVE, num_convs=retina.NUM_CONVS,
+                    prior_prob=retina.PRIOR_PROB)
 
     def forward(self, x):
         logits = [self.cls_logits(self.cls_tower(feature)) for feature in x]
@@ -73,6 +77,7 @@ class RetinaNetModule(nn.Module):
         eval: (detections list[BoxList] with "scores" and "labels", {}).
     """
 
+    @configurable
     def __init__(self, anchor_generator, head, box_selector_test, loss_evaluator):
         super().__init__()
         num_anchors = anchor_generator.num_anchors_per_location()[0]
@@ -87,14 +92,15 @@ class RetinaNetModule(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, in_channels):
-        """Builds every part from MODEL.RETINANET.* (and TEST.DETECTIONS_PER_IMG); box deltas use weights
-        (10, 10, 5, 5) as in maskrcnn-benchmark."""
+        """The constructor arguments, every part built from MODEL.RETINANET.* (and TEST.DETECTIONS_PER_IMG);
+        box deltas use weights (10, 10, 5, 5) as in maskrcnn-benchmark. ``RetinaNetModule(cfg, in_channels)``
+        builds it (maskrcnn-benchmark's signature)."""
         box_coder = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
-        return cls(
+        return dict(
             anchor_generator=make_anchor_generator_retinanet(cfg),
-            head=RetinaNetHead.from_config(cfg, in_channels),
-            box_selector_test=RetinaNetPostProcessor.from_config(cfg, box_coder),
-            loss_evaluator=RetinaNetLossComputation.from_config(cfg, box_coder),
+            head=RetinaNetHead(cfg, in_channels),
+            box_selector_test=RetinaNetPostProcessor(cfg, box_coder),
+            loss_evaluator=RetinaNetLossComputation(cfg, box_coder),
         )
 
     def forward(self, images, features, targets=None):
@@ -126,4 +132,4 @@ def check_retinanet_config(cfg):
 def build_retinanet(cfg, in_channels):
     """RetinaNetModule for backbone maps of ``in_channels`` channels (MODEL.RETINANET_ON)."""
     check_retinanet_config(cfg)
-    return RetinaNetModule.from_config(cfg, in_channels)
+    return RetinaNetModule(cfg, in_channels)
