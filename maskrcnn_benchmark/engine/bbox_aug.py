@@ -102,7 +102,13 @@ class BBoxAugDetector:
     def _to_pass(self, detections, pass_size, hflip):
         if hflip:
             detections = detections.transpose(FLIP_LEFT_RIGHT)
-        return detections.resize(pass_size)
+        detections = detections.resize(pass_size)
+        # The box head can give a box a fraction of a pixel inverted (x1 < x0); scaled up to a larger pass it
+        # would reach the mask pooler with a negative size. Collapse such boxes to zero width or height.
+        box = detections.bbox.clone()
+        box[:, 2:] = torch.max(box[:, 2:], box[:, :2])
+        detections.bbox = box
+        return detections
 
     def _detect(self, image_list):
         model = self.model

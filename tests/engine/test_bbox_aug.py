@@ -200,3 +200,16 @@ def test_retinanet_detections_are_merged_too(tiny_cfg):
     assert 0 < len(direct) <= 7 and direct.size == image.size and not direct.has_field("mask")
     of_mirror = detector([ImageOps.mirror(image)])[0]
     torch.testing.assert_close(of_mirror.bbox, mirror_detections(direct).bbox, atol=1e-3, rtol=0)
+
+
+def test_a_slightly_inverted_box_reaches_a_larger_pass_with_no_negative_size():
+    from maskrcnn_benchmark.structures.bounding_box import BoxList
+
+    # the box head can return x1 < x0 by a fraction of a pixel; scaled 3x it would be inverted by more than the
+    # pooler's +1 pixel and its level a square root of a negative number
+    boxes = BoxList(torch.tensor([[50.0, 10.0, 49.5, 30.0], [5.0, 5.0, 20.0, 20.0]]), (96, 80), mode="xyxy")
+    for hflip in (False, True):
+        scaled = BBoxAugDetector._to_pass(None, boxes, (288, 240), hflip).bbox
+        assert (scaled[:, 2:] >= scaled[:, :2]).all()
+        expected = boxes.transpose(0).resize((288, 240)).bbox[1] if hflip else boxes.bbox[1] * 3
+        torch.testing.assert_close(scaled[1], expected)  # a valid box is only scaled (and mirrored)
