@@ -203,8 +203,6 @@ def test_retinanet_detections_are_merged_too(tiny_cfg):
 
 
 def test_a_slightly_inverted_box_reaches_a_larger_pass_with_no_negative_size():
-    from maskrcnn_benchmark.structures.bounding_box import BoxList
-
     # the box head can return x1 < x0 by a fraction of a pixel; scaled 3x it would be inverted by more than the
     # pooler's +1 pixel and its level a square root of a negative number
     boxes = BoxList(torch.tensor([[50.0, 10.0, 49.5, 30.0], [5.0, 5.0, 20.0, 20.0]]), (96, 80), mode="xyxy")
