@@ -74,6 +74,13 @@ def unsupported_export_reasons(cfg):
     if cfg.INPUT.RESIZE_STYLE != "maskrcnn_benchmark":
         reasons.append("INPUT.RESIZE_STYLE={}: the export module's input is a BGR 0-255 image resized the "
                        "maskrcnn_benchmark way (normalised in the graph)".format(cfg.INPUT.RESIZE_STYLE))
+    # the exported graph is one float32 pass: exporting would drop these test settings without a word
+    if cfg.TEST.BBOX_AUG.ENABLED:
+        reasons.append("TEST.BBOX_AUG.ENABLED=True: test-time augmentation runs the model once per flip and scale "
+                       "and merges in Python, outside the graph; set it False to export the plain pass")
+    if cfg.TEST.DTYPE != "float32":
+        reasons.append("TEST.DTYPE={}: the exported graph computes in float32; set TEST.DTYPE float32 to export "
+                       "(and convert the file with your runtime's tools)".format(cfg.TEST.DTYPE))
     return reasons
 
 

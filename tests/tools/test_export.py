@@ -190,6 +190,18 @@ def test_unexportable_config_is_refused_by_name_before_reading_weights(export_to
     assert not os.path.exists(str(tmp_path / "m.onnx"))
 
 
+@pytest.mark.parametrize("opts, key", [
+    (["TEST.BBOX_AUG.ENABLED", "True", "TEST.BBOX_AUG.H_FLIP", "True"], "TEST.BBOX_AUG.ENABLED"),
+    (["TEST.DTYPE", "bfloat16"], "TEST.DTYPE"),
+])
+def test_test_settings_the_graph_cannot_hold_are_refused_by_name(export_tool, tmp_path, opts, key):
+    config = os.path.join(REPO, "configs/demo/synthetic_R_18_FPN.yaml")
+    with pytest.raises(ValueError) as error:
+        export_tool.main(["--config-file", config, "--ckpt", str(tmp_path / "does_not_exist.pth"), "--format",
+                          "onnx", "--output", str(tmp_path / "m.onnx")] + opts)
+    assert key in str(error.value) and not os.path.exists(str(tmp_path / "m.onnx"))
+
+
 def test_unknown_export_format_is_refused(trained):
     from maskrcnn_benchmark.engine.export import export_model
 
