@@ -116,7 +116,7 @@ class Torchvision:
 
     def prepare(self, images, boxes, labels, masks):
         rgb = [image.flip(0).float() / 255.0 for image in images]
-        targets = [{"boxes": b, "labels": l, "masks": m} for b, l, m in zip(boxes, labels, masks)]
+        targets = [{"boxes": b, "labels": c, "masks": m} for b, c, m in zip(boxes, labels, masks)]
         return rgb, targets, [[image] for image in rgb]
 
     def train_loss(self, batch, targets):
@@ -145,7 +145,8 @@ class _Session:
 
         torch.manual_seed(0)
         if impl == "ours":
-            self.runner = BenchmarkDetector(like == "torchvision", extra_opts=["MODEL.DEVICE", str(device)] + list(opts))
+            self.runner = BenchmarkDetector(like == "torchvision",
+                                            extra_opts=["MODEL.DEVICE", str(device)] + list(opts))
         else:
             self.runner = Torchvision(like_ours=like == "ours")
         self.runner.model.to(device)
@@ -239,7 +240,8 @@ def measure_memory(impl, mode, warmup, like, device="cpu", opts=()):
         before = torch.cuda.memory_allocated(device) / 2 ** 20
         for _ in range(warmup + 1):
             session.step()
-        return {"impl": impl, "mode": mode, "peak_rss_rise_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 - before}
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return {"impl": impl, "mode": mode, "peak_rss_rise_mb": peak_mb - before}
     _reset_peak_rss()
     rss_before = _rss_mb()
     for _ in range(warmup + 1):
@@ -308,7 +310,7 @@ def main(argv=None):
             peaks = []
             for _ in range(args.memory_repeats):
                 proc = subprocess.run(cmd, capture_output=True, text=True)
-                lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+                lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:
                     raise RuntimeError("benchmark memory worker {} {} failed:\n{}".format(
                         impl, mode, proc.stderr[-4000:]))

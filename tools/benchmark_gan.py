@@ -48,8 +48,9 @@ class _Step(object):
         import torch
 
         torch.manual_seed(0)
-        self.runner = BenchmarkDetector(config_file=config_file, extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)] + list(opts),
-                           benchmark_input=batch is None)
+        self.runner = BenchmarkDetector(config_file=config_file,
+                                        extra_opts=ZERO_LR + ["MODEL.DEVICE", str(device)] + list(opts),
+                                        benchmark_input=batch is None)
         self.runner.model.to(device).train()
         images, targets = batch if batch is not None else self.runner.prepare(*make_inputs())[:2]
         self.batch, self.targets = images.to(device), [target.to(device) for target in targets]

@@ -3,7 +3,8 @@
 
 One checkpoint: one overlay per image::
 
-    python tools/demo.py --config-file configs/demo/nuclei_R_18_FPN.yaml --ckpt output/nuclei_R_18_FPN/model_final.pth \\
+    python tools/demo.py --config-file configs/demo/nuclei_R_18_FPN.yaml \\
+        --ckpt output/nuclei_R_18_FPN/model_final.pth \\
         --input datasets/nuclei/val/images --output-dir demo_out
 
 Two checkpoints (baseline and GAN; the GAN model's own config with --config-file-2): panels side by side, like the

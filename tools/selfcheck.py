@@ -109,7 +109,8 @@ def _train(workspace, name, device, opts, world_size=1, timeout=600):
         with open(os.path.join(out_dir, "log_rank{}.txt".format(rank))) as f:
             tail = "".join(f.readlines()[-6:]).strip()
         raise Failure("train_net rank {} exited with {}: ...{}".format(rank, code, tail[-600:]),
-                      "read {} and fix the error it ends with".format(os.path.join(out_dir, "log_rank{}.txt".format(rank))))
+                      "read {} and fix the error it ends with".format(
+                          os.path.join(out_dir, "log_rank{}.txt".format(rank))))
     return out_dir
 
 
@@ -202,7 +203,8 @@ def check_ddp(workspace, device):
     states = [torch.load(os.path.join(out_dir, "params_rank{}.pth".format(r)), weights_only=True) for r in (0, 1)]
     moved = [k for k in states[0] if not torch.equal(states[0][k], states[1][k])]
     if moved:
-        raise Failure("after one DDP step {} parameters differ between the ranks (e.g. {})".format(len(moved), moved[0]),
+        raise Failure("after one DDP step {} parameters differ between the ranks (e.g. {})".format(
+                          len(moved), moved[0]),
                       "check that every process runs the same code and torch version; report this output")
     return "{} step, {} parameters identical on both ranks".format(backend, len(states[0]))
 

@@ -19,9 +19,9 @@ _C = CN()
 _C.MODEL = CN()
 _C.MODEL.RPN_ONLY = False  # True: stop after the RPN and return proposals as detections (no RoI heads)
 _C.MODEL.MASK_ON = False  # True: add the mask head (Mask R-CNN)
-_C.MODEL.RETINANET_ON = False  # True: RetinaNet (MODEL.RETINANET) replaces the RPN; no RoI heads (modeling/rpn/retinanet/)
+_C.MODEL.RETINANET_ON = False  # True: RetinaNet (MODEL.RETINANET) replaces the RPN; no RoI heads
 _C.MODEL.KEYPOINT_ON = False  # True: add the keypoint head (Keypoint R-CNN)
-_C.MODEL.PRROI_POOL_IMPL = "auto"  # Precise RoI Pooling code: "compiled" (_C kernels), "torch" (plain PyTorch, any device) or "auto" (compiled after a once-per-device self-check against torch, else torch with a warning)
+_C.MODEL.PRROI_POOL_IMPL = "auto"  # PrRoIPool: "compiled" (_C), "torch", "auto" (compiled after a per-device check)
 # (added) keep the conv weights of the detector and the discriminators, and so their conv activations, in
 # channels-last (NHWC) memory: faster on the CPU (tools/benchmark.py, benchmark_gan.py); the same arithmetic in another
 # order, so results differ from False by float rounding only. False: PyTorch's default NCHW layout
@@ -130,9 +130,9 @@ _C.MODEL.RPN.POST_NMS_TOP_N_TRAIN = 2000  # proposals kept after NMS at training
 _C.MODEL.RPN.POST_NMS_TOP_N_TEST = 1000  # proposals kept after NMS at test (per level with FPN)
 _C.MODEL.RPN.NMS_THRESH = 0.7  # IoU above which NMS suppresses a lower-scored proposal
 _C.MODEL.RPN.MIN_SIZE = 0.0  # proposals with a side smaller than this are dropped, px (0 = keep all)
-_C.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 2000  # proposals kept after merging all FPN levels, training (per image unless FPN_POST_NMS_PER_BATCH)
+_C.MODEL.RPN.FPN_POST_NMS_TOP_N_TRAIN = 2000  # kept after merging FPN levels, training (see FPN_POST_NMS_PER_BATCH)
 _C.MODEL.RPN.FPN_POST_NMS_TOP_N_TEST = 2000  # proposals kept after merging all FPN levels, per image, test
-_C.MODEL.RPN.FPN_POST_NMS_PER_BATCH = False  # False: FPN_POST_NMS_TOP_N_TRAIN is per image (as at test time); True: per batch (old Detectron)
+_C.MODEL.RPN.FPN_POST_NMS_PER_BATCH = False  # False: FPN_POST_NMS_TOP_N_TRAIN per image; True: per batch (Detectron)
 _C.MODEL.RPN.RPN_HEAD = "SingleConvRPNHead"  # RPN head name in modeling.registry.RPN_HEADS
 
 # ---------------------------------------------------------------------------- #
@@ -239,12 +239,12 @@ _C.MODEL.RETINANET.NUM_CLASSES = 81  # classes including background
 _C.MODEL.RETINANET.ANCHOR_SIZES = (32, 64, 128, 256, 512)  # base anchor side per level, px (times the octave scales)
 _C.MODEL.RETINANET.ASPECT_RATIOS = (0.5, 1.0, 2.0)  # anchor height/width ratios
 _C.MODEL.RETINANET.ANCHOR_STRIDES = (8, 16, 32, 64, 128)  # feature strides per level, px (must be the backbone's)
-_C.MODEL.RETINANET.STRADDLE_THRESH = 0  # anchors more than this many px outside the image are ignored in the loss; -1 keeps all
+_C.MODEL.RETINANET.STRADDLE_THRESH = 0  # anchors more than this many px outside the image are ignored; -1 keeps all
 _C.MODEL.RETINANET.OCTAVE = 2.0  # anchor sizes of a level are ANCHOR_SIZES * OCTAVE ** (i / SCALES_PER_OCTAVE)
 _C.MODEL.RETINANET.SCALES_PER_OCTAVE = 3  # anchor scales per level (i = 0 .. SCALES_PER_OCTAVE - 1)
 _C.MODEL.RETINANET.USE_C5 = True  # True: P6 from C5, False: from P5 (backbones *-FPN-RETINANET)
 _C.MODEL.RETINANET.NUM_CONVS = 4  # 3x3 conv + ReLU layers in each classification / box tower (before the predictor)
-_C.MODEL.RETINANET.BBOX_REG_WEIGHT = 4.0  # box loss = smooth-L1 sum / (positives * this), maskrcnn-benchmark's normaliser
+_C.MODEL.RETINANET.BBOX_REG_WEIGHT = 4.0  # box loss = smooth-L1 sum / (positives * this)
 _C.MODEL.RETINANET.BBOX_REG_BETA = 0.11  # smooth L1 beta of the box regression loss
 _C.MODEL.RETINANET.PRE_NMS_TOP_N = 1000  # test: (anchor, class) candidates kept per level and image before NMS
 _C.MODEL.RETINANET.FG_IOU_THRESHOLD = 0.5  # anchor IoU >= this: positive (plus each GT's best anchors)
@@ -261,7 +261,7 @@ _C.MODEL.RETINANET.NMS_TH = 0.4  # test: IoU threshold of the per-class NMS (TES
 _C.MODEL.FBNET = CN()
 _C.MODEL.FBNET.ARCH = "default"  # built-in architecture (backbone/fbnet_modeldef.py), or the name of ARCH_DEF
 _C.MODEL.FBNET.ARCH_DEF = ""  # architecture definition as JSON (maskrcnn-benchmark format) when ARCH is not built in
-_C.MODEL.FBNET.BN_TYPE = "bn"  # normalisation: "bn" BatchNorm, "af" frozen BatchNorm, "gn" GroupNorm (MODEL.GROUP_NORM.NUM_GROUPS)
+_C.MODEL.FBNET.BN_TYPE = "bn"  # "bn" BatchNorm, "af" frozen BatchNorm, "gn" GroupNorm (MODEL.GROUP_NORM.NUM_GROUPS)
 _C.MODEL.FBNET.SCALE_FACTOR = 1.0  # channel width multiplier
 _C.MODEL.FBNET.WIDTH_DIVISOR = 1  # channels rounded to multiples of this
 _C.MODEL.FBNET.DW_CONV_SKIP_BN = True  # no BN after depthwise convs
@@ -269,7 +269,7 @@ _C.MODEL.FBNET.DW_CONV_SKIP_RELU = True  # no ReLU after depthwise convs
 _C.MODEL.FBNET.DET_HEAD_LAST_SCALE = 1.0  # last-layer scale of the detection head (> 0 scale, 0 skip, < 0 same)
 _C.MODEL.FBNET.DET_HEAD_BLOCKS = []  # blocks of the detection head
 _C.MODEL.FBNET.DET_HEAD_STRIDE = 0  # stride override of the detection head (0 = original)
-_C.MODEL.FBNET.KPTS_HEAD_LAST_SCALE = 0.0  # refused unless default: no FBNet keypoint head (no arch has keypoint stages)
+_C.MODEL.FBNET.KPTS_HEAD_LAST_SCALE = 0.0  # refused unless default: no FBNet keypoint head (no arch has one)
 _C.MODEL.FBNET.KPTS_HEAD_BLOCKS = []  # refused unless default, as KPTS_HEAD_LAST_SCALE
 _C.MODEL.FBNET.KPTS_HEAD_STRIDE = 0  # refused unless default, as KPTS_HEAD_LAST_SCALE
 _C.MODEL.FBNET.MASK_HEAD_LAST_SCALE = 0.0  # last-layer scale of the mask head

@@ -9,10 +9,10 @@ import torch.utils.data
 from maskrcnn_benchmark.config.paths_catalog import UnknownDatasetError, parse_custom_dataset
 
 from . import datasets as D
-from .preparation import nuclei, synthetic
-from .categories import check_num_classes, dataset_categories
 from . import samplers
+from .categories import check_num_classes, dataset_categories
 from .collate_batch import BatchCollator, BBoxAugCollator
+from .preparation import nuclei, synthetic
 from .transforms import build_transforms
 
 

@@ -171,9 +171,10 @@ def predict_files(demo, input_path, output_dir, tile=None, overlap=64, confidenc
         if detections.masks is not None:
             _write_png(os.path.join(output_dir, "instances", stem + ".png"), label_map(detections, height, width))
         if overlays:
-            _write_png(os.path.join(output_dir, "overlays", stem + ".png"),
-                       demo.draw(demo.display_image(image), _boxlist(detections, height, width), mask_windows=detections.masks,
-                                 show_text=demo.show_text and len(detections) <= OVERLAY_TEXT_MAX_DETECTIONS))
+            drawn = demo.draw(demo.display_image(image), _boxlist(detections, height, width),
+                              mask_windows=detections.masks,
+                              show_text=demo.show_text and len(detections) <= OVERLAY_TEXT_MAX_DETECTIONS)
+            _write_png(os.path.join(output_dir, "overlays", stem + ".png"), drawn)
     categories = [{"id": int(c["id"]), "name": c["name"], "supercategory": c.get("supercategory", "")}
                   for c in demo.category_records]
     save_json({"info": {"description": "predictions of tools/predict.py"}, "images": images,

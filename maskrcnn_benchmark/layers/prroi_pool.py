@@ -75,7 +75,8 @@ def _check_roi_values(features, rois):
             f"prroi_pool: rois[{k}, 0] = {value:g} is not a batch index into features (batch size "
             f"{features.shape[0]}); column 0 of rois must hold the image index"
         )
-    raise RuntimeError(f"prroi_pool: rois[{k}, {col}] = {value:g} is not finite; box coordinates must be finite numbers")
+    raise RuntimeError(f"prroi_pool: rois[{k}, {col}] = {value:g} is not finite; box coordinates must be finite "
+                       "numbers")
 
 
 class _PrRoIPool2DFunction(Function):

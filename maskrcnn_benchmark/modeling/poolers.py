@@ -163,7 +163,8 @@ def make_pooler(cfg, head_name):
     ``modeling.discriminators.feature_pooling.RoIFeaturePooler``.
 
     Reads POOLER_RESOLUTION, POOLER_SCALES, POOLER_SAMPLING_RATIO and POOLER_TYPE of that node; a
-    node without POOLER_SCALES / POOLER_SAMPLING_RATIO uses the box head's, so it pools from the same maps. MODEL.ROI_HEADS.USE_FPN True requires several scales.
+    node without POOLER_SCALES / POOLER_SAMPLING_RATIO uses the box head's, so it pools from the same maps.
+    MODEL.ROI_HEADS.USE_FPN True requires several scales.
     """
     node = _cfg_node(cfg, head_name)
     box_head = cfg.MODEL.ROI_BOX_HEAD

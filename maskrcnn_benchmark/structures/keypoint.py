@@ -54,7 +54,8 @@ class Keypoints(object):
     def transpose(self, method):
         """Left-right flip: x -> w - x - 1 and left / right keypoints swap (``FLIP_MAP``); invisible stay zero."""
         if method != FLIP_LEFT_RIGHT:
-            raise NotImplementedError("Keypoints.transpose: only FLIP_LEFT_RIGHT is implemented, got {!r}".format(method))
+            raise NotImplementedError("Keypoints.transpose: only FLIP_LEFT_RIGHT is implemented, got {!r}".format(
+                method))
         if self.FLIP_MAP is None:
             raise NotImplementedError("{} has no FLIP_MAP; use a subclass such as PersonKeypoints".format(
                 type(self).__name__))

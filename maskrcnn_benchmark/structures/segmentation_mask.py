@@ -96,9 +96,9 @@ class PolygonInstance(object):
                 raise ValueError("SegmentationMask: instance {}, polygon {} has an odd number of coordinates ({}); "
                                  "polygons are flat [x0, y0, x1, y1, ...] lists".format(instance_index, j, p.numel()))
             if p.numel() < 6:
-                raise ValueError("SegmentationMask: instance {}, polygon {} has {} point(s); a polygon needs at least 3 "
-                                 "points (6 coordinates). Remove this annotation (COCODataset filters them) or store "
-                                 "the instance as a binary mask".format(instance_index, j, p.numel() // 2))
+                raise ValueError("SegmentationMask: instance {}, polygon {} has {} point(s); a polygon needs at "
+                                 "least 3 points (6 coordinates). Remove this annotation (COCODataset filters them) "
+                                 "or store the instance as a binary mask".format(instance_index, j, p.numel() // 2))
             valid.append(p)
         self.polygons = valid
         self.size = tuple(size)

@@ -68,7 +68,7 @@ def align_and_update_state_dicts(model_state_dict, loaded_state_dict, logger=Non
     if mismatched:
         logger.warning(
             "Shape mismatch, NOT loaded (e.g. a different number of classes; these keep their initial values):\n%s",
-            "\n".join("  {} {} <- checkpoint {} {}".format(m, ms, l, ls) for m, l, ms, ls in mismatched))
+            "\n".join("  {} {} <- checkpoint {} {}".format(m, ms, c, cs) for m, c, ms, cs in mismatched))
     if unused:
         logger.info("Checkpoint entries not used by the model: %s", ", ".join(unused))
     return {"loaded": loaded, "missing": missing, "mismatched": mismatched, "unused": unused}
@@ -146,8 +146,10 @@ def load_state_dict(model, loaded_state_dict, logger=None, strict=False, ignore=
     from a wrapped model load into a bare one; plain conv weights fill the model's deformable convs
     (:func:`plain_weights_into_deformable_convs`).
     """
-    if not isinstance(loaded_state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in loaded_state_dict.values()):
-        raise TypeError("load_state_dict expects a dict name -> Tensor; got {}".format(type(loaded_state_dict).__name__))
+    if not isinstance(loaded_state_dict, dict) or not all(
+            isinstance(v, torch.Tensor) for v in loaded_state_dict.values()):
+        raise TypeError("load_state_dict expects a dict name -> Tensor; got {}".format(
+            type(loaded_state_dict).__name__))
     model_state_dict = model.state_dict()
     loaded_state_dict = strip_prefix_if_present(loaded_state_dict, prefix="module.")
     loaded_state_dict = plain_weights_into_deformable_convs(model, loaded_state_dict, logger=logger)

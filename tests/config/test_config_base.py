@@ -13,7 +13,8 @@ def test_variant_overrides_its_base_and_keeps_the_rest(tmp_path):
     _write(tmp_path / "base.yaml", "SOLVER:\n  MAX_ITER: 123\n  BASE_LR: 0.5\nOUTPUT_DIR: base_out\n")
     sub = tmp_path / "variants"
     sub.mkdir()
-    variant = _write(sub / "gan.yaml", "_BASE_: ../base.yaml\nSOLVER:\n  BASE_LR: 0.1\nMODEL:\n  GAN:\n    ENABLED: True\n")
+    variant = _write(sub / "gan.yaml",
+                     "_BASE_: ../base.yaml\nSOLVER:\n  BASE_LR: 0.1\nMODEL:\n  GAN:\n    ENABLED: True\n")
     cfg = default_cfg.clone()
     cfg.merge_from_file(variant)
     assert cfg.SOLVER.MAX_ITER == 123

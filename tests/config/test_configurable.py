@@ -7,9 +7,9 @@ from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.config.configurable import configurable
 from maskrcnn_benchmark.modeling import registry
 from maskrcnn_benchmark.modeling.detector import build_detection_model
+from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_predictors import FastRCNNPredictor, FPNPredictor
 from maskrcnn_benchmark.modeling.roi_heads.keypoint_head import keypoint_head  # noqa: F401 -- registers its entries
 from maskrcnn_benchmark.modeling.roi_heads.mask_head import mask_head  # noqa: F401 -- registers its entries
-from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_predictors import FastRCNNPredictor, FPNPredictor
 from maskrcnn_benchmark.modeling.rpn.rpn import RPNHead
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.image_list import to_image_list

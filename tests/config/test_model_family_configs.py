@@ -9,7 +9,9 @@ from torch import nn
 from maskrcnn_benchmark.config import load_config
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_feature_extractors import (
-    FPN2MLPFeatureExtractor, ResNet50Conv5ROIFeatureExtractor)
+    FPN2MLPFeatureExtractor,
+    ResNet50Conv5ROIFeatureExtractor,
+)
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.image_list import to_image_list
 from maskrcnn_benchmark.structures.keypoint import PersonKeypoints

@@ -2,8 +2,13 @@
 import pytest
 import torch
 
-from maskrcnn_benchmark.config import (UNIMPLEMENTED_KEYS, UnimplementedConfigKeyError, cfg, check_implemented_keys,
-                                       load_config)
+from maskrcnn_benchmark.config import (
+    UNIMPLEMENTED_KEYS,
+    UnimplementedConfigKeyError,
+    cfg,
+    check_implemented_keys,
+    load_config,
+)
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.modeling.roi_heads.keypoint_head.loss import make_roi_keypoint_loss_evaluator
 from maskrcnn_benchmark.structures.bounding_box import BoxList

@@ -1,7 +1,6 @@
 """The training categories: NUM_CLASSES checked against them, matched by name at test time, unknown names."""
 import json
 import logging
-import os
 
 import pytest
 import torch

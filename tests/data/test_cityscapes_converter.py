@@ -7,7 +7,11 @@ import pytest
 from PIL import Image
 
 from maskrcnn_benchmark.data.datasets.cityscapes import (
-    CityscapesDataset, CityscapesFormatError, cityscapes_to_coco, convert_cityscapes_split)
+    CityscapesDataset,
+    CityscapesFormatError,
+    cityscapes_to_coco,
+    convert_cityscapes_split,
+)
 from maskrcnn_benchmark.utils.imports import import_file
 
 H, W = 64, 96

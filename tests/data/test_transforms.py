@@ -6,8 +6,15 @@ import pytest
 import torch
 from PIL import Image
 
-from maskrcnn_benchmark.data.transforms import (ColorJitter, Normalize, RandomHorizontalFlip, RandomVerticalFlip,
-                                                Resize, ToTensor, build_transforms)
+from maskrcnn_benchmark.data.transforms import (
+    ColorJitter,
+    Normalize,
+    RandomHorizontalFlip,
+    RandomVerticalFlip,
+    Resize,
+    ToTensor,
+    build_transforms,
+)
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.segmentation_mask import SegmentationMask
 

@@ -11,9 +11,11 @@ import torch
 from pycocotools.coco import COCO
 
 from maskrcnn_benchmark.data.datasets.evaluation.coco.boundary_eval import (
-    boundary_iou, boundary_width, mask_to_boundary)
-from maskrcnn_benchmark.data.datasets.evaluation.coco.coco_eval import (
-    do_coco_evaluation, evaluate_predictions_on_coco)
+    boundary_iou,
+    boundary_width,
+    mask_to_boundary,
+)
+from maskrcnn_benchmark.data.datasets.evaluation.coco.coco_eval import do_coco_evaluation, evaluate_predictions_on_coco
 
 IMAGE_SIZE = 400  # diagonal 565.7 px -> band width d = round(0.02 * 565.7) = 11 px
 SQUARE = 150

@@ -104,8 +104,8 @@ def test_evaluate_dispatch_reports_glas_metrics(tmp_path):
 
     class FakeGlaS:
         def __init__(self):
-            from pycocotools.coco import COCO
             from pycocotools import mask as mask_utils
+            from pycocotools.coco import COCO
 
             m = np.zeros((32, 32), np.uint8)
             m[4:20, 4:20] = 1

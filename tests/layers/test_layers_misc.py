@@ -3,8 +3,18 @@ import pytest
 import torch
 from torch import nn
 
-from maskrcnn_benchmark.layers import (BatchNorm2d, Conv2d, ConvTranspose2d, FrozenBatchNorm2d, PrRoIPool2D,
-                                       ROIAlign, interpolate, prroi_pool2d, roi_align, smooth_l1_loss)
+from maskrcnn_benchmark.layers import (
+    BatchNorm2d,
+    Conv2d,
+    ConvTranspose2d,
+    FrozenBatchNorm2d,
+    PrRoIPool2D,
+    ROIAlign,
+    interpolate,
+    prroi_pool2d,
+    roi_align,
+    smooth_l1_loss,
+)
 
 
 @pytest.mark.parametrize("layer, out_shape", [

@@ -9,8 +9,13 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from maskrcnn_benchmark.layers import prroi_pool as prroi_module
-from maskrcnn_benchmark.layers.prroi_pool import (PrRoIPool2D, compare_implementations, prroi_pool2d,
-                                                  prroi_pool2d_reference, prroi_pool2d_torch)
+from maskrcnn_benchmark.layers.prroi_pool import (
+    PrRoIPool2D,
+    compare_implementations,
+    prroi_pool2d,
+    prroi_pool2d_reference,
+    prroi_pool2d_torch,
+)
 
 # (batch_index, x0, y0, x1, y1) in image coordinates for a map of 5 x 6 (H x W) at spatial_scale 0.5 or 1.
 BOXES = {
@@ -259,7 +264,8 @@ def test_cuda_matches_cpu(dtype, tolerance):
 def test_cuda_gradcheck_and_empty_rois():
     features = torch.randn(2, 2, 5, 6, dtype=torch.float64, device="cuda", requires_grad=True)
     _gradcheck_boxes(features, _rois(BOXES, BOXES).cuda(), 2, 3, 0.5)
-    assert prroi_pool2d(features, torch.zeros(0, 5, dtype=torch.float64, device="cuda"), 2, 2, 1.0).shape == (0, 2, 2, 2)
+    empty = torch.zeros(0, 5, dtype=torch.float64, device="cuda")
+    assert prroi_pool2d(features, empty, 2, 2, 1.0).shape == (0, 2, 2, 2)
 
 
 def _random_rois(num_rois, batch_size, height, width, scale, generator, dtype=torch.float64):

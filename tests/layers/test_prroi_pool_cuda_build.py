@@ -12,8 +12,12 @@ import os
 import pytest
 import torch
 
-from maskrcnn_benchmark.utils.cuda_toolkit import (cuda_home, default_cuda_arch_list, nvcc_architectures,
-                                                   nvidia_wheel_includes)
+from maskrcnn_benchmark.utils.cuda_toolkit import (
+    cuda_home,
+    default_cuda_arch_list,
+    nvcc_architectures,
+    nvidia_wheel_includes,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUDA_SOURCES = sorted(glob.glob(os.path.join(REPO, "csrc", "cuda", "*.cu")))
@@ -29,7 +33,8 @@ def test_default_arch_list_has_machine_code_for_torchs_gpus_and_ptx_for_the_newe
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.version.cuda is None, reason="torch is a CPU-only build: no CUDA headers to compile against")
-@pytest.mark.skipif(cuda_home() is None, reason="no CUDA toolkit (nvcc) found in CUDA_HOME, CUDA_PATH, /usr/local/cuda or PATH")
+@pytest.mark.skipif(cuda_home() is None,
+                    reason="no CUDA toolkit (nvcc) found in CUDA_HOME, CUDA_PATH, /usr/local/cuda or PATH")
 def test_cuda_kernel_compiles_for_sm80_and_the_newest_arch_with_ptx(tmp_path, monkeypatch):
     import torch.utils.cpp_extension as cpp_extension
 

@@ -45,7 +45,8 @@ def test_level_fusion_builds_its_pooler_once_and_matches_the_boxlist_pooler():
 
 def _gan_cfg():
     c = default_cfg.clone()
-    c.merge_from_list(["MODEL.GAN.ENABLED", True, "MODEL.ROI_MASK_HEAD.RESOLUTION", 28, "MODEL.GAN.BOX_DISC.CHANNELS", 4, "MODEL.GAN.MASK_DISC.CHANNELS", 4,
+    c.merge_from_list(["MODEL.GAN.ENABLED", True, "MODEL.ROI_MASK_HEAD.RESOLUTION", 28,
+                       "MODEL.GAN.BOX_DISC.CHANNELS", 4, "MODEL.GAN.MASK_DISC.CHANNELS", 4,
                        "MODEL.GAN.BOX_DISC.NUM_CONVS", 3, "MODEL.GAN.MASK_DISC.NUM_CONVS", 3,
                        "MODEL.GAN.BOX_DISC.POOLER_TYPE", "ROIAlign"])
     return c

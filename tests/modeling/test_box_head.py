@@ -12,8 +12,7 @@ from maskrcnn_benchmark.modeling.box_coder import BoxCoder
 from maskrcnn_benchmark.modeling.matcher import Matcher
 from maskrcnn_benchmark.modeling.roi_heads.box_head.inference import PostProcessor
 from maskrcnn_benchmark.modeling.roi_heads.box_head.loss import FastRCNNLossComputation, fast_rcnn_losses
-from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_feature_extractors import (
-    make_roi_box_feature_extractor)
+from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_feature_extractors import make_roi_box_feature_extractor
 from maskrcnn_benchmark.modeling.roi_heads.box_head.roi_box_predictors import make_roi_box_predictor
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 

@@ -12,8 +12,7 @@ from maskrcnn_benchmark.config import load_config
 from maskrcnn_benchmark.layers import FrozenBatchNorm2d
 from maskrcnn_benchmark.modeling import registry
 from maskrcnn_benchmark.modeling.backbone import fbnet_builder
-from maskrcnn_benchmark.modeling.backbone.fbnet import (FBNetBoxHead, FBNetMaskHead, FBNetRPNHead,
-                                                        build_fbnet_backbone)
+from maskrcnn_benchmark.modeling.backbone.fbnet import FBNetBoxHead, FBNetMaskHead, FBNetRPNHead, build_fbnet_backbone
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.image_list import to_image_list
@@ -113,7 +112,8 @@ def test_default_arch_trunk_widths_strides_and_names():
     backbone = build_fbnet_backbone(_fbnet_cfg())
     assert backbone.out_channels == 96 and backbone.feature_strides == [16]
     names = [name for name, _ in backbone.body.stages.named_children()]
-    assert names == ["xif0_0", "xif1_0", "xif1_1", "xif2_0", "xif2_1", "xif2_2"] + ["xif3_{}".format(i) for i in range(7)]
+    expected = ["xif0_0", "xif1_0", "xif1_1", "xif2_0", "xif2_1", "xif2_2"] + ["xif3_{}".format(i) for i in range(7)]
+    assert names == expected
     widths = [block.output_depth for block in backbone.body.stages]
     assert widths == [16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96]
     assert backbone.body.first.conv.out_channels == 32 and backbone.body.first.conv.stride == (2, 2)

@@ -3,7 +3,11 @@ import torch
 from torch import nn
 
 from maskrcnn_benchmark.modeling.make_layers import (
-    conv_with_kaiming_uniform, get_group_gn, group_norm, make_conv3x3, make_fc,
+    conv_with_kaiming_uniform,
+    get_group_gn,
+    group_norm,
+    make_conv3x3,
+    make_fc,
 )
 
 

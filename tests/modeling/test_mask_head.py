@@ -7,10 +7,12 @@ from torch.nn import functional as F
 from maskrcnn_benchmark.config import cfg as default_cfg
 from maskrcnn_benchmark.modeling import registry
 from maskrcnn_benchmark.modeling.roi_heads.mask_head.inference import Masker, MaskPostProcessor
-from maskrcnn_benchmark.modeling.roi_heads.mask_head.loss import (MaskRCNNLossComputation, maskrcnn_loss,
-                                                                  project_masks_on_boxes)
-from maskrcnn_benchmark.modeling.roi_heads.mask_head.roi_mask_feature_extractors import (
-    make_roi_mask_feature_extractor)
+from maskrcnn_benchmark.modeling.roi_heads.mask_head.loss import (
+    MaskRCNNLossComputation,
+    maskrcnn_loss,
+    project_masks_on_boxes,
+)
+from maskrcnn_benchmark.modeling.roi_heads.mask_head.roi_mask_feature_extractors import make_roi_mask_feature_extractor
 from maskrcnn_benchmark.modeling.roi_heads.mask_head.roi_mask_predictors import make_roi_mask_predictor
 from maskrcnn_benchmark.structures.bounding_box import BoxList
 from maskrcnn_benchmark.structures.segmentation_mask import SegmentationMask

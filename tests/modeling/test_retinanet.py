@@ -17,7 +17,7 @@ from maskrcnn_benchmark.modeling.rpn.retinanet.inference import RetinaNetPostPro
 from maskrcnn_benchmark.modeling.rpn.retinanet.loss import RetinaNetLossComputation, retinanet_losses
 from maskrcnn_benchmark.modeling.rpn.retinanet.retinanet import RetinaNetHead, RetinaNetModule
 from maskrcnn_benchmark.structures.bounding_box import BoxList
-from maskrcnn_benchmark.structures.image_list import ImageList, to_image_list
+from maskrcnn_benchmark.structures.image_list import to_image_list
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_CONFIG = os.path.join(REPO, "configs", "demo", "synthetic_retinanet_R_18_FPN.yaml")
@@ -67,7 +67,8 @@ def test_retinanet_anchor_sizes_and_cell_anchors():
         assert cell[3 + i].tolist() == pytest.approx([3.5 - half, 3.5 - half, 3.5 + half, 3.5 + half])
     # ratio 0.5 (anchors 0..2): w = round(sqrt(64 / 0.5)) = 11, h = round(5.5) = 6, scaled by size / 8.
     w, h = 11 * 32 / 8, 6 * 32 / 8
-    assert cell[0].tolist() == pytest.approx([3.5 - (w - 1) / 2, 3.5 - (h - 1) / 2, 3.5 + (w - 1) / 2, 3.5 + (h - 1) / 2])
+    half_w, half_h = (w - 1) / 2, (h - 1) / 2
+    assert cell[0].tolist() == pytest.approx([3.5 - half_w, 3.5 - half_h, 3.5 + half_w, 3.5 + half_h])
 
     cfg.MODEL.RETINANET.ANCHOR_STRIDES = (8, 16)
     with pytest.raises(ValueError, match="ANCHOR_STRIDES"):

@@ -55,7 +55,8 @@ def test_crop_shifts_and_clamps_to_window():
 def test_clip_to_image_clamps_and_removes_empty():
     boxes = BoxList(torch.tensor([[-3.0, -2.0, 25.0, 4.0], [22.0, 1.0, 30.0, 3.0], [2.0, 2.0, 6.0, 8.0]]), (20, 10))
     clipped = boxes.clip_to_image(remove_empty=False)
-    assert torch.equal(clipped.bbox, torch.tensor([[0.0, 0.0, 19.0, 4.0], [19.0, 1.0, 19.0, 3.0], [2.0, 2.0, 6.0, 8.0]]))
+    expected = torch.tensor([[0.0, 0.0, 19.0, 4.0], [19.0, 1.0, 19.0, 3.0], [2.0, 2.0, 6.0, 8.0]])
+    assert torch.equal(clipped.bbox, expected)
     kept = BoxList(boxes.bbox.clone(), (20, 10)).clip_to_image(remove_empty=True)
     # the second box collapses onto the last column (x1 == x0) and is removed
     assert torch.equal(kept.bbox, torch.tensor([[0.0, 0.0, 19.0, 4.0], [2.0, 2.0, 6.0, 8.0]]))

@@ -85,7 +85,6 @@ def test_train_resume_then_test_net_writes_and_prints_coco_results(tiny_cfg, tmp
 
 
 def test_adversarial_training_saves_discriminators_in_the_same_checkpoint(tiny_cfg, tmp_path, train_net):
-    from maskrcnn_benchmark.config import cfg as base_cfg
     from maskrcnn_benchmark.modeling.detector import build_detection_model
     from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
 

@@ -6,8 +6,8 @@ import stat
 import pytest
 
 from maskrcnn_benchmark.utils import checkpoint
-from maskrcnn_benchmark.utils.io import atomic_open, atomic_write, save_json
 from maskrcnn_benchmark.utils.checkpoint import remove_stale_temporary_files
+from maskrcnn_benchmark.utils.io import atomic_open, atomic_write, save_json
 
 
 class _Crash(Exception):

@@ -12,8 +12,13 @@ import collections
 import os
 import sys
 
-from maskrcnn_benchmark.data.preparation.phone import (dump_json_atomic, load_coco_json, make_group_key,
-                                                    split_by_group, subset_coco)
+from maskrcnn_benchmark.data.preparation.phone import (
+    dump_json_atomic,
+    load_coco_json,
+    make_group_key,
+    split_by_group,
+    subset_coco,
+)
 
 
 def main(argv=None):

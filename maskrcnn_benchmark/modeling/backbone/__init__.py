@@ -1,4 +1,6 @@
-from .backbone import build_backbone  # noqa: F401
+from . import (
+    fbnet,  # noqa: F401 -- registers "FBNet" and its RPN / RoI heads
+    resnet,  # noqa: F401
+)
 from . import fpn as fpn_module  # noqa: F401
-from . import resnet  # noqa: F401
-from . import fbnet  # noqa: F401 -- registers "FBNet" and its RPN / RoI heads
+from .backbone import build_backbone  # noqa: F401

@@ -108,7 +108,8 @@ class SEModule(nn.Module):
 def _upsample_and_stride(stride):
     """A negative stride -s means: upsample x s (nearest) before a stride-1 depthwise conv."""
     if not isinstance(stride, int) or stride == 0 or abs(stride) not in (1, 2, 4):
-        raise ValueError("FBNet block stride must be one of 1, 2, 4 or -1, -2, -4 (upsampling), got {!r}".format(stride))
+        raise ValueError("FBNet block stride must be one of 1, 2, 4 or -1, -2, -4 (upsampling), got {!r}".format(
+            stride))
     if stride < 0:
         return -stride, 1
     return None, stride

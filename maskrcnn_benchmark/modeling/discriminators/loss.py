@@ -9,7 +9,6 @@ paper is applied here through logsigmoid, so log D_b and log(1 - D_b) stay finit
 An empty batch (no positive RoI in the images) gives a zero loss that is still connected to the graph, so
 ``backward`` works and the parameters get zero gradients instead of NaN.
 """
-import torch
 import torch.nn.functional as F
 
 

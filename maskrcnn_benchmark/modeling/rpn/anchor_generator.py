@@ -210,7 +210,8 @@ def make_anchor_generator(cfg):
 
 
 def retinanet_anchor_sizes(anchor_sizes, octave, scales_per_octave):
-    """RetinaNet's anchor sizes per level: each base size times octave ** (i / scales_per_octave), i < scales_per_octave.
+    """RetinaNet's anchor sizes per level: each base size times octave ** (i / scales_per_octave), for
+    i < scales_per_octave.
 
     (32, 64), octave 2, 3 scales -> ((32, 40.3, 50.8), (64, 80.6, 101.6)).
     """

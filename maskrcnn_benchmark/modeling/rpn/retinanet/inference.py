@@ -73,10 +73,11 @@ class RetinaNetPostProcessor(nn.Module):
         for image_idx, anchors_per_image in enumerate(anchors):
             boxes, scores, labels = [], [], []
             for level, cls_level, reg_level in per_level:
-                b, s, l = self._candidates(anchors_per_image[level].bbox, cls_level[image_idx], reg_level[image_idx])
+                b, s, lab = self._candidates(anchors_per_image[level].bbox, cls_level[image_idx],
+                                             reg_level[image_idx])
                 boxes.append(b)
                 scores.append(s)
-                labels.append(l)
+                labels.append(lab)
             image_size = anchors_per_image[0].size
             boxes = clip_boxes(torch.cat(boxes), image_size)
             scores, labels = torch.cat(scores), torch.cat(labels)

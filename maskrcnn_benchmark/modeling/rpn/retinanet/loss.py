@@ -20,7 +20,8 @@ def retinanet_losses(box_cls, box_regression, labels, regression_targets, num_im
         labels: int64 Tensor[M]: class in [1, C] for positives, 0 background, -1 ignored.
         regression_targets: Tensor[M, 4] encoded matched GT boxes (used at the positives only).
         num_images: N, images in the batch.
-        gamma, alpha: focal loss parameters; beta: smooth-L1 switch point; regress_norm: MODEL.RETINANET.BBOX_REG_WEIGHT.
+        gamma, alpha: focal loss parameters; beta: smooth-L1 switch point;
+        regress_norm: MODEL.RETINANET.BBOX_REG_WEIGHT.
     Returns:
         loss_retina_cls = sum over non-ignored anchors and classes of FL (``layers.sigmoid_focal_loss``) / (P + N),
         loss_retina_reg = sum over the P positives of smoothL1_beta(t_i - t*_i) / max(1, P * regress_norm).
