@@ -46,7 +46,13 @@ from maskrcnn_benchmark.utils.tables import (
     make_table,
     render_runs,
 )
-from maskrcnn_benchmark.utils.training_runs import check_runs, ground_truth_file, run_training, scaled_schedule
+from maskrcnn_benchmark.utils.training_runs import (
+    add_comparison_arguments,
+    check_runs,
+    ground_truth_file,
+    run_training,
+    scaled_schedule,
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_CONFIGS = os.path.join(REPO_ROOT, "configs", "paper")
@@ -100,15 +106,7 @@ def parse_args(argv=None):
     compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     compare.add_argument("--iters", type=int, required=True, help="SOLVER.MAX_ITER of every run")
     compare.add_argument("--output-dir", default="output/compare", help="one sub-folder per run is made here")
-    compare.add_argument("--bootstrap", type=int, default=1000, metavar="B",
-                         help="resamples of the paired bootstrap over test images of the GAN - baseline AP "
-                              "difference (0: no bootstrap)")
-    compare.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples")
-    compare.add_argument("--ignore-code-version", action="store_true",
-                         help="reuse run folders made by other code (maskrcnn_benchmark/, csrc/, tools/train_net.py "
-                              "changed since); every other setting must still match")
-    compare.add_argument("--format", choices=("text", "markdown", "both"), default="both")
-    compare.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every run")
+    add_comparison_arguments(compare, "GAN - baseline")
     return parser.parse_args(argv)
 
 

@@ -43,7 +43,7 @@ from maskrcnn_benchmark.utils.intervals import (
 from maskrcnn_benchmark.utils.io import save_json
 from maskrcnn_benchmark.utils.run_settings import StaleRunError
 from maskrcnn_benchmark.utils.tables import aggregate_seeds, format_study, load_results
-from maskrcnn_benchmark.utils.training_runs import check_runs, run_training, scaled_schedule
+from maskrcnn_benchmark.utils.training_runs import add_comparison_arguments, check_runs, run_training, scaled_schedule
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TOOLS)
@@ -83,15 +83,7 @@ def parse_args(argv=None):
                                                                     "network sees them 1.5x larger")
     parser.add_argument("--test-period", type=int, default=0, help="SOLVER.TEST_PERIOD of every run (0: evaluate "
                                                                    "at the end only)")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="B",
-                        help="resamples of the paired bootstrap over test images of each variant - baseline AP "
-                             "difference (0: no bootstrap)")
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples")
-    parser.add_argument("--ignore-code-version", action="store_true",
-                        help="reuse run folders made by other code (maskrcnn_benchmark/, csrc/, tools/train_net.py "
-                             "changed since); every other setting must still match")
-    parser.add_argument("--format", choices=("text", "markdown", "both"), default="both")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every run")
+    add_comparison_arguments(parser, "each variant - baseline")
     args = parser.parse_args(argv)
     try:
         args.data_seeds = data_seeds_per_seed(args.seeds, args.data_seeds)

@@ -1,6 +1,7 @@
 """Training runs in subprocesses for the comparisons and the study (tools/make_tables.py compare,
 tools/study.py): the LR schedule scaled to fewer iterations, and one tools/train_net.py run that records what made
 it in its folder and is reused only for the same run (utils/run_settings.py)."""
+import argparse
 import os
 import subprocess
 import sys
@@ -87,3 +88,18 @@ def ground_truth_file(config_file, opts=()):
     cfg = load_config(config_file, list(opts))
     entry = resolve_dataset(cfg.DATASETS.TEST[0], load_catalog(cfg.PATHS_CATALOG), cfg.DATASETS.CUSTOM)
     return entry["args"]["ann_file"]
+
+
+def add_comparison_arguments(parser, difference):
+    """The flags tools/make_tables.py compare and tools/study.py share: the paired bootstrap, the reuse of run
+    folders made by other code, the output format and the KEY VALUE overrides of every run. ``difference`` names
+    the difference the bootstrap is over (e.g. "GAN - baseline")."""
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="B",
+                        help="resamples of the paired bootstrap over test images of the {} AP difference "
+                             "(0: no bootstrap)".format(difference))
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples")
+    parser.add_argument("--ignore-code-version", action="store_true",
+                        help="reuse run folders made by other code (maskrcnn_benchmark/, csrc/, tools/train_net.py "
+                             "changed since); every other setting must still match")
+    parser.add_argument("--format", choices=("text", "markdown", "both"), default="both")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every run")
