@@ -30,12 +30,9 @@ import tempfile
 import time
 import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+import torch
 
-import torch  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BUILD_HINT = ("build the extension in the repository: `python setup.py build_ext --inplace` (a CUDA toolkit with "
               "nvcc must be found for the CUDA kernels, or set FORCE_CUDA=1)")
@@ -81,7 +78,8 @@ def _train(workspace, name, device, opts, world_size=1, timeout=600):
     out_dir = workspace.run_dir(name)
     argv = ["--config-file", TINY_CONFIG, "--skip-test"] + workspace.data_opts + ["MODEL.DEVICE", device,
                                                                                 "OUTPUT_DIR", out_dir] + opts
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    # The workers import maskrcnn_benchmark as this process does (the installed package, or PYTHONPATH's).
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     if world_size > 1:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -210,12 +208,11 @@ def check_ddp(workspace, device):
 
 
 def _train_worker(out_dir, argv):
-    """--train-worker mode: run tools/train_net.py main in this process and save this rank's parameters."""
+    """--train-worker mode: run tools/train_net.py's main in this process and save this rank's parameters."""
+    from maskrcnn_benchmark.engine.train_net import main as train_net_main
     from maskrcnn_benchmark.utils.comm import unwrap_model
-    from maskrcnn_benchmark.utils.imports import import_file
 
-    train_net = import_file("train_net_selfcheck", os.path.join(HERE, "train_net.py"))
-    model = train_net.main(argv)
+    model = train_net_main(argv)
     bare = unwrap_model(model)
     state = {k: v.detach().cpu() for k, v in bare.state_dict().items()}
     torch.save(state, os.path.join(out_dir, "params_rank{}.pth".format(os.environ.get("RANK", "0"))))

@@ -131,7 +131,7 @@ def test_phone_ablations_of_the_abstracts_claims_change_one_key(suffix, key, val
 def test_one_training_step_on_synthetic_data(name, tiny_cfg, tmp_path):
     """The paper file + tiny sizes / backbone / synthetic data trains one iteration and saves a checkpoint."""
     tiny_opts = import_file("conftest_for_paper_configs", os.path.join(REPO, "tests", "conftest.py")).TINY_OPTS
-    train_net = import_file("train_net_for_paper_configs", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     opts = list(tiny_opts) + [
         "DATASETS.CUSTOM", tiny_cfg.DATASETS.CUSTOM, "DATASETS.TRAIN", ("synthetic_fixture",),
         "DATASETS.TEST", ("synthetic_fixture",), "SOLVER.MAX_ITER", 1, "OUTPUT_DIR", str(tmp_path / "out"),

@@ -8,8 +8,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 # The global batch (2 images) is the same in both runs: the single process shuffles with the same seeded
 # permutation the DistributedSampler deals out (rank r gets every other image). No flip, so the only random
 # draws left are the RPN / RoI samplers' and the loss normalisation is per process (as in maskrcnn-benchmark).
@@ -35,9 +33,8 @@ def _run(rank, world_size, port, config_file, out_dir, opts):
     if world_size > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
                           RANK=str(rank), LOCAL_RANK=str(rank))
-    from maskrcnn_benchmark.utils.imports import import_file
 
-    train_net = import_file("train_net_ddp_test", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     real_do_train = train_net.do_train
 
     def recording_do_train(model, *args, **kwargs):

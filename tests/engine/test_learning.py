@@ -7,9 +7,6 @@ import pytest
 import torch
 
 from maskrcnn_benchmark.modeling.detector import build_detection_model
-from maskrcnn_benchmark.utils.imports import import_file
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +35,7 @@ def _mean_training_loss(cfg, model):
 @pytest.mark.slow
 def test_short_training_lowers_the_loss_and_reaches_non_trivial_ap_on_held_out_images(
         tiny_cfg, synthetic_val_dir, tmp_path):
-    train_net = import_file("train_net_for_learning_test", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     val_spec = "synthetic_heldout:{}:{}".format(os.path.join(synthetic_val_dir, "annotations.json"),
                                                 os.path.join(synthetic_val_dir, "images"))
     config_file = tmp_path / "tiny.yaml"

@@ -7,9 +7,6 @@ import torch
 
 from maskrcnn_benchmark.engine.mixed_precision import MixedPrecision, backward_and_step
 from maskrcnn_benchmark.modeling.detector.generalized_rcnn import GeneralizedRCNN
-from maskrcnn_benchmark.utils.imports import import_file
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_bfloat16_autocast_trains_the_gan_on_cpu_with_finite_losses(tiny_cfg, tmp_path, monkeypatch):
@@ -26,7 +23,7 @@ def test_bfloat16_autocast_trains_the_gan_on_cpu_with_finite_losses(tiny_cfg, tm
     config_file = str(tmp_path / "tiny.yaml")
     with open(config_file, "w") as f:
         f.write(tiny_cfg.dump())
-    train_net = import_file("train_net_bf16", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     # the box discriminator pools with PrRoIPool (CPU kernel: float32/float64 only) on bfloat16 features
     train_net.main(["--config-file", config_file, "--skip-test", "DTYPE", "bfloat16", "SOLVER.MAX_ITER", "3",
                     "MODEL.GAN.ENABLED", "True", "MODEL.GAN.START_ITER", "1",

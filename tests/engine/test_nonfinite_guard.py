@@ -6,9 +6,6 @@ import pytest
 import torch
 
 from maskrcnn_benchmark.modeling.detector.generalized_rcnn import GeneralizedRCNN
-from maskrcnn_benchmark.utils.imports import import_file
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _inject_nan(monkeypatch, at_calls):
@@ -33,7 +30,7 @@ def _main(tiny_cfg, tmp_path, opts):
     config_file = str(tmp_path / "tiny.yaml")
     with open(config_file, "w") as f:
         f.write(tiny_cfg.dump())
-    train_net = import_file("train_net_guard", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     return train_net.main(["--config-file", config_file, "--skip-test", "SOLVER.CHECKPOINT_PERIOD", "1"] + opts)
 
 

@@ -1,7 +1,6 @@
 """Periodic evaluation results reach metrics.json and TensorBoard; train_net flattens COCO results into them;
 the data order of a resumed run follows from the iteration."""
 import json
-import os
 import sys
 import types
 from collections import OrderedDict
@@ -13,9 +12,6 @@ from torch.utils.data.sampler import BatchSampler, RandomSampler
 from maskrcnn_benchmark.data.samplers import IterationBasedBatchSampler
 from maskrcnn_benchmark.engine.trainer import do_train
 from maskrcnn_benchmark.utils.checkpoint import Checkpointer
-from maskrcnn_benchmark.utils.imports import import_file
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class _Batch:
@@ -77,8 +73,7 @@ def test_periodic_evaluation_metrics_go_to_metrics_json_and_tensorboard(tmp_path
 
 def test_train_net_flattens_coco_results_per_dataset():
     from maskrcnn_benchmark.data.datasets.evaluation.coco.coco_eval import COCOResults
-
-    train_net = import_file("train_net_metrics", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     results = COCOResults("bbox", "segm")
     results.results["bbox"] = OrderedDict([("AP", 0.5), ("AP50", 0.75)])
     metrics = train_net.evaluation_metrics([(results, {}, {}), None], ["val_a", "val_b"])

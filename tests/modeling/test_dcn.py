@@ -14,7 +14,6 @@ from maskrcnn_benchmark.layers.deform_conv import DFConv2d
 from maskrcnn_benchmark.modeling.backbone import build_backbone
 from maskrcnn_benchmark.modeling.detector import build_detection_model
 from maskrcnn_benchmark.utils.checkpoint import DetectronCheckpointer
-from maskrcnn_benchmark.utils.imports import import_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DCN_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "dcn", "*.yaml")))
@@ -202,7 +201,7 @@ def test_shipped_mdconv_config_through_train_net(synthetic_dataset_dir, tmp_path
     """tools/train_net.py with configs/dcn/e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml on synthetic data: one
     iteration, a checkpoint with maskrcnn-benchmark's DCN names, then the COCO evaluation."""
     path = os.path.join(REPO, "configs", "dcn", "e2e_mask_rcnn_mdconv_R_50_FPN_1x.yaml")
-    train_net = import_file("train_net_for_dcn_configs", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     spec = "synthetic_fixture:{}:{}".format(os.path.join(synthetic_dataset_dir, "annotations.json"),
                                             os.path.join(synthetic_dataset_dir, "images"))
     opts = _small_opts() + [

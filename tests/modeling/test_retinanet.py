@@ -306,7 +306,7 @@ def test_train_net_and_test_net_evaluate_retinanet_by_bbox_ap(tiny_cfg, tmp_path
     ])
     config_file = tmp_path / "retinanet.yaml"
     config_file.write_text(tiny_cfg.dump())
-    train_net = import_file("train_net_retinanet_test", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     train_net.main(["--config-file", str(config_file), "SOLVER.MAX_ITER", "2"])
     folder = os.path.join(tiny_cfg.OUTPUT_DIR, "inference", "synthetic_fixture")
     results = json.load(open(os.path.join(folder, "coco_results.json")))

@@ -50,7 +50,7 @@ def trained(synthetic_dataset_dir, tmp_path_factory):
                                      "MODEL.ROI_HEADS.DETECTIONS_PER_IMG", 100, "TEST.DETECTIONS_PER_IMG", 100])
     config_file = tmp / "tiny.yaml"
     config_file.write_text(cfg.dump())
-    train_net = import_file("train_net_for_export", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     train_net.main(["--config-file", str(config_file), "--skip-test"])
     gan_ckpt = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     saved = torch.load(gan_ckpt, weights_only=True)

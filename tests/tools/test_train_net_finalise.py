@@ -6,18 +6,14 @@ import os
 import pytest
 import torch
 
-from maskrcnn_benchmark.utils.imports import import_file
-
 pytestmark = pytest.mark.slow  # long: see docs/contributing.md, "The quick test loop"
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_rerun_of_an_unfinalised_run_writes_model_final_and_tests_it(tiny_cfg, tmp_path):
     config_file = str(tmp_path / "tiny.yaml")
     with open(config_file, "w") as f:
         f.write(tiny_cfg.dump())
-    train_net = import_file("train_net_finalise", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     out = tiny_cfg.OUTPUT_DIR
     opts = ["SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "2"]
     train_net.main(["--config-file", config_file, "--skip-test"] + opts)

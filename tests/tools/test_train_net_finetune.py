@@ -5,11 +5,8 @@ import os
 import pytest
 import torch
 
-from maskrcnn_benchmark.utils.imports import import_file
-
 pytestmark = pytest.mark.slow  # long: see README, "Development"
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GAN = ["MODEL.GAN.ENABLED", "True", "MODEL.GAN.START_ITER", "2", "MODEL.GAN.BOX_DISC.CHANNELS", "8",
        "MODEL.GAN.MASK_DISC.CHANNELS", "8", "MODEL.GAN.BOX_DISC.NUM_CONVS", "3", "MODEL.GAN.MASK_DISC.NUM_CONVS", "3"]
 
@@ -17,8 +14,9 @@ GAN = ["MODEL.GAN.ENABLED", "True", "MODEL.GAN.START_ITER", "2", "MODEL.GAN.BOX_
 @pytest.fixture
 def train_net(monkeypatch):
     """tools/train_net.py whose do_train records the weights each run starts from in ``train_net.started``."""
-    module = import_file("train_net_finetune", os.path.join(REPO, "tools", "train_net.py"))
-    module.started = []
+    from maskrcnn_benchmark.engine import train_net as module
+
+    monkeypatch.setattr(module, "started", [], raising=False)
     real_do_train = module.do_train
 
     def recording_do_train(model, *args, **kwargs):
@@ -30,7 +28,7 @@ def train_net(monkeypatch):
             "iteration": args[6]["iteration"]})
         return real_do_train(model, *args, **kwargs)
 
-    module.do_train = recording_do_train
+    monkeypatch.setattr(module, "do_train", recording_do_train)
     return module
 
 
@@ -134,13 +132,15 @@ def test_gan_checkpoint_of_other_categories_initialises_g_and_d_and_reinitialise
     assert "Initialising discriminators from {} where the weights fit".format(source) in log
 
 
-def test_best_checkpoint_and_early_stopping_through_train_net(tiny_cfg, tmp_path, train_net):
+def test_best_checkpoint_and_early_stopping_through_train_net(tiny_cfg, tmp_path, train_net, monkeypatch):
     config_file = str(tmp_path / "tiny.yaml")
     with open(config_file, "w") as f:
         f.write(tiny_cfg.dump())
     values = iter([0.1, 0.3, 0.2, 0.2, 0.25])
-    train_net.run_test = lambda *args, **kwargs: [None]  # the scripted evaluation below replaces inference
-    train_net.evaluation_metrics = lambda results, names: {"synthetic_fixture/segm/AP": next(values)}
+    # the scripted evaluation below replaces inference
+    monkeypatch.setattr(train_net, "run_test", lambda *args, **kwargs: [None])
+    monkeypatch.setattr(train_net, "evaluation_metrics",
+                        lambda results, names: {"synthetic_fixture/segm/AP": next(values)})
     out = tiny_cfg.OUTPUT_DIR
     train_net.main(["--config-file", config_file, "SOLVER.MAX_ITER", "6", "SOLVER.TEST_PERIOD", "1",
                     "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.CHECKPOINT_KEEP", "1",

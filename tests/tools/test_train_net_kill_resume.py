@@ -25,7 +25,7 @@ OPTS = [
 KILLER = r"""
 import os, signal, sys
 from maskrcnn_benchmark.engine import adversarial
-from maskrcnn_benchmark.utils.imports import import_file
+from maskrcnn_benchmark.engine.train_net import main
 
 real = adversarial.backward_and_step
 calls = []
@@ -37,8 +37,7 @@ def backward_and_step(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
 adversarial.backward_and_step = backward_and_step
-train_net = import_file("train_net_killed", os.path.join(sys.argv[1], "tools", "train_net.py"))
-train_net.main(sys.argv[2:])
+main(sys.argv[1:])
 """
 
 
@@ -67,7 +66,7 @@ def test_sigkill_then_resume_is_bit_identical_and_a_truncated_checkpoint_is_refu
     reference_dir, killed_dir = str(tmp_path / "reference"), str(tmp_path / "killed")
 
     reference = _train(config_file, reference_dir)
-    killed = subprocess.Popen([sys.executable, "-c", KILLER, REPO, "--config-file", config_file] + OPTS
+    killed = subprocess.Popen([sys.executable, "-c", KILLER, "--config-file", config_file] + OPTS
                               + ["OUTPUT_DIR", killed_dir], env=_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     killed.communicate(timeout=300)
@@ -97,8 +96,7 @@ def test_sigkill_then_resume_is_bit_identical_and_a_truncated_checkpoint_is_refu
     final = os.path.join(killed_dir, "model_final.pth")
     with open(final, "r+b") as f:
         f.truncate(os.path.getsize(final) // 2)
-    from maskrcnn_benchmark.utils.imports import import_file
+    from maskrcnn_benchmark.engine import train_net
 
-    train_net = import_file("train_net_truncated", os.path.join(REPO, "tools", "train_net.py"))
     with pytest.raises(RuntimeError, match=r"model_final\.pth.*truncated or corrupt"):
         train_net.main(["--config-file", config_file] + OPTS + ["OUTPUT_DIR", killed_dir, "SOLVER.MAX_ITER", "5"])

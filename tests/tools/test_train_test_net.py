@@ -20,7 +20,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture
 def train_net():
-    return import_file("train_net_under_test", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
+
+    return train_net
 
 
 def test_train_resume_then_test_net_writes_and_prints_coco_results(tiny_cfg, tmp_path, train_net):

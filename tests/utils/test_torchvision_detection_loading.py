@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from maskrcnn_benchmark.config import load_config
-from maskrcnn_benchmark.utils.imports import import_file
 
 torchvision_detection = pytest.importorskip("torchvision.models.detection")
 
@@ -211,7 +210,7 @@ def test_fine_tuning_on_other_classes_reinitialises_only_class_layers(torchvisio
         else:
             torch.testing.assert_close(state[key], value, rtol=0, atol=0, msg=key)
 
-    train_net = import_file("train_net_for_torchvision_weights", os.path.join(REPO, "tools", "train_net.py"))
+    from maskrcnn_benchmark.engine import train_net
     spec = "synthetic_fixture:{}:{}".format(os.path.join(synthetic_dataset_dir, "annotations.json"),
                                             os.path.join(synthetic_dataset_dir, "images"))
     out = tmp_path / "out"
