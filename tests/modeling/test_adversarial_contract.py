@@ -96,8 +96,19 @@ def test_step_state_round_trips_under_the_checkpoint_names():
         assert torch.equal(a, b)
     assert other.d_scheduler.last_epoch == step.d_scheduler.last_epoch == 1
     assert other.d_optimizer.state_dict()["state"].keys() == step.d_optimizer.state_dict()["state"].keys()
-    with pytest.raises(KeyError, match="d_scheduler"):
+    with pytest.raises(KeyError, match="the adversarial step's state has no d_scheduler entry"):
         other.load_state_dict({k: v for k, v in state.items() if k != "d_scheduler"})
+    with pytest.raises(KeyError, match="the adversarial step's state has no d_optimizer, d_scheduler entry"):
+        other.load_state_dict({"discriminators": state["discriminators"]})
+
+
+def test_step_checkpoints_d_s_loss_scaler_under_its_name():
+    # checkpoints written with DTYPE float16 hold D's scaler as "d_grad_scaler": the name must not move
+    step = _step(0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    scaled = AdversarialTrainStep(step.model, step.discriminators, step.g_optimizer, step.d_optimizer,
+                                  step.d_scheduler, d_scaler=scaler)
+    assert scaled.checkpoint_entries()["d_grad_scaler"] is scaler
 
 
 def test_step_without_schedule_or_scaler_has_only_what_it_holds():
