@@ -6,6 +6,8 @@ inputs are real can see it. The reference is D scoring the real inputs alone and
 exact where D's output for one input does not depend on the rest of the batch (eval mode, or no BatchNorm); in
 train mode the reference is D on the joint batch formed by hand, real first.
 """
+import re
+
 import pytest
 import torch
 
@@ -165,3 +167,58 @@ def test_d_s_probability_of_real_boxes_rises_over_a_few_d_steps_on_separable_inp
     (real_start, fake_start), (real_end, fake_end) = history[0], history[-1]
     assert real_end > real_start + 0.1 and real_end > 0.6, history
     assert fake_end < fake_start - 0.1 and fake_end < 0.4, history
+
+
+def test_mask_only_discriminators_score_the_masks_and_report_d_m_s_scale():
+    # the mask-only ablation (MODEL.GAN.BOX_DISC.ENABLED False): no box batch, D_m's scores and scale still come back
+    torch.manual_seed(0)
+    discs = AdversarialDiscriminators(None, MaskDiscriminator(4, channels=4, num_convs=3), None,
+                                      RoIFeaturePooler(28, "ROIAlign", "max", 2))
+    scores = discs(discs.pool_inputs(_adv_inputs()))
+    assert set(scores) == {"mask"} and scores["mask"][0].shape == (3, discs.mask_disc.embedding_size)
+    assert set(discs.scale_stats()) == {"d_mask_bn_gamma"}
+
+
+def _pixels_discriminators():
+    torch.manual_seed(0)
+    return AdversarialDiscriminators(BoxCoordinateDiscriminator(4, 3), MaskDiscriminator(3, channels=4, num_convs=3),
+                                     None, RoIFeaturePooler(28, "ROIAlign", "max", 2), box_input="coordinates",
+                                     mask_input="pixels")
+
+
+@pytest.mark.parametrize("field,needed_for", [
+    ("features", "the discriminators"),
+    ("feature_strides", "the discriminators"),
+    ("box_rois_gt", "the box discriminator"),
+    ("box_rois_pred", "the box discriminator"),
+    ("image_sizes", "MODEL.GAN.BOX_DISC.INPUT 'coordinates'"),
+    ("mask_targets", "the mask discriminator"),
+    ("mask_logits", "the mask discriminator"),
+    ("mask_rois", "the mask discriminator"),
+    ("images", "MODEL.GAN.MASK_DISC.INPUT 'pixels'"),
+])
+def test_pool_inputs_names_the_missing_field_and_what_needs_it(field, needed_for):
+    adv_inputs = _adv_inputs()
+    adv_inputs.images = torch.randn(2, 3, 80, 80)
+    discs = _pixels_discriminators() if field in ("image_sizes", "images") else _discriminators()
+    setattr(adv_inputs, field, None)
+    expected = "{} needs the detector's adversarial input {!r}, which is not filled".format(needed_for, field)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        discs.pool_inputs(adv_inputs)
+
+
+def test_real_fake_batch_refuses_halves_of_different_shapes_naming_both():
+    discs = _discriminators()
+    with pytest.raises(ValueError) as error:
+        discs.real_fake_batch(torch.zeros(2, 4, 28, 28), torch.zeros(3, 4, 28, 28))
+    assert str(error.value) == ("the real and fake discriminator inputs must have the same shape (one real per fake "
+                                "RoI), got (2, 4, 28, 28) and (3, 4, 28, 28)")
+
+
+def test_forward_refuses_inputs_of_a_disabled_discriminator_naming_it_and_its_key():
+    discs = AdversarialDiscriminators(None, MaskDiscriminator(4, channels=4, num_convs=3), None,
+                                      RoIFeaturePooler(28, "ROIAlign", "max", 2))
+    with pytest.raises(ValueError) as error:
+        discs(DiscriminatorBatches(box=torch.zeros(2, 4, 28, 28)))
+    assert str(error.value) == ("the discriminators were given 'box' inputs, but the box discriminator is disabled "
+                                "(MODEL.GAN.BOX_DISC.ENABLED)")
