@@ -167,7 +167,7 @@ def test_train_step_runs_one_forward_and_k_d_updates_and_honours_start_iter():
     assert "loss_box_disc" in logged
     assert logged["d_lr"].item() == pytest.approx(0.02 * 0.25)  # D's scheduler stepped every iteration
 
-    with pytest.raises(ValueError, match="MODEL.GAN.D_STEPS_PER_G_STEP must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"^MODEL\.GAN\.D_STEPS_PER_G_STEP must be >= 1, got 0$"):
         AdversarialTrainStep(model, discs, g_opt, d_opt, d_sched, d_steps_per_g_step=0)
 
 
@@ -190,6 +190,23 @@ def test_iteration_without_positive_rois_is_finite():
     logged = adversarial_iteration(model, discs, g_opt, d_opt, images, targets, 0.025, 0.5)
     assert all(torch.isfinite(v) for v in logged.values())
     assert logged["loss_box_disc"].item() == 0 and "d_box_real_prob" not in logged
+
+
+def test_adv_only_iteration_without_positive_rois_keeps_the_detector_finite():
+    # an image without objects: the box and mask losses are exact zeros, which adv_only drops (times zero) from
+    # L_G; the detector's weights must stay finite
+    model, discs, g_opt, d_opt, images, _ = _setup()
+    targets = (torch.zeros(0, 5), torch.zeros(0, 28, 28))
+
+    def forward(images, targets, return_adv_inputs=False):
+        losses, adv_inputs = _empty_forward(model, images, targets)
+        losses["loss_box_reg"] = model.box_regression.weight.sum() * 0
+        losses["loss_mask"] = model.mask_head.weight.sum() * 0
+        return losses, adv_inputs
+
+    model.forward = forward
+    adversarial_iteration(model, discs, g_opt, d_opt, images, targets, 0.025, 0.5, adv_only=True)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def _empty_forward(model, images, targets):
