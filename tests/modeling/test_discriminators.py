@@ -365,3 +365,17 @@ def test_level_fusion_pools_with_the_chosen_op():
     rois = torch.tensor([[0.0, 4.0, 4.0, 36.0, 36.0]])  # 33 px -> level 2 (stride 4)
     pooled = RoIFeaturePooler(7, "PrRoIPool", "level")(features, strides, rois)
     torch.testing.assert_close(pooled, prroi_pool2d(features[0], rois, 7, 7, 1 / 4))
+
+
+def test_mask_discriminator_convs_have_a_bias_only_without_batchnorm_and_defaults_are_the_config_s():
+    from maskrcnn_benchmark.config import cfg
+
+    assert (cfg.MODEL.GAN.MASK_DISC.CHANNELS, cfg.MODEL.GAN.MASK_DISC.NUM_CONVS) == (64, 5)
+    default = MaskDiscriminator(1)
+    convs = [m for m in default.modules() if isinstance(m, nn.Conv2d)]
+    assert [m.out_channels for m in convs] == [64, 128, 256, 512, 1024]
+    # BatchNorm's shift makes a conv bias redundant; a checkpoint of either kind holds exactly these parameters
+    assert all(m.bias is None for m in convs)
+    no_bn = MaskDiscriminator(1, channels=2, num_convs=2, batch_norm=False)
+    assert all(m.bias is not None for m in no_bn.modules() if isinstance(m, nn.Conv2d))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in no_bn.modules())
