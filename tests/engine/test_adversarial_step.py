@@ -145,8 +145,9 @@ def test_adv_only_drops_box_and_mask_supervision():
     model, discs, g_opt, d_opt, images, targets = _setup()
     logged = adversarial_iteration(model, discs, g_opt, d_opt, images, targets, 0.025, 0.5, adv_only=True)
     assert "loss_box_reg" not in logged and "loss_mask" not in logged
-    # box regression is then trained only by L_adv^Gb, which ROIAlign cannot carry: it gets no gradient
-    assert model.box_regression.weight.grad is None or model.box_regression.weight.grad.abs().sum() == 0
+    # box regression is then trained only by L_adv^Gb, which ROIAlign cannot carry: it gets a zero gradient, not
+    # none, so DDP without find_unused_parameters sees every detector parameter used
+    assert model.box_regression.weight.grad is not None and model.box_regression.weight.grad.abs().sum() == 0
 
 
 def test_train_step_runs_one_forward_and_k_d_updates_and_honours_start_iter():
@@ -166,8 +167,20 @@ def test_train_step_runs_one_forward_and_k_d_updates_and_honours_start_iter():
     assert "loss_box_disc" in logged
     assert logged["d_lr"].item() == pytest.approx(0.02 * 0.25)  # D's scheduler stepped every iteration
 
-    with pytest.raises(ValueError, match="D_STEPS_PER_G_STEP"):
+    with pytest.raises(ValueError, match=r"^MODEL\.GAN\.D_STEPS_PER_G_STEP must be >= 1, got 0$"):
         AdversarialTrainStep(model, discs, g_opt, d_opt, d_sched, d_steps_per_g_step=0)
+
+
+def test_step_defaults_are_the_paper_s_as_in_the_config_defaults():
+    # a step built by hand (without build_adversarial_train_step) trains as MODEL.GAN's defaults say
+    from maskrcnn_benchmark.config import cfg
+
+    model, discs, g_opt, d_opt, _, _ = _setup()
+    step = AdversarialTrainStep(model, discs, g_opt, d_opt)
+    gan = cfg.MODEL.GAN
+    assert step.g_weights == {"loss_box_adv": gan.BOX_WEIGHT, "loss_mask_adv": gan.MASK_WEIGHT}
+    assert (step.start_iter, step.d_steps, step.adv_only) == (gan.START_ITER, gan.D_STEPS_PER_G_STEP, gan.ADV_ONLY)
+    assert step.d_weights is None and not gan.D_LOSS_WEIGHTED
 
 
 def test_iteration_without_positive_rois_is_finite():
@@ -177,6 +190,23 @@ def test_iteration_without_positive_rois_is_finite():
     logged = adversarial_iteration(model, discs, g_opt, d_opt, images, targets, 0.025, 0.5)
     assert all(torch.isfinite(v) for v in logged.values())
     assert logged["loss_box_disc"].item() == 0 and "d_box_real_prob" not in logged
+
+
+def test_adv_only_iteration_without_positive_rois_keeps_the_detector_finite():
+    # an image without objects: the box and mask losses are exact zeros, which adv_only drops (times zero) from
+    # L_G; the detector's weights must stay finite
+    model, discs, g_opt, d_opt, images, _ = _setup()
+    targets = (torch.zeros(0, 5), torch.zeros(0, 28, 28))
+
+    def forward(images, targets, return_adv_inputs=False):
+        losses, adv_inputs = _empty_forward(model, images, targets)
+        losses["loss_box_reg"] = model.box_regression.weight.sum() * 0
+        losses["loss_mask"] = model.mask_head.weight.sum() * 0
+        return losses, adv_inputs
+
+    model.forward = forward
+    adversarial_iteration(model, discs, g_opt, d_opt, images, targets, 0.025, 0.5, adv_only=True)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def _empty_forward(model, images, targets):

@@ -96,11 +96,44 @@ def test_step_state_round_trips_under_the_checkpoint_names():
         assert torch.equal(a, b)
     assert other.d_scheduler.last_epoch == step.d_scheduler.last_epoch == 1
     assert other.d_optimizer.state_dict()["state"].keys() == step.d_optimizer.state_dict()["state"].keys()
-    with pytest.raises(KeyError, match="d_scheduler"):
+    with pytest.raises(KeyError, match="^\"the adversarial step's state has no d_scheduler entry\"$"):
         other.load_state_dict({k: v for k, v in state.items() if k != "d_scheduler"})
+    with pytest.raises(KeyError, match="the adversarial step's state has no d_optimizer, d_scheduler entry"):
+        other.load_state_dict({"discriminators": state["discriminators"]})
+
+
+def test_step_checkpoints_d_s_loss_scaler_under_its_name():
+    # checkpoints written with DTYPE float16 hold D's scaler as "d_grad_scaler": the name must not move
+    step = _step(0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    scaled = AdversarialTrainStep(step.model, step.discriminators, step.g_optimizer, step.d_optimizer,
+                                  step.d_scheduler, d_scaler=scaler)
+    assert scaled.checkpoint_entries()["d_grad_scaler"] is scaler
 
 
 def test_step_without_schedule_or_scaler_has_only_what_it_holds():
     step = _step(0)
     bare = AdversarialTrainStep(step.model, step.discriminators, step.g_optimizer, step.d_optimizer)
     assert set(bare.state_dict()) == {"discriminators", "d_optimizer"}
+
+
+def test_built_step_follows_every_model_gan_key_of_the_step_and_d_s_learning_rate():
+    c = _gan_cfg()
+    c.MODEL.GAN.BOX_WEIGHT, c.MODEL.GAN.MASK_WEIGHT = 0.3, 0.7
+    c.MODEL.GAN.ADV_ONLY, c.MODEL.GAN.D_LOSS_WEIGHTED = True, True
+    c.MODEL.GAN.START_ITER, c.MODEL.GAN.D_STEPS_PER_G_STEP = 5, 2
+    c.MODEL.GAN.D_LR_FACTOR = 0.2
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 4, 1)
+    model.backbone = model
+    model.backbone.out_channels = 4
+    g_optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = build_adversarial_train_step(c, model, g_optimizer)
+    assert step.model is model and step.g_optimizer is g_optimizer
+    assert step.g_weights == {"loss_box_adv": 0.3, "loss_mask_adv": 0.7}
+    assert step.d_weights == {"loss_box_disc": 0.3, "loss_mask_disc": 0.7}
+    assert (step.adv_only, step.start_iter, step.d_steps) == (True, 5, 2)
+    assert step.precision is None and step.g_scaler is None and step.d_scaler is None
+    assert step.d_update_module is step.discriminators  # one process: D is not wrapped
+    # the paper: D's learning rate is a fifth of G's (SOLVER.BASE_LR)
+    assert step.d_optimizer.param_groups[0]["initial_lr"] == pytest.approx(c.SOLVER.BASE_LR * 0.2)

@@ -7,6 +7,7 @@ import torch
 from maskrcnn_benchmark.modeling.discriminators.loss import (
     box_adv_discriminator_loss,
     box_adv_generator_loss,
+    discriminator_losses,
     mask_adv_discriminator_loss,
     mask_adv_generator_loss,
 )
@@ -67,7 +68,23 @@ def test_empty_batches_give_zero_loss_that_backpropagates():
 
 
 def test_mismatched_real_and_fake_shapes_are_reported():
-    with pytest.raises(ValueError, match=r"box_adv_discriminator_loss.*\(2,\).*\(3,\)"):
+    expected = ("{}: the real and fake discriminator outputs must have the same shape (one real per fake RoI), "
+                "got {} and {}")
+    with pytest.raises(ValueError) as error:
         box_adv_discriminator_loss(torch.zeros(2), torch.zeros(3))
-    with pytest.raises(ValueError, match="mask_adv_generator_loss"):
+    assert str(error.value) == expected.format("box_adv_discriminator_loss", (2,), (3,))
+    with pytest.raises(ValueError) as error:
         mask_adv_generator_loss(torch.zeros(2, 4), torch.zeros(2, 5))
+    assert str(error.value) == expected.format("mask_adv_generator_loss", (2, 4), (2, 5))
+
+
+def test_d_statistics_are_logged_from_one_roi_on_and_average_the_embedding_norm_over_rois():
+    # one RoI is enough for the statistics (an image with one object); D_m's scale is the mean over RoIs of the
+    # L2 norm of each RoI's embedding, not the norm of the whole batch
+    _, stats = discriminator_losses({"box": (torch.tensor([2.0]), torch.tensor([-1.0])),
+                                     "mask": (torch.tensor([[3.0, 4.0]]), torch.zeros(1, 2))})
+    assert stats["d_box_real_prob"].item() == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    assert stats["d_box_fake_prob"].item() == pytest.approx(torch.sigmoid(torch.tensor(-1.0)).item())
+    assert stats["d_mask_real_embedding_norm"].item() == pytest.approx(5.0)
+    _, stats = discriminator_losses({"mask": (torch.tensor([[3.0, 4.0], [0.0, 1.0]]), torch.zeros(2, 2))})
+    assert stats["d_mask_real_embedding_norm"].item() == pytest.approx((5.0 + 1.0) / 2)

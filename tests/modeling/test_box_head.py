@@ -219,3 +219,52 @@ def test_adversarial_boxes_decode_the_gt_class_regression_per_image():
     assert torch.equal(gt, torch.tensor([[0.0, 4.0, 6.0, 20.0, 22.0], [1.0, 1.0, 2.0, 3.0, 4.0]]))
     grad, = torch.autograd.grad(pred[0, 1:].sum(), box_regression)
     assert grad[0, 8:12].abs().sum() > 0 and grad[0, :8].abs().sum() == 0 and grad[1].abs().sum() == 0
+
+
+def test_fast_rcnn_box_loss_trains_class_one_like_every_foreground_class():
+    class_logits = torch.zeros(2, 3)
+    box_regression = torch.zeros(2, 12)
+    box_regression[0, 4:8] = torch.tensor([0.5, 0.0, 0.0, 0.0])  # class 1's box of the first RoI
+    _, loss_box = fast_rcnn_losses(class_logits, box_regression, torch.tensor([1, 0]), torch.zeros(2, 4))
+    assert loss_box.item() == pytest.approx(0.5 * 0.5 ** 2 / 2)
+
+
+def test_loss_evaluator_honours_class_agnostic_regression_and_the_config():
+    from maskrcnn_benchmark.modeling.box_coder import box_convention_to_remove
+    from maskrcnn_benchmark.modeling.roi_heads.box_head.loss import make_roi_box_loss_evaluator
+
+    evaluator = FastRCNNLossComputation(Matcher(0.5, 0.5), BalancedPositiveNegativeSampler(8, 0.5),
+                                        BoxCoder((10.0, 10.0, 5.0, 5.0)), cls_agnostic_bbox_reg=True)
+    proposals = BoxList(torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 20.0]]), (32, 32))
+    proposals.add_field("labels", torch.tensor([2, 0]))
+    proposals.add_field("regression_targets", torch.zeros(2, 4))
+    box_regression = torch.zeros(2, 8)  # background and foreground box: class 2 is trained on columns 4:8
+    box_regression[0, 4:8] = torch.tensor([0.5, 0.0, 0.0, 0.0])
+    _, loss_box = evaluator(torch.zeros(2, 3), box_regression, [proposals])
+    assert loss_box.item() == pytest.approx(0.5 * 0.5 ** 2 / 2)
+
+    c = default_cfg.clone()
+    c.MODEL.CLS_AGNOSTIC_BBOX_REG = True
+    built = make_roi_box_loss_evaluator(c)
+    assert built.cls_agnostic_bbox_reg is True
+    assert built.proposal_matcher.allow_low_quality_matches is False  # Fast R-CNN: no low-quality positives
+    assert built.box_coder.to_remove == box_convention_to_remove(c)
+
+
+def test_subsample_ignores_proposals_between_the_thresholds_and_names_a_list_mismatch():
+    target = BoxList(torch.tensor([[10.0, 10.0, 29.0, 29.0]]), (100, 100))
+    target.add_field("labels", torch.tensor([3]))
+    proposals = BoxList(torch.tensor([
+        [10.0, 10.0, 29.0, 29.0],   # IoU 1: label 3
+        [15.0, 10.0, 34.0, 29.0],   # IoU 15*20 / (2*400 - 300) = 0.6, between 0.3 and 0.7: ignored
+        [80.0, 80.0, 99.0, 99.0],   # IoU 0: background
+    ]), (100, 100))
+    evaluator = FastRCNNLossComputation(Matcher(0.7, 0.3), BalancedPositiveNegativeSampler(8, 0.5),
+                                        BoxCoder((10.0, 10.0, 5.0, 5.0)))
+    sampled = evaluator.subsample([proposals], [target])[0]
+    order = torch.argsort(sampled.bbox[:, 0])
+    assert sampled.bbox[order, 0].tolist() == [10.0, 80.0]
+    assert sampled.get_field("labels")[order].tolist() == [3, 0]
+    with pytest.raises(ValueError) as error:
+        evaluator.subsample([proposals, proposals], [target])
+    assert str(error.value) == "box head got 2 proposal lists but 1 target lists; pass one target BoxList per image"

@@ -326,3 +326,56 @@ def test_max_over_levels_propagates_nan_and_infinities_and_routes_their_gradient
     assert torch.equal(a.grad, torch.tensor([0.0, 0.0, 0.0, 4.0]))  # all -inf: a tie, the first level
     assert torch.equal(b.grad, torch.tensor([0.0, 0.0, 3.0, 0.0]))  # inf came in at b and stayed
     assert torch.equal(c.grad, torch.tensor([1.0, 2.0, 0.0, 0.0]))  # NaN elements: the last level
+
+
+def test_box_coordinate_discriminator_layers_follow_its_arguments_and_defaults():
+    from maskrcnn_benchmark.config import cfg
+    from maskrcnn_benchmark.modeling.discriminators.box_discriminator import BoxCoordinateDiscriminator
+
+    def layers(disc):
+        return ([(m.in_features, m.out_features, m.bias is not None) for m in disc.modules()
+                 if isinstance(m, nn.Linear)], sum(isinstance(m, nn.BatchNorm1d) for m in disc.modules()))
+
+    # the defaults are MODEL.GAN.BOX_DISC's: 64 wide, 5 layers, BatchNorm (so no bias before it)
+    assert (cfg.MODEL.GAN.BOX_DISC.CHANNELS, cfg.MODEL.GAN.BOX_DISC.NUM_CONVS) == (64, 5)
+    assert layers(BoxCoordinateDiscriminator()) == (
+        [(4, 64, False), (64, 128, False), (128, 256, False), (256, 512, False), (512, 1, True)], 4)
+    # the width doubles up to 8x, then stays
+    assert layers(BoxCoordinateDiscriminator(2, 6))[0] == [
+        (4, 2, False), (2, 4, False), (4, 8, False), (8, 16, False), (16, 16, False), (16, 1, True)]
+    assert layers(BoxCoordinateDiscriminator(2, 3, batch_norm=False)) == (
+        [(4, 2, True), (2, 4, True), (4, 1, True)], 0)
+    assert layers(BoxCoordinateDiscriminator(2, 1)) == ([(4, 1, True)], 0)
+    with pytest.raises(ValueError) as error:
+        BoxCoordinateDiscriminator(2, 0)
+    assert str(error.value) == "a discriminator needs at least one layer, got num_layers=0"
+    for shape in ((3, 5), (4,)):
+        with pytest.raises(ValueError) as error:
+            BoxCoordinateDiscriminator(2, 2)(torch.zeros(shape))
+        assert str(error.value) == "BoxCoordinateDiscriminator expects K x 4 normalised boxes, got {}".format(shape)
+
+
+def test_level_fusion_pools_with_the_chosen_op():
+    # FEATURE_FUSION "level" with POOLER_TYPE PrRoIPool: PrRoIPool at the assigned level, not the pooler's default op
+    from maskrcnn_benchmark.layers.prroi_pool import prroi_pool2d
+
+    torch.manual_seed(0)
+    strides = [4, 8, 16, 32]
+    features = [torch.randn(1, 3, 256 // s, 256 // s) for s in strides]
+    rois = torch.tensor([[0.0, 4.0, 4.0, 36.0, 36.0]])  # 33 px -> level 2 (stride 4)
+    pooled = RoIFeaturePooler(7, "PrRoIPool", "level")(features, strides, rois)
+    torch.testing.assert_close(pooled, prroi_pool2d(features[0], rois, 7, 7, 1 / 4))
+
+
+def test_mask_discriminator_convs_have_a_bias_only_without_batchnorm_and_defaults_are_the_config_s():
+    from maskrcnn_benchmark.config import cfg
+
+    assert (cfg.MODEL.GAN.MASK_DISC.CHANNELS, cfg.MODEL.GAN.MASK_DISC.NUM_CONVS) == (64, 5)
+    default = MaskDiscriminator(1)
+    convs = [m for m in default.modules() if isinstance(m, nn.Conv2d)]
+    assert [m.out_channels for m in convs] == [64, 128, 256, 512, 1024]
+    # BatchNorm's shift makes a conv bias redundant; a checkpoint of either kind holds exactly these parameters
+    assert all(m.bias is None for m in convs)
+    no_bn = MaskDiscriminator(1, channels=2, num_convs=2, batch_norm=False)
+    assert all(m.bias is not None for m in no_bn.modules() if isinstance(m, nn.Conv2d))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in no_bn.modules())

@@ -180,3 +180,26 @@ def test_masker_matches_per_box_reference_paste():
     assert probabilities.dtype == torch.float32 and float(probabilities.max()) <= 1.0
     assert torch.equal((probabilities > 0.5).to(torch.uint8), pasted)
     assert Masker()(torch.zeros(0, 1, 28, 28), BoxList(torch.zeros(0, 4), (64, 48)))[0].shape == (0, 1, 48, 64)
+
+
+def test_mask_targets_of_no_boxes_are_an_empty_float_batch():
+    targets = project_masks_on_boxes(_square_mask("poly"), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), 4)
+    assert targets.shape == (0, 4, 4) and targets.dtype == torch.float32
+
+
+def test_mask_loss_targets_follow_each_roi_s_matched_instance_and_the_resolution_message():
+    masks = SegmentationMask([[[0.0, 0.0, 8.0, 0.0, 8.0, 8.0, 0.0, 8.0]],
+                              [[8.0, 8.0, 16.0, 8.0, 16.0, 16.0, 8.0, 16.0]]], (16, 16))
+    proposals = BoxList(torch.tensor([[0.0, 0.0, 16.0, 16.0]]).repeat(2, 1), (16, 16))
+    proposals.add_field("labels", torch.tensor([1, 1]))
+    proposals.add_field("matched_idxs", torch.tensor([1, 0]))
+    target = BoxList(torch.tensor([[0.0, 0.0, 8.0, 8.0], [8.0, 8.0, 16.0, 16.0]]), (16, 16))
+    target.add_field("masks", masks)
+    _, targets = MaskRCNNLossComputation(2).gt_class_logits_and_targets([proposals], torch.zeros(2, 2, 2, 2),
+                                                                        [target])
+    assert targets.tolist() == [[[0.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 0.0]]]
+    with pytest.raises(ValueError) as error:
+        MaskRCNNLossComputation(28).gt_class_logits_and_targets([proposals], torch.zeros(2, 2, 2, 2), [target])
+    assert str(error.value) == (
+        "mask predictor outputs 2x2 masks but MODEL.ROI_MASK_HEAD.RESOLUTION is 28; set RESOLUTION to the "
+        "predictor's output size (2 x POOLER_RESOLUTION for the deconv predictor)")

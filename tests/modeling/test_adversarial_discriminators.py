@@ -1,0 +1,224 @@
+"""Which half of D's joint (real, fake) batch is real: AdversarialDiscriminators.pool_inputs and forward.
+
+A swap of the halves anywhere on the path (the order of the joint batch, the split of D's output) makes D learn to
+call ground-truth boxes fake and predicted ones real, and the losses stay finite: only a test that knows which
+inputs are real can see it. The reference is D scoring the real inputs alone and the fake inputs alone, which is
+exact where D's output for one input does not depend on the rest of the batch (eval mode, or no BatchNorm); in
+train mode the reference is D on the joint batch formed by hand, real first.
+"""
+import re
+
+import pytest
+import torch
+
+from maskrcnn_benchmark.modeling.discriminators import (
+    AdversarialDiscriminators,
+    BoxDiscriminator,
+    DiscriminatorBatches,
+    MaskDiscriminator,
+    RoIFeaturePooler,
+)
+from maskrcnn_benchmark.modeling.discriminators.box_discriminator import BoxCoordinateDiscriminator
+from maskrcnn_benchmark.modeling.discriminators.loss import discriminator_losses
+from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
+
+STRIDES = [4, 8]
+IMAGE_SIZES = [(64, 80), (72, 64)]
+GT_ROIS = torch.tensor([[0, 4.0, 6.0, 40.0, 50.0], [0, 20.0, 10.0, 60.0, 30.0], [1, 8.0, 8.0, 30.0, 60.0]])
+# predicted boxes far from their ground truth, so every real input differs from its fake one
+PRED_ROIS = torch.tensor([[0, 30.0, 30.0, 76.0, 62.0], [0, 2.0, 36.0, 30.0, 60.0], [1, 34.0, 40.0, 62.0, 70.0]])
+
+
+def _discriminators(box_input="features", batch_norm=True, channels=4):
+    torch.manual_seed(0)
+    if box_input == "coordinates":
+        box_disc, box_pooler = BoxCoordinateDiscriminator(channels, 3, batch_norm), None
+    else:
+        box_disc = BoxDiscriminator(channels, channels=channels, num_convs=3, batch_norm=batch_norm)
+        box_pooler = RoIFeaturePooler(28, "ROIAlign", "max", sampling_ratio=2)
+    mask_disc = MaskDiscriminator(channels, channels=channels, num_convs=3, batch_norm=batch_norm)
+    discs = AdversarialDiscriminators(box_disc, mask_disc, box_pooler, RoIFeaturePooler(28, "ROIAlign", "max", 2),
+                                      box_input=box_input)
+    # DCGAN's N(0, 0.02) start gives logits of ~1e-4: scale the weights up so real and fake scores differ by far
+    # more than float rounding
+    with torch.no_grad():
+        for module in discs.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                module.weight.normal_(std=0.5)
+    return discs
+
+
+def _adv_inputs(channels=4):
+    generator = torch.Generator().manual_seed(1)
+    features = [torch.randn(2, channels, 80 // s, 80 // s, generator=generator) for s in STRIDES]
+    return AdversarialInputs(
+        features=features, feature_strides=STRIDES, image_sizes=IMAGE_SIZES,
+        box_rois_gt=GT_ROIS, box_rois_pred=PRED_ROIS,
+        mask_targets=(torch.rand(3, 28, 28, generator=generator) > 0.5).float(),
+        mask_logits=3 * torch.randn(3, 28, 28, generator=generator), mask_rois=GT_ROIS)
+
+
+def _real_and_fake_inputs(discs, adv_inputs):
+    """D_b's and D_m's real and fake inputs, each formed on its own from the named fields (not as one batch)."""
+    if discs.box_input == "coordinates":
+        scale = torch.tensor([[w, h, w, h] for h, w in IMAGE_SIZES])
+        box = [rois[:, 1:] / scale[rois[:, 0].long()] for rois in (GT_ROIS, PRED_ROIS)]
+    else:
+        box = [discs.box_pooler(adv_inputs.features, STRIDES, rois) for rois in (GT_ROIS, PRED_ROIS)]
+    context = discs.mask_pooler(adv_inputs.features, STRIDES, GT_ROIS)
+    mask = [masks[:, None] * context for masks in (adv_inputs.mask_targets, adv_inputs.mask_logits.sigmoid())]
+    return {"box": box, "mask": mask}
+
+
+def _assert_halves(scores, expected):
+    for key in ("box", "mask"):
+        real, fake = scores[key]
+        expected_real, expected_fake = expected[key]
+        # the halves must be told apart by far more than the tolerance, or the comparison could not fail
+        gap = (expected_real - expected_fake).abs().max()
+        assert gap > 0.01, (key, gap)
+        torch.testing.assert_close(real, expected_real, rtol=0, atol=1e-4 * gap)
+        torch.testing.assert_close(fake, expected_fake, rtol=0, atol=1e-4 * gap)
+
+
+@pytest.mark.parametrize("box_input", ["features", "coordinates"])
+def test_real_half_scores_are_d_s_scores_of_the_real_inputs_alone_in_eval_mode(box_input):
+    # eval mode: BatchNorm uses its running statistics, so D's score of an input does not depend on the batch
+    discs = _discriminators(box_input).eval()
+    adv_inputs = _adv_inputs()
+    with torch.no_grad():
+        scores = discs(discs.pool_inputs(adv_inputs))
+        alone = _real_and_fake_inputs(discs, adv_inputs)
+        expected = {"box": [discs.box_disc(x) for x in alone["box"]],
+                    "mask": [discs.mask_disc(x) for x in alone["mask"]]}
+    _assert_halves(scores, expected)
+
+
+@pytest.mark.parametrize("box_input", ["features", "coordinates"])
+def test_real_half_scores_are_d_s_scores_of_the_real_inputs_alone_without_batch_statistics(box_input):
+    # train mode without BatchNorm (MODEL.GAN.SPECTRAL_NORM's D): nothing couples the inputs of a batch
+    discs = _discriminators(box_input, batch_norm=False).train()
+    adv_inputs = _adv_inputs()
+    with torch.no_grad():
+        scores = discs(discs.pool_inputs(adv_inputs))
+        alone = _real_and_fake_inputs(discs, adv_inputs)
+        expected = {"box": [discs.box_disc(x) for x in alone["box"]],
+                    "mask": [discs.mask_disc(x) for x in alone["mask"]]}
+    _assert_halves(scores, expected)
+
+
+def test_real_half_scores_in_train_mode_are_the_real_rows_of_d_on_the_joint_batch():
+    # train mode with BatchNorm: D normalises real and fake together, so each half's scores are the rows of D's
+    # output on the batch [real; fake] (formed here by hand from the named fields) that hold that half
+    discs = _discriminators().train()
+    adv_inputs = _adv_inputs()
+    with torch.no_grad():
+        scores = discs(discs.pool_inputs(adv_inputs))
+        alone = _real_and_fake_inputs(discs, adv_inputs)
+        expected = {"box": discs.box_disc(torch.cat(alone["box"])).chunk(2),
+                    "mask": discs.mask_disc(torch.cat(alone["mask"])).chunk(2)}
+    _assert_halves(scores, expected)
+
+
+def test_forward_returns_the_first_half_of_the_batch_as_real():
+    # DiscriminatorBatches' contract: real first. Real and fake inputs of opposite sign get opposite scores
+    # from a D without batch statistics, so the halves cannot be mistaken for one another.
+    discs = _discriminators(batch_norm=False).eval()
+    real, fake = torch.full((2, 4, 28, 28), 1.0), torch.full((2, 4, 28, 28), -1.0)
+    with torch.no_grad():
+        scores = discs(DiscriminatorBatches(box=torch.cat([real, fake]), mask=torch.cat([real, fake])))
+        assert torch.equal(scores["box"][0], discs.box_disc(real))
+        assert torch.equal(scores["box"][1], discs.box_disc(fake))
+        assert torch.equal(scores["mask"][0], discs.mask_disc(real))
+        assert torch.equal(scores["mask"][1], discs.mask_disc(fake))
+    assert not torch.equal(scores["box"][0], scores["box"][1])
+
+
+def test_d_s_probability_of_real_boxes_rises_over_a_few_d_steps_on_separable_inputs():
+    # the ground-truth boxes lie on bright features, the predicted ones on dark features: a few SGD steps on
+    # L_adv^Db (Eq. (5)) through pool_inputs, forward and discriminator_losses must raise D_b's probability for
+    # the real boxes and lower it for the fake ones. The probabilities are read from D_b itself on the batch
+    # [real; fake] pooled here by hand, not from the step's own statistics, which a swap of the halves would
+    # swap along with the losses.
+    torch.manual_seed(0)
+    discs = AdversarialDiscriminators(BoxDiscriminator(2, channels=4, num_convs=3), None,
+                                      RoIFeaturePooler(28, "ROIAlign", "max", 2), None)
+    level = torch.randn(1, 2, 20, 20) * 0.1
+    level[..., :10] += 1.0  # left half of the 80 x 80 image bright (stride 4)
+    gt = torch.tensor([[0, 4.0, 4.0, 30.0, 36.0], [0, 2.0, 40.0, 34.0, 76.0], [0, 8.0, 20.0, 36.0, 60.0]])
+    pred = gt + torch.tensor([0.0, 44.0, 0.0, 44.0, 0.0])  # the same boxes moved into the dark right half
+    adv_inputs = AdversarialInputs(features=[level], feature_strides=[4], box_rois_gt=gt, box_rois_pred=pred)
+    batches = discs.pool_inputs(adv_inputs).detach()
+    by_hand = torch.cat([discs.box_pooler([level], [4], rois) for rois in (gt, pred)])
+    optimizer = torch.optim.SGD(discs.parameters(), lr=0.05, momentum=0.9)
+
+    def probabilities():
+        with torch.no_grad():
+            real, fake = discs.box_disc(by_hand).sigmoid().chunk(2)
+        return real.mean().item(), fake.mean().item()
+
+    history = [probabilities()]
+    for _ in range(8):
+        losses, _ = discriminator_losses(discs(batches))
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+        history.append(probabilities())
+    (real_start, fake_start), (real_end, fake_end) = history[0], history[-1]
+    assert real_end > real_start + 0.1 and real_end > 0.6, history
+    assert fake_end < fake_start - 0.1 and fake_end < 0.4, history
+
+
+def test_mask_only_discriminators_score_the_masks_and_report_d_m_s_scale():
+    # the mask-only ablation (MODEL.GAN.BOX_DISC.ENABLED False): no box batch, D_m's scores and scale still come back
+    torch.manual_seed(0)
+    discs = AdversarialDiscriminators(None, MaskDiscriminator(4, channels=4, num_convs=3), None,
+                                      RoIFeaturePooler(28, "ROIAlign", "max", 2))
+    scores = discs(discs.pool_inputs(_adv_inputs()))
+    assert set(scores) == {"mask"} and scores["mask"][0].shape == (3, discs.mask_disc.embedding_size)
+    assert set(discs.scale_stats()) == {"d_mask_bn_gamma"}
+
+
+def _pixels_discriminators():
+    torch.manual_seed(0)
+    return AdversarialDiscriminators(BoxCoordinateDiscriminator(4, 3), MaskDiscriminator(3, channels=4, num_convs=3),
+                                     None, RoIFeaturePooler(28, "ROIAlign", "max", 2), box_input="coordinates",
+                                     mask_input="pixels")
+
+
+@pytest.mark.parametrize("field,needed_for", [
+    ("features", "the discriminators"),
+    ("feature_strides", "the discriminators"),
+    ("box_rois_gt", "the box discriminator"),
+    ("box_rois_pred", "the box discriminator"),
+    ("image_sizes", "MODEL.GAN.BOX_DISC.INPUT 'coordinates'"),
+    ("mask_targets", "the mask discriminator"),
+    ("mask_logits", "the mask discriminator"),
+    ("mask_rois", "the mask discriminator"),
+    ("images", "MODEL.GAN.MASK_DISC.INPUT 'pixels'"),
+])
+def test_pool_inputs_names_the_missing_field_and_what_needs_it(field, needed_for):
+    adv_inputs = _adv_inputs()
+    adv_inputs.images = torch.randn(2, 3, 80, 80)
+    discs = _pixels_discriminators() if field in ("image_sizes", "images") else _discriminators()
+    setattr(adv_inputs, field, None)
+    expected = "{} needs the detector's adversarial input {!r}, which is not filled".format(needed_for, field)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        discs.pool_inputs(adv_inputs)
+
+
+def test_real_fake_batch_refuses_halves_of_different_shapes_naming_both():
+    discs = _discriminators()
+    with pytest.raises(ValueError) as error:
+        discs.real_fake_batch(torch.zeros(2, 4, 28, 28), torch.zeros(3, 4, 28, 28))
+    assert str(error.value) == ("the real and fake discriminator inputs must have the same shape (one real per fake "
+                                "RoI), got (2, 4, 28, 28) and (3, 4, 28, 28)")
+
+
+def test_forward_refuses_inputs_of_a_disabled_discriminator_naming_it_and_its_key():
+    discs = AdversarialDiscriminators(None, MaskDiscriminator(4, channels=4, num_convs=3), None,
+                                      RoIFeaturePooler(28, "ROIAlign", "max", 2))
+    with pytest.raises(ValueError) as error:
+        discs(DiscriminatorBatches(box=torch.zeros(2, 4, 28, 28)))
+    assert str(error.value) == ("the discriminators were given 'box' inputs, but the box discriminator is disabled "
+                                "(MODEL.GAN.BOX_DISC.ENABLED)")
