@@ -82,22 +82,14 @@ def _assert_halves(scores, expected):
 
 
 @pytest.mark.parametrize("box_input", ["features", "coordinates"])
-def test_real_half_scores_are_d_s_scores_of_the_real_inputs_alone_in_eval_mode(box_input):
-    # eval mode: BatchNorm uses its running statistics, so D's score of an input does not depend on the batch
-    discs = _discriminators(box_input).eval()
-    adv_inputs = _adv_inputs()
-    with torch.no_grad():
-        scores = discs(discs.pool_inputs(adv_inputs))
-        alone = _real_and_fake_inputs(discs, adv_inputs)
-        expected = {"box": [discs.box_disc(x) for x in alone["box"]],
-                    "mask": [discs.mask_disc(x) for x in alone["mask"]]}
-    _assert_halves(scores, expected)
-
-
-@pytest.mark.parametrize("box_input", ["features", "coordinates"])
-def test_real_half_scores_are_d_s_scores_of_the_real_inputs_alone_without_batch_statistics(box_input):
-    # train mode without BatchNorm (MODEL.GAN.SPECTRAL_NORM's D): nothing couples the inputs of a batch
-    discs = _discriminators(box_input, batch_norm=False).train()
+@pytest.mark.parametrize("mode", ["eval", "train without BatchNorm"])
+def test_real_half_scores_are_d_s_scores_of_the_real_inputs_alone(box_input, mode):
+    # eval mode: BatchNorm uses its running statistics, so D's score of an input does not depend on the batch;
+    # train mode without BatchNorm (MODEL.GAN.SPECTRAL_NORM's D): nothing couples the inputs of a batch either
+    if mode == "eval":
+        discs = _discriminators(box_input).eval()
+    else:
+        discs = _discriminators(box_input, batch_norm=False).train()
     adv_inputs = _adv_inputs()
     with torch.no_grad():
         scores = discs(discs.pool_inputs(adv_inputs))
