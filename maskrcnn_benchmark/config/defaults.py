@@ -283,9 +283,10 @@ _C.MODEL.FBNET.RPN_BN_TYPE = ""  # normalisation of the RPN head ("" = BN_TYPE)
 # ---------------------------------------------------------------------------- #
 # The defaults follow the paper's method; some values come from the authors' code (github.com/quangle2110/
 # GAN_Mask-RCNN), not the paper: w_b = 0.025 and w_m = 0.5, D's widths (64), the max over FPN levels.
-# "The authors' variant" is the set of keys where the authors' code differs from the paper (configs
-# configs/paper/<dataset>/*_gan_authors.yaml set all three): D_LOSS_WEIGHTED, MASK_DISC.EMBED_INPUT,
-# MASK_DISC.LAYER_WEIGHTS.
+# "The authors' variant" is the set of keys where the authors' code differs from the paper; the configs
+# configs/paper/<dataset>/*_gan_authors.yaml set all of them: D_LOSS_WEIGHTED, MASK_DISC.EMBED_INPUT,
+# MASK_DISC.LAYER_WEIGHTS, D_BATCH, UPDATE_ORDER, MASK_DISC.POOLER_TYPE, FIRST_CONV_NORM, D_INIT,
+# DETECTOR_POOLER_FUSION, CLIP_GT_BOXES (the table in docs/adversarial.md#the-authors-code).
 _C.MODEL.GAN = CN()
 _C.MODEL.GAN.ENABLED = False  # True: train with the box / mask discriminators (engine/adversarial.py)
 _C.MODEL.GAN.BOX_WEIGHT = 0.025  # w_b of Eq. (2): weight of the generator's box adversarial loss (value: authors' code)
@@ -306,6 +307,28 @@ _C.MODEL.GAN.DETACH_FEATURES = True
 # how the discriminators read the FPN levels: "max" = every level, element-wise max (the authors' code);
 # "level" = one level per RoI by the FPN assignment
 _C.MODEL.GAN.FEATURE_FUSION = "max"
+# how D sees real and fake: "joint" = one D call on real and fake together, so D's BatchNorm normalises both halves
+# with the same statistics (ours); "separate" = one D call per half, each normalised by its own statistics (the
+# authors' code, (a) of the authors'-code table)
+_C.MODEL.GAN.D_BATCH = "joint"
+# the order of the two updates of an iteration (one detector forward serves both): "d_then_g" = D steps first, then
+# G steps against the updated D (Section 4.2); "g_then_d" = both losses from the same D, then G steps, then D (the
+# authors' code, (b); needs D_STEPS_PER_G_STEP 1)
+_C.MODEL.GAN.UPDATE_ORDER = "d_then_g"
+# True: BatchNorm after the first conv (layer) of both discriminators, like every other hidden one; False: the first
+# conv has neither BatchNorm nor bias, its output goes straight into LeakyReLU (DCGAN's rule; the authors' code, (d))
+_C.MODEL.GAN.FIRST_CONV_NORM = True
+# initialisation of D's weights: "dcgan" = conv / linear weights N(0, 0.02), BatchNorm scales 1; "he_fan_out" = He
+# normal with fan-out (std sqrt(2 / (k * k * out_channels))), BatchNorm scales drawn from N(1, 0.02) (the authors'
+# code, (e)); biases and BatchNorm shifts 0 in both
+_C.MODEL.GAN.D_INIT = "dcgan"
+# the DETECTOR's own RoI poolers (box, mask and keypoint heads), in training and inference, with or without
+# MODEL.GAN.ENABLED: "level" = one FPN level per RoI by its size (Mask R-CNN); "max" = every level pooled, element-wise
+# maximum (the authors' code replaces the heads' poolers so, (f))
+_C.MODEL.GAN.DETECTOR_POOLER_FUSION = "level"
+# True: D_b's real boxes (the ground-truth boxes matched to the foreground RoIs) are clipped to the image, like its
+# predicted boxes always are (the authors' code, (g)); False: as annotated
+_C.MODEL.GAN.CLIP_GT_BOXES = False
 _C.MODEL.GAN.BOX_DISC = CN()
 _C.MODEL.GAN.BOX_DISC.ENABLED = True  # True: use the box discriminator when MODEL.GAN.ENABLED
 _C.MODEL.GAN.BOX_DISC.NUM_CONVS = 5  # conv layers of the box discriminator incl. the scoring one (paper: 3, 4, 5)
@@ -319,7 +342,8 @@ _C.MODEL.GAN.MASK_DISC = CN()
 _C.MODEL.GAN.MASK_DISC.ENABLED = True  # True: use the mask discriminator when MODEL.GAN.ENABLED
 _C.MODEL.GAN.MASK_DISC.NUM_CONVS = 5  # conv layers of the mask discriminator, all feeding its embedding (3, 4, 5)
 _C.MODEL.GAN.MASK_DISC.CHANNELS = 64  # width of its first conv, doubling per layer (64: the authors' code)
-_C.MODEL.GAN.MASK_DISC.POOLER_TYPE = "ROIAlign"  # RoI pooling of the mask discriminator's image features
+# RoI pooling of D_m's context (the features its masks multiply): "ROIAlign", or "PrRoIPool" (the authors' code, (c))
+_C.MODEL.GAN.MASK_DISC.POOLER_TYPE = "ROIAlign"
 _C.MODEL.GAN.MASK_DISC.POOLER_RESOLUTION = 28  # pooled RoI side, cells (= ROI_MASK_HEAD.RESOLUTION)
 # what D_m's masks multiply: "features" (RoI features, the paper), "mask" (nothing: the masks alone) or "pixels"
 # (the RoI's input image pixels): the abstract's "feature space vs pixel space"
