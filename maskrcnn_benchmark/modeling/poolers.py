@@ -1,8 +1,11 @@
-"""Multi-level RoI feature pooling (RoIAlign or Precise RoI Pooling) with FPN level assignment."""
+"""Multi-level RoI feature pooling (RoIAlign or Precise RoI Pooling) with FPN level assignment, or with the
+element-wise maximum over all levels (MODEL.GAN.DETECTOR_POOLER_FUSION "max", the authors' code)."""
+import functools
 import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from maskrcnn_benchmark.modeling.box_coder import box_convention_to_remove
 from maskrcnn_benchmark.modeling.utils import cat
@@ -51,6 +54,51 @@ class LevelMapper(object):
         return target_lvls.to(torch.int64) - self.k_min
 
 
+class _MaxOverLevels(torch.autograd.Function):
+    """Element-wise maximum of same-shaped tensors whose backward sends each element's gradient to the tensor the
+    maximum came from, read from a saved uint8 index: fewer passes over the pooled features than a chain of
+    torch.maximum, whose backward re-compares the inputs pair by pair. The values are the chain's, bitwise; so are
+    the gradients except at exact ties, where the chain splits the gradient between the tied inputs and this gives
+    it all to the first."""
+
+    @staticmethod
+    def forward(ctx, *levels):
+        fused = levels[0]
+        source = torch.zeros(fused.shape, dtype=torch.uint8, device=fused.device)
+        for index, level in enumerate(levels[1:], 1):
+            larger = torch.maximum(fused, level)
+            source.masked_fill_(larger != fused, index)  # NaN != NaN: a NaN element points at the last level
+            fused = larger
+        ctx.save_for_backward(source)
+        ctx.num_levels = len(levels)
+        return fused
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        source, = ctx.saved_tensors
+        zero = grad.new_zeros(())
+        return tuple(torch.where(source == index, grad, zero) if ctx.needs_input_grad[index] else None
+                     for index in range(ctx.num_levels))
+
+
+def _needs_grad(levels):
+    return torch.is_grad_enabled() and any(level.requires_grad for level in levels)
+
+
+def max_over_levels(levels):
+    """Element-wise maximum of ``levels`` (list of Tensor[K, C, R, R], the RoIs pooled at each FPN level), with a
+    gradient (when one must flow, to the predicted boxes) that reaches each element's maximal level only: a chain
+    of torch.maximum without autograd (and while tracing), :class:`_MaxOverLevels` when a gradient must flow."""
+    if len(levels) > 1 and _needs_grad(levels) and not torch.jit.is_tracing():
+        return _MaxOverLevels.apply(*levels)
+    return functools.reduce(torch.maximum, levels)
+
+
+# How a multi-level Pooler reads the FPN maps (MODEL.GAN.DETECTOR_POOLER_FUSION)
+POOLER_FUSIONS = ("level", "max")
+
+
 def _make_level_pooler(pooler_type, output_size, scale, sampling_ratio, prroi_impl="auto"):
     if pooler_type == "ROIAlign":
         from maskrcnn_benchmark.layers import ROIAlign
@@ -83,13 +131,20 @@ class Pooler(nn.Module):
             "PrRoIPool" (Precise RoI Pooling, differentiable w.r.t. the box coordinates).
         prroi_impl: PrRoIPool's implementation, "compiled", "torch" or "auto" (MODEL.PRROI_POOL_IMPL).
         to_remove: box width offset of the level assignment (MODEL.BOX_CONVENTION; see LevelMapper).
+        fusion: "level" (each RoI pooled from the one map its size maps to, Mask R-CNN) or "max" (each RoI pooled
+            from every map, element-wise maximum: the authors' AdaptivePooler, MODEL.GAN.DETECTOR_POOLER_FUSION).
     forward(x, boxes): x list[Tensor[N, C, H_l, W_l]] (at least len(scales) maps; extra maps are
     ignored), boxes list[BoxList] of length N in image coordinates -> Tensor[K, C, oh, ow], K the
     total number of boxes, in the order of the concatenated boxes.
     """
 
-    def __init__(self, output_size, scales, sampling_ratio, pooler_type="ROIAlign", prroi_impl="auto", to_remove=1):
+    def __init__(self, output_size, scales, sampling_ratio, pooler_type="ROIAlign", prroi_impl="auto", to_remove=1,
+                 fusion="level"):
         super().__init__()
+        if fusion not in POOLER_FUSIONS:
+            raise ValueError("unknown RoI pooler fusion {!r} (MODEL.GAN.DETECTOR_POOLER_FUSION); use one of {}".format(
+                fusion, POOLER_FUSIONS))
+        self.fusion = fusion
         if isinstance(output_size, int):
             output_size = (output_size, output_size)
         self.output_size = tuple(output_size)
@@ -120,6 +175,9 @@ class Pooler(nn.Module):
         Tensor[K, C, oh, ow] in the order of ``rois``, each RoI pooled from the level its size maps to."""
         if len(self.poolers) == 1:
             return self.poolers[0](x[0], rois.to(x[0].dtype))
+        if self.fusion == "max":
+            rois = rois.to(x[0].dtype)
+            return max_over_levels([pooler(feature, rois) for feature, pooler in zip(x, self.poolers)])
         levels = self.map_levels.levels_of_boxes(rois[:, 1:])  # from the boxes' own precision
         rois = rois.to(x[0].dtype)
         if torch.jit.is_tracing():
@@ -164,6 +222,7 @@ def make_pooler(cfg, head_name):
 
     Reads POOLER_RESOLUTION, POOLER_SCALES, POOLER_SAMPLING_RATIO and POOLER_TYPE of that node; a
     node without POOLER_SCALES / POOLER_SAMPLING_RATIO uses the box head's, so it pools from the same maps.
+    MODEL.GAN.DETECTOR_POOLER_FUSION says how the levels are read (one per RoI, or the maximum of all).
     MODEL.ROI_HEADS.USE_FPN True requires several scales.
     """
     node = _cfg_node(cfg, head_name)
@@ -181,5 +240,5 @@ def make_pooler(cfg, head_name):
     return Pooler(
         output_size=(resolution, resolution), scales=scales, sampling_ratio=sampling_ratio, pooler_type=pooler_type,
         prroi_impl=cfg.MODEL.PRROI_POOL_IMPL,
-        to_remove=box_convention_to_remove(cfg),
+        to_remove=box_convention_to_remove(cfg), fusion=cfg.MODEL.GAN.DETECTOR_POOLER_FUSION,
     )

@@ -221,6 +221,35 @@ def test_adversarial_boxes_decode_the_gt_class_regression_per_image():
     assert grad[0, 8:12].abs().sum() > 0 and grad[0, :8].abs().sum() == 0 and grad[1].abs().sum() == 0
 
 
+@pytest.mark.parametrize("clip_gt_boxes", [False, True])
+def test_adversarial_gt_boxes_are_clipped_to_their_image_only_with_clip_gt_boxes(clip_gt_boxes):
+    """MODEL.GAN.CLIP_GT_BOXES (the authors' code): D_b's real boxes clipped like its predicted ones, per image."""
+    evaluator = FastRCNNLossComputation(Matcher(0.5, 0.5), BalancedPositiveNegativeSampler(8, 0.5),
+                                        BoxCoder((10.0, 10.0, 5.0, 5.0)), clip_gt_boxes=clip_gt_boxes)
+    images, targets = [], []
+    for image_size, gt in [((50, 40), [-3.0, 2.0, 55.5, 41.0]), ((30, 20), [4.0, -1.5, 12.0, 25.0])]:
+        proposals = BoxList(torch.tensor([[5.0, 5.0, 15.0, 15.0]]), image_size)
+        proposals.add_field("labels", torch.tensor([1]))
+        proposals.add_field("matched_idxs", torch.tensor([0]))
+        images.append(proposals)
+        targets.append(BoxList(torch.tensor([gt]), image_size))
+    _, gt = evaluator.adversarial_boxes(torch.zeros(2, 8), images, targets)
+    if clip_gt_boxes:  # to (0, 0, w - 1, h - 1) of each box's own image
+        expected = [[0.0, 0.0, 2.0, 49.0, 39.0], [1.0, 4.0, 0.0, 12.0, 19.0]]
+    else:
+        expected = [[0.0, -3.0, 2.0, 55.5, 41.0], [1.0, 4.0, -1.5, 12.0, 25.0]]
+    assert gt.tolist() == expected
+
+
+def test_clip_gt_boxes_key_reaches_the_box_head_loss_evaluator():
+    from maskrcnn_benchmark.modeling.roi_heads.box_head.loss import make_roi_box_loss_evaluator
+
+    c = default_cfg.clone()
+    assert make_roi_box_loss_evaluator(c).clip_gt_boxes is False
+    c.MODEL.GAN.CLIP_GT_BOXES = True
+    assert make_roi_box_loss_evaluator(c).clip_gt_boxes is True
+
+
 def test_fast_rcnn_box_loss_trains_class_one_like_every_foreground_class():
     class_logits = torch.zeros(2, 3)
     box_regression = torch.zeros(2, 12)

@@ -139,3 +139,51 @@ def test_traced_pooler_follows_the_level_of_each_roi_and_empty_levels():
     # a tensor of RoIs is taken as it is, a list of BoxLists converted
     boxes = BoxList(rois([200, 20])[:, 1:], (256, 256))
     assert torch.equal(pooler(features, [boxes]), pooler(features, rois([200, 20])))
+
+
+def _random_fpn(seed=0, channels=3, size=256, scales=(1 / 4, 1 / 8, 1 / 16, 1 / 32)):
+    torch.manual_seed(seed)
+    return [torch.randn(2, channels, size // int(1 / s), size // int(1 / s)) for s in scales], scales
+
+
+@pytest.mark.parametrize("pooler_type", ["ROIAlign", "PrRoIPool"])
+def test_max_fusion_pools_every_roi_from_every_level_and_keeps_the_elementwise_maximum(pooler_type):
+    """DETECTOR_POOLER_FUSION "max" (the authors' AdaptivePooler): each RoI's feature is the element-wise maximum of
+    its features pooled at every level, whatever its size; "level" pools it from one level only."""
+    from maskrcnn_benchmark.modeling.poolers import _make_level_pooler
+
+    features, scales = _random_fpn()
+    rois = torch.tensor([[0.0] + _box_of_side(20, 5.0), [1.0] + _box_of_side(200, 10.0),
+                         [0.0] + _box_of_side(90, 30.0)])
+    fused = Pooler((3, 3), scales, 2, pooler_type=pooler_type, fusion="max")(features, rois)
+    per_level = torch.stack([_make_level_pooler(pooler_type, (3, 3), s, 2)(f, rois) for f, s in zip(features, scales)])
+    assert torch.equal(fused, per_level.max(dim=0).values)
+    by_level = Pooler((3, 3), scales, 2, pooler_type=pooler_type)(features, rois)
+    assert not torch.allclose(fused, by_level)  # random maps: the maximum of 4 levels is above the assigned one
+    assert (fused >= by_level - 1e-6).all()
+
+
+def test_max_fusion_gives_the_box_gradient_of_the_maximal_level_and_traces():
+    features, scales = _random_fpn(seed=1)
+    pooler = Pooler((2, 2), scales, 2, pooler_type="PrRoIPool", fusion="max")
+    rois = torch.tensor([[0.0, 3.3, 4.1, 60.2, 50.7]], requires_grad=True)
+    pooler(features, rois).sum().backward()
+    assert rois.grad[0, 1:].abs().sum() > 0
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda x, r: pooler.pool_rois(x, r), (features, rois.detach()), check_trace=False)
+        other = torch.tensor([[1.0] + _box_of_side(200, 2.0), [0.0] + _box_of_side(16, 9.0)])
+        assert torch.equal(traced(features, other), pooler(features, other))
+
+
+def test_detector_pooler_fusion_key_reaches_every_head_pooler_and_unknown_values_are_refused_by_name():
+    from maskrcnn_benchmark.config import cfg as default_cfg
+    from maskrcnn_benchmark.modeling.poolers import make_pooler
+
+    cfg = default_cfg.clone()
+    assert all(make_pooler(cfg, head).fusion == "level" for head in ("ROI_BOX_HEAD", "ROI_MASK_HEAD"))
+    cfg.MODEL.GAN.DETECTOR_POOLER_FUSION = "max"
+    for head in ("ROI_BOX_HEAD", "ROI_MASK_HEAD", "ROI_KEYPOINT_HEAD"):
+        assert make_pooler(cfg, head).fusion == "max", head
+    cfg.MODEL.GAN.DETECTOR_POOLER_FUSION = "mean"
+    with pytest.raises(ValueError, match="'mean'.*MODEL.GAN.DETECTOR_POOLER_FUSION"):
+        make_pooler(cfg, "ROI_BOX_HEAD")

@@ -9,13 +9,10 @@ Two pooling ops (POOLER_TYPE): "PrRoIPool" (Precise RoI Pooling, differentiable 
 which the box discriminator needs for L_adv^Gb to reach the box regression) and "ROIAlign" (no gradient
 w.r.t. the coordinates).
 """
-import functools
-
-import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from maskrcnn_benchmark.layers.roi_align import roi_align
+from maskrcnn_benchmark.modeling.poolers import max_over_levels
 
 POOLER_TYPES = ("ROIAlign", "PrRoIPool")
 FUSIONS = ("max", "level")
@@ -28,47 +25,6 @@ def _pool_one_level(features, rois, resolution, scale, pooler_type, sampling_rat
 
         return prroi_pool2d(features, rois, resolution, resolution, scale, impl=prroi_impl)
     return roi_align(features, rois, (resolution, resolution), scale, sampling_ratio, aligned=False)
-
-
-class _MaxOverLevels(torch.autograd.Function):
-    """Element-wise maximum of same-shaped tensors whose backward sends each element's gradient to the tensor the
-    maximum came from, read from a saved uint8 index: fewer passes over the pooled features than a chain of
-    torch.maximum, whose backward re-compares the inputs pair by pair. The values are the chain's, bitwise; so are
-    the gradients except at exact ties, where the chain splits the gradient between the tied inputs and this gives
-    it all to the first."""
-
-    @staticmethod
-    def forward(ctx, *levels):
-        fused = levels[0]
-        source = torch.zeros(fused.shape, dtype=torch.uint8, device=fused.device)
-        for index, level in enumerate(levels[1:], 1):
-            larger = torch.maximum(fused, level)
-            source.masked_fill_(larger != fused, index)  # NaN != NaN: a NaN element points at the last level
-            fused = larger
-        ctx.save_for_backward(source)
-        ctx.num_levels = len(levels)
-        return fused
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        source, = ctx.saved_tensors
-        zero = grad.new_zeros(())
-        return tuple(torch.where(source == index, grad, zero) if ctx.needs_input_grad[index] else None
-                     for index in range(ctx.num_levels))
-
-
-def _needs_grad(levels):
-    return torch.is_grad_enabled() and any(level.requires_grad for level in levels)
-
-
-def max_over_levels(levels):
-    """Element-wise maximum of ``levels`` (list of Tensor[K, C, R, R], the RoIs pooled at each FPN level), with a
-    gradient (when one must flow, to the predicted boxes) that reaches each element's maximal level only: a chain
-    of torch.maximum without autograd, :class:`_MaxOverLevels` when a gradient must flow."""
-    if len(levels) > 1 and _needs_grad(levels):
-        return _MaxOverLevels.apply(*levels)
-    return functools.reduce(torch.maximum, levels)
 
 
 class RoIFeaturePooler(nn.Module):

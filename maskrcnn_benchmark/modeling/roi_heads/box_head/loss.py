@@ -55,13 +55,16 @@ class FastRCNNLossComputation:
         fg_bg_sampler (BalancedPositiveNegativeSampler): RoIs per image and foreground fraction.
         box_coder (BoxCoder): encodes the regression targets (weights (10, 10, 5, 5)).
         cls_agnostic_bbox_reg (bool): the predictor regresses one box for all classes.
+        clip_gt_boxes (bool): clip the box discriminator's ground-truth boxes to the image, as its predicted boxes
+            are (MODEL.GAN.CLIP_GT_BOXES, the authors' code).
     """
 
-    def __init__(self, proposal_matcher, fg_bg_sampler, box_coder, cls_agnostic_bbox_reg=False):
+    def __init__(self, proposal_matcher, fg_bg_sampler, box_coder, cls_agnostic_bbox_reg=False, clip_gt_boxes=False):
         self.proposal_matcher = proposal_matcher
         self.fg_bg_sampler = fg_bg_sampler
         self.box_coder = box_coder
         self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg
+        self.clip_gt_boxes = clip_gt_boxes
 
     def match_targets_to_proposals(self, proposal, target):
         """Returns (matched_idxs int64 Tensor[P] with Matcher's negative codes, matched GT boxes Tensor[P, 4],
@@ -132,7 +135,8 @@ class FastRCNNLossComputation:
         Returns:
             box_rois_pred (Tensor[P, 5]): (batch_idx, x0, y0, x1, y1) decoded from the GT class's regression,
                 clipped to the image; differentiable w.r.t. ``box_regression``.
-            box_rois_gt (Tensor[P, 5]): the matched GT boxes, same order.
+            box_rois_gt (Tensor[P, 5]): the matched GT boxes, same order; clipped to the image too with
+                ``clip_gt_boxes``.
         """
         labels = torch.cat([p.get_field("labels") for p in proposals], dim=0)
         positive = torch.nonzero(labels > 0).squeeze(1)
@@ -149,15 +153,18 @@ class FastRCNNLossComputation:
 
         gt_boxes = torch.cat([t.bbox[p.get_field("matched_idxs").clamp(min=0)] if len(t) else
                               torch.zeros_like(p.bbox) for p, t in zip(proposals, targets)], dim=0)[positive]
-        return (boxes_to_rois(list(pred_boxes.split(counts))),
-                boxes_to_rois(list(gt_boxes.to(pred_boxes.dtype).split(counts))))
+        gt_boxes = gt_boxes.to(pred_boxes.dtype)
+        if self.clip_gt_boxes:
+            gt_boxes = gt_boxes.clamp(min=0).clamp(max=upper)
+        return boxes_to_rois(list(pred_boxes.split(counts))), boxes_to_rois(list(gt_boxes.split(counts)))
 
 
 def make_roi_box_loss_evaluator(cfg):
     """Reads MODEL.ROI_HEADS.{FG_IOU_THRESHOLD, BG_IOU_THRESHOLD, BBOX_REG_WEIGHTS, BATCH_SIZE_PER_IMAGE,
-    POSITIVE_FRACTION} and MODEL.CLS_AGNOSTIC_BBOX_REG."""
+    POSITIVE_FRACTION}, MODEL.CLS_AGNOSTIC_BBOX_REG and MODEL.GAN.CLIP_GT_BOXES."""
     heads = cfg.MODEL.ROI_HEADS
     matcher = Matcher(heads.FG_IOU_THRESHOLD, heads.BG_IOU_THRESHOLD, allow_low_quality_matches=False)
     box_coder = BoxCoder(weights=heads.BBOX_REG_WEIGHTS, to_remove=box_convention_to_remove(cfg))
     sampler = BalancedPositiveNegativeSampler(heads.BATCH_SIZE_PER_IMAGE, heads.POSITIVE_FRACTION)
-    return FastRCNNLossComputation(matcher, sampler, box_coder, cfg.MODEL.CLS_AGNOSTIC_BBOX_REG)
+    return FastRCNNLossComputation(matcher, sampler, box_coder, cfg.MODEL.CLS_AGNOSTIC_BBOX_REG,
+                                   clip_gt_boxes=cfg.MODEL.GAN.CLIP_GT_BOXES)
