@@ -299,3 +299,33 @@ def test_c4_mask_rcnn_exports_with_any_number_of_detections(export_tool, tmp_pat
                     result.get_field("mask").numpy()]
         assert (len(result) > 0) == (score_thresh < 1.0)
         _assert_same_detections(expected, run(image), tuple(image.shape[1:]), "C4 {}".format(fmt))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_detector_pooling_the_maximum_over_fpn_levels_exports(export_tool, tmp_path, fmt):
+    """MODEL.GAN.DETECTOR_POOLER_FUSION max (the authors' code) traces: the exported graph pools every level."""
+    from maskrcnn_benchmark.config import load_config
+    from maskrcnn_benchmark.engine.export import ExportableMaskRCNN, export_model
+    from maskrcnn_benchmark.modeling.detector import build_detection_model
+
+    torch.manual_seed(0)
+    cfg = load_config(os.path.join(REPO, "configs", "demo", "nuclei_R_18_FPN.yaml"),
+                      ["MODEL.GAN.DETECTOR_POOLER_FUSION", "max", "MODEL.ROI_HEADS.SCORE_THRESH", 0.0,
+                       "MODEL.RPN.PRE_NMS_TOP_N_TEST", 200, "MODEL.RPN.POST_NMS_TOP_N_TEST", 50,
+                       "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST", 50, "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 213])
+    model = build_detection_model(cfg).eval()
+    assert model.roi_heads.box.feature_extractor.pooler.fusion == "max"
+    module = ExportableMaskRCNN(cfg, model)
+    images = export_tool.example_images(cfg)
+    output = str(tmp_path / ("fpn_max." + fmt))
+    export_model(module, images, output, fmt)
+    run = export_tool.load_exported(output, fmt)
+    for image in images:
+        normalised = (image - torch.tensor(cfg.INPUT.PIXEL_MEAN)[:, None, None]) / torch.tensor(
+            cfg.INPUT.PIXEL_STD)[:, None, None]
+        with torch.no_grad():
+            result = model([normalised])[0]
+        expected = [result.bbox.numpy(), result.get_field("scores").numpy(), result.get_field("labels").numpy(),
+                    result.get_field("mask").numpy()]
+        assert len(result) > 0
+        _assert_same_detections(expected, run(image), tuple(image.shape[1:]), "FPN max {}".format(fmt))
