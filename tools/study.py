@@ -8,7 +8,8 @@ at one schedule, reported as box, mask and Boundary AP mean ± std.
 Variants (all on configs/demo/synthetic_R_18_FPN*.yaml, same data, iterations and LR schedule per seed):
   baseline       Mask R-CNN alone
   gan_paper      the box and mask discriminators as in the paper (MODEL.GAN defaults)
-  gan_authors    the authors' variant (D losses weighted by w_b / w_m, D_m embedding with its input, layer weights)
+  gan_authors    the authors' code (the MODEL.GAN keys of configs/paper/glas/*_gan_authors.yaml: D losses weighted,
+                 D_m's embedding, real and fake in separate D calls, G steps before D, ... docs/adversarial.md)
   gan_mask_pixels  D_m judging mask x image pixels instead of mask x features (the abstract's pixel-space claim)
   gan_box_coords   D_b judging normalised box coordinates instead of pooled regions (the abstract's context claim)
 
@@ -52,12 +53,32 @@ GAN_CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "synthetic_R_18_FPN_gan.
 TRAIN_DATA_SEED = 100  # the training images' draw when --data-seeds is not given (the one draw of earlier studies)
 TEST_DATA_SEED = 200  # the test images' draw, the same for every run
 
+# the authors' variant's MODEL.GAN keys are read from this file (one source for the configs and the study)
+AUTHORS_CONFIG = os.path.join(REPO_ROOT, "configs", "paper", "glas", "mask_rcnn_R_50_FPN_glas_gan_authors.yaml")
+
+
+def authors_code_options(config_file=AUTHORS_CONFIG):
+    """The MODEL.GAN keys that ``config_file`` sets, as KEY VALUE options (values as yacs reads them)."""
+    import yaml
+
+    with open(config_file) as f:
+        gan = yaml.safe_load(f)["MODEL"]["GAN"]
+
+    def flatten(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from flatten(value, prefix + key + ".")
+            else:
+                yield prefix + key, str(value)
+
+    return [item for pair in flatten(gan, "MODEL.GAN.") for item in pair]
+
+
 # name -> (config, extra KEY VALUE options)
 VARIANTS = OrderedDict([
     ("baseline", (BASE_CONFIG, [])),
     ("gan_paper", (GAN_CONFIG, [])),
-    ("gan_authors", (GAN_CONFIG, ["MODEL.GAN.D_LOSS_WEIGHTED", "True", "MODEL.GAN.MASK_DISC.EMBED_INPUT", "True",
-                                  "MODEL.GAN.MASK_DISC.LAYER_WEIGHTS", "(1.0, 2.0, 2.0, 2.0, 4.0)"])),
+    ("gan_authors", (GAN_CONFIG, authors_code_options())),
     ("gan_mask_pixels", (GAN_CONFIG, ["MODEL.GAN.MASK_DISC.INPUT", "pixels"])),
     ("gan_box_coords", (GAN_CONFIG, ["MODEL.GAN.BOX_DISC.INPUT", "coordinates"])),
 ])

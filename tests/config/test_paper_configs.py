@@ -97,8 +97,13 @@ def _differences(a, b, prefix=""):
     return out
 
 
+# every item of the authors'-code table (docs/adversarial.md#the-authors-code), each with its key
 AUTHORS_VARIANT = {"MODEL.GAN.D_LOSS_WEIGHTED": True, "MODEL.GAN.MASK_DISC.EMBED_INPUT": True,
-                   "MODEL.GAN.MASK_DISC.LAYER_WEIGHTS": (1.0, 2.0, 2.0, 2.0, 4.0)}
+                   "MODEL.GAN.MASK_DISC.LAYER_WEIGHTS": (1.0, 2.0, 2.0, 2.0, 4.0),
+                   "MODEL.GAN.D_BATCH": "separate", "MODEL.GAN.UPDATE_ORDER": "g_then_d",
+                   "MODEL.GAN.MASK_DISC.POOLER_TYPE": "PrRoIPool", "MODEL.GAN.FIRST_CONV_NORM": False,
+                   "MODEL.GAN.D_INIT": "he_fan_out", "MODEL.GAN.DETECTOR_POOLER_FUSION": "max",
+                   "MODEL.GAN.CLIP_GT_BOXES": True}
 
 
 @pytest.mark.parametrize("dataset", sorted(RECIPES))
@@ -108,6 +113,13 @@ def test_every_dataset_has_the_authors_variant_differing_from_the_gan_config_onl
     assert os.path.isfile(authors), authors
     differences = _differences(load_config(gan), load_config(authors))
     assert differences.pop("OUTPUT_DIR")[1].endswith("_gan_authors")
+    assert {k: v[1] for k, v in differences.items()} == AUTHORS_VARIANT
+
+
+def test_the_study_s_authors_variant_sets_the_authors_configs_keys():
+    study = import_file("study_for_paper_configs", os.path.join(REPO, "tools", "study.py"))
+    config, options = study.VARIANTS["gan_authors"]
+    differences = _differences(load_config(config), load_config(config, options))
     assert {k: v[1] for k, v in differences.items()} == AUTHORS_VARIANT
 
 
