@@ -181,6 +181,7 @@ def test_step_defaults_are_the_paper_s_as_in_the_config_defaults():
     assert step.g_weights == {"loss_box_adv": gan.BOX_WEIGHT, "loss_mask_adv": gan.MASK_WEIGHT}
     assert (step.start_iter, step.d_steps, step.adv_only) == (gan.START_ITER, gan.D_STEPS_PER_G_STEP, gan.ADV_ONLY)
     assert step.d_weights is None and not gan.D_LOSS_WEIGHTED
+    assert (step.update_order, discs.d_batch) == (gan.UPDATE_ORDER, gan.D_BATCH) == ("d_then_g", "joint")
 
 
 def test_iteration_without_positive_rois_is_finite():
