@@ -1,7 +1,8 @@
 """The alternating generator / discriminator iteration of Le et al. (Section 4.2).
 
 The detector is the generator G; the box and mask discriminators (modeling/discriminators) are D.
-Each iteration runs the detector once; D is updated first, on detached inputs, then G with D frozen.
+Each iteration runs the detector once; D is updated first, on detached inputs, then G with D frozen
+(MODEL.GAN.UPDATE_ORDER "d_then_g"; "g_then_d" computes both losses from the same D, then steps G, then D).
 ``AdversarialTrainStep`` packages that as the ``train_step(images, targets, iteration) -> dict`` callable
 that ``engine.trainer.do_train`` accepts. The data path: the detector returns its losses and the
 discriminators' inputs (``AdversarialInputs``); ``AdversarialDiscriminators.pool_inputs`` turns those into D's
@@ -24,6 +25,9 @@ from maskrcnn_benchmark.utils.comm import unwrap_model
 
 # Detection losses that Table 5's adversarial-only variant drops from Eq. (2).
 SUPERVISED_LOSSES_REPLACED_BY_ADV = ("loss_box_reg", "loss_mask")
+# MODEL.GAN.UPDATE_ORDER: D's update(s) first, then G against the updated D (Section 4.2); or L_D and L_G both from
+# the not yet updated D, then G's step, then D's (the authors' train.py)
+UPDATE_ORDERS = ("d_then_g", "g_then_d")
 
 
 @contextlib.contextmanager
@@ -71,7 +75,8 @@ class AdversarialTrainStep(object):
 
     def __init__(self, model, discriminators, g_optimizer, d_optimizer, d_scheduler=None,
                  box_weight=0.025, mask_weight=0.5, adv_only=False, start_iter=0, d_steps_per_g_step=1,
-                 precision=None, g_scaler=None, d_scaler=None, distributed=False, weight_d_losses=False):
+                 precision=None, g_scaler=None, d_scaler=None, distributed=False, weight_d_losses=False,
+                 update_order="d_then_g"):
         """
         Arguments:
             model (GeneralizedRCNN or its DistributedDataParallel wrapper): the detector (G).
@@ -87,9 +92,18 @@ class AdversarialTrainStep(object):
             distributed (bool): give D its own DistributedDataParallel wrapper for its update (the detector
                 comes wrapped).
             weight_d_losses (bool): weight D's losses by w_b and w_m (the authors' variant).
+            update_order (str): one of UPDATE_ORDERS (MODEL.GAN.UPDATE_ORDER); "g_then_d" needs
+                d_steps_per_g_step 1.
         """
         if d_steps_per_g_step < 1:
             raise ValueError("MODEL.GAN.D_STEPS_PER_G_STEP must be >= 1, got {}".format(d_steps_per_g_step))
+        if update_order not in UPDATE_ORDERS:
+            raise ValueError("unknown MODEL.GAN.UPDATE_ORDER {!r}; use one of {}".format(update_order, UPDATE_ORDERS))
+        if update_order == "g_then_d" and d_steps_per_g_step != 1:
+            raise ValueError(
+                "MODEL.GAN.UPDATE_ORDER 'g_then_d' takes L_D and L_G from one D forward, so one D update per G "
+                "update: MODEL.GAN.D_STEPS_PER_G_STEP must be 1 with it, got {} (or use UPDATE_ORDER 'd_then_g')"
+                .format(d_steps_per_g_step))
         self.model = model
         self.discriminators = discriminators
         # D's update goes through DDP (its gradients are averaged); the frozen D of G's update is called bare
@@ -102,6 +116,7 @@ class AdversarialTrainStep(object):
         self.adv_only = adv_only
         self.start_iter = start_iter
         self.d_steps = d_steps_per_g_step
+        self.update_order = update_order
         self.precision = precision
         self.baseline_step = make_baseline_train_step(model, g_optimizer, precision, g_scaler)
 
@@ -141,16 +156,17 @@ class AdversarialTrainStep(object):
         return logged
 
     def adversarial_iteration(self, images, targets, iteration=None):
-        """One iteration of the detector (G) against the discriminators (D), Section 4.2.
+        """One iteration of the detector (G) against the discriminators (D), Section 4.2, in MODEL.GAN.UPDATE_ORDER.
 
         Returns:
             dict[str, Tensor[]] (detached): the terms of L_G as they enter it (detection losses, w_b *
             loss_box_adv, w_m * loss_mask_adv), the terms of L_D (from the last D update), d_box_real_prob /
             d_box_fake_prob (before that update) and D's scale: d_mask_real_embedding_norm, d_box_bn_gamma,
-            d_mask_bn_gamma (after the G update).
+            d_mask_bn_gamma (after both updates); the same keys in both orders.
         Raises:
-            NonFiniteLossError before the update a NaN/inf term would enter (a non-finite G term found after
-            the D update leaves that D update done and skips the G update).
+            NonFiniteLossError before the update a NaN/inf term would enter ("d_then_g": a non-finite G term found
+            after the D update leaves that D update done and skips the G update; "g_then_d": every term is checked
+            before either update).
         """
         # 1. One detector forward serves both updates.
         with self._autocast():
@@ -159,27 +175,47 @@ class AdversarialTrainStep(object):
         check_finite_losses(detection_losses, iteration)
         d_inputs = self.discriminators.pool_inputs(adv_inputs)
 
-        # 2. D update with G frozen (detached inputs): L_D = L_adv^Db + L_adv^Dm, Eq. (3).
-        for _ in range(self.d_steps):
-            with self._autocast():
-                scores = self.d_update_module(d_inputs.detach())
-            d_losses, d_stats = discriminator_losses(scores, self.d_weights)
-            check_finite_losses(d_losses, iteration)
+        if self.update_order == "g_then_d":
+            # the authors' train.py: L_D and L_G from the same, not yet updated D; G steps first, then D
+            d_losses, d_stats = self._discriminator_losses(d_inputs, iteration)
+            g_terms = self._generator_terms(d_inputs, detection_losses, iteration)
+            self._step_generator(g_terms, detection_losses)
             backward_and_step(sum(d_losses.values()), self.d_optimizer, self.d_scaler)
-
-        # 3. G update with D frozen: L_G = L_cls + L_bbox + L_mask + w_b L_adv^Gb + w_m L_adv^Gm, Eq. (2).
-        with frozen(self.discriminators):
-            with self._autocast():
-                scores = self.discriminators(d_inputs)
-            g_terms = {k: v for k, v in detection_losses.items()
-                       if not (self.adv_only and k in SUPERVISED_LOSSES_REPLACED_BY_ADV)}
-            g_terms.update({k: self.g_weights[k] * v for k, v in generator_adversarial_losses(scores).items()})
-            check_finite_losses(g_terms, iteration)
-            backward_and_step(self._generator_objective(g_terms, detection_losses), self.g_optimizer,
-                              self.g_scaler)
+        else:
+            # 2. D update(s), then 3. G update against the updated, frozen D
+            for _ in range(self.d_steps):
+                d_losses, d_stats = self._discriminator_losses(d_inputs, iteration)
+                backward_and_step(sum(d_losses.values()), self.d_optimizer, self.d_scaler)
+            g_terms = self._generator_terms(d_inputs, detection_losses, iteration)
+            self._step_generator(g_terms, detection_losses)
 
         d_stats.update(self.discriminators.scale_stats())
         return {k: v.detach() for k, v in {**g_terms, **d_losses, **d_stats}.items()}
+
+    def _discriminator_losses(self, d_inputs, iteration):
+        """D's side with G out of the graph (detached inputs), through D's DDP wrapper when distributed:
+        (terms of L_D = L_adv^Db + L_adv^Dm, Eq. (3), checked finite; D's statistics)."""
+        with self._autocast():
+            scores = self.d_update_module(d_inputs.detach())
+        d_losses, d_stats = discriminator_losses(scores, self.d_weights)
+        check_finite_losses(d_losses, iteration)
+        return d_losses, d_stats
+
+    def _generator_terms(self, d_inputs, detection_losses, iteration):
+        """G's side with D frozen (its parameters out of the graph): the terms of L_G = L_cls + L_bbox + L_mask +
+        w_b L_adv^Gb + w_m L_adv^Gm, Eq. (2), checked finite."""
+        with frozen(self.discriminators):
+            with self._autocast():
+                scores = self.discriminators(d_inputs)
+        g_terms = {k: v for k, v in detection_losses.items()
+                   if not (self.adv_only and k in SUPERVISED_LOSSES_REPLACED_BY_ADV)}
+        g_terms.update({k: self.g_weights[k] * v for k, v in generator_adversarial_losses(scores).items()})
+        check_finite_losses(g_terms, iteration)
+        return g_terms
+
+    def _step_generator(self, g_terms, detection_losses):
+        # D's parameters did not require grad when G's scores were computed: this backward leaves D's gradients
+        backward_and_step(self._generator_objective(g_terms, detection_losses), self.g_optimizer, self.g_scaler)
 
     def _generator_objective(self, g_terms, detection_losses):
         objective = sum(g_terms.values())
@@ -247,5 +283,5 @@ def build_adversarial_train_step(cfg, model, g_optimizer, device="cpu", precisio
         box_weight=gan.BOX_WEIGHT, mask_weight=gan.MASK_WEIGHT, adv_only=gan.ADV_ONLY,
         start_iter=gan.START_ITER, d_steps_per_g_step=gan.D_STEPS_PER_G_STEP,
         precision=precision, g_scaler=g_scaler, d_scaler=d_scaler, distributed=distributed,
-        weight_d_losses=gan.D_LOSS_WEIGHTED,
+        weight_d_losses=gan.D_LOSS_WEIGHTED, update_order=gan.UPDATE_ORDER,
     )

@@ -181,6 +181,7 @@ def test_step_defaults_are_the_paper_s_as_in_the_config_defaults():
     assert step.g_weights == {"loss_box_adv": gan.BOX_WEIGHT, "loss_mask_adv": gan.MASK_WEIGHT}
     assert (step.start_iter, step.d_steps, step.adv_only) == (gan.START_ITER, gan.D_STEPS_PER_G_STEP, gan.ADV_ONLY)
     assert step.d_weights is None and not gan.D_LOSS_WEIGHTED
+    assert (step.update_order, discs.d_batch) == (gan.UPDATE_ORDER, gan.D_BATCH) == ("d_then_g", "joint")
 
 
 def test_iteration_without_positive_rois_is_finite():
@@ -285,7 +286,10 @@ def test_box_adversarial_loss_reaches_detector_box_regression_only_through_prroi
 
 
 @pytest.mark.slow
-def test_tiny_gan_config_trains_with_do_train(tiny_cfg):
+@pytest.mark.parametrize("authors_options", [
+    [], ["MODEL.GAN.D_BATCH", "separate", "MODEL.GAN.UPDATE_ORDER", "g_then_d"],
+], ids=["paper", "authors_d_batch_and_order"])
+def test_tiny_gan_config_trains_with_do_train(tiny_cfg, authors_options):
     from maskrcnn_benchmark.data import make_data_loader
     from maskrcnn_benchmark.engine.adversarial import build_adversarial_train_step
     from maskrcnn_benchmark.engine.trainer import do_train
@@ -293,6 +297,7 @@ def test_tiny_gan_config_trains_with_do_train(tiny_cfg):
     from maskrcnn_benchmark.utils.checkpoint import Checkpointer
 
     cfg = _gan_cfg(tiny_cfg)
+    cfg.merge_from_list(authors_options)
     cfg.SOLVER.MAX_ITER = 2
     model = _detector(cfg)
     optimizer = make_optimizer(cfg, model)
@@ -310,3 +315,119 @@ def test_tiny_gan_config_trains_with_do_train(tiny_cfg):
         assert torch.isfinite(torch.tensor(meters.meters[name].global_avg)), name
     assert not _identical(_params(train_step.discriminators), d_before)
     assert "discriminators" in torch.load(checkpointer.get_checkpoint_file(), weights_only=True)
+
+
+# ---- MODEL.GAN.UPDATE_ORDER: "d_then_g" (Section 4.2) or "g_then_d" (the authors' train.py) ----
+
+def _one_iteration(update_order, d_lr=0.02, d_state=None):
+    """G's and D's parameters after one adversarial iteration of _setup(), D optionally starting from `d_state`
+    and stepping with learning rate `d_lr`."""
+    model, discs, g_opt, _, images, targets = _setup()
+    if d_state is not None:
+        discs.load_state_dict(d_state)
+    d_opt = torch.optim.SGD(discs.parameters(), lr=d_lr, momentum=0.9, weight_decay=1e-4)
+    d_start = copy.deepcopy(discs.state_dict())
+    logged = adversarial_iteration(model, discs, g_opt, d_opt, images, targets, box_weight=1.0, mask_weight=1.0,
+                                   update_order=update_order)
+    return {"g": _params(model), "d": _params(discs), "d_start": d_start, "d_end": copy.deepcopy(discs.state_dict()),
+            "logged": logged}
+
+
+def test_g_then_d_steps_g_against_d_before_its_update_and_d_as_d_then_g_does():
+    g_then_d = _one_iteration("g_then_d")
+    d_then_g = _one_iteration("d_then_g")
+    # the reference G update against the pre-update D: D's step taken with learning rate 0 leaves D as it was
+    against_old_d = _one_iteration("d_then_g", d_lr=0.0)
+    assert _identical(g_then_d["g"], against_old_d["g"])
+    # ... which is not d_then_g's G update (the mask term reaches the mask head): the orders are told apart
+    assert not _identical(g_then_d["g"], d_then_g["g"])
+    # D's update comes from the same forward and the same D in both orders
+    assert _identical(g_then_d["d"], d_then_g["d"])
+    assert not _identical(g_then_d["d"], against_old_d["d"])  # and it is taken
+
+
+def test_d_then_g_steps_g_against_the_updated_d():
+    d_then_g = _one_iteration("d_then_g")
+    # the same G update as one taken against a D that starts where d_then_g's D step ended and does not move
+    against_new_d = _one_iteration("d_then_g", d_lr=0.0, d_state=d_then_g["d_end"])
+    assert _identical(d_then_g["g"], against_new_d["g"])
+    against_old_d = _one_iteration("d_then_g", d_lr=0.0)
+    assert not _identical(d_then_g["g"], against_old_d["g"])
+
+
+def test_g_then_d_logs_the_same_keys_as_d_then_g_and_the_losses_of_the_one_forward():
+    g_then_d, d_then_g = _one_iteration("g_then_d")["logged"], _one_iteration("d_then_g")["logged"]
+    assert set(g_then_d) == set(d_then_g)
+    # D's losses and probabilities come from D before its update in both orders; G's adversarial terms only in
+    # g_then_d
+    for key in ("loss_box_disc", "loss_mask_disc", "d_box_real_prob", "d_box_fake_prob", "loss_mask"):
+        assert torch.equal(g_then_d[key], d_then_g[key]), key
+    assert not torch.equal(g_then_d["loss_mask_adv"], d_then_g["loss_mask_adv"])
+
+
+def test_g_then_d_runs_one_forward_of_each_d_per_loss_and_keeps_d_out_of_g_s_update():
+    model, discs, g_opt, d_opt, images, targets = _setup()
+    counts = {"d": 0}
+    discs.box_disc.register_forward_hook(lambda *_: counts.update(d=counts["d"] + 1))
+    d_before = _params(discs)
+    after_g_step = {}
+    _after_step(g_opt, lambda: after_g_step.update(d=_params(discs), d_grad=[p.grad for p in discs.parameters()]))
+    adversarial_iteration(model, discs, g_opt, d_opt, images, targets, 1.0, 1.0, update_order="g_then_d")
+    assert counts["d"] == 2 and model.forward_calls == 1  # L_D's and L_G's, from one detector forward
+    assert _identical(after_g_step["d"], d_before)  # G's step comes first and leaves D ...
+    assert all(g is None or g.abs().sum() == 0 for g in after_g_step["d_grad"])  # ... and D's gradients
+    assert not _identical(_params(discs), d_before)  # D's step follows
+    assert all(p.requires_grad for p in discs.parameters())
+
+
+@pytest.mark.parametrize("update_order,d_moves", [("g_then_d", False), ("d_then_g", True)])
+def test_a_non_finite_generator_term_stops_g_s_update_and_in_g_then_d_d_s_too(monkeypatch, update_order, d_moves):
+    # g_then_d checks L_D's and L_G's terms before either update: nothing moves. d_then_g finds L_G's terms after
+    # D's update, which stays done (the documented contract of adversarial_iteration)
+    from maskrcnn_benchmark.engine import adversarial
+    from maskrcnn_benchmark.engine.train_step import NonFiniteLossError
+
+    real_losses = adversarial.generator_adversarial_losses
+
+    def nan_mask_term(scores):
+        losses = real_losses(scores)
+        losses["loss_mask_adv"] = losses["loss_mask_adv"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(adversarial, "generator_adversarial_losses", nan_mask_term)
+    model, discs, g_opt, d_opt, images, targets = _setup()
+    g_before, d_before = _params(model), _params(discs)
+    with pytest.raises(NonFiniteLossError, match="loss_mask_adv"):
+        adversarial_iteration(model, discs, g_opt, d_opt, images, targets, 1.0, 1.0, update_order=update_order)
+    assert _identical(_params(model), g_before)
+    assert _identical(_params(discs), d_before) != d_moves
+
+
+@pytest.mark.parametrize("update_order,d_steps,message", [
+    ("g_then_d", 2, r"^MODEL\.GAN\.UPDATE_ORDER 'g_then_d' takes L_D and L_G from one D forward, so one D update "
+                    r"per G update: MODEL\.GAN\.D_STEPS_PER_G_STEP must be 1 with it, got 2 \(or use "
+                    r"UPDATE_ORDER 'd_then_g'\)$"),
+    ("authors", 1, r"^unknown MODEL\.GAN\.UPDATE_ORDER 'authors'; use one of \('d_then_g', 'g_then_d'\)$"),
+])
+def test_built_step_refuses_an_update_order_it_cannot_honour_naming_the_keys(update_order, d_steps, message):
+    from maskrcnn_benchmark.config import cfg
+    from maskrcnn_benchmark.engine.adversarial import build_adversarial_train_step
+
+    c = cfg.clone()
+    c.MODEL.GAN.ENABLED, c.MODEL.ROI_MASK_HEAD.RESOLUTION = True, 28
+    c.MODEL.GAN.UPDATE_ORDER, c.MODEL.GAN.D_STEPS_PER_G_STEP = update_order, d_steps
+    model, _, g_opt, _, _, _ = _setup()  # TinyGenerator's backbone has out_channels
+    with pytest.raises(ValueError, match=message):
+        build_adversarial_train_step(c, model, g_opt)
+
+
+@pytest.mark.parametrize("update_order", ["d_then_g", "g_then_d"])
+def test_built_step_follows_model_gan_update_order(update_order):
+    from maskrcnn_benchmark.config import cfg
+    from maskrcnn_benchmark.engine.adversarial import build_adversarial_train_step
+
+    c = cfg.clone()
+    c.MODEL.GAN.ENABLED, c.MODEL.ROI_MASK_HEAD.RESOLUTION = True, 28
+    c.MODEL.GAN.UPDATE_ORDER = update_order
+    model, _, g_opt, _, _, _ = _setup()
+    assert build_adversarial_train_step(c, model, g_opt).update_order == update_order

@@ -6,6 +6,7 @@ inputs are real can see it. The reference is D scoring the real inputs alone and
 exact where D's output for one input does not depend on the rest of the batch (eval mode, or no BatchNorm); in
 train mode the reference is D on the joint batch formed by hand, real first.
 """
+import copy
 import re
 
 import pytest
@@ -214,3 +215,118 @@ def test_forward_refuses_inputs_of_a_disabled_discriminator_naming_it_and_its_ke
         discs(DiscriminatorBatches(box=torch.zeros(2, 4, 28, 28)))
     assert str(error.value) == ("the discriminators were given 'box' inputs, but the box discriminator is disabled "
                                 "(MODEL.GAN.BOX_DISC.ENABLED)")
+
+
+# ---- MODEL.GAN.D_BATCH: one D call on the joint batch, or one call per half (the authors' code) ----
+
+def _batch_norm_buffers(module):
+    return {name: buffer.clone() for name, buffer in module.named_buffers()}
+
+
+@pytest.mark.parametrize("box_input", ["features", "coordinates"])
+def test_separate_d_batch_scores_each_half_by_d_on_that_half_alone_in_train_mode(box_input):
+    # "separate" in train mode: D's BatchNorm normalises each half by its own statistics, so each half's scores are
+    # D's output on that half alone; they differ from the rows of D's output on the joint batch ("joint")
+    discs = _discriminators(box_input).train()
+    discs.d_batch = "separate"
+    adv_inputs = _adv_inputs()
+    with torch.no_grad():
+        scores = discs(discs.pool_inputs(adv_inputs))
+        alone = _real_and_fake_inputs(discs, adv_inputs)
+        expected = {"box": [discs.box_disc(x) for x in alone["box"]],
+                    "mask": [discs.mask_disc(x) for x in alone["mask"]]}
+        joint = {"box": discs.box_disc(torch.cat(alone["box"])).chunk(2),
+                 "mask": discs.mask_disc(torch.cat(alone["mask"])).chunk(2)}
+    _assert_halves(scores, expected)
+    for key in ("box", "mask"):
+        for half, joint_half in zip(scores[key], joint[key]):
+            # the option is not ignored: per-half statistics give other scores than the joint batch's
+            assert (half - joint_half).abs().max() > 1e-3, key
+
+
+@pytest.mark.parametrize("d_batch,calls", [("joint", 1), ("separate", 2)])
+@pytest.mark.parametrize("key", ["box", "mask"])
+def test_batch_norm_running_statistics_move_once_per_d_call(d_batch, calls, key):
+    # the running statistics (what eval mode uses) follow the calls: "separate" updates them with the real half,
+    # then with the fake half, like the authors' two calls; "joint" once with the whole batch
+    discs = _discriminators().train()
+    discs.d_batch = d_batch
+    disc = discs.box_disc if key == "box" else discs.mask_disc
+    reference = copy.deepcopy(disc)
+    adv_inputs = _adv_inputs()
+    with torch.no_grad():
+        batches = discs.pool_inputs(adv_inputs)
+        discs(batches)
+        halves = _real_and_fake_inputs(discs, adv_inputs)[key]
+        for part in (halves if calls == 2 else [torch.cat(halves)]):
+            reference(part)
+    moved, expected = _batch_norm_buffers(disc), _batch_norm_buffers(reference)
+    assert any("running_mean" in name for name in moved)
+    for name, value in expected.items():
+        if name.endswith("num_batches_tracked"):
+            assert value.item() == moved[name].item() == calls, name
+        else:
+            torch.testing.assert_close(moved[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_separate_d_batch_gradients_are_those_of_two_calls():
+    # D's update sees the gradients of its losses through the two calls (each half's BatchNorm statistics
+    # depend on that half only): the gradient reaching the fake inputs does not depend on the real ones
+    discs = _discriminators().train()
+    discs.d_batch = "separate"
+    real, fake = torch.randn(3, 4, 28, 28), torch.randn(3, 4, 28, 28, requires_grad=True)
+    other_real = torch.randn(3, 4, 28, 28)
+    grads = []
+    for real_half in (real, other_real):
+        _, fake_scores = discs(DiscriminatorBatches(box=torch.cat([real_half, fake])))["box"]
+        grads.append(torch.autograd.grad(fake_scores.sum(), fake)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+    discs.d_batch = "joint"
+    _, fake_scores = discs(DiscriminatorBatches(box=torch.cat([other_real, fake])))["box"]
+    assert not torch.allclose(torch.autograd.grad(fake_scores.sum(), fake)[0], grads[1])
+
+
+def test_separate_d_batch_scores_a_single_roi_pair_as_one_batch_and_says_so():
+    # one RoI: BatchNorm cannot normalise a single value per channel (D_m's last 1 x 1 layer), which PyTorch
+    # refuses in training; the pair is scored as one batch instead of ending the run, with a warning
+    discs = _discriminators().train()
+    discs.d_batch = "separate"
+    batch = torch.randn(2, 4, 28, 28)
+    with pytest.warns(UserWarning, match="MODEL.GAN.D_BATCH 'separate'"):
+        real, fake = discs(DiscriminatorBatches(mask=batch))["mask"]
+    with torch.no_grad():
+        expected = discs.mask_disc(batch)
+    torch.testing.assert_close(torch.cat([real, fake]), expected)
+
+
+def test_unknown_d_batch_is_refused_naming_the_key_and_the_values():
+    with pytest.raises(ValueError) as error:
+        AdversarialDiscriminators(None, MaskDiscriminator(4, channels=4, num_convs=3), None,
+                                  RoIFeaturePooler(28, "ROIAlign", "max", 2), d_batch="split")
+    assert str(error.value) == "unknown MODEL.GAN.D_BATCH 'split'; use one of ('joint', 'separate')"
+
+
+@pytest.mark.parametrize("d_batch", ["joint", "separate"])
+def test_build_discriminators_passes_model_gan_d_batch(d_batch):
+    # the key reaches the built discriminators: their train-mode scores are D on the joint batch or on each half
+    from maskrcnn_benchmark.config import cfg
+    from maskrcnn_benchmark.modeling.discriminators import build_discriminators
+
+    c = cfg.clone()
+    c.MODEL.GAN.D_BATCH = d_batch
+    c.MODEL.ROI_MASK_HEAD.RESOLUTION = 28  # D_m reads 28 x 28 masks
+    c.MODEL.GAN.MASK_DISC.CHANNELS, c.MODEL.GAN.MASK_DISC.NUM_CONVS = 4, 3
+    c.MODEL.GAN.BOX_DISC.CHANNELS, c.MODEL.GAN.BOX_DISC.NUM_CONVS = 4, 3
+    torch.manual_seed(0)
+    discs = build_discriminators(c, 4).train()
+    real, fake = torch.randn(3, 4, 28, 28), torch.randn(3, 4, 28, 28) + 1.0
+    with torch.no_grad():
+        scores = discs(DiscriminatorBatches(mask=torch.cat([real, fake])))["mask"]
+        expected = ([discs.mask_disc(real), discs.mask_disc(fake)] if d_batch == "separate"
+                    else discs.mask_disc(torch.cat([real, fake])).chunk(2))
+    for half, expected_half in zip(scores, expected):
+        torch.testing.assert_close(half, expected_half)
+    c.MODEL.GAN.D_BATCH = "per_half"
+    with pytest.raises(ValueError, match=r"^unknown MODEL\.GAN\.D_BATCH 'per_half'; use one of \('joint', "
+                                         r"'separate'\)$"):
+        build_discriminators(c, 4)

@@ -1,6 +1,7 @@
 """AdversarialDiscriminators: D_b and D_m, the pooling that turns the detector's AdversarialInputs into their
 real and fake batches (DiscriminatorBatches), and the scores they give them."""
 import dataclasses
+import warnings
 from typing import Optional
 
 import torch
@@ -12,13 +13,16 @@ BOX_INPUTS = ("features", "coordinates")
 # What D_m's masks multiply (MODEL.GAN.MASK_DISC.INPUT): the paper's RoI features, nothing (the masks alone), or
 # the RoI's image pixels (the abstract's "feature space vs pixel space" ablation).
 MASK_INPUTS = ("features", "mask", "pixels")
+# How D sees real and fake (MODEL.GAN.D_BATCH): one call on the joint batch, so D's BatchNorm normalises both halves
+# with the same statistics; or one call per half, each normalised by its own (the authors' code).
+D_BATCHES = ("joint", "separate")
 
 
 @dataclasses.dataclass
 class DiscriminatorBatches:
     """What D_b and D_m judge in one iteration: each a single batch, the real inputs first, then as many fake ones
-    in the same RoI order (one batch, so BatchNorm normalises real and fake together), in D's memory layout.
-    None for a disabled discriminator.
+    in the same RoI order, in D's memory layout. D scores the batch in one call or each half in its own call
+    (MODEL.GAN.D_BATCH); the pooled layout is the same for both. None for a disabled discriminator.
 
     Fields:
         box: Tensor[2P, C, R, R], RoI features pooled at the P ground-truth then the P predicted boxes (or
@@ -70,6 +74,10 @@ def _normalised_boxes(rois, image_sizes):
     return rois[:, 1:] / scale
 
 
+def _has_batch_norm(module):
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
 def batchnorm_scale(module):
     """Mean |gamma| over all BatchNorm scales of `module` (Tensor[], detached), or None without BatchNorm: how far
     D has grown its scales, the one way (with the conv weights) it can lower the unbounded L_adv^Dm = -L_adv^Gm."""
@@ -87,7 +95,7 @@ class AdversarialDiscriminators(nn.Module):
     """
 
     def __init__(self, box_discriminator, mask_discriminator, box_pooler, mask_pooler, detach_features=True,
-                 box_input="features", mask_input="features", channels_last=False):
+                 box_input="features", mask_input="features", channels_last=False, d_batch="joint"):
         """
         Arguments:
             box_discriminator (BoxDiscriminator, BoxCoordinateDiscriminator or None): D_b.
@@ -100,6 +108,9 @@ class AdversarialDiscriminators(nn.Module):
             mask_input (str): one of MASK_INPUTS, what D_m's masks multiply.
             channels_last (bool): keep D's conv weights and inputs in NHWC memory (MODEL.CHANNELS_LAST); the same
                 scores up to float rounding, faster on the CPU.
+            d_batch (str): one of D_BATCHES (MODEL.GAN.D_BATCH): "joint" scores real and fake in one call of
+                each discriminator, "separate" in one call per half, real first (the authors' code), so in train
+                mode each half is normalised by its own BatchNorm statistics and the running statistics move twice.
         """
         super(AdversarialDiscriminators, self).__init__()
         if box_discriminator is None and mask_discriminator is None:
@@ -110,6 +121,8 @@ class AdversarialDiscriminators(nn.Module):
             raise ValueError("unknown MODEL.GAN.BOX_DISC.INPUT {!r}; use one of {}".format(box_input, BOX_INPUTS))
         if mask_input not in MASK_INPUTS:
             raise ValueError("unknown MODEL.GAN.MASK_DISC.INPUT {!r}; use one of {}".format(mask_input, MASK_INPUTS))
+        if d_batch not in D_BATCHES:
+            raise ValueError("unknown MODEL.GAN.D_BATCH {!r}; use one of {}".format(d_batch, D_BATCHES))
         self.box_disc = box_discriminator
         self.mask_disc = mask_discriminator
         self.box_pooler = box_pooler
@@ -118,6 +131,7 @@ class AdversarialDiscriminators(nn.Module):
         self.box_input = box_input
         self.mask_input = mask_input
         self.channels_last = channels_last
+        self.d_batch = d_batch
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -148,9 +162,9 @@ class AdversarialDiscriminators(nn.Module):
         features = [level.contiguous() for level in features]
         strides = adv_inputs.require("feature_strides", "the discriminators")
         inputs = DiscriminatorBatches()
-        # Real and fake go through D as ONE batch, real first: with BatchNorm in training mode, separate batches
-        # would each be normalised to their own statistics, hiding from D exactly the difference it has to see.
-        # Each batch is formed here, once for both updates, in D's memory layout.
+        # Real and fake form ONE batch, real first, once for both updates, in D's memory layout. D_BATCH "joint"
+        # scores it in one call: with BatchNorm in training mode, separate calls would each normalise their half
+        # to its own statistics, hiding from D part of the difference it has to see ("separate", the authors' code).
         if self.box_disc is not None:
             # the halves are pooled apart: pooled together, the backward would compute the gradient of the
             # ground-truth boxes too, and throw it away
@@ -195,8 +209,22 @@ class AdversarialDiscriminators(nn.Module):
             if discriminator is None:
                 raise ValueError("the discriminators were given {!r} inputs, but the {} discriminator is disabled "
                                  "(MODEL.GAN.{}_DISC.ENABLED)".format(name, name, name.upper()))
-            scores[name] = tuple(half.float() for half in _split_real_fake(discriminator(batch)))
+            scores[name] = tuple(half.float() for half in self._score(discriminator, batch))
         return scores
+
+    def _score(self, discriminator, batch):
+        """(real, fake) outputs of `discriminator` on the joint `batch`, by one call or one call per half."""
+        if self.d_batch == "joint":
+            return _split_real_fake(discriminator(batch))
+        real, fake = _split_real_fake(batch)
+        if real.shape[0] == 1 and discriminator.training and _has_batch_norm(discriminator):
+            # BatchNorm cannot normalise one RoI by its own statistics (PyTorch refuses a single value per channel
+            # in training, as D_m's last 1 x 1 layer and the coordinate MLP's layers would see; the authors' code
+            # stops there): this call scores the two RoIs as one batch instead of ending the run
+            warnings.warn("MODEL.GAN.D_BATCH 'separate': an iteration with a single real and a single fake RoI "
+                          "was scored as one batch of two (BatchNorm needs more than one value per channel)")
+            return _split_real_fake(discriminator(batch))
+        return discriminator(real), discriminator(fake)
 
     def real_fake_batch(self, real, fake):
         """One D batch (real first) in D's memory layout from real and fake inputs of the same shape."""

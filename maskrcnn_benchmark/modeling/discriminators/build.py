@@ -71,7 +71,7 @@ def build_discriminators(cfg, in_channels):
             )
     discriminators = AdversarialDiscriminators(box_disc, mask_disc, box_pooler, mask_pooler, gan.DETACH_FEATURES,
                                                box_input=gan.BOX_DISC.INPUT, mask_input=gan.MASK_DISC.INPUT,
-                                               channels_last=cfg.MODEL.CHANNELS_LAST)
+                                               channels_last=cfg.MODEL.CHANNELS_LAST, d_batch=gan.D_BATCH)
     if gan.SPECTRAL_NORM:
         apply_spectral_norm(discriminators)
     return discriminators
