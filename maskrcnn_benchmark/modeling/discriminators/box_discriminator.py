@@ -51,7 +51,8 @@ def init_discriminator_weights(module, init="dcgan"):
     """Draws the weights of every conv, linear and BatchNorm layer of `module` in place (MODEL.GAN.D_INIT).
 
     "dcgan": conv and linear weights N(0, 0.02), BatchNorm scales 1.
-    "he_fan_out" (the authors' code, gan_mrcnn.py, the init loops of MaskDiscriminator and BoxDiscriminator):
+    "he_fan_out" (the authors' code: gan_mrcnn.py, the init loops of MaskDiscriminator and BoxDiscriminator, lines
+    550-559 and 614-623 of github.com/quangle2110/GAN_Mask-RCNN):
     conv weights N(0, 2 / (k_h * k_w * out_channels)), i.e. He's normal init over the fan-out, linear weights by
     the same rule (N(0, 2 / out_features)); BatchNorm scales N(1, 0.02).
     Both: biases and BatchNorm shifts 0.
@@ -92,8 +93,9 @@ class BoxDiscriminator(nn.Module):
     of scores to zero mean, i.e. make D_b call half of every batch fake whatever it sees.
     The logit is returned (no sigmoid): the losses apply logsigmoid, which is stable.
 
-    ``first_conv_norm=False`` (the authors' code) drops the first block's BatchNorm: conv -> LeakyReLU. The module
-    keeps an nn.Identity in its place, so ``layers`` has the same indices either way.
+    ``first_conv_norm=False`` (the authors' convblock1, gan_mrcnn.py lines 577-582) drops the first block's
+    BatchNorm: conv -> LeakyReLU. The module keeps an nn.Identity in its place, so ``layers`` has the same indices
+    either way.
     """
 
     def __init__(self, in_channels, channels=64, num_convs=5, resolution=28, batch_norm=True, first_conv_norm=True,

@@ -15,9 +15,9 @@ class MaskDiscriminator(nn.Module):
 
     The authors' code (SegAN's critic) differs: its embedding starts with the raw input, and the layer outputs
     are weighted 1, 2, 2, 2, 4 (``embed_input``, ``layer_weights``; MODEL.GAN.MASK_DISC.EMBED_INPUT,
-    LAYER_WEIGHTS); its first conv has no BatchNorm (``first_conv_norm=False``, MODEL.GAN.FIRST_CONV_NORM: an
-    nn.Identity takes its place, so ``blocks[i][j]`` keep their indices); its weights are He-normal over the
-    fan-out (``init="he_fan_out"``, MODEL.GAN.D_INIT).
+    LAYER_WEIGHTS); its first conv has no BatchNorm (convblock1, gan_mrcnn.py lines 511-516;
+    ``first_conv_norm=False``, MODEL.GAN.FIRST_CONV_NORM: an nn.Identity takes its place, so ``blocks[i][j]`` keep
+    their indices); its weights are He-normal over the fan-out (``init="he_fan_out"``, MODEL.GAN.D_INIT).
     """
 
     def __init__(self, in_channels, channels=64, num_convs=5, resolution=28, embed_input=False, layer_weights=None,
