@@ -38,10 +38,12 @@ def build_discriminators(cfg, in_channels):
     batch_norm = not gan.SPECTRAL_NORM
     box_disc = box_pooler = mask_disc = mask_pooler = None
     if gan.BOX_DISC.ENABLED and gan.BOX_DISC.INPUT == "coordinates":
-        box_disc = BoxCoordinateDiscriminator(gan.BOX_DISC.CHANNELS, gan.BOX_DISC.NUM_CONVS, batch_norm)
+        box_disc = BoxCoordinateDiscriminator(gan.BOX_DISC.CHANNELS, gan.BOX_DISC.NUM_CONVS, batch_norm,
+                                              first_conv_norm=gan.FIRST_CONV_NORM, init=gan.D_INIT)
     elif gan.BOX_DISC.ENABLED:
         box_disc = BoxDiscriminator(
-            in_channels, gan.BOX_DISC.CHANNELS, gan.BOX_DISC.NUM_CONVS, gan.BOX_DISC.POOLER_RESOLUTION, batch_norm
+            in_channels, gan.BOX_DISC.CHANNELS, gan.BOX_DISC.NUM_CONVS, gan.BOX_DISC.POOLER_RESOLUTION, batch_norm,
+            first_conv_norm=gan.FIRST_CONV_NORM, init=gan.D_INIT,
         )
         box_pooler = RoIFeaturePooler(
             gan.BOX_DISC.POOLER_RESOLUTION, gan.BOX_DISC.POOLER_TYPE, gan.FEATURE_FUSION, sampling_ratio,
@@ -60,7 +62,7 @@ def build_discriminators(cfg, in_channels):
         mask_disc = MaskDiscriminator(
             mask_channels, gan.MASK_DISC.CHANNELS, gan.MASK_DISC.NUM_CONVS, mask_resolution,
             embed_input=gan.MASK_DISC.EMBED_INPUT, layer_weights=tuple(gan.MASK_DISC.LAYER_WEIGHTS) or None,
-            batch_norm=batch_norm,
+            batch_norm=batch_norm, first_conv_norm=gan.FIRST_CONV_NORM, init=gan.D_INIT,
         )
         if gan.MASK_DISC.INPUT != "mask":
             # image pixels have no FPN levels: one map at stride 1, read with ROIAlign (nothing to differentiate)

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from .box_discriminator import LEAKY_SLOPE, conv_plan, init_discriminator_weights
+from .box_discriminator import LEAKY_SLOPE, check_d_init, conv_plan, hidden_norm, init_discriminator_weights
 
 
 class MaskDiscriminator(nn.Module):
@@ -15,11 +15,13 @@ class MaskDiscriminator(nn.Module):
 
     The authors' code (SegAN's critic) differs: its embedding starts with the raw input, and the layer outputs
     are weighted 1, 2, 2, 2, 4 (``embed_input``, ``layer_weights``; MODEL.GAN.MASK_DISC.EMBED_INPUT,
-    LAYER_WEIGHTS).
+    LAYER_WEIGHTS); its first conv has no BatchNorm (convblock1, gan_mrcnn.py lines 511-516;
+    ``first_conv_norm=False``, MODEL.GAN.FIRST_CONV_NORM: an nn.Identity takes its place, so ``blocks[i][j]`` keep
+    their indices); its weights are He-normal over the fan-out (``init="he_fan_out"``, MODEL.GAN.D_INIT).
     """
 
     def __init__(self, in_channels, channels=64, num_convs=5, resolution=28, embed_input=False, layer_weights=None,
-                 batch_norm=True):
+                 batch_norm=True, first_conv_norm=True, init="dcgan"):
         """
         Arguments:
             in_channels (int): channels of the masked inputs (the FPN's 256 for mask x features; 1 for masks
@@ -32,8 +34,13 @@ class MaskDiscriminator(nn.Module):
                 the embedding (None: all 1).
             batch_norm (bool): BatchNorm after each conv (False with spectral normalisation, whose bound a
                 BatchNorm's scale would undo).
+            first_conv_norm (bool): with ``batch_norm``, False leaves the first conv without BatchNorm (and without
+                bias, as every conv followed by BatchNorm): conv -> LeakyReLU. Without ``batch_norm`` it changes
+                nothing, every conv keeps its bias.
+            init (str): how the weights are drawn, one of D_INITS (MODEL.GAN.D_INIT, see init_discriminator_weights).
         """
         super(MaskDiscriminator, self).__init__()
+        check_d_init(init)
         plan, sizes = conv_plan(resolution, num_convs)
         if layer_weights is not None and len(layer_weights) != num_convs:
             raise ValueError(
@@ -46,7 +53,7 @@ class MaskDiscriminator(nn.Module):
             blocks.append(
                 nn.Sequential(
                     nn.Conv2d(width_in, width_out, kernel, stride, padding, bias=not batch_norm),
-                    nn.BatchNorm2d(width_out) if batch_norm else nn.Identity(),
+                    hidden_norm(nn.BatchNorm2d, width_out, index, batch_norm, first_conv_norm),
                     nn.LeakyReLU(LEAKY_SLOPE),
                 )
             )
@@ -58,7 +65,8 @@ class MaskDiscriminator(nn.Module):
         self.embedding_size = sum(channels * 2 ** i * size * size for i, size in enumerate(sizes))
         if embed_input:
             self.embedding_size += in_channels * resolution * resolution
-        init_discriminator_weights(self)
+        # drawn once every layer exists, so that the rule reaches all of them
+        init_discriminator_weights(self, init)
 
     def forward(self, x):
         """
