@@ -316,7 +316,8 @@ _C.MODEL.GAN.D_BATCH = "joint"
 # authors' code, (b); needs D_STEPS_PER_G_STEP 1)
 _C.MODEL.GAN.UPDATE_ORDER = "d_then_g"
 # True: BatchNorm after the first conv (layer) of both discriminators, like every other hidden one; False: the first
-# conv has neither BatchNorm nor bias, its output goes straight into LeakyReLU (DCGAN's rule; the authors' code, (d))
+# conv has neither BatchNorm nor bias, its output goes straight into LeakyReLU (DCGAN's rule; the authors' code, (d));
+# no effect with SPECTRAL_NORM True (no BatchNorm anywhere, every conv keeps its bias)
 _C.MODEL.GAN.FIRST_CONV_NORM = True
 # initialisation of D's weights: "dcgan" = conv / linear weights N(0, 0.02), BatchNorm scales 1; "he_fan_out" = He
 # normal with fan-out (std sqrt(2 / (k * k * out_channels))), BatchNorm scales drawn from N(1, 0.02) (the authors'
