@@ -71,6 +71,18 @@ def _real_and_fake_inputs(discs, adv_inputs):
     return {"box": box, "mask": mask}
 
 
+def _scores_and_each_half_alone(discs):
+    """(D's scores of the pooled batch, the real and fake inputs formed on their own, D's scores of each of them
+    alone) on the module's adversarial inputs."""
+    adv_inputs = _adv_inputs()
+    with torch.no_grad():
+        scores = discs(discs.pool_inputs(adv_inputs))
+        alone = _real_and_fake_inputs(discs, adv_inputs)
+        expected = {"box": [discs.box_disc(x) for x in alone["box"]],
+                    "mask": [discs.mask_disc(x) for x in alone["mask"]]}
+    return scores, alone, expected
+
+
 def _assert_halves(scores, expected):
     for key in ("box", "mask"):
         real, fake = scores[key]
@@ -91,12 +103,7 @@ def test_real_half_scores_are_d_s_scores_of_the_real_inputs_alone(box_input, mod
         discs = _discriminators(box_input).eval()
     else:
         discs = _discriminators(box_input, batch_norm=False).train()
-    adv_inputs = _adv_inputs()
-    with torch.no_grad():
-        scores = discs(discs.pool_inputs(adv_inputs))
-        alone = _real_and_fake_inputs(discs, adv_inputs)
-        expected = {"box": [discs.box_disc(x) for x in alone["box"]],
-                    "mask": [discs.mask_disc(x) for x in alone["mask"]]}
+    scores, _, expected = _scores_and_each_half_alone(discs)
     _assert_halves(scores, expected)
 
 
@@ -229,12 +236,8 @@ def test_separate_d_batch_scores_each_half_by_d_on_that_half_alone_in_train_mode
     # D's output on that half alone; they differ from the rows of D's output on the joint batch ("joint")
     discs = _discriminators(box_input).train()
     discs.d_batch = "separate"
-    adv_inputs = _adv_inputs()
+    scores, alone, expected = _scores_and_each_half_alone(discs)
     with torch.no_grad():
-        scores = discs(discs.pool_inputs(adv_inputs))
-        alone = _real_and_fake_inputs(discs, adv_inputs)
-        expected = {"box": [discs.box_disc(x) for x in alone["box"]],
-                    "mask": [discs.mask_disc(x) for x in alone["mask"]]}
         joint = {"box": discs.box_disc(torch.cat(alone["box"])).chunk(2),
                  "mask": discs.mask_disc(torch.cat(alone["mask"])).chunk(2)}
     _assert_halves(scores, expected)

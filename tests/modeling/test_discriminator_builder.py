@@ -1,6 +1,8 @@
 """build_discriminators follows every MODEL.GAN key it passes on: what D_b and D_m are given (pooling op, its
 implementation, the fusion of the FPN levels) and how they are built (D_m's embedding, the widths and depths), each
 checked against the same thing computed by hand from the key, with a second value of the key that must differ."""
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -11,6 +13,7 @@ from maskrcnn_benchmark.layers import prroi_pool
 from maskrcnn_benchmark.layers.prroi_pool import prroi_pool2d
 from maskrcnn_benchmark.modeling.discriminators import build_discriminators
 from maskrcnn_benchmark.structures.adversarial_inputs import AdversarialInputs
+from maskrcnn_benchmark.utils.imports import import_file
 
 CHANNELS = 4
 STRIDES = [4, 8, 16, 32]
@@ -21,16 +24,9 @@ PRED_ROIS = GT_ROIS + torch.tensor([0.0, 6.0, -3.0, 6.0, -3.0])
 
 
 def _gan_cfg(**keys):
-    from maskrcnn_benchmark.config import cfg
-
-    c = cfg.clone()
-    c.MODEL.GAN.ENABLED = True
-    c.MODEL.ROI_MASK_HEAD.RESOLUTION = 28
-    c.MODEL.GAN.BOX_DISC.CHANNELS = 8
-    c.MODEL.GAN.MASK_DISC.CHANNELS = 8
-    for key, value in keys.items():
-        c.merge_from_list([key, value if isinstance(value, str) else str(value)])
-    return c
+    """The default config with both discriminators on and narrow (test_discriminator_variants.py's helper)."""
+    return import_file("discriminator_variant_tests_for_{}".format(__name__),
+                       os.path.join(os.path.dirname(__file__), "test_discriminator_variants.py"))._gan_cfg(**keys)
 
 
 def _adv_inputs():

@@ -1,6 +1,7 @@
 """MODEL.GAN.FIRST_CONV_NORM and MODEL.GAN.D_INIT: the layers of D_b, D_m and the coordinate D, and how their weights
 are drawn, for our default and for the authors' code (gan_mrcnn.py: convblock1 without BatchNorm, He fan-out init)."""
 import math
+import os
 
 import pytest
 import torch
@@ -9,21 +10,15 @@ from torch.nn import functional as F
 
 from maskrcnn_benchmark.modeling.discriminators import build_discriminators
 from maskrcnn_benchmark.modeling.discriminators.adversarial_discriminators import batchnorm_scale
+from maskrcnn_benchmark.utils.imports import import_file
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def _gan_cfg(**keys):
-    from maskrcnn_benchmark.config import cfg
-
-    c = cfg.clone()
-    c.MODEL.GAN.ENABLED = True
-    c.MODEL.ROI_MASK_HEAD.RESOLUTION = 28
-    c.MODEL.GAN.BOX_DISC.CHANNELS = 8
-    c.MODEL.GAN.MASK_DISC.CHANNELS = 8
-    for key, value in keys.items():
-        c.merge_from_list([key, value if isinstance(value, str) else str(value)])
-    return c
+    """The default config with both discriminators on and narrow (test_discriminator_variants.py's helper)."""
+    return import_file("discriminator_variant_tests_for_{}".format(__name__),
+                       os.path.join(os.path.dirname(__file__), "test_discriminator_variants.py"))._gan_cfg(**keys)
 
 
 def _coordinate_cfg(**keys):

@@ -278,18 +278,25 @@ TINY_C4_OPTS = ["MODEL.WEIGHT", "", "MODEL.DEVICE", "cpu", "MODEL.RESNETS.TRANS_
 @pytest.mark.parametrize("score_thresh", [0.05, 1.0])  # 1.0: no detection at all
 def test_c4_mask_rcnn_exports_with_any_number_of_detections(export_tool, tmp_path, fmt, score_thresh):
     from maskrcnn_benchmark.config import load_config
-    from maskrcnn_benchmark.engine.export import ExportableMaskRCNN, export_model
     from maskrcnn_benchmark.modeling.detector import build_detection_model
 
     torch.manual_seed(0)
     cfg = load_config(os.path.join(REPO, "configs", "e2e_mask_rcnn_R_50_C4_1x.yaml"),
                       TINY_C4_OPTS + ["MODEL.ROI_HEADS.SCORE_THRESH", score_thresh])
-    model = build_detection_model(cfg).eval()
-    module = ExportableMaskRCNN(cfg, model)
+    counts = _export_and_compare(export_tool, cfg, build_detection_model(cfg).eval(), str(tmp_path / ("c4." + fmt)),
+                                 fmt, "C4 {}".format(fmt))
+    assert all((count > 0) == (score_thresh < 1.0) for count in counts)
+
+
+def _export_and_compare(export_tool, cfg, model, output, fmt, what):
+    """Exports `model` (eval mode) to `output` and checks the file's detections on the tool's example images
+    against the model's; returns the number of detections per image."""
+    from maskrcnn_benchmark.engine.export import ExportableMaskRCNN, export_model
+
     images = export_tool.example_images(cfg)
-    output = str(tmp_path / ("c4." + fmt))
-    export_model(module, images, output, fmt)
+    export_model(ExportableMaskRCNN(cfg, model), images, output, fmt)
     run = export_tool.load_exported(output, fmt)
+    counts = []
     for image in images:
         normalised = (image - torch.tensor(cfg.INPUT.PIXEL_MEAN)[:, None, None]) / torch.tensor(
             cfg.INPUT.PIXEL_STD)[:, None, None]
@@ -297,15 +304,15 @@ def test_c4_mask_rcnn_exports_with_any_number_of_detections(export_tool, tmp_pat
             result = model([normalised])[0]
         expected = [result.bbox.numpy(), result.get_field("scores").numpy(), result.get_field("labels").numpy(),
                     result.get_field("mask").numpy()]
-        assert (len(result) > 0) == (score_thresh < 1.0)
-        _assert_same_detections(expected, run(image), tuple(image.shape[1:]), "C4 {}".format(fmt))
+        _assert_same_detections(expected, run(image), tuple(image.shape[1:]), what)
+        counts.append(len(result))
+    return counts
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_detector_pooling_the_maximum_over_fpn_levels_exports(export_tool, tmp_path, fmt):
     """MODEL.GAN.DETECTOR_POOLER_FUSION max (the authors' code) traces: the exported graph pools every level."""
     from maskrcnn_benchmark.config import load_config
-    from maskrcnn_benchmark.engine.export import ExportableMaskRCNN, export_model
     from maskrcnn_benchmark.modeling.detector import build_detection_model
 
     torch.manual_seed(0)
@@ -315,17 +322,6 @@ def test_detector_pooling_the_maximum_over_fpn_levels_exports(export_tool, tmp_p
                        "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST", 50, "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 213])
     model = build_detection_model(cfg).eval()
     assert model.roi_heads.box.feature_extractor.pooler.fusion == "max"
-    module = ExportableMaskRCNN(cfg, model)
-    images = export_tool.example_images(cfg)
-    output = str(tmp_path / ("fpn_max." + fmt))
-    export_model(module, images, output, fmt)
-    run = export_tool.load_exported(output, fmt)
-    for image in images:
-        normalised = (image - torch.tensor(cfg.INPUT.PIXEL_MEAN)[:, None, None]) / torch.tensor(
-            cfg.INPUT.PIXEL_STD)[:, None, None]
-        with torch.no_grad():
-            result = model([normalised])[0]
-        expected = [result.bbox.numpy(), result.get_field("scores").numpy(), result.get_field("labels").numpy(),
-                    result.get_field("mask").numpy()]
-        assert len(result) > 0
-        _assert_same_detections(expected, run(image), tuple(image.shape[1:]), "FPN max {}".format(fmt))
+    counts = _export_and_compare(export_tool, cfg, model, str(tmp_path / ("fpn_max." + fmt)), fmt,
+                                 "FPN max {}".format(fmt))
+    assert all(count > 0 for count in counts)
