@@ -80,16 +80,31 @@ def describe_run(config_file, opts, settings=None, code_version=None):
                         "code_version": code_version if code_version is not None else code_fingerprint()})
 
 
+def _default_config():
+    from maskrcnn_benchmark.config import cfg
+
+    return _json_value(_flatten(cfg))
+
+
 def differences(recorded, current, check_code=True):
     """[(name, recorded value, current value)] of every setting, config key and (unless check_code is False) the
     code fingerprint that differs between two describe_run() records. A name missing on one side shows as
-    "(not recorded)" or "(not set now)"."""
+    "(not recorded)" or "(not set now)".
+
+    With check_code False (the code is trusted not to change the run), a config key that the record lacks and that
+    is now at its default is no difference: a key added to the code since the run was made, whose default keeps the
+    behaviour the run had (the rule every new key follows)."""
     out = []
+    defaults = None if check_code else _default_config()
     for section in ("settings", "config"):
         old, new = recorded.get(section, {}), current.get(section, {})
         for name in sorted(set(old) | set(new)):
-            if old.get(name, KeyError) != new.get(name, KeyError):
-                out.append((name, old.get(name, "(not recorded)"), new.get(name, "(not set now)")))
+            if old.get(name, KeyError) == new.get(name, KeyError):
+                continue
+            if (section == "config" and defaults is not None and name not in old and name in defaults
+                    and new.get(name, KeyError) == defaults[name]):
+                continue
+            out.append((name, old.get(name, "(not recorded)"), new.get(name, "(not set now)")))
     if check_code and recorded.get("code_version") != current.get("code_version"):
         out.append(("code_version", recorded.get("code_version"), current.get("code_version")))
     return out
@@ -120,7 +135,8 @@ def check_run_dir(run_dir, record, check_code=True):
             extra = ""
             if any(name == "code_version" for name, _, _ in found):
                 extra = (" The code fingerprint covers maskrcnn_benchmark/, csrc/ and tools/train_net.py; if the "
-                         "code change cannot affect the run, --ignore-code-version reuses it.")
+                         "code change cannot affect the run, --ignore-code-version reuses it (config keys added "
+                         "since, at their defaults, are then accepted too).")
             raise StaleRunError("Run folder '{}' was made with other settings than this study's ({} difference(s), "
                                 "from {}):\n{}\n{}{}".format(run_dir, len(found), path, "\n".join(lines), advice,
                                                              extra))

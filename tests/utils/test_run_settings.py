@@ -51,6 +51,31 @@ def test_other_code_is_refused_unless_the_code_check_is_off(tmp_path):
                                      check_code=False)
 
 
+def _record_made_before_key_existed(record, key):
+    """`record` as the code before `key` was added would have written it."""
+    return dict(record, config={k: v for k, v in record["config"].items() if k != key})
+
+
+def test_a_key_added_since_the_run_counts_only_when_not_at_its_default_and_only_with_the_code_check_off(tmp_path):
+    run_dir = str(tmp_path / "run")
+    key = "MODEL.GAN.DETECTOR_POOLER_FUSION"
+    old = _record_made_before_key_existed(_record(code="code-a"), key)
+    run_settings.prepare_run_dir(run_dir, old)
+    # newer code: the key exists; at its default the run is the same run once the code check is off
+    assert run_settings.prepare_run_dir(run_dir, _record(code="code-b"), check_code=False) is True
+    with pytest.raises(run_settings.StaleRunError, match="code_version"):
+        run_settings.prepare_run_dir(run_dir, _record(code="code-b"))
+    # set to another value it is a difference, named with both sides
+    with pytest.raises(run_settings.StaleRunError) as error:
+        run_settings.prepare_run_dir(run_dir, _record([key, "max"], code="code-b"), check_code=False)
+    assert '{}: recorded "(not recorded)", now "max"'.format(key) in str(error.value)
+    # a key the record has and the current config lacks still counts (a key removed since)
+    other_dir = str(tmp_path / "other")
+    run_settings.prepare_run_dir(other_dir, dict(old, config=dict(old["config"], **{"MODEL.OLD_KEY": 1})))
+    with pytest.raises(run_settings.StaleRunError, match='MODEL.OLD_KEY: recorded 1, now "\\(not set now\\)"'):
+        run_settings.prepare_run_dir(other_dir, _record(code="code-b"), check_code=False)
+
+
 def test_a_folder_without_the_record_is_refused_and_an_empty_one_is_used(tmp_path):
     old = tmp_path / "old_run"
     (old / "inference" / "study_test").mkdir(parents=True)
