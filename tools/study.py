@@ -42,7 +42,7 @@ from maskrcnn_benchmark.utils.intervals import (
     seed_differences,
 )
 from maskrcnn_benchmark.utils.io import save_json
-from maskrcnn_benchmark.utils.run_settings import StaleRunError
+from maskrcnn_benchmark.utils.run_settings import StaleRunError, flatten_config
 from maskrcnn_benchmark.utils.tables import aggregate_seeds, format_study, load_results
 from maskrcnn_benchmark.utils.training_runs import add_comparison_arguments, check_runs, run_training, scaled_schedule
 
@@ -63,15 +63,7 @@ def authors_code_options(config_file=AUTHORS_CONFIG):
 
     with open(config_file) as f:
         gan = yaml.safe_load(f)["MODEL"]["GAN"]
-
-    def flatten(node, prefix):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                yield from flatten(value, prefix + key + ".")
-            else:
-                yield prefix + key, str(value)
-
-    return [item for pair in flatten(gan, "MODEL.GAN.") for item in pair]
+    return [item for key, value in flatten_config(gan, "MODEL.GAN.").items() for item in (key, str(value))]
 
 
 # name -> (config, extra KEY VALUE options)

@@ -43,13 +43,14 @@ def code_fingerprint(package_root=_PACKAGE_ROOT, repo_root=_REPO_ROOT):
     return digest.hexdigest()[:16]
 
 
-def _flatten(node, prefix=""):
+def flatten_config(node, prefix=""):
+    """{"KEY.PATH": value} of a nested dict (a CfgNode or a loaded YAML), keys sorted, each name after `prefix`."""
     out = {}
     for key in sorted(node):
         value = node[key]
         name = prefix + key
         if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
+            out.update(flatten_config(value, name + "."))
         else:
             out[name] = value
     return out
@@ -74,7 +75,7 @@ def describe_run(config_file, opts, settings=None, code_version=None):
     from maskrcnn_benchmark.config import load_config
 
     cfg = load_config(config_file, list(opts))
-    config = {k: v for k, v in _flatten(cfg).items() if k not in _LOCATION_KEYS}
+    config = {k: v for k, v in flatten_config(cfg).items() if k not in _LOCATION_KEYS}
     settings = dict(settings or {}, config_file=os.path.abspath(config_file))
     return _json_value({"settings": settings, "config": config,
                         "code_version": code_version if code_version is not None else code_fingerprint()})
@@ -83,7 +84,7 @@ def describe_run(config_file, opts, settings=None, code_version=None):
 def _default_config():
     from maskrcnn_benchmark.config import cfg
 
-    return _json_value(_flatten(cfg))
+    return _json_value(flatten_config(cfg))
 
 
 def differences(recorded, current, check_code=True):

@@ -275,7 +275,7 @@ def _chain_max(levels):
 
 
 def _max_over_levels(levels):
-    from maskrcnn_benchmark.modeling.discriminators.feature_pooling import max_over_levels
+    from maskrcnn_benchmark.modeling.poolers import max_over_levels
 
     return max_over_levels(levels)
 

@@ -74,15 +74,14 @@ def _normalised_boxes(rois, image_sizes):
     return rois[:, 1:] / scale
 
 
-def _has_batch_norm(module):
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+def _batch_norms(module):
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def batchnorm_scale(module):
     """Mean |gamma| over all BatchNorm scales of `module` (Tensor[], detached), or None without BatchNorm: how far
     D has grown its scales, the one way (with the conv weights) it can lower the unbounded L_adv^Dm = -L_adv^Gm."""
-    gammas = [m.weight.detach().abs().flatten() for m in module.modules()
-              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+    gammas = [m.weight.detach().abs().flatten() for m in _batch_norms(module) if m.weight is not None]
     if not gammas:
         return None
     return torch.cat(gammas).mean()
@@ -217,7 +216,7 @@ class AdversarialDiscriminators(nn.Module):
         if self.d_batch == "joint":
             return _split_real_fake(discriminator(batch))
         real, fake = _split_real_fake(batch)
-        if real.shape[0] == 1 and discriminator.training and _has_batch_norm(discriminator):
+        if real.shape[0] == 1 and discriminator.training and _batch_norms(discriminator):
             # BatchNorm cannot normalise one RoI by its own statistics (PyTorch refuses a single value per channel
             # in training, as D_m's last 1 x 1 layer and the coordinate MLP's layers would see; the authors' code
             # stops there): this call scores the two RoIs as one batch instead of ending the run

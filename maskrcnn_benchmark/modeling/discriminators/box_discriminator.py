@@ -113,7 +113,6 @@ class BoxDiscriminator(nn.Module):
             init (str): how the weights are drawn, one of D_INITS (MODEL.GAN.D_INIT, see init_discriminator_weights).
         """
         super(BoxDiscriminator, self).__init__()
-        check_d_init(init)
         plan, _ = conv_plan(resolution, num_convs)
         layers, width_in = [], in_channels
         for index, (kernel, stride, padding) in enumerate(plan[:-1]):
@@ -172,7 +171,6 @@ class BoxCoordinateDiscriminator(nn.Module):
                 N(0, 2 / out_features), the authors' conv rule with a 1 x 1 kernel.
         """
         super(BoxCoordinateDiscriminator, self).__init__()
-        check_d_init(init)
         if num_layers < 1:
             raise ValueError("a discriminator needs at least one layer, got num_layers={}".format(num_layers))
         layers, width_in = [], 4

@@ -4,27 +4,19 @@ Two ways to read the FPN levels (MODEL.GAN.FEATURE_FUSION):
   "max":   pool every level at every RoI and keep the element-wise maximum (the authors' code), so each RoI
            sees the strongest response at any scale and the choice of level never switches abruptly when a
            predicted box grows or shrinks;
-  "level": the standard FPN assignment (one level per RoI by its size), through ``modeling.poolers.Pooler``.
+  "level": the standard FPN assignment (one level per RoI by its size).
+Both go through ``modeling.poolers.Pooler`` (the detector's pooler, whose MODEL.GAN.DETECTOR_POOLER_FUSION "max" is
+the same maximum).
 Two pooling ops (POOLER_TYPE): "PrRoIPool" (Precise RoI Pooling, differentiable w.r.t. the box coordinates,
 which the box discriminator needs for L_adv^Gb to reach the box regression) and "ROIAlign" (no gradient
 w.r.t. the coordinates).
 """
 from torch import nn
 
-from maskrcnn_benchmark.layers.roi_align import roi_align
-from maskrcnn_benchmark.modeling.poolers import max_over_levels
+from maskrcnn_benchmark.modeling.poolers import Pooler, _check_prroi_impl
 
 POOLER_TYPES = ("ROIAlign", "PrRoIPool")
 FUSIONS = ("max", "level")
-
-
-def _pool_one_level(features, rois, resolution, scale, pooler_type, sampling_ratio, prroi_impl):
-    if pooler_type == "PrRoIPool":
-        # imported here: the op may live in a compiled extension that is built after this module is imported
-        from maskrcnn_benchmark.layers.prroi_pool import prroi_pool2d
-
-        return prroi_pool2d(features, rois, resolution, resolution, scale, impl=prroi_impl)
-    return roi_align(features, rois, (resolution, resolution), scale, sampling_ratio, aligned=False)
 
 
 class RoIFeaturePooler(nn.Module):
@@ -58,8 +50,6 @@ class RoIFeaturePooler(nn.Module):
         self.pooler_type = pooler_type
         self.fusion = fusion
         self.sampling_ratio = sampling_ratio
-        from maskrcnn_benchmark.modeling.poolers import _check_prroi_impl
-
         _check_prroi_impl(prroi_impl)
         self.prroi_impl = prroi_impl
         self._level_poolers = {}  # scales -> Pooler (no parameters or buffers: not part of the state)
@@ -79,23 +69,12 @@ class RoIFeaturePooler(nn.Module):
             )
         if rois.dim() != 2 or rois.shape[1] != 5:
             raise ValueError("rois must be K x 5 (batch_index, x0, y0, x1, y1), got {}".format(tuple(rois.shape)))
-        scales = [1.0 / stride for stride in feature_strides]
-        if self.fusion == "level" and len(features) > 1:
-            return self._pool_assigned_level(features, scales, rois)
-        return max_over_levels([
-            _pool_one_level(level_features, rois, self.resolution, scale, self.pooler_type, self.sampling_ratio,
-                            self.prroi_impl)
-            for level_features, scale in zip(features, scales)
-        ])
-
-    def _pool_assigned_level(self, features, scales, rois):
-        # one modeling.poolers.Pooler per set of scales, built at the first call and reused
-        scales = tuple(scales)
+        # the detector's Pooler does the pooling, with this pooler's fusion: one per set of scales, built at the
+        # first call and reused
+        scales = tuple(1.0 / stride for stride in feature_strides)
         if scales not in self._level_poolers:
-            from maskrcnn_benchmark.modeling.poolers import Pooler
-
             self._level_poolers[scales] = Pooler(
                 output_size=(self.resolution, self.resolution), scales=scales, sampling_ratio=self.sampling_ratio,
-                pooler_type=self.pooler_type, prroi_impl=self.prroi_impl,
+                pooler_type=self.pooler_type, prroi_impl=self.prroi_impl, fusion=self.fusion,
             )
         return self._level_poolers[scales].pool_rois(features, rois)

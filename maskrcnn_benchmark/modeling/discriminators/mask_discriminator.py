@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from .box_discriminator import LEAKY_SLOPE, check_d_init, conv_plan, hidden_norm, init_discriminator_weights
+from .box_discriminator import LEAKY_SLOPE, conv_plan, hidden_norm, init_discriminator_weights
 
 
 class MaskDiscriminator(nn.Module):
@@ -40,7 +40,6 @@ class MaskDiscriminator(nn.Module):
             init (str): how the weights are drawn, one of D_INITS (MODEL.GAN.D_INIT, see init_discriminator_weights).
         """
         super(MaskDiscriminator, self).__init__()
-        check_d_init(init)
         plan, sizes = conv_plan(resolution, num_convs)
         if layer_weights is not None and len(layer_weights) != num_convs:
             raise ValueError(
